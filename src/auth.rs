@@ -1,0 +1,146 @@
+//! Credentials and permissions: how a secret becomes an [`Actor`], and what each role may do.
+//!
+//! Secrets are 256-bit random values, so a fast hash (SHA-256) at rest is safe: there is nothing
+//! to brute-force. Lookups go by hash, and the stored hash is compared again in constant time so
+//! no code path compares secret material byte by byte with early exit.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::model::{ApiKey, Micros, Role};
+
+/// SHA-256 of a secret, lowercase hex.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Constant-time equality of two hashes (or any two strings).
+pub fn ct_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Something a caller may want to do; each role grants a set of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Read tokens, flocks, incidents.
+    Read,
+    /// Create, change, enable/disable, delete and download tokens.
+    WriteTokens,
+    /// Acknowledge and delete incidents.
+    ManageIncidents,
+    /// Create, rename and delete flocks.
+    ManageFlocks,
+}
+
+impl Permission {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::WriteTokens => "change Canarytokens",
+            Permission::ManageIncidents => "change incidents",
+            Permission::ManageFlocks => "manage flocks",
+        }
+    }
+}
+
+pub fn role_allows(role: Role, p: Permission) -> bool {
+    match role {
+        Role::Admin => true,
+        Role::Analyst => matches!(
+            p,
+            Permission::Read | Permission::WriteTokens | Permission::ManageIncidents
+        ),
+        Role::ReadOnly => p == Permission::Read,
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Actor {
+    /// Key id, or `cli` for the local command line.
+    pub id: String,
+    pub role: Role,
+    /// When set, the actor sees and touches only this flock.
+    pub flock_id: Option<String>,
+    /// Caller's address as seen by the listener.
+    pub src_ip: String,
+    /// Which API the request came through.
+    pub dialect: &'static str,
+}
+
+impl Actor {
+    pub fn may(&self, p: Permission) -> bool {
+        role_allows(self.role, p)
+    }
+    /// Whether this actor may see or act inside `flock_id`.
+    pub fn sees_flock(&self, flock_id: &str) -> bool {
+        self.flock_id.as_deref().is_none_or(|f| f == flock_id)
+    }
+}
+
+/// Why a key cannot be used right now (None = usable).
+pub fn key_unusable(key: &ApiKey, now: Micros) -> Option<&'static str> {
+    if !key.active {
+        Some("key is inactive")
+    } else if key.expire_us != 0 && key.expire_us <= now {
+        Some("key has expired")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_sha256_hex() {
+        assert_eq!(
+            hash_secret("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn ct_eq_matches_only_equal() {
+        assert!(ct_eq("abc", "abc"));
+        assert!(!ct_eq("abc", "abd"));
+        assert!(!ct_eq("abc", "abcd"));
+    }
+
+    #[test]
+    fn roles_are_least_privilege() {
+        use Permission::*;
+        assert!(role_allows(Role::ReadOnly, Read));
+        for p in [WriteTokens, ManageIncidents, ManageFlocks] {
+            assert!(!role_allows(Role::ReadOnly, p));
+        }
+        assert!(role_allows(Role::Analyst, WriteTokens));
+        assert!(role_allows(Role::Analyst, ManageIncidents));
+        assert!(!role_allows(Role::Analyst, ManageFlocks));
+        for p in [Read, WriteTokens, ManageIncidents, ManageFlocks] {
+            assert!(role_allows(Role::Admin, p));
+        }
+    }
+
+    #[test]
+    fn expired_and_inactive_keys_are_unusable() {
+        let mut k = ApiKey {
+            key_id: "k".into(),
+            secret_hash: "h".into(),
+            role: Role::Admin,
+            flock_id: None,
+            active: true,
+            expire_us: 0,
+            description: String::new(),
+            created_us: 0,
+            last_used_us: None,
+        };
+        assert_eq!(key_unusable(&k, 100), None);
+        k.expire_us = 50;
+        assert_eq!(key_unusable(&k, 100), Some("key has expired"));
+        k.expire_us = 0;
+        k.active = false;
+        assert_eq!(key_unusable(&k, 100), Some("key is inactive"));
+    }
+}

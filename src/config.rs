@@ -1,0 +1,180 @@
+//! Settings for `trapline serve` and the other commands.
+//!
+//! Each setting comes from, in order of precedence: a command-line flag, a `TRAPLINE_*`
+//! environment variable (clap reads both), the TOML file named by `--config`, the default.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Options shared by every command that touches the store.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreArgs {
+    /// TOML file with settings (same names as the flags, with underscores).
+    #[arg(long, env = "TRAPLINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the SQLite database and other state.
+    #[arg(long, env = "TRAPLINE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database: a SQLite file path, or a postgres:// URL. Default: trapline.db in the data dir.
+    #[arg(long, env = "TRAPLINE_DATABASE")]
+    pub database: Option<String>,
+}
+
+/// Options of `trapline serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Management API listener (host:port; port 0 picks a free one).
+    #[arg(long, env = "TRAPLINE_API_LISTEN")]
+    pub api_listen: Option<SocketAddr>,
+    /// Public trigger HTTP listener.
+    #[arg(long, env = "TRAPLINE_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Authoritative DNS listener, UDP and TCP on the same port.
+    #[arg(long, env = "TRAPLINE_DNS_LISTEN")]
+    pub dns_listen: Option<SocketAddr>,
+    /// Token DNS zone: token hostnames are <id>.<domain>.
+    #[arg(long, env = "TRAPLINE_DOMAIN")]
+    pub domain: Option<String>,
+    /// Zone answered with NXDOMAIN (after recording).
+    #[arg(long, env = "TRAPLINE_NX_DOMAIN")]
+    pub nx_domain: Option<String>,
+    /// Address the token zone's A/AAAA answers give.
+    #[arg(long, env = "TRAPLINE_PUBLIC_IP")]
+    pub public_ip: Option<IpAddr>,
+    /// Base of token URLs. Default: http://<http listener address>.
+    #[arg(long, env = "TRAPLINE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+/// The TOML file: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    database: Option<String>,
+    api_listen: Option<SocketAddr>,
+    http_listen: Option<SocketAddr>,
+    dns_listen: Option<SocketAddr>,
+    domain: Option<String>,
+    nx_domain: Option<String>,
+    public_ip: Option<IpAddr>,
+    public_url: Option<String>,
+}
+
+/// Fully resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub database: String,
+    pub api_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub dns_listen: SocketAddr,
+    pub domain: String,
+    pub nx_domain: String,
+    pub public_ip: IpAddr,
+    /// None: derive from the bound HTTP address.
+    pub public_url: Option<String>,
+}
+
+fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+    let Some(path) = path else { return Ok(FileConfig::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn validate_domain(what: &str, d: &str) -> anyhow::Result<String> {
+    let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+    let ok = !d.is_empty()
+        && d.len() <= 200
+        && d.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    anyhow::ensure!(ok, "{what} {d:?} is not a valid DNS name");
+    Ok(d)
+}
+
+impl Settings {
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
+        let file = read_file(args.store.config.as_deref())?;
+        let data_dir = args.store.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("trapline-data"));
+        let database = args
+            .store
+            .database
+            .clone()
+            .or(file.database)
+            .unwrap_or_else(|| data_dir.join("trapline.db").display().to_string());
+        let public_url = args.public_url.clone().or(file.public_url).map(|u| u.trim_end_matches('/').to_string());
+        if let Some(u) = &public_url {
+            anyhow::ensure!(
+                u.starts_with("http://") || u.starts_with("https://"),
+                "public URL {u:?} must start with http:// or https://"
+            );
+        }
+        Ok(Settings {
+            database,
+            data_dir,
+            api_listen: args.api_listen.or(file.api_listen).unwrap_or(([127, 0, 0, 1], 8080).into()),
+            http_listen: args.http_listen.or(file.http_listen).unwrap_or(([127, 0, 0, 1], 8081).into()),
+            dns_listen: args.dns_listen.or(file.dns_listen).unwrap_or(([127, 0, 0, 1], 5354).into()),
+            domain: validate_domain("domain", &args.domain.clone().or(file.domain).unwrap_or("trapline.localhost".into()))?,
+            nx_domain: validate_domain(
+                "NX domain",
+                &args.nx_domain.clone().or(file.nx_domain).unwrap_or("nx.trapline.localhost".into()),
+            )?,
+            public_ip: args.public_ip.or(file.public_ip).unwrap_or([127, 0, 0, 1].into()),
+            public_url,
+        })
+    }
+
+    /// Only the store settings (for commands other than `serve`).
+    pub fn resolve_store(args: &StoreArgs) -> anyhow::Result<(PathBuf, String)> {
+        let s = Settings::resolve(&ServeArgs { store: args.clone(), ..Default::default() })?;
+        Ok((s.data_dir, s.database))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let s = Settings::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(s.api_listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.http_listen, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(s.dns_listen, "127.0.0.1:5354".parse().unwrap());
+        assert_eq!(s.domain, "trapline.localhost");
+        assert_eq!(s.database, "trapline-data/trapline.db");
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(&f, "domain = \"file.example\"\nnx_domain = \"nx.file.example\"\napi_listen = \"127.0.0.1:9000\"\n").unwrap();
+        let mut args = ServeArgs { store: StoreArgs { config: Some(f.clone()), ..Default::default() }, ..Default::default() };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.domain, "file.example");
+        assert_eq!(s.api_listen.port(), 9000);
+        args.domain = Some("Flag.Example.".into());
+        assert_eq!(Settings::resolve(&args).unwrap().domain, "flag.example");
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(&f, "no_such_setting = 1\n").unwrap();
+        let args = ServeArgs { store: StoreArgs { config: Some(f), ..Default::default() }, ..Default::default() };
+        assert!(Settings::resolve(&args).is_err());
+        let args = ServeArgs { domain: Some("bad domain".into()), ..Default::default() };
+        assert!(Settings::resolve(&args).is_err());
+        let args = ServeArgs { public_url: Some("ftp://x".into()), ..Default::default() };
+        assert!(Settings::resolve(&args).is_err());
+    }
+}

@@ -1,0 +1,509 @@
+//! The core service: every management rule, once, for every dialect.
+//!
+//! Dialects parse their requests into calls on [`Core`] and shape its answers; they decide
+//! nothing themselves. Each call checks the actor's role and flock scope, validates input,
+//! and writes its audit entry in the same transaction as the change.
+
+use std::sync::Arc;
+
+use crate::auth::{self, Actor, Permission};
+use crate::error::{CoreError, CoreResult};
+use crate::ids;
+use crate::kinds::{self, Artefact, Params, Site};
+use crate::model::*;
+use crate::store::{FlockDeletion, Store};
+
+/// Longest memo accepted, in characters.
+pub const MAX_MEMO_CHARS: usize = 1000;
+/// Longest flock name accepted, in characters.
+pub const MAX_FLOCK_NAME_CHARS: usize = 100;
+/// Largest page of tokens one call returns.
+pub const MAX_PAGE: i64 = 5000;
+/// Page size when the caller names none.
+pub const DEFAULT_PAGE: i64 = 100;
+/// How often (at most) a key's last-used time is written.
+const TOUCH_INTERVAL_US: i64 = 60_000_000;
+
+pub struct Core {
+    pub store: Arc<dyn Store>,
+    pub site: Site,
+}
+
+/// What a caller asks for when creating a token.
+#[derive(Debug, Clone, Default)]
+pub struct NewToken {
+    pub kind: String,
+    pub memo: String,
+    pub flock_id: Option<String>,
+    /// Kind-specific parameters, as sent.
+    pub params: Params,
+}
+
+/// A page of tokens and where the next one starts (None = no more).
+#[derive(Debug, Clone)]
+pub struct TokenPage {
+    pub tokens: Vec<Token>,
+    pub cursor: Option<String>,
+}
+
+/// A freshly made API key; `secret` is shown once and never stored.
+#[derive(Debug, Clone)]
+pub struct CreatedKey {
+    pub key: ApiKey,
+    pub secret: String,
+}
+
+fn validate_memo(memo: &str) -> CoreResult<String> {
+    let memo = memo.trim();
+    if memo.is_empty() {
+        return Err(CoreError::EmptyMemo);
+    }
+    if memo.chars().count() > MAX_MEMO_CHARS {
+        return Err(CoreError::invalid("memo", format!("longer than {MAX_MEMO_CHARS} characters")));
+    }
+    Ok(memo.to_string())
+}
+
+fn validate_flock_name(name: &str) -> CoreResult<String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(CoreError::FlockNameEmpty);
+    }
+    if name.chars().count() > MAX_FLOCK_NAME_CHARS {
+        return Err(CoreError::FlockNameTooLong);
+    }
+    Ok(name.to_string())
+}
+
+/// Cursor text for the position after `t`.
+fn cursor_after(t: &Token) -> String {
+    format!("{}.{}", t.created_us, t.id)
+}
+
+fn parse_cursor(c: &str) -> CoreResult<(Micros, String)> {
+    let bad = || CoreError::invalid("cursor", "is not a cursor this server handed out");
+    let (us, id) = c.split_once('.').ok_or_else(bad)?;
+    let us: Micros = us.parse().map_err(|_| bad())?;
+    if !ids::is_token_id(id) {
+        return Err(bad());
+    }
+    Ok((us, id.to_string()))
+}
+
+impl Core {
+    pub fn new(store: Arc<dyn Store>, site: Site) -> Core {
+        Core { store, site }
+    }
+
+    fn audit(&self, actor: &Actor, action: &str, target: &str, description: String) -> AuditEntry {
+        AuditEntry {
+            time_us: now_us(),
+            actor: actor.id.clone(),
+            action: action.into(),
+            target: target.into(),
+            description,
+            src_ip: actor.src_ip.clone(),
+            dialect: actor.dialect.into(),
+        }
+    }
+
+    fn require(&self, actor: &Actor, p: Permission) -> CoreResult<()> {
+        if actor.may(p) {
+            Ok(())
+        } else {
+            Err(CoreError::Forbidden(p))
+        }
+    }
+
+    // ------------------------------------------------------------------ credentials
+
+    /// Turns a presented secret into an actor. Failures are audited.
+    pub async fn authenticate(
+        &self,
+        secret: Option<&str>,
+        src_ip: &str,
+        dialect: &'static str,
+    ) -> CoreResult<Actor> {
+        let fail = |why: &str| AuditEntry {
+            time_us: now_us(),
+            actor: "anonymous".into(),
+            action: "auth_failed".into(),
+            target: String::new(),
+            description: why.into(),
+            src_ip: src_ip.into(),
+            dialect: dialect.into(),
+        };
+        let secret = match secret.map(str::trim) {
+            Some(s) if !s.is_empty() => s,
+            _ => {
+                self.store.append_audit(&fail("no credential")).await?;
+                return Err(CoreError::Unauthenticated);
+            }
+        };
+        let hash = auth::hash_secret(secret);
+        let key = match self.store.api_key_by_hash(&hash).await? {
+            Some(k) if auth::ct_eq(&k.secret_hash, &hash) => k,
+            _ => {
+                self.store.append_audit(&fail("unknown credential")).await?;
+                return Err(CoreError::Unauthenticated);
+            }
+        };
+        let now = now_us();
+        if let Some(why) = auth::key_unusable(&key, now) {
+            let mut entry = fail(why);
+            entry.target = key.key_id.clone();
+            self.store.append_audit(&entry).await?;
+            return Err(CoreError::Unauthenticated);
+        }
+        if key.last_used_us.is_none_or(|t| now - t > TOUCH_INTERVAL_US) {
+            self.store.touch_api_key(&key.key_id, now).await?;
+        }
+        Ok(Actor { id: key.key_id, role: key.role, flock_id: key.flock_id, src_ip: src_ip.into(), dialect })
+    }
+
+    /// Makes a new API key. `by` is who asks (an admin actor, or the local CLI).
+    pub async fn create_key(
+        &self,
+        by: &Actor,
+        role: Role,
+        flock_id: Option<String>,
+        description: String,
+    ) -> CoreResult<CreatedKey> {
+        if by.role != Role::Admin || by.flock_id.is_some() {
+            return Err(CoreError::Forbidden(Permission::ManageFlocks));
+        }
+        if let Some(f) = &flock_id {
+            if self.store.get_flock(f).await?.is_none() {
+                return Err(CoreError::FlockNotFound);
+            }
+        }
+        let secret = ids::secret();
+        let key = ApiKey {
+            key_id: ids::key_id(),
+            secret_hash: auth::hash_secret(&secret),
+            role,
+            flock_id,
+            active: true,
+            expire_us: 0,
+            description,
+            created_us: now_us(),
+            last_used_us: None,
+        };
+        let audit = self.audit(
+            by,
+            "key_create",
+            &key.key_id,
+            format!("created {} key{}", role.as_str(), key.flock_id.as_ref().map(|f| format!(" for {f}")).unwrap_or_default()),
+        );
+        self.store.insert_api_key(&key, &audit).await?;
+        Ok(CreatedKey { key, secret })
+    }
+
+    /// On a store with no keys at all, makes the first admin key. None when keys exist.
+    pub async fn bootstrap_admin(&self) -> CoreResult<Option<CreatedKey>> {
+        if self.store.count_api_keys().await? > 0 {
+            return Ok(None);
+        }
+        let by = Actor::local();
+        Ok(Some(self.create_key(&by, Role::Admin, None, "first admin key, made at first start".into()).await?))
+    }
+
+    // ------------------------------------------------------------------ tokens
+
+    pub async fn create_token(&self, actor: &Actor, req: NewToken) -> CoreResult<Token> {
+        self.require(actor, Permission::WriteTokens)?;
+        let memo = validate_memo(&req.memo)?;
+        let kind = kinds::find(req.kind.trim()).ok_or(CoreError::UnknownKind)?;
+        let flock_id = match req.flock_id.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+            Some(f) => f.to_string(),
+            None => actor.flock_id.clone().unwrap_or_else(|| DEFAULT_FLOCK.to_string()),
+        };
+        if !actor.sees_flock(&flock_id) || self.store.get_flock(&flock_id).await?.is_none() {
+            return Err(CoreError::FlockNotFound);
+        }
+        let params = (kind.create)(&req.params)?;
+        let token = Token {
+            id: ids::token_id(),
+            kind: kind.name.to_string(),
+            memo,
+            flock_id,
+            enabled: true,
+            created_us: now_us(),
+            updated_id: 1,
+            params,
+            created_by: actor.id.clone(),
+            triggered_count: 0,
+        };
+        let audit = self.audit(actor, "token_create", &token.id, format!("created {} token in {}", token.kind, token.flock_id));
+        self.store.insert_token(&token, &audit).await?;
+        Ok(token)
+    }
+
+    /// A token the actor may see, or TokenNotFound (never revealing tokens of other flocks).
+    pub async fn get_token(&self, actor: &Actor, id: &str) -> CoreResult<Token> {
+        self.require(actor, Permission::Read)?;
+        self.visible_token(actor, id).await
+    }
+
+    async fn visible_token(&self, actor: &Actor, id: &str) -> CoreResult<Token> {
+        let id = id.trim();
+        if !ids::is_token_id(id) {
+            return Err(CoreError::TokenNotFound);
+        }
+        match self.store.get_token(id).await? {
+            Some(t) if actor.sees_flock(&t.flock_id) => Ok(t),
+            _ => Err(CoreError::TokenNotFound),
+        }
+    }
+
+    pub async fn list_tokens(
+        &self,
+        actor: &Actor,
+        mut filter: TokenFilter,
+        cursor: Option<&str>,
+        limit: Option<i64>,
+    ) -> CoreResult<TokenPage> {
+        self.require(actor, Permission::Read)?;
+        if let Some(scope) = &actor.flock_id {
+            match &filter.flock_id {
+                Some(f) if f != scope => return Ok(TokenPage { tokens: vec![], cursor: None }),
+                _ => filter.flock_id = Some(scope.clone()),
+            }
+        }
+        if let Some(k) = &filter.kind {
+            if kinds::find(k).is_none() {
+                return Err(CoreError::UnknownKind);
+            }
+        }
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(CoreError::invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
+        }
+        let after = cursor.filter(|c| !c.is_empty()).map(parse_cursor).transpose()?;
+        let mut tokens = self.store.list_tokens(&filter, after, limit + 1).await?;
+        let cursor = if tokens.len() as i64 > limit {
+            tokens.truncate(limit as usize);
+            tokens.last().map(cursor_after)
+        } else {
+            None
+        };
+        Ok(TokenPage { tokens, cursor })
+    }
+
+    async fn change_token(
+        &self,
+        actor: &Actor,
+        id: &str,
+        change: TokenChange,
+        action: &str,
+        description: String,
+    ) -> CoreResult<Token> {
+        self.require(actor, Permission::WriteTokens)?;
+        let token = self.visible_token(actor, id).await?;
+        let audit = self.audit(actor, action, &token.id, description);
+        self.store.update_token(&token.id, &change, &audit).await?.ok_or(CoreError::TokenNotFound)
+    }
+
+    pub async fn update_memo(&self, actor: &Actor, id: &str, memo: &str) -> CoreResult<Token> {
+        let memo = validate_memo(memo)?;
+        let change = TokenChange { memo: Some(memo), ..Default::default() };
+        self.change_token(actor, id, change, "token_update", "changed memo".into()).await
+    }
+
+    pub async fn set_enabled(&self, actor: &Actor, id: &str, enabled: bool) -> CoreResult<Token> {
+        let change = TokenChange { enabled: Some(enabled), ..Default::default() };
+        let action = if enabled { "token_enable" } else { "token_disable" };
+        self.change_token(actor, id, change, action, action.replace('_', " ")).await
+    }
+
+    pub async fn delete_token(&self, actor: &Actor, id: &str, clear_incidents: bool) -> CoreResult<()> {
+        self.require(actor, Permission::WriteTokens)?;
+        let token = self.visible_token(actor, id).await?;
+        let audit = self.audit(
+            actor,
+            "token_delete",
+            &token.id,
+            format!("deleted {} token{}", token.kind, if clear_incidents { " and its incidents" } else { "" }),
+        );
+        if self.store.delete_token(&token.id, clear_incidents, &audit).await? {
+            Ok(())
+        } else {
+            Err(CoreError::TokenNotFound)
+        }
+    }
+
+    pub async fn download(&self, actor: &Actor, id: &str) -> CoreResult<Artefact> {
+        self.require(actor, Permission::Read)?;
+        let token = self.visible_token(actor, id).await?;
+        let kind = kinds::find(&token.kind).ok_or(CoreError::NoFile)?;
+        let make = kind.artefact.ok_or(CoreError::NoFile)?;
+        Ok(make(&token, &self.site))
+    }
+
+    // ------------------------------------------------------------------ flocks
+
+    pub async fn list_flocks(&self, actor: &Actor) -> CoreResult<Vec<Flock>> {
+        self.require(actor, Permission::Read)?;
+        let mut flocks = self.store.list_flocks().await?;
+        flocks.retain(|f| actor.sees_flock(&f.id));
+        Ok(flocks)
+    }
+
+    async fn visible_flock(&self, actor: &Actor, id: &str) -> CoreResult<Flock> {
+        match self.store.get_flock(id.trim()).await? {
+            Some(f) if actor.sees_flock(&f.id) => Ok(f),
+            _ => Err(CoreError::FlockNotFound),
+        }
+    }
+
+    fn require_flock_admin(&self, actor: &Actor) -> CoreResult<()> {
+        self.require(actor, Permission::ManageFlocks)?;
+        if actor.flock_id.is_some() {
+            // A key limited to one flock cannot reshape the set of flocks.
+            return Err(CoreError::Forbidden(Permission::ManageFlocks));
+        }
+        Ok(())
+    }
+
+    pub async fn create_flock(&self, actor: &Actor, name: &str) -> CoreResult<Flock> {
+        self.require_flock_admin(actor)?;
+        let name = validate_flock_name(name)?;
+        let flock = Flock { id: format!("flock:{}", ids::hex_id(16)), name, created_us: now_us() };
+        let audit = self.audit(actor, "flock_create", &flock.id, format!("created flock {:?}", flock.name));
+        self.store.insert_flock(&flock, &audit).await?;
+        Ok(flock)
+    }
+
+    pub async fn rename_flock(&self, actor: &Actor, id: &str, name: &str) -> CoreResult<Flock> {
+        self.require_flock_admin(actor)?;
+        let name = validate_flock_name(name)?;
+        let mut flock = self.visible_flock(actor, id).await?;
+        let audit = self.audit(actor, "flock_rename", &flock.id, format!("renamed {:?} to {:?}", flock.name, name));
+        if !self.store.rename_flock(&flock.id, &name, &audit).await? {
+            return Err(CoreError::FlockNotFound);
+        }
+        flock.name = name;
+        Ok(flock)
+    }
+
+    pub async fn delete_flock(&self, actor: &Actor, id: &str) -> CoreResult<()> {
+        self.require_flock_admin(actor)?;
+        let flock = self.visible_flock(actor, id).await?;
+        if flock.id == DEFAULT_FLOCK {
+            return Err(CoreError::DefaultFlock);
+        }
+        let audit = self.audit(actor, "flock_delete", &flock.id, format!("deleted flock {:?}", flock.name));
+        match self.store.delete_flock(&flock.id, &audit).await? {
+            FlockDeletion::Deleted => Ok(()),
+            FlockDeletion::NotFound => Err(CoreError::FlockNotFound),
+            FlockDeletion::NotEmpty => Err(CoreError::FlockNotEmpty),
+        }
+    }
+
+    pub async fn flock_summary(&self, actor: &Actor, id: &str) -> CoreResult<(Flock, FlockSummary)> {
+        self.require(actor, Permission::Read)?;
+        let flock = self.visible_flock(actor, id).await?;
+        let summary = self.store.flock_summary(&flock.id).await?;
+        Ok((flock, summary))
+    }
+
+    // ------------------------------------------------------------------ incidents
+
+    fn scope_incidents(actor: &Actor, mut filter: IncidentFilter) -> IncidentFilter {
+        if let Some(scope) = &actor.flock_id {
+            if filter.flock_id.as_ref().is_some_and(|f| f != scope) {
+                // Asked for a flock outside the scope: match nothing.
+                filter.id = Some(-1);
+            }
+            filter.flock_id = Some(scope.clone());
+        }
+        filter
+    }
+
+    pub async fn list_incidents(&self, actor: &Actor, filter: IncidentFilter) -> CoreResult<Vec<Incident>> {
+        self.require(actor, Permission::Read)?;
+        Ok(self.store.list_incidents(&Self::scope_incidents(actor, filter)).await?)
+    }
+
+    pub async fn get_incident(&self, actor: &Actor, id: i64) -> CoreResult<Incident> {
+        self.require(actor, Permission::Read)?;
+        let filter = Self::scope_incidents(actor, IncidentFilter { id: Some(id), ..Default::default() });
+        self.store.list_incidents(&filter).await?.pop().ok_or(CoreError::IncidentNotFound)
+    }
+
+    /// Acknowledges (or un-) the incidents matching `filter`; returns how many changed.
+    pub async fn set_acknowledged(&self, actor: &Actor, filter: IncidentFilter, ack: bool) -> CoreResult<u64> {
+        self.require(actor, Permission::ManageIncidents)?;
+        let single = filter.id;
+        let filter = Self::scope_incidents(actor, filter);
+        let action = if ack { "incident_acknowledge" } else { "incident_unacknowledge" };
+        let target = single.map(|i| i.to_string()).unwrap_or_else(|| "incidents".into());
+        let audit = self.audit(actor, action, &target, format!("{action} {filter:?}"));
+        let n = self.store.set_acknowledged(&filter, ack, &audit).await?;
+        if n == 0 && single.is_some() {
+            return Err(CoreError::IncidentNotFound);
+        }
+        Ok(n)
+    }
+
+    /// Deletes the incidents matching `filter`; returns how many went.
+    pub async fn delete_incidents(&self, actor: &Actor, filter: IncidentFilter) -> CoreResult<u64> {
+        self.require(actor, Permission::ManageIncidents)?;
+        let single = filter.id;
+        let filter = Self::scope_incidents(actor, filter);
+        let target = single.map(|i| i.to_string()).unwrap_or_else(|| "incidents".into());
+        let audit = self.audit(actor, "incident_delete", &target, format!("delete {filter:?}"));
+        let n = self.store.delete_incidents(&filter, &audit).await?;
+        if n == 0 && single.is_some() {
+            return Err(CoreError::IncidentNotFound);
+        }
+        Ok(n)
+    }
+}
+
+impl Actor {
+    /// The operator at the local command line: full rights.
+    pub fn local() -> Actor {
+        Actor { id: "cli".into(), role: Role::Admin, flock_id: None, src_ip: "local".into(), dialect: "cli" }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memo_rules() {
+        assert!(matches!(validate_memo("  "), Err(CoreError::EmptyMemo)));
+        assert_eq!(validate_memo(" hi ").unwrap(), "hi");
+        assert!(validate_memo(&"é".repeat(MAX_MEMO_CHARS)).is_ok());
+        assert!(matches!(validate_memo(&"x".repeat(MAX_MEMO_CHARS + 1)), Err(CoreError::InvalidParam { .. })));
+    }
+
+    #[test]
+    fn flock_name_rules() {
+        assert!(matches!(validate_flock_name(""), Err(CoreError::FlockNameEmpty)));
+        assert!(matches!(validate_flock_name(&"x".repeat(101)), Err(CoreError::FlockNameTooLong)));
+        assert_eq!(validate_flock_name(" Cape Town ").unwrap(), "Cape Town");
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let t = Token {
+            id: "abcdefghijklmnopqrstuvwxy".into(),
+            kind: "dns".into(),
+            memo: "m".into(),
+            flock_id: DEFAULT_FLOCK.into(),
+            enabled: true,
+            created_us: 123,
+            updated_id: 1,
+            params: serde_json::json!({}),
+            created_by: "k".into(),
+            triggered_count: 0,
+        };
+        assert_eq!(parse_cursor(&cursor_after(&t)).unwrap(), (123, t.id.clone()));
+        for bad in ["", "x", "12", "a.abcdefghijklmnopqrstuvwxy", "1.short", "1.'; drop table"] {
+            assert!(parse_cursor(bad).is_err(), "{bad}");
+        }
+    }
+}

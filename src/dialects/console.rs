@@ -1,0 +1,607 @@
+//! Canary Console dialect: `/api/v1/...`, as the PyPI `canarytools` client and the Console API
+//! documentation use it.
+//!
+//! Parameters come from the query string and from a form (or JSON) body, merged; the secret
+//! from `auth_token` or the `X-Canary-Auth-Token` header. Answers are JSON with
+//! `"result": "success"`; errors are `{"result": "error", "message": ...}` with a 4xx status and
+//! the exact messages the client maps to typed exceptions.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::auth::Actor;
+use crate::core::{Core, NewToken};
+use crate::error::{CoreError, CoreResult};
+use crate::kinds::{self, Params};
+use crate::model::*;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Largest single parameter value accepted (memos have their own, smaller limit).
+const MAX_PARAM: usize = 64 * 1024;
+
+pub fn router(core: Arc<Core>) -> Router {
+    Router::new().route("/api/v1/{*endpoint}", any(handle)).with_state(core)
+}
+
+/// A parsed request: merged parameters and the caller's address.
+struct Req {
+    params: BTreeMap<String, String>,
+    header_secret: Option<String>,
+    src_ip: String,
+}
+
+fn error(status: StatusCode, message: &str, detail: Option<String>) -> Response {
+    let mut body = json!({ "result": "error", "message": message });
+    if let Some(d) = detail {
+        body["detail"] = Value::String(d);
+    }
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn success(mut body: Value) -> Response {
+    body["result"] = Value::String("success".into());
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+const BAD_PARAMS: &str = "Could not process the parameters";
+/// Parameter name of the "src_host together with node_id" error, which has its own message.
+const SRC_AND_NODE: &str = "src_host and node_id";
+
+/// Maps a core error onto the Console's status and message.
+fn core_error(e: CoreError) -> Response {
+    use CoreError::*;
+    match e {
+        Unauthenticated => error(StatusCode::UNAUTHORIZED, "Invalid auth_token", None),
+        Forbidden(p) => error(
+            StatusCode::FORBIDDEN,
+            "Permission denied",
+            Some(format!("this API key may not {}", p.describe())),
+        ),
+        EmptyMemo => error(StatusCode::BAD_REQUEST, "Empty memo", None),
+        UnknownKind => error(StatusCode::BAD_REQUEST, "Supplied kind is not valid.", None),
+        InvalidParam { name: SRC_AND_NODE, .. } => {
+            error(StatusCode::BAD_REQUEST, "Cannot use src_host and node_id together", None)
+        }
+        InvalidParam { name: "older_than", .. } => {
+            error(StatusCode::BAD_REQUEST, "Parameter older_than was invalid.", None)
+        }
+        InvalidParam { name, reason } => error(StatusCode::BAD_REQUEST, BAD_PARAMS, Some(format!("{name} {reason}"))),
+        TokenNotFound => error(StatusCode::NOT_FOUND, "Could not find the Canarytoken", None),
+        IncidentNotFound => error(StatusCode::NOT_FOUND, "Incident not found", None),
+        FlockNotFound => error(StatusCode::NOT_FOUND, "Flock does not exist.", None),
+        FlockNameEmpty => error(StatusCode::BAD_REQUEST, "Flock name cannot be empty.", None),
+        FlockNameTooLong => {
+            error(StatusCode::BAD_REQUEST, "Flock name longer than maximum (100 characters).", None)
+        }
+        DefaultFlock => error(StatusCode::BAD_REQUEST, "Cannot delete default flock", None),
+        FlockNotEmpty => error(StatusCode::BAD_REQUEST, "Cannot delete a non-empty flock", None),
+        NoFile => error(StatusCode::BAD_REQUEST, "File generation not supported.", None),
+        Storage(e) => {
+            tracing::error!(error = %e, "storage failure in console API");
+            error(StatusCode::SERVICE_UNAVAILABLE, "Storage is unavailable, try again", None)
+        }
+    }
+}
+
+impl Req {
+    async fn read(req: Request, peer: SocketAddr) -> Result<Req, Response> {
+        let (parts, body) = req.into_parts();
+        let mut params = BTreeMap::new();
+        if let Some(q) = parts.uri.query() {
+            params.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
+        }
+        let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+            error(StatusCode::PAYLOAD_TOO_LARGE, BAD_PARAMS, Some(format!("request body is larger than {MAX_BODY} bytes")))
+        })?;
+        if !bytes.is_empty() {
+            let ctype = content_type(&parts.headers);
+            match ctype.as_str() {
+                "" | "application/x-www-form-urlencoded" => {
+                    params.extend(form_urlencoded::parse(&bytes).into_owned());
+                }
+                "application/json" => params.extend(json_params(&bytes)?),
+                other => {
+                    return Err(error(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        BAD_PARAMS,
+                        Some(format!("content type {other:?} is not accepted here; send a form or JSON")),
+                    ))
+                }
+            }
+        }
+        if let Some((k, _)) = params.iter().find(|(_, v)| v.len() > MAX_PARAM) {
+            return Err(error(StatusCode::BAD_REQUEST, BAD_PARAMS, Some(format!("{k} is longer than {MAX_PARAM} bytes"))));
+        }
+        let header_secret = parts
+            .headers
+            .get("x-canary-auth-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok(Req { params, header_secret, src_ip: peer.ip().to_canonical().to_string() })
+    }
+
+    fn secret(&self) -> Option<&str> {
+        self.params.get("auth_token").map(String::as_str).or(self.header_secret.as_deref())
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
+    /// A present, non-empty value.
+    fn opt(&self, name: &str) -> Option<&str> {
+        self.get(name).map(str::trim).filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> CoreResult<&str> {
+        self.opt(name).ok_or_else(|| CoreError::invalid(name, "is required"))
+    }
+
+    fn bool(&self, name: &'static str) -> CoreResult<Option<bool>> {
+        self.opt(name).map(|v| kinds::parse_bool(name, v)).transpose()
+    }
+
+    fn int(&self, name: &'static str) -> CoreResult<Option<i64>> {
+        self.opt(name)
+            .map(|v| v.parse::<i64>().map_err(|_| CoreError::invalid(name, format!("must be an integer, not {v:?}"))))
+            .transpose()
+    }
+}
+
+fn content_type(h: &HeaderMap) -> String {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// A flat JSON object as parameters: strings as they are, numbers and booleans as text.
+fn json_params(bytes: &[u8]) -> Result<BTreeMap<String, String>, Response> {
+    let bad = |d: String| error(StatusCode::BAD_REQUEST, BAD_PARAMS, Some(d));
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("body is not valid JSON: {e}")))?;
+    let Value::Object(m) = v else { return Err(bad("JSON body must be an object".into())) };
+    m.into_iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k, s)),
+            Value::Number(n) => Ok((k, n.to_string())),
+            Value::Bool(b) => Ok((k, b.to_string())),
+            _ => Err(bad(format!("{k} must be a string, number or boolean"))),
+        })
+        .collect()
+}
+
+/// Which methods each endpoint takes; None for endpoints this dialect does not have.
+fn methods(endpoint: &str) -> Option<&'static [Method]> {
+    const READ: &[Method] = &[Method::GET, Method::POST];
+    const WRITE: &[Method] = &[Method::POST];
+    const DELETE: &[Method] = &[Method::POST, Method::DELETE];
+    Some(match endpoint {
+        "ping" | "canarytokens/list" | "canarytoken/fetch" | "canarytokens/fetch" | "canarytokens/paginate"
+        | "canarytokens/search" | "canarytoken/download" | "flocks/list" | "flock/summary" | "incidents/all"
+        | "incidents/unacknowledged" | "incidents/acknowledged" | "incident/fetch" => READ,
+        "canarytoken/create" | "canarytoken/update" | "canarytoken/enable" | "canarytoken/disable" | "flock/create"
+        | "flock/rename" | "incident/acknowledge" | "incident/unacknowledge" | "incidents/acknowledge"
+        | "incidents/unacknowledge" => WRITE,
+        "canarytoken/delete" | "flock/delete" | "incident/delete" | "incidents/delete" => DELETE,
+        _ => return None,
+    })
+}
+
+async fn handle(
+    State(core): State<Arc<Core>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(endpoint): Path<String>,
+    req: Request,
+) -> Response {
+    let method = req.method().clone();
+    let endpoint = endpoint.trim_end_matches('/').to_string();
+    let Some(allowed) = methods(&endpoint) else {
+        return error(StatusCode::NOT_FOUND, "Unknown API endpoint", Some(format!("/api/v1/{endpoint}")));
+    };
+    if !allowed.contains(&method) {
+        let names: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+            Some(format!("{endpoint} takes {}", names.join(" or "))),
+        );
+    }
+    let req = match Req::read(req, peer).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let actor = match core.authenticate(req.secret(), &req.src_ip, "console").await {
+        Ok(a) => a,
+        Err(e) => return core_error(e),
+    };
+    if endpoint == "canarytoken/download" {
+        return match download(&core, &actor, &req).await {
+            Ok(r) => r,
+            Err(e) => core_error(e),
+        };
+    }
+    match run(&core, &actor, &endpoint, &req).await {
+        Ok(body) => success(body),
+        Err(e) => core_error(e),
+    }
+}
+
+async fn download(core: &Core, actor: &Actor, req: &Req) -> CoreResult<Response> {
+    let a = core.download(actor, req.required("canarytoken")?).await?;
+    // canarytools splits on "filename=" and expects exactly "attachment; " before it.
+    let name: String = a
+        .filename
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .collect();
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, a.content_type.to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename={name}")),
+        ],
+        Body::from(a.bytes),
+    )
+        .into_response())
+}
+
+async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResult<Value> {
+    let site = &core.site;
+    Ok(match endpoint {
+        "ping" => json!({}),
+        "canarytokens/list" => {
+            let m: Map<String, Value> =
+                kinds::KINDS.iter().map(|k| (k.name.to_string(), Value::String(k.human_name.into()))).collect();
+            json!({ "tokens": m })
+        }
+        "canarytoken/create" => {
+            let params: Params = req.params.clone();
+            let token = core
+                .create_token(
+                    actor,
+                    NewToken {
+                        kind: req.get("kind").unwrap_or("").to_string(),
+                        memo: req.get("memo").unwrap_or("").to_string(),
+                        flock_id: req.opt("flock_id").map(str::to_string),
+                        params,
+                    },
+                )
+                .await?;
+            json!({ "canarytoken": token_json(site, &token) })
+        }
+        "canarytoken/fetch" => {
+            let t = core.get_token(actor, req.required("canarytoken")?).await?;
+            json!({ "token": token_json(site, &t) })
+        }
+        "canarytokens/fetch" => {
+            let filter = token_filter(req)?;
+            let mut all = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = core.list_tokens(actor, filter.clone(), cursor.as_deref(), Some(crate::core::MAX_PAGE)).await?;
+                all.extend(page.tokens.iter().map(|t| token_json(site, t)));
+                match page.cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            json!({ "tokens": all })
+        }
+        "canarytokens/paginate" | "canarytokens/search" => {
+            let filter = if endpoint == "canarytokens/search" { token_filter(req)? } else { TokenFilter::default() };
+            if let Some(v) = req.opt("render_transients") {
+                kinds::parse_bool("render_transients", v)?;
+            }
+            let page = core.list_tokens(actor, filter, req.opt("cursor"), req.int("limit")?).await?;
+            let tokens: Vec<Value> = page.tokens.iter().map(|t| token_json(site, t)).collect();
+            json!({ "canarytokens": tokens, "cursor": page.cursor })
+        }
+        "canarytoken/update" => {
+            let t = core.update_memo(actor, req.required("canarytoken")?, req.get("memo").unwrap_or("")).await?;
+            json!({ "token": token_json(site, &t) })
+        }
+        "canarytoken/enable" | "canarytoken/disable" => {
+            core.set_enabled(actor, req.required("canarytoken")?, endpoint == "canarytoken/enable").await?;
+            json!({})
+        }
+        "canarytoken/delete" => {
+            let clear = req.bool("clear_incidents")?.unwrap_or(false);
+            core.delete_token(actor, req.required("canarytoken")?, clear).await?;
+            json!({})
+        }
+        "flocks/list" => {
+            let m: Map<String, Value> =
+                core.list_flocks(actor).await?.into_iter().map(|f| (f.id, Value::String(f.name))).collect();
+            json!({ "flocks": m })
+        }
+        "flock/create" => {
+            let f = core.create_flock(actor, req.get("name").unwrap_or("")).await?;
+            json!({ "flock_id": f.id, "flock": { "flock_id": f.id, "name": f.name } })
+        }
+        "flock/rename" => {
+            let f = core.rename_flock(actor, req.required("flock_id")?, req.get("name").unwrap_or("")).await?;
+            json!({ "flock_id": f.id, "flock": { "flock_id": f.id, "name": f.name } })
+        }
+        "flock/delete" => {
+            core.delete_flock(actor, req.required("flock_id")?).await?;
+            json!({})
+        }
+        "flock/summary" => {
+            let (f, s) = core.flock_summary(actor, req.required("flock_id")?).await?;
+            json!({
+                "flock_id": f.id,
+                "name": f.name,
+                "summary": {
+                    "token_count": s.token_count,
+                    "enabled_token_count": s.enabled_token_count,
+                    "incident_count": s.incident_count,
+                    "unacknowledged_incident_count": s.unacknowledged_incident_count,
+                }
+            })
+        }
+        "incidents/all" | "incidents/unacknowledged" | "incidents/acknowledged" => {
+            let mut filter = feed_filter(req)?;
+            filter.acknowledged = match endpoint {
+                "incidents/unacknowledged" => Some(false),
+                "incidents/acknowledged" => Some(true),
+                _ => None,
+            };
+            let event_limit = non_negative(req, "event_limit")?;
+            let incidents = core.list_incidents(actor, filter).await?;
+            let items: Vec<Value> = incidents.iter().map(|i| incident_json(i, true, event_limit)).collect();
+            let feed = match endpoint {
+                "incidents/unacknowledged" => "Unacknowledged Incidents",
+                "incidents/acknowledged" => "Acknowledged Incidents",
+                _ => "All Incidents",
+            };
+            json!({ "feed": feed, "incidents": items })
+        }
+        "incident/fetch" => {
+            let inc = core.get_incident(actor, incident_id(req)?).await?;
+            json!({ "incident": incident_json(&inc, false, None) })
+        }
+        "incident/acknowledge" | "incident/unacknowledge" => {
+            let filter = IncidentFilter { id: Some(incident_id(req)?), ..Default::default() };
+            core.set_acknowledged(actor, filter, endpoint == "incident/acknowledge").await?;
+            json!({})
+        }
+        "incident/delete" => {
+            let filter = IncidentFilter { id: Some(incident_id(req)?), ..Default::default() };
+            core.delete_incidents(actor, filter).await?;
+            json!({})
+        }
+        "incidents/acknowledge" | "incidents/unacknowledge" => {
+            let n = core.set_acknowledged(actor, bulk_filter(req)?, endpoint == "incidents/acknowledge").await?;
+            json!({ "incidents_affected": n })
+        }
+        "incidents/delete" => {
+            let mut filter = bulk_filter(req)?;
+            filter.acknowledged = Some(true);
+            let n = core.delete_incidents(actor, filter).await?;
+            json!({ "incidents_affected": n })
+        }
+        // Only reachable if `methods` names an endpoint this match lacks.
+        other => return Err(CoreError::invalid("endpoint", format!("{other} is not handled"))),
+    })
+}
+
+fn token_filter(req: &Req) -> CoreResult<TokenFilter> {
+    Ok(TokenFilter {
+        kind: req.opt("kind").map(str::to_string),
+        flock_id: req.opt("flock_id").map(str::to_string),
+        memo_contains: req.opt("memo").or(req.opt("search")).map(str::to_string),
+        enabled: req.bool("enabled")?,
+    })
+}
+
+fn non_negative(req: &Req, name: &'static str) -> CoreResult<Option<i64>> {
+    match req.int(name)? {
+        Some(n) if n < 0 => Err(CoreError::invalid(name, "must not be negative")),
+        other => Ok(other),
+    }
+}
+
+/// Incident ids look like `incident:canarytoken:<n>`; a bare number is accepted too.
+fn incident_id(req: &Req) -> CoreResult<i64> {
+    let raw = req.required("incident")?;
+    raw.rsplit(':').next().and_then(|n| n.parse::<i64>().ok()).ok_or(CoreError::IncidentNotFound)
+}
+
+fn feed_filter(req: &Req) -> CoreResult<IncidentFilter> {
+    let mut f = IncidentFilter {
+        token_id: req.opt("node_id").map(str::to_string),
+        src_ip: req.opt("src_host").map(str::to_string),
+        flock_id: req.opt("flock_id").map(str::to_string),
+        limit: non_negative(req, "limit")?,
+        ..Default::default()
+    };
+    if let Some(v) = req.opt("newer_than") {
+        f.created_after_us = Some(parse_newer_than(v)?);
+    }
+    Ok(f)
+}
+
+fn bulk_filter(req: &Req) -> CoreResult<IncidentFilter> {
+    let (node, src) = (req.opt("node_id"), req.opt("src_host"));
+    if node.is_some() && src.is_some() {
+        return Err(CoreError::invalid(SRC_AND_NODE, "cannot be combined"));
+    }
+    let mut f = IncidentFilter {
+        token_id: node.map(str::to_string),
+        src_ip: src.map(str::to_string),
+        flock_id: req.opt("flock_id").map(str::to_string),
+        ..Default::default()
+    };
+    if let Some(v) = req.opt("older_than") {
+        f.created_before_us = Some(now_us() - parse_period(v).ok_or_else(|| CoreError::invalid("older_than", v))?);
+    }
+    Ok(f)
+}
+
+/// `[quantity][h|d|w]` in microseconds.
+fn parse_period(v: &str) -> Option<i64> {
+    let unit = match v.chars().last()? {
+        'h' => 3_600,
+        'd' => 86_400,
+        'w' => 604_800,
+        _ => return None,
+    };
+    let n: i64 = v[..v.len() - 1].parse().ok().filter(|n| *n >= 0)?;
+    n.checked_mul(unit)?.checked_mul(1_000_000)
+}
+
+/// `2019-12-25-12:00:00` (UTC) or epoch seconds.
+fn parse_newer_than(v: &str) -> CoreResult<Micros> {
+    if let Ok(secs) = v.parse::<i64>() {
+        return secs.checked_mul(1_000_000).ok_or_else(|| CoreError::invalid("newer_than", "is out of range"));
+    }
+    NaiveDateTime::parse_from_str(v, "%Y-%m-%d-%H:%M:%S")
+        .map(|t| t.and_utc().timestamp_micros())
+        .map_err(|_| CoreError::invalid("newer_than", format!("must look like 2019-12-25-12:00:00, not {v:?}")))
+}
+
+fn datetime(us: Micros) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+/// `"1586161315.087693"`
+fn epoch_text(us: Micros) -> String {
+    format!("{}.{:06}", us.div_euclid(1_000_000), us.rem_euclid(1_000_000))
+}
+
+/// `2020-04-07 08:53:43 UTC+0000`
+fn std_time(us: Micros) -> String {
+    datetime(us).format("%Y-%m-%d %H:%M:%S UTC+0000").to_string()
+}
+
+pub fn token_json(site: &kinds::Site, t: &Token) -> Value {
+    let mut m = Map::new();
+    m.insert("canarytoken".into(), json!(t.id));
+    m.insert("kind".into(), json!(t.kind));
+    m.insert("memo".into(), json!(t.memo));
+    m.insert("flock_id".into(), json!(t.flock_id));
+    m.insert("enabled".into(), json!(t.enabled));
+    m.insert("created".into(), json!(epoch_text(t.created_us)));
+    m.insert("created_printable".into(), json!(datetime(t.created_us).format("%Y-%m-%d %H:%M:%S (UTC)").to_string()));
+    m.insert("triggered_count".into(), json!(t.triggered_count));
+    m.insert("updated_id".into(), json!(t.updated_id));
+    m.insert("url".into(), json!(site.url(&t.id)));
+    m.insert("hostname".into(), json!(site.hostname(&t.id)));
+    m.insert("key".into(), json!(format!("canarydrop:{}", t.id)));
+    if let Some(kind) = kinds::find(&t.kind) {
+        (kind.describe)(t, site, &mut m);
+    }
+    Value::Object(m)
+}
+
+/// Console log types: 16xxx for DNS-triggered, 17xxx for HTTP-triggered incidents.
+fn logtype(c: Channel) -> &'static str {
+    match c {
+        Channel::Dns => "16000",
+        Channel::Http => "17000",
+    }
+}
+
+fn event_json(h: &Hit) -> Value {
+    let mut m = Map::new();
+    m.insert("canarytoken".into(), json!(h.token_id));
+    m.insert("type".into(), json!(h.channel.as_str()));
+    m.insert("src_host".into(), json!(h.src_ip));
+    // Event values are strings (or objects): canarytools measures them with len().
+    m.insert("src_port".into(), json!(h.src_port.to_string()));
+    m.insert("timestamp".into(), json!(h.time_us.div_euclid(1_000_000)));
+    m.insert("timestamp_std".into(), json!(std_time(h.time_us)));
+    if let Value::Object(data) = &h.data {
+        for (k, v) in data {
+            m.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    Value::Object(m)
+}
+
+const SUMMARY: &str = "Canarytoken triggered";
+
+/// An incident; in feeds `description` is an object holding the details (the client flattens
+/// it), in `incident/fetch` it is the summary string.
+fn incident_json(i: &Incident, feed: bool, event_limit: Option<i64>) -> Value {
+    let events: Vec<Value> = match event_limit {
+        Some(n) => i.events.iter().take(n as usize).map(event_json).collect(),
+        None => i.events.iter().map(event_json).collect(),
+    };
+    let mut d = Map::new();
+    d.insert("id".into(), json!(format!("incident:canarytoken:{}", i.id)));
+    d.insert("summary".into(), json!(SUMMARY));
+    d.insert("acknowledged".into(), json!(if i.acknowledged { "True" } else { "False" }));
+    d.insert("created".into(), json!(epoch_text(i.created_us)));
+    d.insert("created_std".into(), json!(std_time(i.created_us)));
+    d.insert("updated_std".into(), json!(std_time(i.updated_us)));
+    d.insert("src_host".into(), json!(i.src_ip));
+    d.insert("logtype".into(), json!(logtype(i.channel)));
+    d.insert("memo".into(), json!(i.memo));
+    d.insert("canarytoken".into(), json!(i.token_id));
+    d.insert("node_id".into(), json!(i.token_id));
+    d.insert("kind".into(), json!(i.kind));
+    d.insert("flock_id".into(), json!(i.flock_id));
+    d.insert("events_count".into(), json!(i.events.len().to_string()));
+    d.insert("events".into(), Value::Array(events));
+    d.insert("description".into(), json!(SUMMARY));
+    if feed {
+        let mut top = d.clone();
+        top.insert("description".into(), Value::Object(d));
+        Value::Object(top)
+    } else {
+        Value::Object(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods() {
+        assert_eq!(parse_period("1h"), Some(3_600_000_000));
+        assert_eq!(parse_period("2d"), Some(2 * 86_400_000_000));
+        assert_eq!(parse_period("1w"), Some(604_800_000_000));
+        for bad in ["", "h", "1x", "-1d", "1.5h", "99999999999999999w"] {
+            assert_eq!(parse_period(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_have_console_formats() {
+        let us = 1_586_161_315_087_693;
+        assert_eq!(epoch_text(us), "1586161315.087693");
+        assert_eq!(std_time(us), "2020-04-06 08:21:55 UTC+0000");
+        assert_eq!(parse_newer_than("2020-04-06-08:21:55").unwrap(), 1_586_161_315_000_000);
+        assert!(parse_newer_than("yesterday").is_err());
+    }
+
+    #[test]
+    fn method_table_knows_every_documented_endpoint() {
+        for e in [
+            "ping", "canarytokens/list", "canarytoken/create", "canarytoken/fetch", "canarytokens/fetch",
+            "canarytokens/paginate", "canarytokens/search", "canarytoken/update", "canarytoken/enable",
+            "canarytoken/disable", "canarytoken/delete", "canarytoken/download", "flocks/list", "flock/create",
+            "flock/rename", "flock/delete", "flock/summary", "incidents/all", "incidents/unacknowledged",
+            "incidents/acknowledged", "incident/fetch", "incident/acknowledge", "incident/unacknowledge",
+            "incident/delete", "incidents/acknowledge", "incidents/unacknowledge", "incidents/delete",
+        ] {
+            assert!(methods(e).is_some(), "{e}");
+        }
+        assert!(methods("canarytoken/nope").is_none());
+    }
+}

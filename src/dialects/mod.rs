@@ -1,0 +1,4 @@
+//! API dialects: thin adapters that parse one API's requests, call [`crate::core::Core`], and
+//! shape its answers and errors the way that API's clients expect.
+
+pub mod console;

@@ -1,0 +1,46 @@
+//! The core's error type. Each variant names one reason a request cannot be served; every
+//! dialect maps these onto its own error shape and status codes, so the reasons are decided
+//! once, here, and worded per dialect there.
+
+use crate::auth::Permission;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("authentication failed")]
+    Unauthenticated,
+    #[error("permission denied: this key may not {}", .0.describe())]
+    Forbidden(Permission),
+    #[error("empty memo")]
+    EmptyMemo,
+    #[error("unknown kind")]
+    UnknownKind,
+    /// A parameter is missing, has the wrong type or is out of range.
+    #[error("invalid parameter {name}: {reason}")]
+    InvalidParam { name: &'static str, reason: String },
+    #[error("token not found")]
+    TokenNotFound,
+    #[error("incident not found")]
+    IncidentNotFound,
+    #[error("flock not found")]
+    FlockNotFound,
+    #[error("flock name cannot be empty")]
+    FlockNameEmpty,
+    #[error("flock name too long")]
+    FlockNameTooLong,
+    #[error("cannot delete default flock")]
+    DefaultFlock,
+    #[error("cannot delete a non-empty flock")]
+    FlockNotEmpty,
+    #[error("this kind has no file to download")]
+    NoFile,
+    #[error("storage error: {0}")]
+    Storage(#[from] anyhow::Error),
+}
+
+impl CoreError {
+    pub fn invalid(name: &'static str, reason: impl Into<String>) -> Self {
+        CoreError::InvalidParam { name, reason: reason.into() }
+    }
+}
+
+pub type CoreResult<T> = Result<T, CoreError>;

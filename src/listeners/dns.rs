@@ -1,0 +1,325 @@
+//! Authoritative DNS listener (UDP and TCP) for the token zone and the NX zone.
+//!
+//! A query whose name holds a token label (the right-most label of exactly 25 `[0-9a-z]`
+//! characters left of the zone, matched case-insensitively since resolvers randomise case) is
+//! recorded as a hit before the answer goes out; labels left of the token are decoded by the
+//! kinds' DNS encodings. Answers: A/AAAA → the public address (short TTL), SOA and NS at the
+//! apex, NODATA (with the SOA) for other types, NXDOMAIN for every name under the NX zone, and
+//! REFUSED for names outside both zones. NS answers name `ns1.<zone>`, never a name under a
+//! token, since that would make resolvers query the token again and raise false hits.
+//!
+//! Malformed packets get FORMERR when they have a readable header and are dropped otherwise;
+//! nothing a client sends can stop the listener.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+
+use crate::ids::is_token_id;
+use crate::kinds::{self, DnsData};
+use crate::model::{now_us, Channel, NewHit};
+use crate::recorder::Recorder;
+
+/// TTL of A/AAAA answers: short, so repeated use reaches us again.
+const ANSWER_TTL: u32 = 10;
+/// Negative-caching TTL (SOA minimum).
+const NEGATIVE_TTL: u32 = 10;
+/// UDP payload we offer with EDNS.
+const EDNS_PAYLOAD: u16 = 1232;
+/// Queries being answered at once over UDP; past this, packets are dropped (clients retry).
+const UDP_IN_FLIGHT: usize = 4096;
+/// TCP connections served at once.
+const TCP_CONNECTIONS: usize = 256;
+/// A TCP connection idle this long is closed.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ZoneKind {
+    Main,
+    Nx,
+}
+
+struct Zone {
+    kind: ZoneKind,
+    /// Lowercase labels, left to right.
+    labels: Vec<String>,
+    soa: Record,
+    ns: Record,
+}
+
+pub struct DnsServer {
+    zones: Vec<Zone>,
+    public_ip: IpAddr,
+    recorder: Recorder,
+}
+
+fn lower_labels(name: &Name) -> Vec<String> {
+    name.iter().map(|l| String::from_utf8_lossy(l).to_ascii_lowercase()).collect()
+}
+
+fn make_zone(kind: ZoneKind, domain: &str, serial: u32) -> anyhow::Result<Zone> {
+    let name = Name::from_ascii(domain.trim_end_matches('.'))
+        .map_err(|e| anyhow::anyhow!("invalid zone name {domain:?}: {e}"))?
+        .append_domain(&Name::root())?;
+    let ns_name = Name::from_ascii("ns1")?.append_domain(&name)?;
+    let soa = SOA::new(ns_name.clone(), Name::from_ascii("hostmaster")?.append_domain(&name)?, serial, 3600, 600, 604_800, NEGATIVE_TTL);
+    Ok(Zone {
+        kind,
+        labels: lower_labels(&name),
+        soa: Record::from_rdata(name.clone(), 3600, RData::SOA(soa)),
+        ns: Record::from_rdata(name, 3600, RData::NS(NS(ns_name))),
+    })
+}
+
+impl DnsServer {
+    pub fn new(domain: &str, nx_domain: &str, public_ip: IpAddr, recorder: Recorder) -> anyhow::Result<DnsServer> {
+        let serial = (now_us() / 1_000_000 / 60) as u32;
+        let mut zones = vec![make_zone(ZoneKind::Main, domain, serial)?, make_zone(ZoneKind::Nx, nx_domain, serial)?];
+        // Most specific first, so an NX zone inside the main zone wins.
+        zones.sort_by_key(|z| std::cmp::Reverse(z.labels.len()));
+        Ok(DnsServer { zones, public_ip, recorder })
+    }
+
+    /// The zone `labels` fall in, and how many labels stand left of it.
+    fn zone_of(&self, labels: &[String]) -> Option<(&Zone, usize)> {
+        self.zones.iter().find(|z| labels.ends_with(&z.labels)).map(|z| (z, labels.len() - z.labels.len()))
+    }
+
+    /// Answers one DNS message. None means: send nothing.
+    pub async fn answer(&self, packet: &[u8], peer: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+        if packet.len() < 12 || packet[2] & 0x80 != 0 {
+            return None; // no header, or a response: never answer those
+        }
+        let request = match Message::from_vec(packet) {
+            Ok(m) => m,
+            Err(_) => return Some(header_only(packet, ResponseCode::FormErr)),
+        };
+        let mut resp = Message::new();
+        resp.set_id(request.id())
+            .set_message_type(MessageType::Response)
+            .set_op_code(request.op_code())
+            .set_recursion_desired(request.recursion_desired());
+        if request.extensions().is_some() {
+            let mut edns = Edns::new();
+            edns.set_max_payload(EDNS_PAYLOAD);
+            resp.set_edns(edns);
+        }
+        if request.op_code() != OpCode::Query {
+            resp.set_response_code(ResponseCode::NotImp);
+            return encode(resp, &request, transport);
+        }
+        let [query] = request.queries() else {
+            resp.set_response_code(ResponseCode::FormErr);
+            return encode(resp, &request, transport);
+        };
+        resp.add_query(query.clone());
+        let labels = lower_labels(query.name());
+        let Some((zone, left)) = self.zone_of(&labels) else {
+            resp.set_response_code(ResponseCode::Refused);
+            return encode(resp, &request, transport);
+        };
+        if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
+            resp.set_response_code(ResponseCode::Refused);
+            return encode(resp, &request, transport);
+        }
+        resp.set_authoritative(true);
+
+        if let Some(pos) = labels[..left].iter().rposition(|l| is_token_id(l)) {
+            let hit = self.hit(query, &labels[..pos], &labels[pos], peer, transport);
+            if let Err(e) = self.recorder.record(hit).await {
+                tracing::error!(error = %e, "DNS hit not recorded");
+                resp.set_authoritative(false).set_response_code(ResponseCode::ServFail);
+                return encode(resp, &request, transport);
+            }
+        }
+        self.fill_answer(&mut resp, query, zone, left);
+        encode(resp, &request, transport)
+    }
+
+    fn hit(&self, q: &Query, data_labels: &[String], token: &str, peer: SocketAddr, transport: Transport) -> NewHit {
+        let mut data = json!({
+            "query_name": q.name().to_ascii().trim_end_matches('.'),
+            "query_type": q.query_type().to_string(),
+            "transport": transport.as_str(),
+        });
+        match kinds::decode_dns_labels(data_labels) {
+            DnsData::Decoded(fields) => {
+                if let Value::Object(m) = &mut data {
+                    m.extend(fields);
+                }
+            }
+            DnsData::Undecodable => data["decode_error"] = json!("labels carry an encoding marker but do not decode"),
+            DnsData::NoMatch => {}
+        }
+        NewHit {
+            token_id: token.to_string(),
+            time_us: now_us(),
+            channel: Channel::Dns,
+            src_ip: peer.ip().to_canonical().to_string(),
+            src_port: peer.port(),
+            data,
+        }
+    }
+
+    fn fill_answer(&self, resp: &mut Message, q: &Query, zone: &Zone, left: usize) {
+        let qname = q.name().clone();
+        let qtype = q.query_type();
+        if zone.kind == ZoneKind::Nx && left > 0 {
+            resp.set_response_code(ResponseCode::NXDomain);
+            resp.add_name_server(zone.soa.clone());
+            return;
+        }
+        let mut answered = false;
+        let apex = left == 0;
+        if apex && matches!(qtype, RecordType::SOA | RecordType::ANY) {
+            resp.add_answer(zone.soa.clone());
+            answered = true;
+        }
+        if apex && matches!(qtype, RecordType::NS | RecordType::ANY) {
+            resp.add_answer(zone.ns.clone());
+            answered = true;
+        }
+        if zone.kind == ZoneKind::Main {
+            match (qtype, self.public_ip) {
+                (RecordType::A | RecordType::ANY, IpAddr::V4(ip)) => {
+                    resp.add_answer(Record::from_rdata(qname, ANSWER_TTL, RData::A(A(ip))));
+                    answered = true;
+                }
+                (RecordType::AAAA | RecordType::ANY, IpAddr::V6(ip)) => {
+                    resp.add_answer(Record::from_rdata(qname, ANSWER_TTL, RData::AAAA(AAAA(ip))));
+                    answered = true;
+                }
+                _ => {}
+            }
+        }
+        if !answered {
+            resp.add_name_server(zone.soa.clone()); // NODATA
+        }
+    }
+}
+
+/// A bare header answering `packet` with `rcode` (for packets whose body does not parse).
+fn header_only(packet: &[u8], rcode: ResponseCode) -> Vec<u8> {
+    let mut out = vec![0u8; 12];
+    out[0] = packet[0];
+    out[1] = packet[1];
+    // QR=1, keep opcode and RD; AA/TC/RA clear.
+    out[2] = 0x80 | (packet[2] & 0x79);
+    out[3] = u16::from(rcode) as u8 & 0x0f;
+    out
+}
+
+/// Encodes `resp`, truncating (TC) when it exceeds what the UDP client can take.
+fn encode(mut resp: Message, request: &Message, transport: Transport) -> Option<Vec<u8>> {
+    let bytes = match resp.to_vec() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not encode DNS answer");
+            let mut fail = Message::new();
+            fail.set_id(request.id()).set_message_type(MessageType::Response).set_response_code(ResponseCode::ServFail);
+            return fail.to_vec().ok();
+        }
+    };
+    let limit = match (transport, request.extensions()) {
+        (Transport::Tcp, _) => usize::from(u16::MAX),
+        (Transport::Udp, Some(e)) => usize::from(e.max_payload().clamp(512, EDNS_PAYLOAD)),
+        (Transport::Udp, None) => 512,
+    };
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    resp.take_answers();
+    resp.take_name_servers();
+    resp.take_additionals();
+    resp.set_truncated(true);
+    resp.to_vec().ok()
+}
+
+/// Serves DNS over UDP until the socket fails.
+pub async fn serve_udp(server: Arc<DnsServer>, socket: UdpSocket) {
+    let socket = Arc::new(socket);
+    let slots = Arc::new(Semaphore::new(UDP_IN_FLIGHT));
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on some systems; keep serving.
+                tracing::debug!(error = %e, "udp recv");
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue; // overloaded: drop, the client will retry
+        };
+        let packet = buf[..n].to_vec();
+        let (server, socket) = (server.clone(), socket.clone());
+        tokio::spawn(async move {
+            if let Some(out) = server.answer(&packet, peer, Transport::Udp).await {
+                let _ = socket.send_to(&out, peer).await;
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Serves DNS over TCP (RFC 7766: length-prefixed messages, several per connection).
+pub async fn serve_tcp(server: Arc<DnsServer>, listener: TcpListener) {
+    let slots = Arc::new(Semaphore::new(TCP_CONNECTIONS));
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue; // too many connections: close this one
+        };
+        let server = server.clone();
+        tokio::spawn(async move {
+            let _ = tcp_connection(&server, stream, peer).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn tcp_connection(server: &DnsServer, mut stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+    loop {
+        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+            Ok(Ok(n)) => usize::from(n),
+            _ => return Ok(()),
+        };
+        let mut packet = vec![0u8; len];
+        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet)).await {
+            Ok(Ok(_)) => {}
+            _ => return Ok(()),
+        }
+        if let Some(out) = server.answer(&packet, peer, Transport::Tcp).await {
+            let mut framed = Vec::with_capacity(out.len() + 2);
+            framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&out);
+            stream.write_all(&framed).await?;
+        } else {
+            return Ok(()); // nothing sensible to say: close
+        }
+    }
+}

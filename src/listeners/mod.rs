@@ -1,0 +1,6 @@
+//! Listeners: each notices the use of tokens on one protocol, turns it into a
+//! [`crate::model::NewHit`], hands it to the [`crate::recorder::Recorder`], and answers only
+//! once the hit is committed.
+
+pub mod dns;
+pub mod http;

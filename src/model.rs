@@ -1,0 +1,217 @@
+//! The core data model: flocks, tokens, hits, incidents, API keys and audit entries.
+//!
+//! These are plain data types shared by the store, the core service, the listeners and the
+//! dialects. They carry no behaviour beyond small conversions; business rules live in
+//! [`crate::core`], persistence in [`crate::store`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The flock every installation has and that cannot be deleted.
+pub const DEFAULT_FLOCK: &str = "flock:default";
+pub const DEFAULT_FLOCK_NAME: &str = "Default Flock";
+
+/// Microseconds since the Unix epoch, UTC. Every timestamp in Trapline is one of these.
+pub type Micros = i64;
+
+pub fn now_us() -> Micros {
+    chrono::Utc::now().timestamp_micros()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flock {
+    pub id: String,
+    pub name: String,
+    pub created_us: Micros,
+}
+
+/// Counts shown by `flock/summary`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlockSummary {
+    pub token_count: i64,
+    pub enabled_token_count: i64,
+    pub incident_count: i64,
+    pub unacknowledged_incident_count: i64,
+}
+
+/// A token as stored. `params` holds the kind-specific settings chosen at creation (for
+/// example `browser_scanner_enabled` for `http`); the kind module owns its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    pub id: String,
+    pub kind: String,
+    pub memo: String,
+    pub flock_id: String,
+    pub enabled: bool,
+    pub created_us: Micros,
+    /// Bumped on every change of the token.
+    pub updated_id: i64,
+    pub params: Value,
+    /// Key id (or factory id) of whoever created it.
+    pub created_by: String,
+    /// Number of hits recorded for it (derived, filled in by the store on reads).
+    pub triggered_count: i64,
+}
+
+/// What may change on an existing token.
+#[derive(Debug, Clone, Default)]
+pub struct TokenChange {
+    pub memo: Option<String>,
+    pub enabled: Option<bool>,
+    pub params: Option<Value>,
+}
+
+/// Filter for token listings; `None` fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct TokenFilter {
+    pub kind: Option<String>,
+    pub flock_id: Option<String>,
+    /// Case-insensitive substring of the memo.
+    pub memo_contains: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+/// Where a hit came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Http,
+    Dns,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Http => "http",
+            Channel::Dns => "dns",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Channel> {
+        match s {
+            "http" => Some(Channel::Http),
+            "dns" => Some(Channel::Dns),
+            _ => None,
+        }
+    }
+}
+
+/// A trigger observed by a listener, not yet stored.
+#[derive(Debug, Clone)]
+pub struct NewHit {
+    pub token_id: String,
+    pub time_us: Micros,
+    pub channel: Channel,
+    pub src_ip: String,
+    pub src_port: u16,
+    /// Channel- and kind-specific details (headers, query name, decoded data...).
+    pub data: Value,
+}
+
+/// What recording a hit did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HitOutcome {
+    /// Stored, as part of this incident. The token is returned so the listener can shape its answer.
+    Recorded { hit_id: i64, incident_id: i64, token: Token },
+    /// No such token, or it is disabled: nothing stored.
+    Ignored,
+}
+
+/// One stored hit (an incident's event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub id: i64,
+    pub incident_id: i64,
+    pub token_id: String,
+    pub time_us: Micros,
+    pub channel: Channel,
+    pub src_ip: String,
+    pub src_port: u16,
+    pub data: Value,
+}
+
+/// An incident groups the hits of one trigger. Kind and memo are the token's at the time of
+/// the first hit, so an incident still reads right after its token is changed or deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incident {
+    pub id: i64,
+    pub token_id: String,
+    pub flock_id: String,
+    pub kind: String,
+    pub memo: String,
+    pub channel: Channel,
+    pub src_ip: String,
+    pub created_us: Micros,
+    pub updated_us: Micros,
+    pub acknowledged: bool,
+    pub events: Vec<Hit>,
+}
+
+/// Which incidents an incident query or bulk action touches.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    pub id: Option<i64>,
+    pub token_id: Option<String>,
+    pub src_ip: Option<String>,
+    /// Restrict to one flock (keys scoped to a flock always set this).
+    pub flock_id: Option<String>,
+    pub acknowledged: Option<bool>,
+    pub created_before_us: Option<Micros>,
+    pub created_after_us: Option<Micros>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Admin,
+    Analyst,
+    ReadOnly,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Analyst => "analyst",
+            Role::ReadOnly => "read-only",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "analyst" => Some(Role::Analyst),
+            "read-only" => Some(Role::ReadOnly),
+            _ => None,
+        }
+    }
+}
+
+/// An API key as stored: the secret itself is never kept, only its SHA-256.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    pub key_id: String,
+    pub secret_hash: String,
+    pub role: Role,
+    pub flock_id: Option<String>,
+    pub active: bool,
+    /// Micros; 0 = never expires.
+    pub expire_us: Micros,
+    pub description: String,
+    pub created_us: Micros,
+    pub last_used_us: Option<Micros>,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub time_us: Micros,
+    /// Key id, `provision`, `cli`, or `anonymous`.
+    pub actor: String,
+    /// e.g. `token_create`, `flock_delete`, `auth_failed`.
+    pub action: String,
+    pub target: String,
+    pub description: String,
+    pub src_ip: String,
+    /// Which API the action came through (`console`, `cli`, ...).
+    pub dialect: String,
+}

@@ -1,0 +1,163 @@
+//! `trapline serve`: opens the store, binds every listener, prints where they are, and runs
+//! until SIGINT/SIGTERM.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::config::Settings;
+use crate::core::{Core, CreatedKey};
+use crate::dialects::console;
+use crate::kinds::Site;
+use crate::listeners::{dns, http};
+use crate::recorder::Recorder;
+use crate::store;
+
+/// How a new key is shown to the operator, once: one JSON object, fields in this order.
+#[derive(Serialize)]
+pub struct KeyOut<'a> {
+    pub key_id: &'a str,
+    pub secret_id: &'a str,
+    /// The Canary Console `auth_token`: the same string as `secret_id`.
+    pub auth_token: &'a str,
+    pub role: &'a str,
+    pub flock_id: Option<&'a str>,
+}
+
+impl<'a> KeyOut<'a> {
+    pub fn of(k: &'a CreatedKey) -> KeyOut<'a> {
+        KeyOut {
+            key_id: &k.key.key_id,
+            secret_id: &k.secret,
+            auth_token: &k.secret,
+            role: k.key.role.as_str(),
+            flock_id: k.key.flock_id.as_deref(),
+        }
+    }
+}
+
+/// Creates the data directory, private to the service's user.
+pub fn make_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The site (zones and URL base) a set of settings describes.
+pub fn site(settings: &Settings, http_addr: SocketAddr) -> Site {
+    Site {
+        domain: settings.domain.clone(),
+        nx_domain: settings.nx_domain.clone(),
+        public_url: settings.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}")),
+    }
+}
+
+/// Binds UDP and TCP on the same port. With port 0, retries until both get the same free port.
+async fn bind_dns(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+    let mut last_err = None;
+    for _ in 0..32 {
+        let udp = UdpSocket::bind(addr).await.with_context(|| format!("cannot bind DNS (UDP) on {addr}"))?;
+        let bound = udp.local_addr()?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 => last_err = Some(e),
+            Err(e) => return Err(e).with_context(|| format!("cannot bind DNS (TCP) on {addr}")),
+        }
+    }
+    Err(anyhow::anyhow!("no port free for DNS on both UDP and TCP: {last_err:?}"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on Unix");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}
+
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    make_data_dir(&settings.data_dir)?;
+    let store = store::open(&settings.database).await?;
+
+    let api = TcpListener::bind(settings.api_listen)
+        .await
+        .with_context(|| format!("cannot bind the management API on {}", settings.api_listen))?;
+    let http_listener = TcpListener::bind(settings.http_listen)
+        .await
+        .with_context(|| format!("cannot bind trigger HTTP on {}", settings.http_listen))?;
+    let (udp, tcp) = bind_dns(settings.dns_listen).await?;
+    let (api_addr, http_addr, dns_addr) = (api.local_addr()?, http_listener.local_addr()?, udp.local_addr()?);
+
+    let site = site(&settings, http_addr);
+    let core = Arc::new(Core::new(store.clone(), site.clone()));
+    let first_key = core.bootstrap_admin().await?;
+    let (recorder, writer) = Recorder::start(store.clone());
+    let dns_server = Arc::new(dns::DnsServer::new(&site.domain, &site.nx_domain, settings.public_ip, recorder.clone())?);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let api_task = tokio::spawn(
+        axum::serve(api, console::router(core.clone()).into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let http_task = tokio::spawn(
+        axum::serve(http_listener, http::router(recorder.clone()).into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let udp_task = tokio::spawn(dns::serve_udp(dns_server.clone(), udp));
+    let tcp_task = tokio::spawn(dns::serve_tcp(dns_server.clone(), tcp));
+
+    let storage = match store.backend() {
+        "sqlite" => format!("SQLite {}", settings.database),
+        other => format!("{other} (shared)"),
+    };
+    println!("Trapline {} is running", env!("CARGO_PKG_VERSION"));
+    println!("  management API:   http://{api_addr}/api/v1/");
+    println!("  web UI:           none yet; use the management API");
+    println!("  trigger HTTP:     http://{http_addr}/");
+    println!("  DNS (UDP+TCP):    {dns_addr}  zone {}, NX zone {}, answers {}", site.domain, site.nx_domain, settings.public_ip);
+    println!("  token URLs:       {}/...", site.public_url);
+    println!("  storage:          {storage}");
+    if let Some(k) = &first_key {
+        println!("First start: created an admin API key. It is shown only this once; keep it safe.");
+        println!("Make more with: trapline key create --role admin|analyst|read-only [--flock FLOCK_ID]");
+        println!("{}", serde_json::to_string(&KeyOut::of(k))?);
+    }
+    println!("Ready.");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    udp_task.abort();
+    tcp_task.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = api_task.await;
+        let _ = http_task.await;
+    })
+    .await;
+    // Queued hits are committed before the writer stops (none is acknowledged before that).
+    drop(dns_server);
+    drop(recorder);
+    drop(core);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Persistence: one [`Store`] trait, implemented for SQLite (embedded, the default) and
+//! PostgreSQL (shared by several nodes at scale).
+//!
+//! Both engines run the same SQL text through [`sql::SqlStore`]: statements use `$N` placeholders
+//! and only types both engines agree on (BIGINT, TEXT), so the only per-engine code is the
+//! schema ([`migrations`]), connection setup and how a write transaction begins. The
+//! conformance suite in `tests/store_conformance.rs` runs against both.
+//!
+//! Every mutating method that corresponds to a management action takes the [`AuditEntry`] and
+//! writes it in the same transaction, so the audit log can never miss a change that happened.
+
+pub mod migrations;
+pub mod sql;
+
+use async_trait::async_trait;
+
+use crate::model::*;
+
+pub use sql::SqlStore;
+
+/// Result of trying to delete a flock; the emptiness check and the delete are one transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlockDeletion {
+    Deleted,
+    NotFound,
+    NotEmpty,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    // --- API keys
+    async fn count_api_keys(&self) -> anyhow::Result<i64>;
+    async fn insert_api_key(&self, key: &ApiKey, audit: &AuditEntry) -> anyhow::Result<()>;
+    async fn api_key_by_hash(&self, secret_hash: &str) -> anyhow::Result<Option<ApiKey>>;
+    async fn touch_api_key(&self, key_id: &str, when: Micros) -> anyhow::Result<()>;
+
+    // --- flocks
+    async fn list_flocks(&self) -> anyhow::Result<Vec<Flock>>;
+    async fn get_flock(&self, id: &str) -> anyhow::Result<Option<Flock>>;
+    async fn insert_flock(&self, flock: &Flock, audit: &AuditEntry) -> anyhow::Result<()>;
+    /// False when there is no such flock.
+    async fn rename_flock(&self, id: &str, name: &str, audit: &AuditEntry) -> anyhow::Result<bool>;
+    async fn delete_flock(&self, id: &str, audit: &AuditEntry) -> anyhow::Result<FlockDeletion>;
+    async fn flock_summary(&self, id: &str) -> anyhow::Result<FlockSummary>;
+
+    // --- tokens
+    async fn insert_token(&self, token: &Token, audit: &AuditEntry) -> anyhow::Result<()>;
+    async fn get_token(&self, id: &str) -> anyhow::Result<Option<Token>>;
+    /// Tokens matching `filter`, ordered by (created, id), starting after the `after` position
+    /// `(created_us, id)` of the last token of the previous page.
+    async fn list_tokens(
+        &self,
+        filter: &TokenFilter,
+        after: Option<(Micros, String)>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<Token>>;
+    /// Applies the change and bumps `updated_id`; None when there is no such token.
+    async fn update_token(
+        &self,
+        id: &str,
+        change: &TokenChange,
+        audit: &AuditEntry,
+    ) -> anyhow::Result<Option<Token>>;
+    /// False when there is no such token. With `clear_incidents` its incidents go too.
+    async fn delete_token(
+        &self,
+        id: &str,
+        clear_incidents: bool,
+        audit: &AuditEntry,
+    ) -> anyhow::Result<bool>;
+
+    // --- hits: the hot path
+    /// Records a batch of hits in ONE transaction (group commit). Each hit is checked against
+    /// its token inside that transaction: unknown or disabled tokens are ignored. Returns one
+    /// outcome per hit, in order; when this returns Ok, every `Recorded` hit is durable.
+    async fn record_hits(&self, hits: &[NewHit]) -> anyhow::Result<Vec<HitOutcome>>;
+
+    // --- incidents
+    /// Newest first, each with its events.
+    async fn list_incidents(&self, filter: &IncidentFilter) -> anyhow::Result<Vec<Incident>>;
+    async fn set_acknowledged(
+        &self,
+        filter: &IncidentFilter,
+        acknowledged: bool,
+        audit: &AuditEntry,
+    ) -> anyhow::Result<u64>;
+    async fn delete_incidents(&self, filter: &IncidentFilter, audit: &AuditEntry) -> anyhow::Result<u64>;
+
+    // --- audit log
+    async fn append_audit(&self, audit: &AuditEntry) -> anyhow::Result<()>;
+    /// Newest first.
+    async fn list_audit(&self, limit: i64) -> anyhow::Result<Vec<AuditEntry>>;
+}
+
+/// Opens the store a `--database` value names: `postgres://` / `postgresql://` URLs select
+/// PostgreSQL, anything else is a SQLite file path. Applies migrations.
+pub async fn open(database: &str) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    Ok(std::sync::Arc::new(SqlStore::open(database).await?))
+}

@@ -1,0 +1,698 @@
+//! [`Store`] over sqlx's `Any` driver: the same SQL text for SQLite and PostgreSQL.
+//!
+//! SQLite runs in WAL mode with `synchronous=FULL`, so a committed transaction survives a
+//! process kill or power loss; write transactions begin `IMMEDIATE` so two writers queue on the
+//! busy timeout instead of failing on a lock upgrade.
+
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+
+use super::{migrations, FlockDeletion, Store};
+use crate::model::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+pub struct SqlStore {
+    pool: AnyPool,
+    engine: Engine,
+}
+
+/// A bind value for statements built at run time.
+#[derive(Debug, Clone)]
+enum Arg {
+    I(i64),
+    S(String),
+}
+
+/// Collects bind values and hands out their `$N` placeholders.
+#[derive(Default)]
+struct Args(Vec<Arg>);
+
+impl Args {
+    fn push(&mut self, a: Arg) -> String {
+        self.0.push(a);
+        format!("${}", self.0.len())
+    }
+    fn bind<'q>(&'q self, mut q: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
+        for a in &self.0 {
+            q = match a {
+                Arg::I(i) => q.bind(*i),
+                Arg::S(s) => q.bind(s.as_str()),
+            };
+        }
+        q
+    }
+}
+
+const TOKEN_COLS: &str = "t.id, t.kind, t.memo, t.flock_id, t.enabled, t.created_us, t.updated_id, \
+     t.params, t.created_by, (SELECT COUNT(*) FROM hits h WHERE h.token_id = t.id)";
+const INCIDENT_COLS: &str =
+    "id, token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged";
+const HIT_COLS: &str = "id, incident_id, token_id, time_us, channel, src_ip, src_port, data";
+const KEY_COLS: &str = "key_id, secret_hash, role, flock_id, active, expire_us, description, \
+     created_us, last_used_us";
+
+fn b(v: bool) -> i64 {
+    v as i64
+}
+
+fn token_from_row(r: &AnyRow) -> anyhow::Result<Token> {
+    let params: String = r.try_get(7)?;
+    Ok(Token {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        memo: r.try_get(2)?,
+        flock_id: r.try_get(3)?,
+        enabled: r.try_get::<i64, _>(4)? != 0,
+        created_us: r.try_get(5)?,
+        updated_id: r.try_get(6)?,
+        params: serde_json::from_str(&params).context("token params are not JSON")?,
+        created_by: r.try_get(8)?,
+        triggered_count: r.try_get(9)?,
+    })
+}
+
+fn incident_from_row(r: &AnyRow) -> anyhow::Result<Incident> {
+    let channel: String = r.try_get(5)?;
+    Ok(Incident {
+        id: r.try_get(0)?,
+        token_id: r.try_get(1)?,
+        flock_id: r.try_get(2)?,
+        kind: r.try_get(3)?,
+        memo: r.try_get(4)?,
+        channel: Channel::parse(&channel).context("unknown channel in incidents")?,
+        src_ip: r.try_get(6)?,
+        created_us: r.try_get(7)?,
+        updated_us: r.try_get(8)?,
+        acknowledged: r.try_get::<i64, _>(9)? != 0,
+        events: Vec::new(),
+    })
+}
+
+fn hit_from_row(r: &AnyRow) -> anyhow::Result<Hit> {
+    let channel: String = r.try_get(4)?;
+    let data: String = r.try_get(7)?;
+    Ok(Hit {
+        id: r.try_get(0)?,
+        incident_id: r.try_get(1)?,
+        token_id: r.try_get(2)?,
+        time_us: r.try_get(3)?,
+        channel: Channel::parse(&channel).context("unknown channel in hits")?,
+        src_ip: r.try_get(5)?,
+        src_port: u16::try_from(r.try_get::<i64, _>(6)?).unwrap_or(0),
+        data: serde_json::from_str(&data).context("hit data is not JSON")?,
+    })
+}
+
+fn key_from_row(r: &AnyRow) -> anyhow::Result<ApiKey> {
+    let role: String = r.try_get(2)?;
+    Ok(ApiKey {
+        key_id: r.try_get(0)?,
+        secret_hash: r.try_get(1)?,
+        role: Role::parse(&role).with_context(|| format!("unknown role {role:?} in api_keys"))?,
+        flock_id: r.try_get(3)?,
+        active: r.try_get::<i64, _>(4)? != 0,
+        expire_us: r.try_get(5)?,
+        description: r.try_get(6)?,
+        created_us: r.try_get(7)?,
+        last_used_us: r.try_get(8)?,
+    })
+}
+
+fn audit_from_row(r: &AnyRow) -> anyhow::Result<AuditEntry> {
+    Ok(AuditEntry {
+        time_us: r.try_get(0)?,
+        actor: r.try_get(1)?,
+        action: r.try_get(2)?,
+        target: r.try_get(3)?,
+        description: r.try_get(4)?,
+        src_ip: r.try_get(5)?,
+        dialect: r.try_get(6)?,
+    })
+}
+
+/// WHERE clause (without the keyword) for an incident filter.
+fn incident_where(f: &IncidentFilter, args: &mut Args) -> String {
+    let mut conds = vec!["1=1".to_string()];
+    if let Some(id) = f.id {
+        conds.push(format!("id = {}", args.push(Arg::I(id))));
+    }
+    if let Some(t) = &f.token_id {
+        conds.push(format!("token_id = {}", args.push(Arg::S(t.clone()))));
+    }
+    if let Some(ip) = &f.src_ip {
+        conds.push(format!("src_ip = {}", args.push(Arg::S(ip.clone()))));
+    }
+    if let Some(fl) = &f.flock_id {
+        conds.push(format!("flock_id = {}", args.push(Arg::S(fl.clone()))));
+    }
+    if let Some(a) = f.acknowledged {
+        conds.push(format!("acknowledged = {}", args.push(Arg::I(b(a)))));
+    }
+    if let Some(t) = f.created_before_us {
+        conds.push(format!("created_us < {}", args.push(Arg::I(t))));
+    }
+    if let Some(t) = f.created_after_us {
+        conds.push(format!("created_us > {}", args.push(Arg::I(t))));
+    }
+    conds.join(" AND ")
+}
+
+async fn insert_audit(tx: &mut Transaction<'static, Any>, a: &AuditEntry) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (time_us, actor, action, target, description, src_ip, dialect) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(a.time_us)
+    .bind(a.actor.as_str())
+    .bind(a.action.as_str())
+    .bind(a.target.as_str())
+    .bind(a.description.as_str())
+    .bind(a.src_ip.as_str())
+    .bind(a.dialect.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl SqlStore {
+    /// Connects and migrates. `database` is a `postgres://` URL or a SQLite file path
+    /// (optionally prefixed `sqlite:`); the SQLite file and its directory are created if missing.
+    pub async fn open(database: &str) -> anyhow::Result<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let (engine, url) = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+            (Engine::Postgres, database.to_string())
+        } else {
+            let path = database
+                .strip_prefix("sqlite://")
+                .or_else(|| database.strip_prefix("sqlite:"))
+                .unwrap_or(database);
+            let path = std::path::absolute(path).with_context(|| format!("bad database path {path:?}"))?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create database directory {}", dir.display()))?;
+            }
+            (Engine::Sqlite, format!("sqlite://{}?mode=rwc", path.display()))
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if engine == Engine::Sqlite { 8 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if engine == Engine::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .with_context(|| format!("cannot open database {}", redact(database)))?;
+        let store = SqlStore { pool, engine };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn begin(&self) -> anyhow::Result<Transaction<'static, Any>> {
+        Ok(match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        let steps = match self.engine {
+            Engine::Sqlite => migrations::SQLITE,
+            Engine::Postgres => migrations::POSTGRES,
+        };
+        self.pool
+            .execute(
+                "CREATE TABLE IF NOT EXISTS trapline_schema (version BIGINT PRIMARY KEY, applied_us BIGINT NOT NULL)",
+            )
+            .await
+            .context("cannot create the schema table")?;
+        for (i, step) in steps.iter().enumerate() {
+            let version = i as i64 + 1;
+            let mut tx = self.begin().await?;
+            if self.engine == Engine::Postgres {
+                // Several nodes may start at once: one applies, the others wait and skip.
+                sqlx::query("SELECT pg_advisory_xact_lock(7427776975)").execute(&mut *tx).await?;
+            }
+            let done: i64 = sqlx::query("SELECT COUNT(*) FROM trapline_schema WHERE version = $1")
+                .bind(version)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+            if done == 0 {
+                (&mut *tx)
+                    .execute(*step)
+                    .await
+                    .with_context(|| format!("migration {version} failed"))?;
+                sqlx::query("INSERT INTO trapline_schema (version, applied_us) VALUES ($1, $2)")
+                    .bind(version)
+                    .bind(now_us())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    async fn fetch_incidents(&self, filter: &IncidentFilter) -> anyhow::Result<Vec<Incident>> {
+        let mut args = Args::default();
+        let mut sql = format!(
+            "SELECT {INCIDENT_COLS} FROM incidents WHERE {} ORDER BY created_us DESC, id DESC",
+            incident_where(filter, &mut args)
+        );
+        if let Some(limit) = filter.limit {
+            sql.push_str(&format!(" LIMIT {}", args.push(Arg::I(limit))));
+        }
+        let rows = args.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
+        let mut incidents = rows.iter().map(incident_from_row).collect::<anyhow::Result<Vec<_>>>()?;
+        if incidents.is_empty() {
+            return Ok(incidents);
+        }
+        // Events of all these incidents in one query per chunk.
+        for chunk in incidents.chunks_mut(500) {
+            let mut args = Args::default();
+            let ids: Vec<String> = chunk.iter().map(|i| args.push(Arg::I(i.id))).collect();
+            let sql = format!(
+                "SELECT {HIT_COLS} FROM hits WHERE incident_id IN ({}) ORDER BY time_us, id",
+                ids.join(", ")
+            );
+            let rows = args.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
+            for row in &rows {
+                let hit = hit_from_row(row)?;
+                if let Some(inc) = chunk.iter_mut().find(|i| i.id == hit.incident_id) {
+                    inc.events.push(hit);
+                }
+            }
+        }
+        Ok(incidents)
+    }
+}
+
+/// A database URL without its password, for error messages.
+fn redact(database: &str) -> String {
+    match (database.find("://"), database.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &database[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &database[..s + 3], &creds[..c], &database[at..]),
+                None => database.to_string(),
+            }
+        }
+        _ => database.to_string(),
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        match self.engine {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        }
+    }
+
+    async fn count_api_keys(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM api_keys").fetch_one(&self.pool).await?.try_get(0)?)
+    }
+
+    async fn insert_api_key(&self, k: &ApiKey, audit: &AuditEntry) -> anyhow::Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(&format!(
+            "INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(k.key_id.as_str())
+        .bind(k.secret_hash.as_str())
+        .bind(k.role.as_str())
+        .bind(k.flock_id.as_deref())
+        .bind(b(k.active))
+        .bind(k.expire_us)
+        .bind(k.description.as_str())
+        .bind(k.created_us)
+        .bind(k.last_used_us)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn api_key_by_hash(&self, secret_hash: &str) -> anyhow::Result<Option<ApiKey>> {
+        let row = sqlx::query(&format!("SELECT {KEY_COLS} FROM api_keys WHERE secret_hash = $1"))
+            .bind(secret_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn touch_api_key(&self, key_id: &str, when: Micros) -> anyhow::Result<()> {
+        sqlx::query("UPDATE api_keys SET last_used_us = $1 WHERE key_id = $2")
+            .bind(when)
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_flocks(&self) -> anyhow::Result<Vec<Flock>> {
+        let rows = sqlx::query("SELECT id, name, created_us FROM flocks ORDER BY created_us, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(Flock { id: r.try_get(0)?, name: r.try_get(1)?, created_us: r.try_get(2)? }))
+            .collect()
+    }
+
+    async fn get_flock(&self, id: &str) -> anyhow::Result<Option<Flock>> {
+        let row = sqlx::query("SELECT id, name, created_us FROM flocks WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(Flock { id: r.try_get(0)?, name: r.try_get(1)?, created_us: r.try_get(2)? }))
+            .transpose()
+    }
+
+    async fn insert_flock(&self, f: &Flock, audit: &AuditEntry) -> anyhow::Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO flocks (id, name, created_us) VALUES ($1, $2, $3)")
+            .bind(f.id.as_str())
+            .bind(f.name.as_str())
+            .bind(f.created_us)
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rename_flock(&self, id: &str, name: &str, audit: &AuditEntry) -> anyhow::Result<bool> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("UPDATE flocks SET name = $1 WHERE id = $2")
+            .bind(name)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn delete_flock(&self, id: &str, audit: &AuditEntry) -> anyhow::Result<FlockDeletion> {
+        let mut tx = self.begin().await?;
+        let exists: i64 = sqlx::query("SELECT COUNT(*) FROM flocks WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if exists == 0 {
+            return Ok(FlockDeletion::NotFound);
+        }
+        let tokens: i64 = sqlx::query("SELECT COUNT(*) FROM tokens WHERE flock_id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if tokens > 0 {
+            return Ok(FlockDeletion::NotEmpty);
+        }
+        sqlx::query("DELETE FROM flocks WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(FlockDeletion::Deleted)
+    }
+
+    async fn flock_summary(&self, id: &str) -> anyhow::Result<FlockSummary> {
+        let row = sqlx::query(
+            "SELECT \
+               (SELECT COUNT(*) FROM tokens WHERE flock_id = $1), \
+               (SELECT COUNT(*) FROM tokens WHERE flock_id = $1 AND enabled = 1), \
+               (SELECT COUNT(*) FROM incidents WHERE flock_id = $1), \
+               (SELECT COUNT(*) FROM incidents WHERE flock_id = $1 AND acknowledged = 0)",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(FlockSummary {
+            token_count: row.try_get(0)?,
+            enabled_token_count: row.try_get(1)?,
+            incident_count: row.try_get(2)?,
+            unacknowledged_incident_count: row.try_get(3)?,
+        })
+    }
+
+    async fn insert_token(&self, t: &Token, audit: &AuditEntry) -> anyhow::Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO tokens (id, kind, memo, flock_id, enabled, created_us, updated_id, params, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(t.id.as_str())
+        .bind(t.kind.as_str())
+        .bind(t.memo.as_str())
+        .bind(t.flock_id.as_str())
+        .bind(b(t.enabled))
+        .bind(t.created_us)
+        .bind(t.updated_id)
+        .bind(t.params.to_string())
+        .bind(t.created_by.as_str())
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_token(&self, id: &str) -> anyhow::Result<Option<Token>> {
+        let row = sqlx::query(&format!("SELECT {TOKEN_COLS} FROM tokens t WHERE t.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(
+        &self,
+        f: &TokenFilter,
+        after: Option<(Micros, String)>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<Token>> {
+        let mut args = Args::default();
+        let mut conds = vec!["1=1".to_string()];
+        if let Some(k) = &f.kind {
+            conds.push(format!("t.kind = {}", args.push(Arg::S(k.clone()))));
+        }
+        if let Some(fl) = &f.flock_id {
+            conds.push(format!("t.flock_id = {}", args.push(Arg::S(fl.clone()))));
+        }
+        if let Some(m) = &f.memo_contains {
+            // Escape LIKE wildcards so the user's text matches literally.
+            let pat = m.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            conds.push(format!(
+                "LOWER(t.memo) LIKE {} ESCAPE '\\'",
+                args.push(Arg::S(format!("%{pat}%")))
+            ));
+        }
+        if let Some(e) = f.enabled {
+            conds.push(format!("t.enabled = {}", args.push(Arg::I(b(e)))));
+        }
+        if let Some((created, id)) = after {
+            let c = args.push(Arg::I(created));
+            let i = args.push(Arg::S(id));
+            conds.push(format!("(t.created_us > {c} OR (t.created_us = {c} AND t.id > {i}))"));
+        }
+        let lim = args.push(Arg::I(limit));
+        let sql = format!(
+            "SELECT {TOKEN_COLS} FROM tokens t WHERE {} ORDER BY t.created_us, t.id LIMIT {lim}",
+            conds.join(" AND ")
+        );
+        let rows = args.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn update_token(
+        &self,
+        id: &str,
+        change: &TokenChange,
+        audit: &AuditEntry,
+    ) -> anyhow::Result<Option<Token>> {
+        let mut tx = self.begin().await?;
+        let mut args = Args::default();
+        let mut sets = vec!["updated_id = updated_id + 1".to_string()];
+        if let Some(m) = &change.memo {
+            sets.push(format!("memo = {}", args.push(Arg::S(m.clone()))));
+        }
+        if let Some(e) = change.enabled {
+            sets.push(format!("enabled = {}", args.push(Arg::I(b(e)))));
+        }
+        if let Some(p) = &change.params {
+            sets.push(format!("params = {}", args.push(Arg::S(p.to_string()))));
+        }
+        let idp = args.push(Arg::S(id.to_string()));
+        let sql = format!("UPDATE tokens SET {} WHERE id = {idp}", sets.join(", "));
+        let n = args.bind(sqlx::query(&sql)).execute(&mut *tx).await?.rows_affected();
+        if n == 0 {
+            return Ok(None);
+        }
+        insert_audit(&mut tx, audit).await?;
+        let row = sqlx::query(&format!("SELECT {TOKEN_COLS} FROM tokens t WHERE t.id = $1"))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let token = token_from_row(&row)?;
+        tx.commit().await?;
+        Ok(Some(token))
+    }
+
+    async fn delete_token(&self, id: &str, clear_incidents: bool, audit: &AuditEntry) -> anyhow::Result<bool> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("DELETE FROM tokens WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        if clear_incidents {
+            sqlx::query("DELETE FROM hits WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM incidents WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn record_hits(&self, hits: &[NewHit]) -> anyhow::Result<Vec<HitOutcome>> {
+        let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(hits.len());
+        for h in hits {
+            // The write comes first so SQLite takes the write lock at once; the token check is
+            // part of the same statement, so a disabled or unknown token stores nothing.
+            let incident = sqlx::query(
+                "INSERT INTO incidents (token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged) \
+                 SELECT id, flock_id, kind, memo, $2, $3, $4, $4, 0 FROM tokens WHERE id = $1 AND enabled = 1 \
+                 RETURNING id",
+            )
+            .bind(h.token_id.as_str())
+            .bind(h.channel.as_str())
+            .bind(h.src_ip.as_str())
+            .bind(h.time_us)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(incident) = incident else {
+                out.push(HitOutcome::Ignored);
+                continue;
+            };
+            let incident_id: i64 = incident.try_get(0)?;
+            let hit_id: i64 = sqlx::query(
+                "INSERT INTO hits (incident_id, token_id, time_us, channel, src_ip, src_port, data) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            )
+            .bind(incident_id)
+            .bind(h.token_id.as_str())
+            .bind(h.time_us)
+            .bind(h.channel.as_str())
+            .bind(h.src_ip.as_str())
+            .bind(h.src_port as i64)
+            .bind(h.data.to_string())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+            let row = sqlx::query(&format!("SELECT {TOKEN_COLS} FROM tokens t WHERE t.id = $1"))
+                .bind(h.token_id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+            out.push(HitOutcome::Recorded { hit_id, incident_id, token: token_from_row(&row)? });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn list_incidents(&self, filter: &IncidentFilter) -> anyhow::Result<Vec<Incident>> {
+        self.fetch_incidents(filter).await
+    }
+
+    async fn set_acknowledged(
+        &self,
+        filter: &IncidentFilter,
+        acknowledged: bool,
+        audit: &AuditEntry,
+    ) -> anyhow::Result<u64> {
+        let mut tx = self.begin().await?;
+        let mut args = Args::default();
+        let ack = args.push(Arg::I(b(acknowledged)));
+        let now = args.push(Arg::I(now_us()));
+        let sql = format!(
+            "UPDATE incidents SET acknowledged = {ack}, updated_us = {now} WHERE {}",
+            incident_where(filter, &mut args)
+        );
+        let n = args.bind(sqlx::query(&sql)).execute(&mut *tx).await?.rows_affected();
+        if n > 0 {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn delete_incidents(&self, filter: &IncidentFilter, audit: &AuditEntry) -> anyhow::Result<u64> {
+        let mut tx = self.begin().await?;
+        let mut args = Args::default();
+        let cond = incident_where(filter, &mut args);
+        let sql = format!("DELETE FROM hits WHERE incident_id IN (SELECT id FROM incidents WHERE {cond})");
+        args.bind(sqlx::query(&sql)).execute(&mut *tx).await?;
+        let sql = format!("DELETE FROM incidents WHERE {cond}");
+        let n = args.bind(sqlx::query(&sql)).execute(&mut *tx).await?.rows_affected();
+        if n > 0 {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn append_audit(&self, audit: &AuditEntry) -> anyhow::Result<()> {
+        let mut tx = self.begin().await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, limit: i64) -> anyhow::Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT time_us, actor, action, target, description, src_ip, dialect FROM audit_log \
+             ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact("/tmp/x.db"), "/tmp/x.db");
+    }
+}
