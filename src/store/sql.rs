@@ -234,19 +234,19 @@ impl SqlStore {
             Engine::Sqlite => migrations::SQLITE,
             Engine::Postgres => migrations::POSTGRES,
         };
-        self.pool
-            .execute(
-                "CREATE TABLE IF NOT EXISTS trapline_schema (version BIGINT PRIMARY KEY, applied_us BIGINT NOT NULL)",
-            )
-            .await
-            .context("cannot create the schema table")?;
+        {
+            let mut tx = self.begin().await?;
+            self.lock_migrations(&mut tx).await?;
+            (&mut *tx)
+                .execute("CREATE TABLE IF NOT EXISTS trapline_schema (version BIGINT PRIMARY KEY, applied_us BIGINT NOT NULL)")
+                .await
+                .context("cannot create the schema table")?;
+            tx.commit().await?;
+        }
         for (i, step) in steps.iter().enumerate() {
             let version = i as i64 + 1;
             let mut tx = self.begin().await?;
-            if self.engine == Engine::Postgres {
-                // Several nodes may start at once: one applies, the others wait and skip.
-                sqlx::query("SELECT pg_advisory_xact_lock(7427776975)").execute(&mut *tx).await?;
-            }
+            self.lock_migrations(&mut tx).await?;
             let done: i64 = sqlx::query("SELECT COUNT(*) FROM trapline_schema WHERE version = $1")
                 .bind(version)
                 .fetch_one(&mut *tx)
@@ -264,6 +264,16 @@ impl SqlStore {
                     .await?;
             }
             tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Several nodes may start at once against one PostgreSQL: each migration transaction
+    /// holds this lock, so one applies a step and the others wait, then see it done. (SQLite's
+    /// `BEGIN IMMEDIATE` already serialises writers.)
+    async fn lock_migrations(&self, tx: &mut Transaction<'static, Any>) -> anyhow::Result<()> {
+        if self.engine == Engine::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7427776975)").execute(&mut **tx).await?;
         }
         Ok(())
     }

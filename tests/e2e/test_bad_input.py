@@ -1,0 +1,178 @@
+"""Every error of the Console dialect: status code and exact error shape;
+and the three ways to pass auth_token."""
+
+import pytest
+import requests
+
+from conftest import random_token_id, unique
+
+PROCESS_PREFIX = "Could not process the parameters"
+
+
+def assert_error(resp, status, message=None, prefix=None):
+    if isinstance(status, range):
+        assert resp.status_code in status, (resp.status_code, resp.text[:300])
+    else:
+        assert resp.status_code == status, (resp.status_code, resp.text[:300])
+    assert resp.headers.get("Content-Type", "").split(";")[0].strip() == "application/json", \
+        resp.headers.get("Content-Type")
+    body = resp.json()
+    assert body.get("result") == "error", body
+    assert isinstance(body.get("message"), str) and body["message"], body
+    if message is not None:
+        assert body["message"] == message, body
+    if prefix is not None:
+        assert body["message"].startswith(prefix), body
+    return body
+
+
+CLIENT_ERROR = range(400, 500)
+
+
+# --- authentication -----------------------------------------------------------
+
+def test_missing_auth_is_401(api):
+    assert_error(api.get("ping", auth=None), 401, "Invalid auth_token")
+    assert_error(api.get("canarytokens/fetch", auth=None), 401, "Invalid auth_token")
+    assert_error(api.post("canarytoken/create", auth=None, kind="http", memo="m"), 401, "Invalid auth_token")
+    assert_error(api.delete("incident/delete", auth=None, incident="x"), 401, "Invalid auth_token")
+
+
+def test_wrong_auth_in_query_is_401(api):
+    assert_error(api.get("ping", auth="wrong" + api.auth_token[5:]), 401, "Invalid auth_token")
+    assert_error(api.get("ping", auth=""), 401, "Invalid auth_token")
+    assert_error(api.get("ping", auth=api.auth_token + "x"), 401, "Invalid auth_token")
+    # auth is checked before parameters are validated
+    assert_error(api.post("canarytoken/create", auth="nope", kind="http", memo=""), 401, "Invalid auth_token")
+
+
+def test_auth_header_works(api):
+    r = api.get("ping", auth=None, headers={"X-Canary-Auth-Token": api.auth_token})
+    assert api.ok(r)
+    r = api.post("canarytoken/create", auth=None, headers={"X-Canary-Auth-Token": api.auth_token},
+                 kind="dns", memo="via header")
+    assert api.ok(r)["canarytoken"]["memo"] == "via header"
+    assert_error(api.get("ping", auth=None, headers={"X-Canary-Auth-Token": "bogus"}), 401, "Invalid auth_token")
+
+
+def test_auth_in_form_body_works(api):
+    r = requests.post(api.url("canarytoken/create"),
+                      data={"auth_token": api.auth_token, "kind": "dns", "memo": "via form body"}, timeout=10)
+    tok = api.ok(r)["canarytoken"]
+    assert tok["memo"] == "via form body"
+    r = requests.delete(api.url("canarytoken/delete"),
+                        data={"auth_token": api.auth_token, "canarytoken": tok["canarytoken"]}, timeout=10)
+    api.ok(r)
+    assert_error(api.get("canarytoken/fetch", canarytoken=tok["canarytoken"]), 404,
+                 "Could not find the Canarytoken")
+    r = requests.post(api.url("canarytoken/create"),
+                      data={"auth_token": "bogus", "kind": "dns", "memo": "x"}, timeout=10)
+    assert_error(r, 401, "Invalid auth_token")
+
+
+# --- tokens -----------------------------------------------------------------
+
+def test_empty_memo(api):
+    assert_error(api.post("canarytoken/create", kind="http", memo=""), 400, "Empty memo")
+
+
+def test_invalid_kind(api):
+    assert_error(api.post("canarytoken/create", kind="no-such-kind", memo="m"), 400,
+                 "Supplied kind is not valid.")
+    assert_error(api.post("canarytoken/create", kind="", memo="m"), 400, "Supplied kind is not valid.")
+
+
+def test_paginate_limit_not_a_number(api):
+    assert_error(api.get("canarytokens/paginate", limit="abc"), 400, prefix=PROCESS_PREFIX)
+
+
+def test_browser_scanner_enabled_not_a_bool(api):
+    assert_error(api.post("canarytoken/create", kind="http", memo="m", browser_scanner_enabled="maybe"),
+                 400, prefix=PROCESS_PREFIX)
+
+
+def test_memo_length_limit(api):
+    ok = api.create_token("http", memo="m" * 1000)
+    assert ok["memo"] == "m" * 1000
+    assert_error(api.post("canarytoken/create", kind="http", memo="m" * 1001), 400, prefix=PROCESS_PREFIX)
+    assert_error(api.post("canarytoken/update", canarytoken=ok["canarytoken"], memo="u" * 1001),
+                 400, prefix=PROCESS_PREFIX)
+    assert api.fetch_token(ok["canarytoken"])["memo"] == "m" * 1000
+
+
+def test_unknown_token_is_404(api):
+    tid = random_token_id()
+    msg = "Could not find the Canarytoken"
+    assert_error(api.get("canarytoken/fetch", canarytoken=tid), 404, msg)
+    assert_error(api.post("canarytoken/update", canarytoken=tid, memo="m"), 404, msg)
+    assert_error(api.post("canarytoken/enable", canarytoken=tid), 404, msg)
+    assert_error(api.post("canarytoken/disable", canarytoken=tid), 404, msg)
+    assert_error(api.post("canarytoken/delete", canarytoken=tid), 404, msg)
+    assert_error(api.delete("canarytoken/delete", canarytoken=tid), 404, msg)
+
+
+def test_download_not_supported(api):
+    for kind in ("http", "dns"):
+        tid = api.create_token(kind)["canarytoken"]
+        assert_error(api.get("canarytoken/download", canarytoken=tid), CLIENT_ERROR,
+                     "File generation not supported.")
+
+
+def test_body_over_1mib_is_413(api):
+    big = "x" * (1024 * 1024 + 4096)
+    try:
+        r = api.post("canarytoken/create", kind="http", memo=big)
+    except requests.exceptions.ConnectionError as e:  # pragma: no cover
+        pytest.fail(f"server dropped the connection instead of answering 413: {e}")
+    assert_error(r, 413)
+    # and the server is fine afterwards
+    api.ok_get("ping")
+
+
+# --- incidents ---------------------------------------------------------------
+
+def test_unknown_incident_is_404(api):
+    iid = "incident:canarytoken:" + random_token_id()
+    assert_error(api.get("incident/fetch", incident=iid), 404, "Incident not found")
+    assert_error(api.post("incident/acknowledge", incident=iid), 404, "Incident not found")
+    assert_error(api.post("incident/unacknowledge", incident=iid), 404, "Incident not found")
+    assert_error(api.delete("incident/delete", incident=iid), 404, "Incident not found")
+
+
+def test_src_host_with_node_id(api):
+    tid = api.create_token("http")["canarytoken"]
+    for ep in ("incidents/acknowledge", "incidents/delete"):
+        assert_error(api.post(ep, src_host="127.0.0.1", node_id=tid), 400,
+                     "Cannot use src_host and node_id together")
+
+
+# --- flocks -------------------------------------------------------------------
+
+def test_unknown_flock_is_404(api):
+    fid = "flock:" + random_token_id()
+    msg = "Flock does not exist."
+    assert_error(api.get("flock/summary", flock_id=fid), 404, msg)
+    assert_error(api.post("flock/rename", flock_id=fid, name="x"), 404, msg)
+    assert_error(api.post("flock/delete", flock_id=fid), 404, msg)
+
+
+def test_flock_name_length(api):
+    msg = "Flock name longer than maximum (100 characters)."
+    assert_error(api.post("flock/create", name="n" * 101), 400, msg)
+    fid = api.create_flock("n" * 100)
+    assert api.ok_get("flocks/list")["flocks"][fid] == "n" * 100
+    assert_error(api.post("flock/rename", flock_id=fid, name="r" * 101), 400, msg)
+    assert api.ok_get("flocks/list")["flocks"][fid] == "n" * 100
+
+
+def test_flock_name_empty(api):
+    assert_error(api.post("flock/create", name=""), 400, "Flock name cannot be empty.")
+
+
+def test_flock_delete_rules(api):
+    assert_error(api.post("flock/delete", flock_id="flock:default"), CLIENT_ERROR,
+                 "Cannot delete default flock")
+    fid = api.create_flock(unique("busy"))
+    api.create_token("dns", flock_id=fid)
+    assert_error(api.post("flock/delete", flock_id=fid), CLIENT_ERROR, "Cannot delete a non-empty flock")
+    assert fid in api.ok_get("flocks/list")["flocks"]

@@ -1,0 +1,359 @@
+"""The authoritative DNS listener (UDP and TCP): answers, hits, encodings, robustness."""
+
+import os
+import random
+import shutil
+import socket
+import struct
+import subprocess
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from conftest import DOMAIN, NX_DOMAIN, b32_labels, random_token_id, unique
+
+DIG = shutil.which("dig")
+needs_dig = pytest.mark.skipif(DIG is None, reason="dig (dnsutils / bind9-dnsutils) is not installed; "
+                                                   "CI installs it")
+
+
+def query(server, name, rdtype="A", tcp=False, timeout=3.0):
+    q = dns.message.make_query(name, rdtype)
+    if tcp:
+        return dns.query.tcp(q, server.dns_host, port=server.dns_port, timeout=timeout)
+    return dns.query.udp(q, server.dns_host, port=server.dns_port, timeout=timeout)
+
+
+def dig(server, *args):
+    cmd = [DIG, f"@{server.dns_host}", "-p", str(server.dns_port), "+time=3", "+tries=1", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def a_addresses(resp):
+    return [rd.address for rr in resp.answer if rr.rdtype == dns.rdatatype.A for rd in rr]
+
+
+# --- dig (what an operator would type) ------------------------------------------
+
+@needs_dig
+def test_dig_udp_a_record(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    out = dig(server, "+short", f"{tid}.{DOMAIN}", "A")
+    assert out.split() == ["127.0.0.1"]
+    ev = api.wait_events(tid)[0]
+    assert ev["type"] == "dns"
+    assert ev["transport"] == "udp"
+    assert ev["query_type"] == "A"
+    assert ev["query_name"].rstrip(".").lower() == f"{tid}.{DOMAIN}"
+    assert ev["src_host"] == "127.0.0.1"
+
+
+@needs_dig
+def test_dig_tcp_a_record(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    out = dig(server, "+tcp", "+short", f"{tid}.{DOMAIN}", "A")
+    assert out.split() == ["127.0.0.1"]
+    ev = api.wait_events(tid)[0]
+    assert ev["transport"] == "tcp"
+    assert ev["query_type"] == "A"
+
+
+@needs_dig
+def test_dig_status_nxdomain_and_refused(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    out = dig(server, f"{tid}.{NX_DOMAIN}", "A")
+    assert "status: NXDOMAIN" in out
+    api.wait_events(tid)
+    out = dig(server, "www.example.com", "A")
+    assert "status: REFUSED" in out
+
+
+@needs_dig
+def test_dig_txt_query(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    out = dig(server, "+tcp", f"{tid}.{DOMAIN}", "TXT")
+    assert "status: NOERROR" in out
+    ev = api.wait_events(tid)[0]
+    assert ev["query_type"] == "TXT"
+    assert ev["transport"] == "tcp"
+
+
+# --- dnspython (precise assertions) ----------------------------------------------
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_a_answer_is_public_ip_and_hit_recorded(server, api, tcp):
+    tok = api.create_token("dns")
+    tid = tok["canarytoken"]
+    name = f"{tid}.{DOMAIN}"
+    resp = query(server, name, "A", tcp=tcp)
+    assert resp.rcode() == dns.rcode.NOERROR
+    assert resp.flags & dns.flags.AA, "answer must be authoritative"
+    assert a_addresses(resp) == ["127.0.0.1"]
+    rrset = resp.answer[0]
+    assert rrset.name.to_text().rstrip(".").lower() == name
+    assert 0 < rrset.ttl <= 300, rrset.ttl
+
+    ev = api.wait_events(tid)[0]
+    assert ev["canarytoken"] == tid
+    assert ev["type"] == "dns"
+    assert ev["query_type"] == "A"
+    assert ev["transport"] == ("tcp" if tcp else "udp")
+    assert ev["src_host"] == "127.0.0.1"
+    assert 0 < int(ev["src_port"]) < 65536
+    assert ev["timestamp_std"]
+    inc = api.incidents_for(tid)[0]
+    assert inc["logtype"] == "16000"
+    assert inc["kind"] == "dns"
+    assert inc["memo"] == tok["memo"]
+    assert inc["summary"] == "Canarytoken triggered"
+    assert api.fetch_token(tid)["triggered_count"] == 1
+
+
+def test_src_port_is_the_querying_port(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    q = dns.message.make_query(f"{tid}.{DOMAIN}", "A")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        resp = dns.query.udp(q, server.dns_host, port=server.dns_port, timeout=3, sock=s)
+    assert resp.rcode() == dns.rcode.NOERROR
+    ev = api.wait_events(tid)[0]
+    assert int(ev["src_port"]) == port
+
+
+def test_aaaa_is_empty_noerror_and_hit(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    resp = query(server, f"{tid}.{DOMAIN}", "AAAA")
+    assert resp.rcode() == dns.rcode.NOERROR
+    assert [rr for rr in resp.answer if rr.rdtype == dns.rdatatype.AAAA] == []
+    assert resp.answer == []
+    ev = api.wait_events(tid)[0]
+    assert ev["query_type"] == "AAAA"
+
+
+def test_subdomain_of_token_name_is_a_hit(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    resp = query(server, f"anything.else.{tid}.{DOMAIN}", "A")
+    assert resp.rcode() == dns.rcode.NOERROR
+    assert a_addresses(resp) == ["127.0.0.1"]
+    ev = api.wait_events(tid)[0]
+    assert ev["query_name"].rstrip(".").lower() == f"anything.else.{tid}.{DOMAIN}"
+
+
+def test_http_token_fires_over_dns(server, api):
+    tid = api.create_token("http")["canarytoken"]
+    assert a_addresses(query(server, f"{tid}.{DOMAIN}")) == ["127.0.0.1"]
+    ev = api.wait_events(tid)[0]
+    assert ev["type"] == "dns"
+    assert api.incidents_for(tid)[0]["logtype"] == "16000"
+
+
+def test_soa_and_ns_at_apex(server, api):
+    for tcp in (False, True):
+        resp = query(server, DOMAIN, "SOA", tcp=tcp)
+        assert resp.rcode() == dns.rcode.NOERROR
+        soa = [rr for rr in resp.answer if rr.rdtype == dns.rdatatype.SOA]
+        assert len(soa) == 1 and soa[0].name.to_text().rstrip(".").lower() == DOMAIN
+        assert resp.flags & dns.flags.AA
+
+        resp = query(server, DOMAIN, "NS", tcp=tcp)
+        assert resp.rcode() == dns.rcode.NOERROR
+        ns = [rr for rr in resp.answer if rr.rdtype == dns.rdatatype.NS]
+        assert len(ns) == 1 and len(ns[0]) >= 1
+        for rd in ns[0]:
+            target = rd.target.to_text().rstrip(".").lower()
+            assert target, rd
+            # never an NS name that itself contains a token-shaped label
+            assert not any(len(l) == 25 and l.isalnum() for l in target.split("."))
+
+
+def test_token_in_nx_domain_is_nxdomain_with_hit(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    for tcp, name in ((False, f"{tid}.{NX_DOMAIN}"), (True, f"x1.{tid}.{NX_DOMAIN}")):
+        resp = query(server, name, "A", tcp=tcp)
+        assert resp.rcode() == dns.rcode.NXDOMAIN, name
+        assert resp.answer == []
+    evs = api.wait_events(tid, count=2)
+    assert {e["transport"] for e in evs} == {"udp", "tcp"}
+    assert all(e["type"] == "dns" for e in evs)
+
+
+def test_nx_domain_without_token_is_nxdomain(server):
+    resp = query(server, f"www.{NX_DOMAIN}", "A")
+    assert resp.rcode() == dns.rcode.NXDOMAIN
+
+
+@pytest.mark.parametrize("name", ["www.example.com", f"evil{DOMAIN}", f"{DOMAIN}.example.org", "com"])
+def test_outside_zones_is_refused(server, name):
+    resp = query(server, name, "A")
+    assert resp.rcode() == dns.rcode.REFUSED
+    assert resp.answer == []
+
+
+def test_refused_for_token_label_outside_zone(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    resp = query(server, f"{tid}.example.net", "A")
+    assert resp.rcode() == dns.rcode.REFUSED
+    control = api.create_token("dns")["canarytoken"]
+    query(server, f"{control}.{DOMAIN}")
+    api.wait_events(control)
+    assert api.incidents_for(tid) == []
+
+
+def test_random_case_query_name_matches(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    rng = random.Random(7)
+    name = "".join(c.upper() if rng.random() < 0.5 else c for c in f"{tid}.{DOMAIN}")
+    if name == name.lower():
+        name = name.upper()
+    resp = query(server, name, "A")
+    assert resp.rcode() == dns.rcode.NOERROR
+    assert a_addresses(resp) == ["127.0.0.1"]
+    # the answer echoes the question name (0x20 resolvers compare it)
+    assert resp.question[0].name.to_text().rstrip(".") == name
+    ev = api.wait_events(tid)[0]
+    assert ev["query_name"].rstrip(".").lower() == f"{tid}.{DOMAIN}".lower()
+
+
+def test_generic_data_is_decoded(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    text = "hello from the e2e suite: user=alice host=WS-042 ✓"
+    labels = b32_labels(text.encode("utf-8"))
+    assert len(labels) >= 2  # spans more than one label
+    name = ".".join(labels) + f".G42.{tid}.{DOMAIN}"
+    resp = query(server, name, "A")
+    assert resp.rcode() == dns.rcode.NOERROR
+    ev = api.wait_events(tid)[0]
+    assert ev["generic_data"] == text
+
+
+def test_generic_data_is_case_insensitive_with_padding(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    text = "abcd"  # base32 "MFRGGZA=" -> padding written as "-"
+    labels = b32_labels(text.encode(), lower=True)
+    assert labels == ["mfrggza-"]
+    resp = query(server, f"{labels[0]}.G07.{tid}.{DOMAIN}", "TXT", tcp=True)
+    assert resp.rcode() == dns.rcode.NOERROR
+    ev = api.wait_events(tid)[0]
+    assert ev["generic_data"] == text
+    assert ev["query_type"] == "TXT"
+
+
+def test_generic_binary_data_falls_back_to_hex(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    data = b"\xff\x00\xfe\x80"
+    name = ".".join(b32_labels(data)) + f".G01.{tid}.{DOMAIN}"
+    query(server, name, "A")
+    ev = api.wait_events(tid)[0]
+    assert ev["generic_data"] == data.hex()
+
+
+def test_txt_query_records_type(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    resp = query(server, f"{tid}.{DOMAIN}", "TXT")
+    assert resp.rcode() == dns.rcode.NOERROR
+    ev = api.wait_events(tid)[0]
+    assert ev["query_type"] == "TXT"
+    assert ev["transport"] == "udp"
+
+
+def test_disabled_token_no_hit_but_same_answer(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    api.ok_post("canarytoken/disable", canarytoken=tid)
+    resp = query(server, f"{tid}.{DOMAIN}", "A")
+    assert resp.rcode() == dns.rcode.NOERROR
+    assert a_addresses(resp) == ["127.0.0.1"]
+    unknown = query(server, f"{random_token_id()}.{DOMAIN}", "A")
+    assert unknown.rcode() == dns.rcode.NOERROR and a_addresses(unknown) == ["127.0.0.1"]
+    control = api.create_token("dns")["canarytoken"]
+    query(server, f"{control}.{DOMAIN}")
+    api.wait_events(control)
+    assert api.incidents_for(tid) == []
+
+
+# --- malformed input -------------------------------------------------------------
+
+MALFORMED_UDP = [
+    os.urandom(5),
+    struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0),          # header: 1 question, none present
+    struct.pack(">HHHHHH", 0x1235, 0x0100, 1, 0, 0, 0) + b"\x3f" + b"a" * 10,  # label runs past end
+    struct.pack(">HHHHHH", 0x1236, 0x0100, 1, 0, 0, 0) + b"\xc0\x0c\x00\x01\x00\x01",  # pointer loop
+    struct.pack(">HHHHHH", 0x1237, 0x0100, 65535, 65535, 65535, 65535),
+    b"",
+    os.urandom(3000),
+    struct.pack(">HHHHHH", 0x1238, 0x8180, 0, 0, 0, 0),          # a response, not a query
+]
+
+
+def assert_still_answers(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    for tcp in (False, True):
+        resp = query(server, f"{tid}.{DOMAIN}", "A", tcp=tcp)
+        assert a_addresses(resp) == ["127.0.0.1"]
+    api.wait_events(tid, count=2)
+
+
+def test_malformed_udp_packets_do_not_crash(server, api):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.3)
+        for pkt in MALFORMED_UDP:
+            s.sendto(pkt, (server.dns_host, server.dns_port))
+            try:
+                s.recvfrom(4096)  # a FORMERR (or silence) are both fine
+            except socket.timeout:
+                pass
+    assert server.alive, server.output()
+    assert_still_answers(server, api)
+
+
+def test_malformed_tcp_streams_do_not_crash(server, api):
+    addr = (server.dns_host, server.dns_port)
+    payloads = [
+        struct.pack(">H", 5) + os.urandom(5),
+        struct.pack(">H", 12) + struct.pack(">HHHHHH", 0x4321, 0x0100, 1, 0, 0, 0),
+        struct.pack(">H", 65535) + b"\x00" * 10,   # promises more than it sends, then closes
+        b"\x00",                                   # half a length prefix
+        b"",                                       # connect and close
+        struct.pack(">H", 0),                      # zero-length message
+        struct.pack(">H", 3000) + os.urandom(3000),
+    ]
+    for p in payloads:
+        with socket.create_connection(addr, timeout=2) as s:
+            s.settimeout(0.3)
+            try:
+                if p:
+                    s.sendall(p)
+                s.shutdown(socket.SHUT_WR)
+                s.recv(4096)
+            except OSError:
+                pass
+    # A slow client holding a connection open must not block others.
+    idle = socket.create_connection(addr, timeout=2)
+    try:
+        idle.sendall(b"\x00")
+        assert server.alive, server.output()
+        assert_still_answers(server, api)
+    finally:
+        idle.close()
+
+
+def test_two_queries_on_one_tcp_connection(server, api):
+    """Resolvers reuse TCP connections (RFC 7766): a second query on the same
+    connection must be answered too."""
+    t1 = api.create_token("dns")["canarytoken"]
+    t2 = api.create_token("dns")["canarytoken"]
+    with socket.create_connection((server.dns_host, server.dns_port), timeout=3) as s:
+        for tid in (t1, t2):
+            q = dns.message.make_query(f"{tid}.{DOMAIN}", "A")
+            dns.query.send_tcp(s, q)
+            resp, _ = dns.query.receive_tcp(s, expiration=None)
+            assert resp.id == q.id
+            assert a_addresses(resp) == ["127.0.0.1"]
+    api.wait_events(t1)
+    api.wait_events(t2)

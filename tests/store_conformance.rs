@@ -1,0 +1,387 @@
+//! The one conformance suite for [`Store`]: every case runs against SQLite (always) and
+//! PostgreSQL (when `TRAPLINE_TEST_DATABASE_URL` names a server; `.ci/run` always sets it, and
+//! under `CI` a missing URL is a failure, not a skip). Each PostgreSQL case gets a schema of its
+//! own, so cases run in parallel without seeing each other.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use trapline::model::*;
+use trapline::store::{self, FlockDeletion, Store};
+
+struct Db {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    /// PostgreSQL only: the server URL and the case's schema, dropped after the case.
+    pg: Option<(String, String)>,
+}
+
+impl Db {
+    async fn cleanup(self) {
+        drop(self.store);
+        if let Some((url, schema)) = self.pg {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+            sqlx::Executor::execute(&mut conn, format!("DROP SCHEMA {schema} CASCADE").as_str()).await.unwrap();
+        }
+    }
+}
+
+async fn sqlite() -> Db {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    Db { store: store::open(path.to_str().unwrap()).await.unwrap(), _dir: Some(dir), pg: None }
+}
+
+async fn postgres() -> Option<Db> {
+    let Ok(url) = std::env::var("TRAPLINE_TEST_DATABASE_URL") else {
+        assert!(std::env::var("CI").is_err(), "CI must set TRAPLINE_TEST_DATABASE_URL");
+        eprintln!("TRAPLINE_TEST_DATABASE_URL not set: PostgreSQL case skipped");
+        return None;
+    };
+    // A fresh schema per case, selected through the connection's search_path.
+    let schema = format!("tl_{}", trapline::ids::hex_id(8));
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.expect("cannot reach the test PostgreSQL");
+    sqlx::Executor::execute(&mut conn, format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let scoped = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+    Some(Db { store: store::open(&scoped).await.unwrap(), _dir: None, pg: Some((url, schema)) })
+}
+
+/// Runs one case against both engines.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_engine { $( #[tokio::test] async fn $name() { super::$name(super::sqlite().await.store).await } )* }
+        mod postgres_engine {
+            $( #[tokio::test] async fn $name() {
+                if let Some(db) = super::postgres().await {
+                    super::$name(db.store.clone()).await;
+                    db.cleanup().await;
+                }
+            } )*
+        }
+    };
+}
+
+conformance!(
+    fresh_store_has_default_flock_and_no_keys,
+    reopening_does_not_migrate_twice,
+    api_keys_round_trip,
+    flocks_lifecycle,
+    tokens_round_trip_and_update,
+    token_listing_filters_and_pages,
+    hits_record_only_for_enabled_tokens,
+    incidents_filter_acknowledge_delete,
+    token_delete_keeps_or_clears_incidents,
+    concurrent_batches_all_commit,
+    audit_log_newest_first,
+);
+
+fn audit(action: &str) -> AuditEntry {
+    AuditEntry {
+        time_us: now_us(),
+        actor: "tester".into(),
+        action: action.into(),
+        target: "t".into(),
+        description: "d".into(),
+        src_ip: "127.0.0.1".into(),
+        dialect: "test".into(),
+    }
+}
+
+fn token(kind: &str, memo: &str, flock: &str, created_us: Micros) -> Token {
+    Token {
+        id: trapline::ids::token_id(),
+        kind: kind.into(),
+        memo: memo.into(),
+        flock_id: flock.into(),
+        enabled: true,
+        created_us,
+        updated_id: 1,
+        params: json!({"browser_scanner_enabled": true}),
+        created_by: "tester".into(),
+        triggered_count: 0,
+    }
+}
+
+fn hit(token_id: &str, ip: &str, time_us: Micros) -> NewHit {
+    NewHit {
+        token_id: token_id.into(),
+        time_us,
+        channel: Channel::Http,
+        src_ip: ip.into(),
+        src_port: 4242,
+        data: json!({"method": "GET", "headers": {"User-Agent": "curl/8"}, "ünïcode": "✓"}),
+    }
+}
+
+async fn fresh_store_has_default_flock_and_no_keys(s: Arc<dyn Store>) {
+    let flocks = s.list_flocks().await.unwrap();
+    assert_eq!(flocks.len(), 1);
+    assert_eq!(flocks[0].id, DEFAULT_FLOCK);
+    assert_eq!(flocks[0].name, DEFAULT_FLOCK_NAME);
+    assert_eq!(s.count_api_keys().await.unwrap(), 0);
+    assert!(s.list_audit(10).await.unwrap().is_empty());
+}
+
+async fn reopening_does_not_migrate_twice(s: Arc<dyn Store>) {
+    // Applying the migrations again (as a second node or a restart would) must be a no-op.
+    s.insert_flock(&Flock { id: "flock:x".into(), name: "X".into(), created_us: 1 }, &audit("flock_create"))
+        .await
+        .unwrap();
+    let backend = s.backend();
+    assert!(backend == "sqlite" || backend == "postgres");
+    assert_eq!(s.list_flocks().await.unwrap().len(), 2);
+}
+
+async fn api_keys_round_trip(s: Arc<dyn Store>) {
+    let k = ApiKey {
+        key_id: "11111111-2222-3333-4444-555555555555".into(),
+        secret_hash: "ab".repeat(32),
+        role: Role::Analyst,
+        flock_id: Some(DEFAULT_FLOCK.into()),
+        active: true,
+        expire_us: 0,
+        description: "ci".into(),
+        created_us: 5,
+        last_used_us: None,
+    };
+    s.insert_api_key(&k, &audit("key_create")).await.unwrap();
+    assert_eq!(s.count_api_keys().await.unwrap(), 1);
+    assert_eq!(s.api_key_by_hash(&k.secret_hash).await.unwrap(), Some(k.clone()));
+    assert_eq!(s.api_key_by_hash(&"cd".repeat(32)).await.unwrap(), None);
+    s.touch_api_key(&k.key_id, 99).await.unwrap();
+    assert_eq!(s.api_key_by_hash(&k.secret_hash).await.unwrap().unwrap().last_used_us, Some(99));
+    // The same secret hash cannot belong to two keys.
+    let mut dup = k.clone();
+    dup.key_id = "other".into();
+    assert!(s.insert_api_key(&dup, &audit("key_create")).await.is_err());
+    assert_eq!(s.count_api_keys().await.unwrap(), 1);
+}
+
+async fn flocks_lifecycle(s: Arc<dyn Store>) {
+    let f = Flock { id: "flock:abc".into(), name: "Cape Town".into(), created_us: 10 };
+    s.insert_flock(&f, &audit("flock_create")).await.unwrap();
+    assert_eq!(s.get_flock("flock:abc").await.unwrap(), Some(f.clone()));
+    assert!(s.rename_flock("flock:abc", "Durban", &audit("flock_rename")).await.unwrap());
+    assert!(!s.rename_flock("flock:nope", "X", &audit("flock_rename")).await.unwrap());
+    assert_eq!(s.get_flock("flock:abc").await.unwrap().unwrap().name, "Durban");
+
+    let t = token("dns", "m", "flock:abc", 1);
+    s.insert_token(&t, &audit("token_create")).await.unwrap();
+    assert_eq!(s.delete_flock("flock:abc", &audit("flock_delete")).await.unwrap(), FlockDeletion::NotEmpty);
+    assert_eq!(s.delete_flock("flock:nope", &audit("flock_delete")).await.unwrap(), FlockDeletion::NotFound);
+
+    s.record_hits(&[hit(&t.id, "10.0.0.1", 5)]).await.unwrap();
+    let sum = s.flock_summary("flock:abc").await.unwrap();
+    assert_eq!(sum, FlockSummary { token_count: 1, enabled_token_count: 1, incident_count: 1, unacknowledged_incident_count: 1 });
+
+    s.delete_token(&t.id, true, &audit("token_delete")).await.unwrap();
+    assert_eq!(s.delete_flock("flock:abc", &audit("flock_delete")).await.unwrap(), FlockDeletion::Deleted);
+    assert_eq!(s.get_flock("flock:abc").await.unwrap(), None);
+}
+
+async fn tokens_round_trip_and_update(s: Arc<dyn Store>) {
+    let t = token("http", "under the desk", DEFAULT_FLOCK, 1_000);
+    s.insert_token(&t, &audit("token_create")).await.unwrap();
+    assert_eq!(s.get_token(&t.id).await.unwrap(), Some(t.clone()));
+    assert_eq!(s.get_token("nosuchtoken0000000000000a").await.unwrap(), None);
+
+    let change = TokenChange { memo: Some("on the desk".into()), enabled: Some(false), params: None };
+    let u = s.update_token(&t.id, &change, &audit("token_update")).await.unwrap().unwrap();
+    assert_eq!(u.memo, "on the desk");
+    assert!(!u.enabled);
+    assert_eq!(u.updated_id, 2);
+    assert_eq!(u.params, t.params);
+    let p = TokenChange { params: Some(json!({"browser_scanner_enabled": false})), ..Default::default() };
+    let u = s.update_token(&t.id, &p, &audit("token_update")).await.unwrap().unwrap();
+    assert_eq!(u.params["browser_scanner_enabled"], false);
+    assert_eq!(u.updated_id, 3);
+    assert!(s.update_token("nosuchtoken0000000000000a", &change, &audit("x")).await.unwrap().is_none());
+}
+
+async fn token_listing_filters_and_pages(s: Arc<dyn Store>) {
+    s.insert_flock(&Flock { id: "flock:two".into(), name: "Two".into(), created_us: 1 }, &audit("flock_create"))
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    for i in 0..7 {
+        let kind = if i % 2 == 0 { "http" } else { "dns" };
+        let flock = if i < 5 { DEFAULT_FLOCK } else { "flock:two" };
+        // Two tokens share a creation time to exercise the (created, id) tie-break.
+        let t = token(kind, &format!("Memo {i} 100%_done"), flock, 100 + (i / 2) as i64);
+        s.insert_token(&t, &audit("token_create")).await.unwrap();
+        all.push(t);
+    }
+    all.sort_by(|a, b| (a.created_us, &a.id).cmp(&(b.created_us, &b.id)));
+
+    let everything = s.list_tokens(&TokenFilter::default(), None, 100).await.unwrap();
+    assert_eq!(everything.iter().map(|t| &t.id).collect::<Vec<_>>(), all.iter().map(|t| &t.id).collect::<Vec<_>>());
+
+    // Pages of 3 walk the same order with no gaps or repeats.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.list_tokens(&TokenFilter::default(), after.clone(), 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|t| (t.created_us, t.id.clone()));
+        seen.extend(page.into_iter().map(|t| t.id));
+    }
+    assert_eq!(seen, all.iter().map(|t| t.id.clone()).collect::<Vec<_>>());
+
+    let by_kind = s.list_tokens(&TokenFilter { kind: Some("dns".into()), ..Default::default() }, None, 100).await.unwrap();
+    assert_eq!(by_kind.len(), 3);
+    assert!(by_kind.iter().all(|t| t.kind == "dns"));
+    let by_flock =
+        s.list_tokens(&TokenFilter { flock_id: Some("flock:two".into()), ..Default::default() }, None, 100).await.unwrap();
+    assert_eq!(by_flock.len(), 2);
+    // Memo search is case-insensitive and takes % and _ literally.
+    let memo = |m: &str| TokenFilter { memo_contains: Some(m.into()), ..Default::default() };
+    assert_eq!(s.list_tokens(&memo("MEMO 3"), None, 100).await.unwrap().len(), 1);
+    assert_eq!(s.list_tokens(&memo("100%_d"), None, 100).await.unwrap().len(), 7);
+    assert_eq!(s.list_tokens(&memo("1%0"), None, 100).await.unwrap().len(), 0);
+    assert_eq!(s.list_tokens(&memo("memo 1 100%_done!"), None, 100).await.unwrap().len(), 0);
+
+    s.update_token(&all[0].id, &TokenChange { enabled: Some(false), ..Default::default() }, &audit("token_disable"))
+        .await
+        .unwrap();
+    let enabled = s.list_tokens(&TokenFilter { enabled: Some(true), ..Default::default() }, None, 100).await.unwrap();
+    assert_eq!(enabled.len(), 6);
+}
+
+async fn hits_record_only_for_enabled_tokens(s: Arc<dyn Store>) {
+    let live = token("http", "live", DEFAULT_FLOCK, 1);
+    let mut off = token("http", "off", DEFAULT_FLOCK, 2);
+    off.enabled = false;
+    s.insert_token(&live, &audit("token_create")).await.unwrap();
+    s.insert_token(&off, &audit("token_create")).await.unwrap();
+
+    let out = s
+        .record_hits(&[hit(&live.id, "192.0.2.1", 10), hit(&off.id, "192.0.2.2", 11), hit("nosuchtoken0000000000000a", "192.0.2.3", 12), hit(&live.id, "192.0.2.4", 13)])
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 4);
+    assert!(matches!(&out[0], HitOutcome::Recorded { token, .. } if token.id == live.id && token.kind == "http"));
+    assert_eq!(out[1], HitOutcome::Ignored);
+    assert_eq!(out[2], HitOutcome::Ignored);
+    let (HitOutcome::Recorded { incident_id: a, hit_id: ha, .. }, HitOutcome::Recorded { incident_id: b, hit_id: hb, .. }) = (&out[0], &out[3])
+    else {
+        panic!("{out:?}")
+    };
+    assert_ne!(a, b);
+    assert_ne!(ha, hb);
+
+    assert_eq!(s.get_token(&live.id).await.unwrap().unwrap().triggered_count, 2);
+    assert_eq!(s.get_token(&off.id).await.unwrap().unwrap().triggered_count, 0);
+
+    let incidents = s.list_incidents(&IncidentFilter::default()).await.unwrap();
+    assert_eq!(incidents.len(), 2);
+    assert_eq!(incidents[0].src_ip, "192.0.2.4", "newest first");
+    let first = &incidents[1];
+    assert_eq!(first.memo, "live");
+    assert_eq!(first.kind, "http");
+    assert_eq!(first.channel, Channel::Http);
+    assert!(!first.acknowledged);
+    assert_eq!(first.events.len(), 1);
+    let ev = &first.events[0];
+    assert_eq!(ev.src_port, 4242);
+    assert_eq!(ev.time_us, 10);
+    assert_eq!(ev.data["headers"]["User-Agent"], "curl/8");
+    assert_eq!(ev.data["ünïcode"], "✓");
+    // Hits leave no audit entries: the audit log is for management actions.
+    assert!(s.list_audit(100).await.unwrap().iter().all(|a| a.action == "token_create"));
+}
+
+async fn incidents_filter_acknowledge_delete(s: Arc<dyn Store>) {
+    let t1 = token("dns", "one", DEFAULT_FLOCK, 1);
+    let t2 = token("dns", "two", DEFAULT_FLOCK, 2);
+    s.insert_token(&t1, &audit("token_create")).await.unwrap();
+    s.insert_token(&t2, &audit("token_create")).await.unwrap();
+    s.record_hits(&[hit(&t1.id, "198.51.100.1", 1_000), hit(&t1.id, "198.51.100.2", 2_000), hit(&t2.id, "198.51.100.1", 3_000)])
+        .await
+        .unwrap();
+    let f = |mut f: IncidentFilter| {
+        f.limit = f.limit.or(Some(100));
+        f
+    };
+    let count = |v: Vec<Incident>| v.len();
+    assert_eq!(count(s.list_incidents(&f(IncidentFilter { token_id: Some(t1.id.clone()), ..Default::default() })).await.unwrap()), 2);
+    assert_eq!(count(s.list_incidents(&f(IncidentFilter { src_ip: Some("198.51.100.1".into()), ..Default::default() })).await.unwrap()), 2);
+    assert_eq!(count(s.list_incidents(&f(IncidentFilter { created_after_us: Some(1_500), ..Default::default() })).await.unwrap()), 2);
+    assert_eq!(count(s.list_incidents(&f(IncidentFilter { created_before_us: Some(1_500), ..Default::default() })).await.unwrap()), 1);
+    assert_eq!(count(s.list_incidents(&f(IncidentFilter { flock_id: Some("flock:other".into()), ..Default::default() })).await.unwrap()), 0);
+    assert_eq!(count(s.list_incidents(&IncidentFilter { limit: Some(1), ..Default::default() }).await.unwrap()), 1);
+
+    let all = s.list_incidents(&IncidentFilter::default()).await.unwrap();
+    let one = all.iter().find(|i| i.token_id == t2.id).unwrap().id;
+    let by_id = IncidentFilter { id: Some(one), ..Default::default() };
+    assert_eq!(s.set_acknowledged(&by_id, true, &audit("incident_acknowledge")).await.unwrap(), 1);
+    let acked = s.list_incidents(&IncidentFilter { acknowledged: Some(true), ..Default::default() }).await.unwrap();
+    assert_eq!(acked.iter().map(|i| i.id).collect::<Vec<_>>(), vec![one]);
+    assert_eq!(s.set_acknowledged(&IncidentFilter { id: Some(-5), ..Default::default() }, true, &audit("x")).await.unwrap(), 0);
+
+    // Delete only acknowledged ones: the hits go with them.
+    let acked_only = IncidentFilter { acknowledged: Some(true), ..Default::default() };
+    assert_eq!(s.delete_incidents(&acked_only, &audit("incident_delete")).await.unwrap(), 1);
+    assert_eq!(s.list_incidents(&IncidentFilter::default()).await.unwrap().len(), 2);
+    assert_eq!(s.get_token(&t2.id).await.unwrap().unwrap().triggered_count, 0, "hits deleted with their incident");
+    assert_eq!(s.set_acknowledged(&IncidentFilter::default(), true, &audit("incident_acknowledge")).await.unwrap(), 2);
+    assert_eq!(s.set_acknowledged(&IncidentFilter::default(), false, &audit("incident_unacknowledge")).await.unwrap(), 2);
+    assert!(s.list_incidents(&IncidentFilter::default()).await.unwrap().iter().all(|i| !i.acknowledged));
+}
+
+async fn token_delete_keeps_or_clears_incidents(s: Arc<dyn Store>) {
+    let keep = token("http", "keep", DEFAULT_FLOCK, 1);
+    let clear = token("http", "clear", DEFAULT_FLOCK, 2);
+    s.insert_token(&keep, &audit("token_create")).await.unwrap();
+    s.insert_token(&clear, &audit("token_create")).await.unwrap();
+    s.record_hits(&[hit(&keep.id, "203.0.113.1", 1), hit(&clear.id, "203.0.113.2", 2)]).await.unwrap();
+    assert!(s.delete_token(&keep.id, false, &audit("token_delete")).await.unwrap());
+    assert!(s.delete_token(&clear.id, true, &audit("token_delete")).await.unwrap());
+    assert!(!s.delete_token(&clear.id, true, &audit("token_delete")).await.unwrap());
+    let left = s.list_incidents(&IncidentFilter::default()).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].memo, "keep", "incidents keep the memo of their token");
+    // A deleted token records nothing more.
+    assert_eq!(s.record_hits(&[hit(&keep.id, "203.0.113.1", 3)]).await.unwrap(), vec![HitOutcome::Ignored]);
+}
+
+async fn concurrent_batches_all_commit(s: Arc<dyn Store>) {
+    let t = token("dns", "busy", DEFAULT_FLOCK, 1);
+    s.insert_token(&t, &audit("token_create")).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (s1, id) = (s.clone(), t.id.clone());
+        tasks.push(tokio::spawn(async move {
+            let s = s1;
+            for b in 0..5 {
+                let batch: Vec<NewHit> = (0..10).map(|i| hit(&id, "127.0.0.1", (w * 1000 + b * 10 + i) as i64)).collect();
+                let out = s.record_hits(&batch).await.unwrap();
+                assert!(out.iter().all(|o| matches!(o, HitOutcome::Recorded { .. })));
+            }
+        }));
+        // A management write racing the hits must not fail either.
+        let s2 = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s2.append_audit(&audit("concurrent")).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(s.get_token(&t.id).await.unwrap().unwrap().triggered_count, 400);
+}
+
+async fn audit_log_newest_first(s: Arc<dyn Store>) {
+    s.append_audit(&audit("first")).await.unwrap();
+    let f = Flock { id: "flock:aud".into(), name: "A".into(), created_us: 1 };
+    s.insert_flock(&f, &audit("flock_create")).await.unwrap();
+    // A change that does not happen writes no audit entry.
+    assert!(!s.rename_flock("flock:missing", "x", &audit("flock_rename")).await.unwrap());
+    let log = s.list_audit(10).await.unwrap();
+    assert_eq!(log.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(), vec!["flock_create", "first"]);
+    assert_eq!(log[0].actor, "tester");
+    assert_eq!(log[0].src_ip, "127.0.0.1");
+    assert_eq!(s.list_audit(1).await.unwrap().len(), 1);
+}
