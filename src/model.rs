@@ -110,7 +110,8 @@ pub struct NewHit {
 /// What recording a hit did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HitOutcome {
-    /// Stored, as part of this incident. The token is returned so the listener can shape its answer.
+    /// Stored, as part of this incident. The token is returned so the listener can shape its
+    /// answer; its `triggered_count` is not filled in (0) on this path.
     Recorded { hit_id: i64, incident_id: i64, token: Token },
     /// No such token, or it is disabled: nothing stored.
     Ignored,

@@ -53,8 +53,10 @@ impl Args {
 
 const TOKEN_COLS: &str = "t.id, t.kind, t.memo, t.flock_id, t.enabled, t.created_us, t.updated_id, \
      t.params, t.created_by, (SELECT COUNT(*) FROM hits h WHERE h.token_id = t.id)";
-const INCIDENT_COLS: &str =
-    "id, token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged";
+/// The same columns with a constant in place of the hit count, for the hot path.
+const TOKEN_COLS_NO_COUNT: &str = "t.id, t.kind, t.memo, t.flock_id, t.enabled, t.created_us, t.updated_id, \
+     t.params, t.created_by, 0";
+const INCIDENT_COLS: &str = "id, token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged";
 const HIT_COLS: &str = "id, incident_id, token_id, time_us, channel, src_ip, src_port, data";
 const KEY_COLS: &str = "key_id, secret_hash, role, flock_id, active, expire_us, description, \
      created_us, last_used_us";
@@ -190,10 +192,8 @@ impl SqlStore {
         let (engine, url) = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
             (Engine::Postgres, database.to_string())
         } else {
-            let path = database
-                .strip_prefix("sqlite://")
-                .or_else(|| database.strip_prefix("sqlite:"))
-                .unwrap_or(database);
+            let path =
+                database.strip_prefix("sqlite://").or_else(|| database.strip_prefix("sqlite:")).unwrap_or(database);
             let path = std::path::absolute(path).with_context(|| format!("bad database path {path:?}"))?;
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)
@@ -206,10 +206,8 @@ impl SqlStore {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if engine == Engine::Sqlite {
-                        conn.execute(
-                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;",
-                        )
-                        .await?;
+                        conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;")
+                            .await?;
                     }
                     Ok(())
                 })
@@ -253,10 +251,7 @@ impl SqlStore {
                 .await?
                 .try_get(0)?;
             if done == 0 {
-                (&mut *tx)
-                    .execute(*step)
-                    .await
-                    .with_context(|| format!("migration {version} failed"))?;
+                (&mut *tx).execute(*step).await.with_context(|| format!("migration {version} failed"))?;
                 sqlx::query("INSERT INTO trapline_schema (version, applied_us) VALUES ($1, $2)")
                     .bind(version)
                     .bind(now_us())
@@ -296,10 +291,8 @@ impl SqlStore {
         for chunk in incidents.chunks_mut(500) {
             let mut args = Args::default();
             let ids: Vec<String> = chunk.iter().map(|i| args.push(Arg::I(i.id))).collect();
-            let sql = format!(
-                "SELECT {HIT_COLS} FROM hits WHERE incident_id IN ({}) ORDER BY time_us, id",
-                ids.join(", ")
-            );
+            let sql =
+                format!("SELECT {HIT_COLS} FROM hits WHERE incident_id IN ({}) ORDER BY time_us, id", ids.join(", "));
             let rows = args.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
             for row in &rows {
                 let hit = hit_from_row(row)?;
@@ -341,20 +334,18 @@ impl Store for SqlStore {
 
     async fn insert_api_key(&self, k: &ApiKey, audit: &AuditEntry) -> anyhow::Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(&format!(
-            "INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        ))
-        .bind(k.key_id.as_str())
-        .bind(k.secret_hash.as_str())
-        .bind(k.role.as_str())
-        .bind(k.flock_id.as_deref())
-        .bind(b(k.active))
-        .bind(k.expire_us)
-        .bind(k.description.as_str())
-        .bind(k.created_us)
-        .bind(k.last_used_us)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
+            .bind(k.key_id.as_str())
+            .bind(k.secret_hash.as_str())
+            .bind(k.role.as_str())
+            .bind(k.flock_id.as_deref())
+            .bind(b(k.active))
+            .bind(k.expire_us)
+            .bind(k.description.as_str())
+            .bind(k.created_us)
+            .bind(k.last_used_us)
+            .execute(&mut *tx)
+            .await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -381,9 +372,7 @@ impl Store for SqlStore {
         let rows = sqlx::query("SELECT id, name, created_us FROM flocks ORDER BY created_us, id")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| Ok(Flock { id: r.try_get(0)?, name: r.try_get(1)?, created_us: r.try_get(2)? }))
-            .collect()
+        rows.iter().map(|r| Ok(Flock { id: r.try_get(0)?, name: r.try_get(1)?, created_us: r.try_get(2)? })).collect()
     }
 
     async fn get_flock(&self, id: &str) -> anyhow::Result<Option<Flock>> {
@@ -391,8 +380,7 @@ impl Store for SqlStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| Ok(Flock { id: r.try_get(0)?, name: r.try_get(1)?, created_us: r.try_get(2)? }))
-            .transpose()
+        row.map(|r| Ok(Flock { id: r.try_get(0)?, name: r.try_get(1)?, created_us: r.try_get(2)? })).transpose()
     }
 
     async fn insert_flock(&self, f: &Flock, audit: &AuditEntry) -> anyhow::Result<()> {
@@ -426,11 +414,8 @@ impl Store for SqlStore {
 
     async fn delete_flock(&self, id: &str, audit: &AuditEntry) -> anyhow::Result<FlockDeletion> {
         let mut tx = self.begin().await?;
-        let exists: i64 = sqlx::query("SELECT COUNT(*) FROM flocks WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+        let exists: i64 =
+            sqlx::query("SELECT COUNT(*) FROM flocks WHERE id = $1").bind(id).fetch_one(&mut *tx).await?.try_get(0)?;
         if exists == 0 {
             return Ok(FlockDeletion::NotFound);
         }
@@ -514,10 +499,7 @@ impl Store for SqlStore {
         if let Some(m) = &f.memo_contains {
             // Escape LIKE wildcards so the user's text matches literally.
             let pat = m.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-            conds.push(format!(
-                "LOWER(t.memo) LIKE {} ESCAPE '\\'",
-                args.push(Arg::S(format!("%{pat}%")))
-            ));
+            conds.push(format!("LOWER(t.memo) LIKE {} ESCAPE '\\'", args.push(Arg::S(format!("%{pat}%")))));
         }
         if let Some(e) = f.enabled {
             conds.push(format!("t.enabled = {}", args.push(Arg::I(b(e)))));
@@ -536,12 +518,7 @@ impl Store for SqlStore {
         rows.iter().map(token_from_row).collect()
     }
 
-    async fn update_token(
-        &self,
-        id: &str,
-        change: &TokenChange,
-        audit: &AuditEntry,
-    ) -> anyhow::Result<Option<Token>> {
+    async fn update_token(&self, id: &str, change: &TokenChange, audit: &AuditEntry) -> anyhow::Result<Option<Token>> {
         let mut tx = self.begin().await?;
         let mut args = Args::default();
         let mut sets = vec!["updated_id = updated_id + 1".to_string()];
@@ -572,11 +549,7 @@ impl Store for SqlStore {
 
     async fn delete_token(&self, id: &str, clear_incidents: bool, audit: &AuditEntry) -> anyhow::Result<bool> {
         let mut tx = self.begin().await?;
-        let n = sqlx::query("DELETE FROM tokens WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let n = sqlx::query("DELETE FROM tokens WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
         if n == 0 {
             return Ok(false);
         }
@@ -593,24 +566,33 @@ impl Store for SqlStore {
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(hits.len());
         for h in hits {
-            // The write comes first so SQLite takes the write lock at once; the token check is
-            // part of the same statement, so a disabled or unknown token stores nothing.
-            let incident = sqlx::query(
+            // The token is read inside the write transaction, so a token disabled or deleted
+            // a moment ago is seen as such. (No hit count here: it is not needed to answer.)
+            let row = sqlx::query(&format!("SELECT {TOKEN_COLS_NO_COUNT} FROM tokens t WHERE t.id = $1"))
+                .bind(h.token_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let token = match row.as_ref().map(token_from_row).transpose()? {
+                Some(t) if t.enabled => t,
+                _ => {
+                    out.push(HitOutcome::Ignored);
+                    continue;
+                }
+            };
+            let incident_id: i64 = sqlx::query(
                 "INSERT INTO incidents (token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged) \
-                 SELECT id, flock_id, kind, memo, $2, $3, $4, $4, 0 FROM tokens WHERE id = $1 AND enabled = 1 \
-                 RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0) RETURNING id",
             )
-            .bind(h.token_id.as_str())
+            .bind(token.id.as_str())
+            .bind(token.flock_id.as_str())
+            .bind(token.kind.as_str())
+            .bind(token.memo.as_str())
             .bind(h.channel.as_str())
             .bind(h.src_ip.as_str())
             .bind(h.time_us)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(incident) = incident else {
-                out.push(HitOutcome::Ignored);
-                continue;
-            };
-            let incident_id: i64 = incident.try_get(0)?;
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
             let hit_id: i64 = sqlx::query(
                 "INSERT INTO hits (incident_id, token_id, time_us, channel, src_ip, src_port, data) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -625,11 +607,7 @@ impl Store for SqlStore {
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
-            let row = sqlx::query(&format!("SELECT {TOKEN_COLS} FROM tokens t WHERE t.id = $1"))
-                .bind(h.token_id.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-            out.push(HitOutcome::Recorded { hit_id, incident_id, token: token_from_row(&row)? });
+            out.push(HitOutcome::Recorded { hit_id, incident_id, token });
         }
         tx.commit().await?;
         Ok(out)
