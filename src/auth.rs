@@ -46,10 +46,7 @@ impl Permission {
 pub fn role_allows(role: Role, p: Permission) -> bool {
     match role {
         Role::Admin => true,
-        Role::Analyst => matches!(
-            p,
-            Permission::Read | Permission::WriteTokens | Permission::ManageIncidents
-        ),
+        Role::Analyst => matches!(p, Permission::Read | Permission::WriteTokens | Permission::ManageIncidents),
         Role::ReadOnly => p == Permission::Read,
     }
 }
@@ -95,10 +92,7 @@ mod tests {
 
     #[test]
     fn hash_is_sha256_hex() {
-        assert_eq!(
-            hash_secret("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(hash_secret("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]

@@ -120,7 +120,13 @@ impl Conn {
         Ok(Conn { sender })
     }
 
-    async fn call(&mut self, method: &str, addr: SocketAddr, path: &str, form: Option<String>) -> anyhow::Result<(u16, Bytes)> {
+    async fn call(
+        &mut self,
+        method: &str,
+        addr: SocketAddr,
+        path: &str,
+        form: Option<String>,
+    ) -> anyhow::Result<(u16, Bytes)> {
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -138,7 +144,12 @@ impl Conn {
     }
 }
 
-async fn api_call(s: &Server, method: &str, endpoint: &str, form: &[(&str, &str)]) -> anyhow::Result<serde_json::Value> {
+async fn api_call(
+    s: &Server,
+    method: &str,
+    endpoint: &str,
+    form: &[(&str, &str)],
+) -> anyhow::Result<serde_json::Value> {
     let mut conn = Conn::open(s.api).await?;
     let mut all = vec![("auth_token", s.auth.as_str())];
     all.extend_from_slice(form);
@@ -215,7 +226,10 @@ fn dns_query(id: u16, name: &Name) -> Vec<u8> {
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -235,7 +249,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     println!(
         "trapline bench: {} store, {} clients, {} s per phase, loopback",
-        args.database.as_deref().map(|d| if d.starts_with("postgres") { "PostgreSQL" } else { "SQLite" }).unwrap_or("SQLite (WAL, synchronous=FULL)"),
+        args.database
+            .as_deref()
+            .map(|d| if d.starts_with("postgres") { "PostgreSQL" } else { "SQLite" })
+            .unwrap_or("SQLite (WAL, synchronous=FULL)"),
         args.concurrency,
         args.seconds
     );
@@ -292,7 +309,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
                 match tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf)).await {
                     Ok(Ok(n)) => match Message::from_vec(&buf[..n]) {
-                        Ok(m) if m.id() == id && m.response_code() == ResponseCode::NoError && !m.answers().is_empty() => {
+                        Ok(m)
+                            if m.id() == id
+                                && m.response_code() == ResponseCode::NoError
+                                && !m.answers().is_empty() =>
+                        {
                             ok += 1;
                             lat.push(t.elapsed().as_micros() as u64);
                         }
@@ -310,7 +331,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Every answered hit must be in the store.
     let h = api_call(&server, "GET", "canarytoken/fetch", &[("canarytoken", &http_id)]).await?;
     let d = api_call(&server, "GET", "canarytoken/fetch", &[("canarytoken", &dns_id)]).await?;
-    let (hc, dc) = (h["token"]["triggered_count"].as_u64().unwrap_or(0), d["token"]["triggered_count"].as_u64().unwrap_or(0));
+    let (hc, dc) =
+        (h["token"]["triggered_count"].as_u64().unwrap_or(0), d["token"]["triggered_count"].as_u64().unwrap_or(0));
     println!(
         "recorded hits:         HTTP {hc} stored / {} answered, DNS {dc} stored / {} answered{}",
         http.ok,

@@ -91,9 +91,8 @@ fn validate_domain(what: &str, d: &str) -> anyhow::Result<String> {
     let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
     let ok = !d.is_empty()
         && d.len() <= 200
-        && d.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
+        && d.split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
     anyhow::ensure!(ok, "{what} {d:?} is not a valid DNS name");
     Ok(d)
 }
@@ -121,7 +120,10 @@ impl Settings {
             api_listen: args.api_listen.or(file.api_listen).unwrap_or(([127, 0, 0, 1], 8080).into()),
             http_listen: args.http_listen.or(file.http_listen).unwrap_or(([127, 0, 0, 1], 8081).into()),
             dns_listen: args.dns_listen.or(file.dns_listen).unwrap_or(([127, 0, 0, 1], 5354).into()),
-            domain: validate_domain("domain", &args.domain.clone().or(file.domain).unwrap_or("trapline.localhost".into()))?,
+            domain: validate_domain(
+                "domain",
+                &args.domain.clone().or(file.domain).unwrap_or("trapline.localhost".into()),
+            )?,
             nx_domain: validate_domain(
                 "NX domain",
                 &args.nx_domain.clone().or(file.nx_domain).unwrap_or("nx.trapline.localhost".into()),
@@ -156,8 +158,13 @@ mod tests {
     fn file_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("t.toml");
-        std::fs::write(&f, "domain = \"file.example\"\nnx_domain = \"nx.file.example\"\napi_listen = \"127.0.0.1:9000\"\n").unwrap();
-        let mut args = ServeArgs { store: StoreArgs { config: Some(f.clone()), ..Default::default() }, ..Default::default() };
+        std::fs::write(
+            &f,
+            "domain = \"file.example\"\nnx_domain = \"nx.file.example\"\napi_listen = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let mut args =
+            ServeArgs { store: StoreArgs { config: Some(f.clone()), ..Default::default() }, ..Default::default() };
         let s = Settings::resolve(&args).unwrap();
         assert_eq!(s.domain, "file.example");
         assert_eq!(s.api_listen.port(), 9000);

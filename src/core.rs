@@ -118,12 +118,7 @@ impl Core {
     // ------------------------------------------------------------------ credentials
 
     /// Turns a presented secret into an actor. Failures are audited.
-    pub async fn authenticate(
-        &self,
-        secret: Option<&str>,
-        src_ip: &str,
-        dialect: &'static str,
-    ) -> CoreResult<Actor> {
+    pub async fn authenticate(&self, secret: Option<&str>, src_ip: &str, dialect: &'static str) -> CoreResult<Actor> {
         let fail = |why: &str| AuditEntry {
             time_us: now_us(),
             actor: "anonymous".into(),
@@ -193,7 +188,11 @@ impl Core {
             by,
             "key_create",
             &key.key_id,
-            format!("created {} key{}", role.as_str(), key.flock_id.as_ref().map(|f| format!(" for {f}")).unwrap_or_default()),
+            format!(
+                "created {} key{}",
+                role.as_str(),
+                key.flock_id.as_ref().map(|f| format!(" for {f}")).unwrap_or_default()
+            ),
         );
         self.store.insert_api_key(&key, &audit).await?;
         Ok(CreatedKey { key, secret })
@@ -234,7 +233,8 @@ impl Core {
             created_by: actor.id.clone(),
             triggered_count: 0,
         };
-        let audit = self.audit(actor, "token_create", &token.id, format!("created {} token in {}", token.kind, token.flock_id));
+        let audit =
+            self.audit(actor, "token_create", &token.id, format!("created {} token in {}", token.kind, token.flock_id));
         self.store.insert_token(&token, &audit).await?;
         Ok(token)
     }

@@ -10,9 +10,7 @@ pub const TOKEN_ID_LEN: usize = 25;
 
 pub fn token_id() -> String {
     let mut rng = OsRng;
-    (0..TOKEN_ID_LEN)
-        .map(|_| TOKEN_ALPHABET[rng.gen_range(0..TOKEN_ALPHABET.len())] as char)
-        .collect()
+    (0..TOKEN_ID_LEN).map(|_| TOKEN_ALPHABET[rng.gen_range(0..TOKEN_ALPHABET.len())] as char).collect()
 }
 
 /// True for a string that has the shape of a token id.

@@ -5,15 +5,15 @@
 //! Token kinds live in [`kinds`], one module each, behind one registry table.
 
 pub mod auth;
-pub mod error;
-pub mod ids;
-pub mod model;
-pub mod store;
-pub mod kinds;
-pub mod recorder;
+pub mod bench;
+pub mod config;
 pub mod core;
 pub mod dialects;
+pub mod error;
+pub mod ids;
+pub mod kinds;
 pub mod listeners;
-pub mod config;
+pub mod model;
+pub mod recorder;
 pub mod server;
-pub mod bench;
+pub mod store;

@@ -104,7 +104,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let nonce = (trapline::model::now_us() % 100) as u8;
             let labels = trapline::kinds::dns::encode_generic(data.as_bytes(), nonce);
             let name = format!("{labels}.{}", hostname.trim_end_matches('.'));
-            anyhow::ensure!(name.len() <= 253, "too much data: the name would be {} characters (253 at most)", name.len());
+            anyhow::ensure!(
+                name.len() <= 253,
+                "too much data: the name would be {} characters (253 at most)",
+                name.len()
+            );
             println!("{name}");
             Ok(())
         }

@@ -105,7 +105,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let core = Arc::new(Core::new(store.clone(), site.clone()));
     let first_key = core.bootstrap_admin().await?;
     let (recorder, writer) = Recorder::start(store.clone());
-    let dns_server = Arc::new(dns::DnsServer::new(&site.domain, &site.nx_domain, settings.public_ip, recorder.clone())?);
+    let dns_server =
+        Arc::new(dns::DnsServer::new(&site.domain, &site.nx_domain, settings.public_ip, recorder.clone())?);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -132,7 +133,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     println!("  management API:   http://{api_addr}/api/v1/");
     println!("  web UI:           none yet; use the management API");
     println!("  trigger HTTP:     http://{http_addr}/");
-    println!("  DNS (UDP+TCP):    {dns_addr}  zone {}, NX zone {}, answers {}", site.domain, site.nx_domain, settings.public_ip);
+    println!(
+        "  DNS (UDP+TCP):    {dns_addr}  zone {}, NX zone {}, answers {}",
+        site.domain, site.nx_domain, settings.public_ip
+    );
     println!("  token URLs:       {}/...", site.public_url);
     println!("  storage:          {storage}");
     if let Some(k) = &first_key {

@@ -44,7 +44,7 @@ pub fn decode_generic(labels: &[String]) -> DnsData {
     let mut joined: String = chunks.concat().replace('-', "=").to_ascii_uppercase();
     let trimmed = joined.trim_end_matches('=').len();
     joined.truncate(trimmed);
-    while joined.len() % 8 != 0 {
+    while !joined.len().is_multiple_of(8) {
         joined.push('=');
     }
     match BASE32.decode(joined.as_bytes()) {

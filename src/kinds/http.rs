@@ -9,14 +9,8 @@ use super::{parse_bool, Kind, Params, Site};
 use crate::error::CoreResult;
 use crate::model::Token;
 
-pub static KIND: Kind = Kind {
-    name: "http",
-    human_name: "Web Bug",
-    create,
-    describe,
-    artefact: None,
-    dns_encoding: None,
-};
+pub static KIND: Kind =
+    Kind { name: "http", human_name: "Web Bug", create, describe, artefact: None, dns_encoding: None };
 
 fn create(params: &Params) -> CoreResult<Value> {
     let scanner = match params.get("browser_scanner_enabled") {

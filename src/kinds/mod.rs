@@ -35,8 +35,8 @@ impl Site {
     /// derived from the id, so the URL is stable without being stored.
     pub fn url(&self, token_id: &str) -> String {
         const WORDS: &[&str] = &[
-            "about", "static", "articles", "images", "tags", "feedback", "terms", "traffic", "stuff",
-            "help", "entry", "history", "assets", "blog", "archive",
+            "about", "static", "articles", "images", "tags", "feedback", "terms", "traffic", "stuff", "help", "entry",
+            "history", "assets", "blog", "archive",
         ];
         const PAGES: &[&str] = &["index.html", "contact.php", "post.jsp", "submit.aspx", "view.html"];
         let h: u32 = token_id.bytes().fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32));
@@ -141,11 +141,8 @@ mod tests {
 
     #[test]
     fn token_url_is_stable_and_carries_the_id() {
-        let site = Site {
-            domain: "t.example".into(),
-            nx_domain: "nx.t.example".into(),
-            public_url: "http://h:1".into(),
-        };
+        let site =
+            Site { domain: "t.example".into(), nx_domain: "nx.t.example".into(), public_url: "http://h:1".into() };
         let id = "abcdefghijklmnopqrstuvwxy";
         let u = site.url(id);
         assert_eq!(u, site.url(id));

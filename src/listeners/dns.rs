@@ -85,7 +85,15 @@ fn make_zone(kind: ZoneKind, domain: &str, serial: u32) -> anyhow::Result<Zone> 
         .map_err(|e| anyhow::anyhow!("invalid zone name {domain:?}: {e}"))?
         .append_domain(&Name::root())?;
     let ns_name = Name::from_ascii("ns1")?.append_domain(&name)?;
-    let soa = SOA::new(ns_name.clone(), Name::from_ascii("hostmaster")?.append_domain(&name)?, serial, 3600, 600, 604_800, NEGATIVE_TTL);
+    let soa = SOA::new(
+        ns_name.clone(),
+        Name::from_ascii("hostmaster")?.append_domain(&name)?,
+        serial,
+        3600,
+        600,
+        604_800,
+        NEGATIVE_TTL,
+    );
     Ok(Zone {
         kind,
         labels: lower_labels(&name),

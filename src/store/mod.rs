@@ -58,19 +58,9 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> anyhow::Result<Vec<Token>>;
     /// Applies the change and bumps `updated_id`; None when there is no such token.
-    async fn update_token(
-        &self,
-        id: &str,
-        change: &TokenChange,
-        audit: &AuditEntry,
-    ) -> anyhow::Result<Option<Token>>;
+    async fn update_token(&self, id: &str, change: &TokenChange, audit: &AuditEntry) -> anyhow::Result<Option<Token>>;
     /// False when there is no such token. With `clear_incidents` its incidents go too.
-    async fn delete_token(
-        &self,
-        id: &str,
-        clear_incidents: bool,
-        audit: &AuditEntry,
-    ) -> anyhow::Result<bool>;
+    async fn delete_token(&self, id: &str, clear_incidents: bool, audit: &AuditEntry) -> anyhow::Result<bool>;
 
     // --- hits: the hot path
     /// Records a batch of hits in ONE transaction (group commit). Each hit is checked against
