@@ -40,7 +40,8 @@ async fn postgres() -> Option<Db> {
     };
     // A fresh schema per case, selected through the connection's search_path.
     let schema = format!("tl_{}", trapline::ids::hex_id(8));
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.expect("cannot reach the test PostgreSQL");
+    let mut conn =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.expect("cannot reach the test PostgreSQL");
     sqlx::Executor::execute(&mut conn, format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
     let sep = if url.contains('?') { '&' } else { '?' };
     let scoped = format!("{url}{sep}options=-c%20search_path%3D{schema}");
@@ -173,7 +174,10 @@ async fn flocks_lifecycle(s: Arc<dyn Store>) {
 
     s.record_hits(&[hit(&t.id, "10.0.0.1", 5)]).await.unwrap();
     let sum = s.flock_summary("flock:abc").await.unwrap();
-    assert_eq!(sum, FlockSummary { token_count: 1, enabled_token_count: 1, incident_count: 1, unacknowledged_incident_count: 1 });
+    assert_eq!(
+        sum,
+        FlockSummary { token_count: 1, enabled_token_count: 1, incident_count: 1, unacknowledged_incident_count: 1 }
+    );
 
     s.delete_token(&t.id, true, &audit("token_delete")).await.unwrap();
     assert_eq!(s.delete_flock("flock:abc", &audit("flock_delete")).await.unwrap(), FlockDeletion::Deleted);
@@ -230,11 +234,14 @@ async fn token_listing_filters_and_pages(s: Arc<dyn Store>) {
     }
     assert_eq!(seen, all.iter().map(|t| t.id.clone()).collect::<Vec<_>>());
 
-    let by_kind = s.list_tokens(&TokenFilter { kind: Some("dns".into()), ..Default::default() }, None, 100).await.unwrap();
+    let by_kind =
+        s.list_tokens(&TokenFilter { kind: Some("dns".into()), ..Default::default() }, None, 100).await.unwrap();
     assert_eq!(by_kind.len(), 3);
     assert!(by_kind.iter().all(|t| t.kind == "dns"));
-    let by_flock =
-        s.list_tokens(&TokenFilter { flock_id: Some("flock:two".into()), ..Default::default() }, None, 100).await.unwrap();
+    let by_flock = s
+        .list_tokens(&TokenFilter { flock_id: Some("flock:two".into()), ..Default::default() }, None, 100)
+        .await
+        .unwrap();
     assert_eq!(by_flock.len(), 2);
     // Memo search is case-insensitive and takes % and _ literally.
     let memo = |m: &str| TokenFilter { memo_contains: Some(m.into()), ..Default::default() };
@@ -258,14 +265,22 @@ async fn hits_record_only_for_enabled_tokens(s: Arc<dyn Store>) {
     s.insert_token(&off, &audit("token_create")).await.unwrap();
 
     let out = s
-        .record_hits(&[hit(&live.id, "192.0.2.1", 10), hit(&off.id, "192.0.2.2", 11), hit("nosuchtoken0000000000000a", "192.0.2.3", 12), hit(&live.id, "192.0.2.4", 13)])
+        .record_hits(&[
+            hit(&live.id, "192.0.2.1", 10),
+            hit(&off.id, "192.0.2.2", 11),
+            hit("nosuchtoken0000000000000a", "192.0.2.3", 12),
+            hit(&live.id, "192.0.2.4", 13),
+        ])
         .await
         .unwrap();
     assert_eq!(out.len(), 4);
     assert!(matches!(&out[0], HitOutcome::Recorded { token, .. } if token.id == live.id && token.kind == "http"));
     assert_eq!(out[1], HitOutcome::Ignored);
     assert_eq!(out[2], HitOutcome::Ignored);
-    let (HitOutcome::Recorded { incident_id: a, hit_id: ha, .. }, HitOutcome::Recorded { incident_id: b, hit_id: hb, .. }) = (&out[0], &out[3])
+    let (
+        HitOutcome::Recorded { incident_id: a, hit_id: ha, .. },
+        HitOutcome::Recorded { incident_id: b, hit_id: hb, .. },
+    ) = (&out[0], &out[3])
     else {
         panic!("{out:?}")
     };
@@ -298,19 +313,54 @@ async fn incidents_filter_acknowledge_delete(s: Arc<dyn Store>) {
     let t2 = token("dns", "two", DEFAULT_FLOCK, 2);
     s.insert_token(&t1, &audit("token_create")).await.unwrap();
     s.insert_token(&t2, &audit("token_create")).await.unwrap();
-    s.record_hits(&[hit(&t1.id, "198.51.100.1", 1_000), hit(&t1.id, "198.51.100.2", 2_000), hit(&t2.id, "198.51.100.1", 3_000)])
-        .await
-        .unwrap();
+    s.record_hits(&[
+        hit(&t1.id, "198.51.100.1", 1_000),
+        hit(&t1.id, "198.51.100.2", 2_000),
+        hit(&t2.id, "198.51.100.1", 3_000),
+    ])
+    .await
+    .unwrap();
     let f = |mut f: IncidentFilter| {
         f.limit = f.limit.or(Some(100));
         f
     };
     let count = |v: Vec<Incident>| v.len();
-    assert_eq!(count(s.list_incidents(&f(IncidentFilter { token_id: Some(t1.id.clone()), ..Default::default() })).await.unwrap()), 2);
-    assert_eq!(count(s.list_incidents(&f(IncidentFilter { src_ip: Some("198.51.100.1".into()), ..Default::default() })).await.unwrap()), 2);
-    assert_eq!(count(s.list_incidents(&f(IncidentFilter { created_after_us: Some(1_500), ..Default::default() })).await.unwrap()), 2);
-    assert_eq!(count(s.list_incidents(&f(IncidentFilter { created_before_us: Some(1_500), ..Default::default() })).await.unwrap()), 1);
-    assert_eq!(count(s.list_incidents(&f(IncidentFilter { flock_id: Some("flock:other".into()), ..Default::default() })).await.unwrap()), 0);
+    assert_eq!(
+        count(
+            s.list_incidents(&f(IncidentFilter { token_id: Some(t1.id.clone()), ..Default::default() })).await.unwrap()
+        ),
+        2
+    );
+    assert_eq!(
+        count(
+            s.list_incidents(&f(IncidentFilter { src_ip: Some("198.51.100.1".into()), ..Default::default() }))
+                .await
+                .unwrap()
+        ),
+        2
+    );
+    assert_eq!(
+        count(
+            s.list_incidents(&f(IncidentFilter { created_after_us: Some(1_500), ..Default::default() })).await.unwrap()
+        ),
+        2
+    );
+    assert_eq!(
+        count(
+            s.list_incidents(&f(IncidentFilter { created_before_us: Some(1_500), ..Default::default() }))
+                .await
+                .unwrap()
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            s.list_incidents(&f(IncidentFilter { flock_id: Some("flock:other".into()), ..Default::default() }))
+                .await
+                .unwrap()
+        ),
+        0
+    );
     assert_eq!(count(s.list_incidents(&IncidentFilter { limit: Some(1), ..Default::default() }).await.unwrap()), 1);
 
     let all = s.list_incidents(&IncidentFilter::default()).await.unwrap();
@@ -319,7 +369,10 @@ async fn incidents_filter_acknowledge_delete(s: Arc<dyn Store>) {
     assert_eq!(s.set_acknowledged(&by_id, true, &audit("incident_acknowledge")).await.unwrap(), 1);
     let acked = s.list_incidents(&IncidentFilter { acknowledged: Some(true), ..Default::default() }).await.unwrap();
     assert_eq!(acked.iter().map(|i| i.id).collect::<Vec<_>>(), vec![one]);
-    assert_eq!(s.set_acknowledged(&IncidentFilter { id: Some(-5), ..Default::default() }, true, &audit("x")).await.unwrap(), 0);
+    assert_eq!(
+        s.set_acknowledged(&IncidentFilter { id: Some(-5), ..Default::default() }, true, &audit("x")).await.unwrap(),
+        0
+    );
 
     // Delete only acknowledged ones: the hits go with them.
     let acked_only = IncidentFilter { acknowledged: Some(true), ..Default::default() };
@@ -327,7 +380,10 @@ async fn incidents_filter_acknowledge_delete(s: Arc<dyn Store>) {
     assert_eq!(s.list_incidents(&IncidentFilter::default()).await.unwrap().len(), 2);
     assert_eq!(s.get_token(&t2.id).await.unwrap().unwrap().triggered_count, 0, "hits deleted with their incident");
     assert_eq!(s.set_acknowledged(&IncidentFilter::default(), true, &audit("incident_acknowledge")).await.unwrap(), 2);
-    assert_eq!(s.set_acknowledged(&IncidentFilter::default(), false, &audit("incident_unacknowledge")).await.unwrap(), 2);
+    assert_eq!(
+        s.set_acknowledged(&IncidentFilter::default(), false, &audit("incident_unacknowledge")).await.unwrap(),
+        2
+    );
     assert!(s.list_incidents(&IncidentFilter::default()).await.unwrap().iter().all(|i| !i.acknowledged));
 }
 
@@ -356,7 +412,8 @@ async fn concurrent_batches_all_commit(s: Arc<dyn Store>) {
         tasks.push(tokio::spawn(async move {
             let s = s1;
             for b in 0..5 {
-                let batch: Vec<NewHit> = (0..10).map(|i| hit(&id, "127.0.0.1", (w * 1000 + b * 10 + i) as i64)).collect();
+                let batch: Vec<NewHit> =
+                    (0..10).map(|i| hit(&id, "127.0.0.1", (w * 1000 + b * 10 + i) as i64)).collect();
                 let out = s.record_hits(&batch).await.unwrap();
                 assert!(out.iter().all(|o| matches!(o, HitOutcome::Recorded { .. })));
             }

@@ -176,3 +176,46 @@ def test_flock_delete_rules(api):
     api.create_token("dns", flock_id=fid)
     assert_error(api.post("flock/delete", flock_id=fid), CLIENT_ERROR, "Cannot delete a non-empty flock")
     assert fid in api.ok_get("flocks/list")["flocks"]
+
+
+# --- JSON bodies and odd requests ----------------------------------------------
+
+def test_flat_json_body_is_accepted(api):
+    r = requests.post(api.url("canarytoken/create"),
+                      json={"auth_token": api.auth_token, "kind": "http", "memo": "via json",
+                            "browser_scanner_enabled": False}, timeout=10)
+    tok = api.ok(r)["canarytoken"]
+    assert tok["memo"] == "via json"
+    assert tok["browser_scanner_enabled"] is False
+
+
+@pytest.mark.parametrize("body, detail", [
+    ('{"memo": ', "not valid JSON"),
+    ('["a", "b"]', "must be an object"),
+    ('{"kind": "http", "memo": {"nested": 1}}', "memo must be a string"),
+])
+def test_bad_json_bodies_are_400(api, body, detail):
+    r = requests.post(api.url("canarytoken/create"), params={"auth_token": api.auth_token}, data=body,
+                      headers={"Content-Type": "application/json"}, timeout=10)
+    b = assert_error(r, 400, PROCESS_PREFIX)
+    assert detail in b["detail"], b
+
+
+def test_unsupported_content_type_is_415(api):
+    r = requests.post(api.url("canarytoken/create"), params={"auth_token": api.auth_token},
+                      data=b"<memo/>", headers={"Content-Type": "application/xml"}, timeout=10)
+    assert_error(r, 415, PROCESS_PREFIX)
+
+
+def test_unknown_endpoint_and_wrong_method(api):
+    assert_error(api.get("canarytoken/nonsense"), 404, "Unknown API endpoint")
+    assert_error(api.get("canarytoken/create", kind="http", memo="get is not create"), 405, "Method not allowed")
+    assert not [t for t in api.ok_get("canarytokens/fetch")["tokens"] if t["memo"] == "get is not create"]
+
+
+def test_read_only_parameter_types_are_checked(api):
+    assert_error(api.get("canarytokens/search", enabled="perhaps"), 400, PROCESS_PREFIX)
+    assert_error(api.get("canarytokens/paginate", cursor="not-a-cursor"), 400, PROCESS_PREFIX)
+    assert_error(api.get("incidents/all", event_limit="-1"), 400, PROCESS_PREFIX)
+    assert_error(api.get("incidents/all", newer_than="yesterday"), 400, PROCESS_PREFIX)
+    assert_error(api.post("incidents/acknowledge", older_than="3 days"), 400, "Parameter older_than was invalid.")

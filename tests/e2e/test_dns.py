@@ -357,3 +357,27 @@ def test_two_queries_on_one_tcp_connection(server, api):
             assert a_addresses(resp) == ["127.0.0.1"]
     api.wait_events(t1)
     api.wait_events(t2)
+
+
+@needs_dig
+def test_cli_encoder_output_fires_and_decodes(server, api):
+    """`trapline dns encode` makes a name whose lookup carries the data to the token."""
+    from conftest import BIN
+    tok = api.create_token("dns", memo=unique("cli encode"))
+    secret = "C:\\Users\\alice\\payroll 2026.xlsx ✓"
+    out = subprocess.run([BIN, "dns", "encode", tok["hostname"], secret], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    name = out.stdout.strip()
+    assert name.endswith("." + tok["hostname"])
+    assert all(len(label) <= 63 for label in name.split("."))
+    assert "status: NOERROR" in dig(server, name, "A")
+    ev = api.wait_events(tok["canarytoken"], pred=lambda e: "generic_data" in e)[0]
+    assert ev["generic_data"] == secret
+
+
+def test_cli_encoder_rejects_data_too_long_for_a_name():
+    from conftest import BIN
+    out = subprocess.run([BIN, "dns", "encode", "x" * 25 + ".canary.test", "y" * 400],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode != 0
+    assert "too much data" in out.stderr
