@@ -536,8 +536,12 @@ fn logtype(c: Channel) -> &'static str {
     }
 }
 
-fn event_json(h: &Hit) -> Value {
+fn event_json(i: &Incident, h: &Hit) -> Value {
     let mut m = Map::new();
+    // canarytools keeps only a fixed set of incident attributes (no memo), but every event
+    // attribute: the memo rides on each event so its users can see where the token was placed.
+    m.insert("memo".into(), json!(i.memo));
+    m.insert("kind".into(), json!(i.kind));
     m.insert("canarytoken".into(), json!(h.token_id));
     m.insert("type".into(), json!(h.channel.as_str()));
     m.insert("src_host".into(), json!(h.src_ip));
@@ -559,8 +563,8 @@ const SUMMARY: &str = "Canarytoken triggered";
 /// it), in `incident/fetch` it is the summary string.
 fn incident_json(i: &Incident, feed: bool, event_limit: Option<i64>) -> Value {
     let events: Vec<Value> = match event_limit {
-        Some(n) => i.events.iter().take(n as usize).map(event_json).collect(),
-        None => i.events.iter().map(event_json).collect(),
+        Some(n) => i.events.iter().take(n as usize).map(|h| event_json(i, h)).collect(),
+        None => i.events.iter().map(|h| event_json(i, h)).collect(),
     };
     let mut d = Map::new();
     d.insert("id".into(), json!(format!("incident:canarytoken:{}", i.id)));

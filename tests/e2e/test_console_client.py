@@ -200,7 +200,8 @@ def test_invalid_create_parameters_map_to_typed_errors(console):
 
 
 def test_incident_lifecycle(console, server):
-    tok = console.tokens.create(memo=unique("incident"), kind=CanaryTokenKinds.HTTP)
+    memo = unique("incident")
+    tok = console.tokens.create(memo=memo, kind=CanaryTokenKinds.HTTP)
     r = http_hit(server, tok.canarytoken, path=f"/x/{tok.canarytoken}/p.gif?a=1",
                  headers={"User-Agent": "client-lifecycle/1.0"})
     assert r.status_code == 200
@@ -222,6 +223,10 @@ def test_incident_lifecycle(console, server):
     assert ev.src_host == "127.0.0.1"
     assert isinstance(ev.timestamp, datetime.datetime)  # parsed from timestamp_std
     assert ev.headers["User-Agent"] == "client-lifecycle/1.0"
+    # The client keeps no memo on incidents, so each event carries it (and the kind).
+    assert not hasattr(inc, "memo")
+    assert (ev.memo, ev.kind) == (memo, "http")
+    str(ev)  # the client's __str__ takes len() of every event value: all must be str/dict
 
     # Unacknowledged feed has it, acknowledged feed does not.
     assert [i.id for i in client_incidents_for(console, tok.canarytoken, "unacknowledged")] == [inc.id]
