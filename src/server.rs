@@ -1,7 +1,6 @@
 //! `trapline serve`: opens the store, binds every listener, prints where they are, and runs
 //! until SIGINT/SIGTERM.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +12,18 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::config::Settings;
 use crate::core::{Core, CreatedKey};
 use crate::dialects::console;
+use crate::http_serve::{self, Limits};
 use crate::kinds::Site;
 use crate::listeners::{dns, http};
 use crate::recorder::Recorder;
 use crate::store;
+
+/// The management API: few clients, so a modest cap.
+const API_LIMITS: Limits = Limits { max_connections: 512, header_timeout: Duration::from_secs(15) };
+/// The public trigger listener: many clients, none of which may hold a connection for long.
+const TRIGGER_LIMITS: Limits = Limits { max_connections: 4096, header_timeout: Duration::from_secs(10) };
+/// How long requests in flight may take to finish at shutdown.
+const GRACE: Duration = Duration::from_secs(5);
 
 /// How a new key is shown to the operator, once: one JSON object, fields in this order.
 #[derive(Serialize)]
@@ -109,19 +116,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Arc::new(dns::DnsServer::new(&site.domain, &site.nx_domain, settings.public_ip, recorder.clone())?);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let api_task = tokio::spawn(
-        axum::serve(api, console::router(core.clone()).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
-    let http_task = tokio::spawn(
-        axum::serve(http_listener, http::router(recorder.clone()).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let api_task =
+        tokio::spawn(http_serve::serve(api, console::router(core.clone()), API_LIMITS, stop_rx.clone(), GRACE));
+    let http_task =
+        tokio::spawn(http_serve::serve(http_listener, http::router(recorder.clone()), TRIGGER_LIMITS, stop_rx, GRACE));
     let udp_task = tokio::spawn(dns::serve_udp(dns_server.clone(), udp));
     let tcp_task = tokio::spawn(dns::serve_tcp(dns_server.clone(), tcp));
 
@@ -153,11 +151,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     udp_task.abort();
     tcp_task.abort();
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = api_task.await;
-        let _ = http_task.await;
-    })
-    .await;
+    let _ = api_task.await;
+    let _ = http_task.await;
     // Queued hits are committed before the writer stops (none is acknowledged before that).
     drop(dns_server);
     drop(recorder);

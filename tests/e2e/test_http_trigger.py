@@ -3,6 +3,7 @@
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from urllib.parse import parse_qs
 
@@ -264,3 +265,28 @@ def test_garbage_request_does_not_break_listener(server, api):
     tok = api.create_token("http")
     assert http_hit(server, tok["canarytoken"]).status_code == 200
     api.wait_events(tok["canarytoken"])
+
+
+def test_slow_headers_are_cut_off_and_do_not_block_others(server, api):
+    """A client that never finishes its headers is disconnected after the header deadline
+    (10 s), and other clients are served meanwhile."""
+    import socket
+    tid = api.create_token("http", memo=unique("slowloris"))["canarytoken"]
+    host, port = server.http_base().split("//")[1].rstrip("/").split(":")
+    slow = socket.create_connection((host, int(port)), timeout=20)
+    slow.sendall(f"GET /x/{tid}/a.gif HTTP/1.1\r\nHost: x\r\nX-Slow: ".encode())
+    started = time.monotonic()
+    # Meanwhile, an ordinary request is answered at once.
+    assert requests.get(f"{server.http_base()}/x/{random_token_id()}/b.gif", timeout=5).status_code == 200
+    slow.settimeout(20)
+    data = b""
+    while True:
+        chunk = slow.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    elapsed = time.monotonic() - started
+    slow.close()
+    assert 8 <= elapsed <= 15, elapsed
+    assert not data.startswith(b"HTTP/1.1 200"), data[:100]
+    assert api.events_for(tid) == [], "an unfinished request is not a hit"
