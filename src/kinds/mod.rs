@@ -104,8 +104,12 @@ pub fn decode_dns_labels(labels: &[String]) -> DnsData {
     if labels.is_empty() {
         return DnsData::NoMatch;
     }
-    let mut encodings: Vec<&DnsEncoding> = KINDS.iter().filter_map(|k| k.dns_encoding.as_ref()).collect();
-    encodings.sort_by_key(|e| e.rank);
+    static ORDER: std::sync::OnceLock<Vec<&'static DnsEncoding>> = std::sync::OnceLock::new();
+    let encodings = ORDER.get_or_init(|| {
+        let mut v: Vec<&DnsEncoding> = KINDS.iter().filter_map(|k| k.dns_encoding.as_ref()).collect();
+        v.sort_by_key(|e| e.rank);
+        v
+    });
     for e in encodings {
         match (e.decode)(labels) {
             DnsData::NoMatch => continue,

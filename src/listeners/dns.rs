@@ -38,8 +38,10 @@ const EDNS_PAYLOAD: u16 = 1232;
 const UDP_IN_FLIGHT: usize = 4096;
 /// TCP connections served at once.
 const TCP_CONNECTIONS: usize = 256;
-/// A TCP connection idle this long is closed.
+/// A TCP connection idle (or not reading) this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// No TCP connection lives longer than this, busy or not.
+const TCP_LIFETIME: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -80,11 +82,17 @@ fn lower_labels(name: &Name) -> Vec<String> {
     name.iter().map(|l| String::from_utf8_lossy(l).to_ascii_lowercase()).collect()
 }
 
-fn make_zone(kind: ZoneKind, domain: &str, serial: u32) -> anyhow::Result<Zone> {
-    let name = Name::from_ascii(domain.trim_end_matches('.'))
+fn zone_name(domain: &str) -> anyhow::Result<Name> {
+    Ok(Name::from_ascii(domain.trim_end_matches('.'))
         .map_err(|e| anyhow::anyhow!("invalid zone name {domain:?}: {e}"))?
-        .append_domain(&Name::root())?;
-    let ns_name = Name::from_ascii("ns1")?.append_domain(&name)?;
+        .append_domain(&Name::root())?)
+}
+
+/// `ns_name` is `ns1.<main zone>` for both zones: a name under the NX zone would itself be
+/// answered NXDOMAIN, and the main zone answers it with the public address.
+fn make_zone(kind: ZoneKind, domain: &str, ns_name: &Name, serial: u32) -> anyhow::Result<Zone> {
+    let name = zone_name(domain)?;
+    let ns_name = ns_name.clone();
     let soa = SOA::new(
         ns_name.clone(),
         Name::from_ascii("hostmaster")?.append_domain(&name)?,
@@ -105,7 +113,11 @@ fn make_zone(kind: ZoneKind, domain: &str, serial: u32) -> anyhow::Result<Zone> 
 impl DnsServer {
     pub fn new(domain: &str, nx_domain: &str, public_ip: IpAddr, recorder: Recorder) -> anyhow::Result<DnsServer> {
         let serial = (now_us() / 1_000_000 / 60) as u32;
-        let mut zones = vec![make_zone(ZoneKind::Main, domain, serial)?, make_zone(ZoneKind::Nx, nx_domain, serial)?];
+        let ns_name = Name::from_ascii("ns1")?.append_domain(&zone_name(domain)?)?;
+        let mut zones = vec![
+            make_zone(ZoneKind::Main, domain, &ns_name, serial)?,
+            make_zone(ZoneKind::Nx, nx_domain, &ns_name, serial)?,
+        ];
         // Most specific first, so an NX zone inside the main zone wins.
         zones.sort_by_key(|z| std::cmp::Reverse(z.labels.len()));
         Ok(DnsServer { zones, public_ip, recorder })
@@ -144,6 +156,11 @@ impl DnsServer {
             return encode(resp, &request, transport);
         };
         resp.add_query(query.clone());
+        if request.extensions().as_ref().is_some_and(|e| e.version() > 0) {
+            // RFC 6891 6.1.3: we speak EDNS version 0 only.
+            resp.set_response_code(ResponseCode::BADVERS);
+            return encode(resp, &request, transport);
+        }
         let labels = lower_labels(query.name());
         let Some((zone, left)) = self.zone_of(&labels) else {
             resp.set_response_code(ResponseCode::Refused);
@@ -162,6 +179,11 @@ impl DnsServer {
                 resp.set_authoritative(false).set_response_code(ResponseCode::ServFail);
                 return encode(resp, &request, transport);
             }
+        }
+        if matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR) {
+            // Recorded above if it named a token, but no zone leaves this server.
+            resp.set_authoritative(false).set_response_code(ResponseCode::Refused);
+            return encode(resp, &request, transport);
         }
         self.fill_answer(&mut resp, query, zone, left);
         encode(resp, &request, transport)
@@ -192,39 +214,41 @@ impl DnsServer {
         }
     }
 
+    /// Owner names are the question's own spelling (resolvers that randomise case compare it).
+    /// ANY gets one RRset (RFC 8482): the SOA at the apex, the address elsewhere.
     fn fill_answer(&self, resp: &mut Message, q: &Query, zone: &Zone, left: usize) {
         let qname = q.name().clone();
-        let qtype = q.query_type();
-        if zone.kind == ZoneKind::Nx && left > 0 {
+        let apex = left == 0;
+        if zone.kind == ZoneKind::Nx && !apex {
             resp.set_response_code(ResponseCode::NXDomain);
             resp.add_name_server(zone.soa.clone());
             return;
         }
-        let mut answered = false;
-        let apex = left == 0;
-        if apex && matches!(qtype, RecordType::SOA | RecordType::ANY) {
-            resp.add_answer(zone.soa.clone());
-            answered = true;
-        }
-        if apex && matches!(qtype, RecordType::NS | RecordType::ANY) {
-            resp.add_answer(zone.ns.clone());
-            answered = true;
-        }
-        if zone.kind == ZoneKind::Main {
-            match (qtype, self.public_ip) {
-                (RecordType::A | RecordType::ANY, IpAddr::V4(ip)) => {
-                    resp.add_answer(Record::from_rdata(qname, ANSWER_TTL, RData::A(A(ip))));
-                    answered = true;
-                }
-                (RecordType::AAAA | RecordType::ANY, IpAddr::V6(ip)) => {
-                    resp.add_answer(Record::from_rdata(qname, ANSWER_TTL, RData::AAAA(AAAA(ip))));
-                    answered = true;
-                }
-                _ => {}
+        let owned = |r: &Record| {
+            let mut r = r.clone();
+            r.set_name(qname.clone());
+            r
+        };
+        let answer = match (q.query_type(), apex) {
+            (RecordType::SOA, true) | (RecordType::ANY, true) => Some(owned(&zone.soa)),
+            (RecordType::NS, true) => Some(owned(&zone.ns)),
+            (RecordType::A | RecordType::ANY, _) if zone.kind == ZoneKind::Main => match self.public_ip {
+                IpAddr::V4(ip) => Some(Record::from_rdata(qname, ANSWER_TTL, RData::A(A(ip)))),
+                IpAddr::V6(_) => None,
+            },
+            (RecordType::AAAA | RecordType::ANY, _) if zone.kind == ZoneKind::Main => match self.public_ip {
+                IpAddr::V6(ip) => Some(Record::from_rdata(qname, ANSWER_TTL, RData::AAAA(AAAA(ip)))),
+                IpAddr::V4(_) => None,
+            },
+            _ => None,
+        };
+        match answer {
+            Some(r) => {
+                resp.add_answer(r);
             }
-        }
-        if !answered {
-            resp.add_name_server(zone.soa.clone()); // NODATA
+            None => {
+                resp.add_name_server(zone.soa.clone()); // NODATA
+            }
         }
     }
 }
@@ -275,8 +299,10 @@ pub async fn serve_udp(server: Arc<DnsServer>, socket: UdpSocket) {
         let (n, peer) = match socket.recv_from(&mut buf).await {
             Ok(x) => x,
             Err(e) => {
-                // ICMP errors from earlier sends surface here on some systems; keep serving.
+                // ICMP errors from earlier sends surface here on some systems; keep serving,
+                // but never spin on a persistent error.
                 tracing::debug!(error = %e, "udp recv");
+                tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             }
         };
@@ -298,13 +324,21 @@ pub async fn serve_udp(server: Arc<DnsServer>, socket: UdpSocket) {
 pub async fn serve_tcp(server: Arc<DnsServer>, listener: TcpListener) {
     let slots = Arc::new(Semaphore::new(TCP_CONNECTIONS));
     loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "DNS TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue; // too many connections: close this one
         };
         let server = server.clone();
         tokio::spawn(async move {
-            let _ = tcp_connection(&server, stream, peer).await;
+            let _ = tokio::time::timeout(TCP_LIFETIME, tcp_connection(&server, stream, peer)).await;
             drop(slot);
         });
     }
@@ -325,7 +359,10 @@ async fn tcp_connection(server: &DnsServer, mut stream: TcpStream, peer: SocketA
             let mut framed = Vec::with_capacity(out.len() + 2);
             framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
             framed.extend_from_slice(&out);
-            stream.write_all(&framed).await?;
+            match tokio::time::timeout(TCP_IDLE, stream.write_all(&framed)).await {
+                Ok(r) => r?,
+                Err(_) => return Ok(()), // a client that does not read its answers
+            }
         } else {
             return Ok(()); // nothing sensible to say: close
         }

@@ -381,3 +381,68 @@ def test_cli_encoder_rejects_data_too_long_for_a_name():
                          capture_output=True, text=True, timeout=20)
     assert out.returncode != 0
     assert "too much data" in out.stderr
+
+
+# --- protocol details ------------------------------------------------------------
+
+def test_edns_version_above_zero_gets_badvers(server, api):
+    tid = api.create_token("dns")["canarytoken"]
+    q = dns.message.make_query(f"{tid}.{DOMAIN}", "A", use_edns=1)
+    resp = dns.query.udp(q, server.dns_host, port=server.dns_port, timeout=3)
+    assert resp.rcode() == dns.rcode.BADVERS
+    assert resp.edns == 0, "the answer says which version we speak"
+    assert resp.answer == []
+    ok = dns.query.udp(dns.message.make_query(f"{tid}.{DOMAIN}", "A", use_edns=0), server.dns_host,
+                       port=server.dns_port, timeout=3)
+    assert ok.rcode() == dns.rcode.NOERROR and ok.edns == 0
+
+
+@pytest.mark.parametrize("rdtype", ["AXFR", "IXFR"])
+def test_zone_transfers_are_refused(server, rdtype):
+    q = dns.message.make_query(DOMAIN, rdtype)
+    resp = dns.query.tcp(q, server.dns_host, port=server.dns_port, timeout=3)
+    assert resp.rcode() == dns.rcode.REFUSED
+    assert resp.answer == []
+
+
+def test_any_gets_a_single_rrset(server, api):
+    apex = query(server, DOMAIN, "ANY")
+    assert [rr.rdtype for rr in apex.answer] == [dns.rdatatype.SOA]
+    tid = api.create_token("dns")["canarytoken"]
+    resp = query(server, f"{tid}.{DOMAIN}", "ANY")
+    assert [rr.rdtype for rr in resp.answer] == [dns.rdatatype.A]
+    assert api.wait_events(tid)[0]["query_type"] == "ANY"
+
+
+def test_apex_answers_keep_the_question_spelling(server):
+    mixed = "".join(c.upper() if i % 2 else c for i, c in enumerate(DOMAIN))
+    for rdtype in ("SOA", "NS"):
+        resp = query(server, mixed, rdtype)
+        assert resp.answer[0].name.to_text().rstrip(".") == mixed, resp.answer[0].name
+
+
+def test_nx_zone_nameserver_resolves(server):
+    resp = query(server, NX_DOMAIN, "NS")
+    assert resp.rcode() == dns.rcode.NOERROR
+    target = resp.answer[0][0].target.to_text().rstrip(".")
+    assert target == f"ns1.{DOMAIN}", target
+    a = query(server, target, "A")
+    assert a.rcode() == dns.rcode.NOERROR and a_addresses(a) == ["127.0.0.1"]
+    soa = query(server, NX_DOMAIN, "SOA").answer[0][0]
+    assert soa.mname.to_text().rstrip(".") == f"ns1.{DOMAIN}"
+
+
+def test_tcp_client_that_never_reads_does_not_block_others(server, api):
+    """Pipelined queries from a client that never reads its answers tie up nothing others need."""
+    tid = api.create_token("dns")["canarytoken"]
+    wire = dns.message.make_query(f"{tid}.{DOMAIN}", "A").to_wire()
+    hog = socket.create_connection((server.dns_host, server.dns_port), timeout=5)
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    for _ in range(200):
+        try:
+            hog.sendall(struct.pack("!H", len(wire)) + wire)
+        except OSError:
+            break
+    for tcp in (False, True):
+        assert query(server, f"{tid}.{DOMAIN}", "A", tcp=tcp).rcode() == dns.rcode.NOERROR
+    hog.close()
