@@ -30,6 +30,8 @@ pub enum Permission {
     ManageIncidents,
     /// Create, rename and delete flocks.
     ManageFlocks,
+    /// Create and change API keys.
+    ManageKeys,
 }
 
 impl Permission {
@@ -39,6 +41,7 @@ impl Permission {
             Permission::WriteTokens => "change Canarytokens",
             Permission::ManageIncidents => "change incidents",
             Permission::ManageFlocks => "manage flocks",
+            Permission::ManageKeys => "manage API keys",
         }
     }
 }
@@ -66,6 +69,11 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// The operator at the local command line: full rights.
+    pub fn local() -> Actor {
+        Actor { id: "cli".into(), role: Role::Admin, flock_id: None, src_ip: "local".into(), dialect: "cli" }
+    }
+
     pub fn may(&self, p: Permission) -> bool {
         role_allows(self.role, p)
     }
@@ -106,13 +114,14 @@ mod tests {
     fn roles_are_least_privilege() {
         use Permission::*;
         assert!(role_allows(Role::ReadOnly, Read));
-        for p in [WriteTokens, ManageIncidents, ManageFlocks] {
+        for p in [WriteTokens, ManageIncidents, ManageFlocks, ManageKeys] {
             assert!(!role_allows(Role::ReadOnly, p));
         }
         assert!(role_allows(Role::Analyst, WriteTokens));
         assert!(role_allows(Role::Analyst, ManageIncidents));
         assert!(!role_allows(Role::Analyst, ManageFlocks));
-        for p in [Read, WriteTokens, ManageIncidents, ManageFlocks] {
+        assert!(!role_allows(Role::Analyst, ManageKeys));
+        for p in [Read, WriteTokens, ManageIncidents, ManageFlocks, ManageKeys] {
             assert!(role_allows(Role::Admin, p));
         }
     }

@@ -4,6 +4,7 @@
 //! nothing themselves. Each call checks the actor's role and flock scope, validates input,
 //! and writes its audit entry in the same transaction as the change.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::auth::{self, Actor, Permission};
@@ -21,12 +22,57 @@ pub const MAX_FLOCK_NAME_CHARS: usize = 100;
 pub const MAX_PAGE: i64 = 5000;
 /// Page size when the caller names none.
 pub const DEFAULT_PAGE: i64 = 100;
+/// Most tokens one unpaginated listing returns.
+pub const MAX_ALL_TOKENS: usize = 20_000;
+/// Incidents returned when the caller names no limit, and the most one call returns.
+pub const DEFAULT_INCIDENTS: i64 = 1000;
+pub const MAX_INCIDENTS: i64 = 10_000;
 /// How often (at most) a key's last-used time is written.
 const TOUCH_INTERVAL_US: i64 = 60_000_000;
 
 pub struct Core {
     pub store: Arc<dyn Store>,
     pub site: Site,
+    failed_logins: FailedLogins,
+}
+
+/// Failed authentications waiting to be written to the audit log, counted per
+/// (source, reason, key, dialect). Bounded: past [`MAX_FAILED_KINDS`] distinct sources,
+/// further ones are counted under source `*`.
+#[derive(Default)]
+struct FailedLogins {
+    pending: std::sync::Mutex<HashMap<(String, &'static str, String, &'static str), (u64, Micros)>>,
+}
+
+const MAX_FAILED_KINDS: usize = 10_000;
+
+impl FailedLogins {
+    fn note(&self, src_ip: &str, why: &'static str, key_id: &str, dialect: &'static str) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut k = (src_ip.to_string(), why, key_id.to_string(), dialect);
+        if pending.len() >= MAX_FAILED_KINDS && !pending.contains_key(&k) {
+            k = ("*".into(), why, String::new(), dialect);
+        }
+        pending.entry(k).or_insert((0, now_us())).0 += 1;
+    }
+
+    fn take(&self) -> Vec<AuditEntry> {
+        let drained = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut entries: Vec<AuditEntry> = drained
+            .into_iter()
+            .map(|((src_ip, why, key_id, dialect), (count, first))| AuditEntry {
+                time_us: first,
+                actor: "anonymous".into(),
+                action: "auth_failed".into(),
+                target: key_id,
+                description: if count == 1 { why.to_string() } else { format!("{why} ({count} attempts)") },
+                src_ip,
+                dialect: dialect.into(),
+            })
+            .collect();
+        entries.sort_by_key(|e| e.time_us);
+        entries
+    }
 }
 
 /// What a caller asks for when creating a token.
@@ -92,7 +138,7 @@ fn parse_cursor(c: &str) -> CoreResult<(Micros, String)> {
 
 impl Core {
     pub fn new(store: Arc<dyn Store>, site: Site) -> Core {
-        Core { store, site }
+        Core { store, site, failed_logins: FailedLogins::default() }
     }
 
     fn audit(&self, actor: &Actor, action: &str, target: &str, description: String) -> AuditEntry {
@@ -107,31 +153,30 @@ impl Core {
         }
     }
 
-    fn require(&self, actor: &Actor, p: Permission) -> CoreResult<()> {
+    /// Checks a permission; a refusal is itself audited.
+    async fn require(&self, actor: &Actor, p: Permission) -> CoreResult<()> {
         if actor.may(p) {
-            Ok(())
-        } else {
-            Err(CoreError::Forbidden(p))
+            return Ok(());
         }
+        self.deny(actor, p, "").await
+    }
+
+    async fn deny<T>(&self, actor: &Actor, p: Permission, target: &str) -> CoreResult<T> {
+        let entry = self.audit(actor, "permission_denied", target, format!("refused: may not {}", p.describe()));
+        self.store.append_audit(&entry).await?;
+        Err(CoreError::Forbidden(p))
     }
 
     // ------------------------------------------------------------------ credentials
 
-    /// Turns a presented secret into an actor. Failures are audited.
+    /// Turns a presented secret into an actor. Failures are counted in memory and reach the
+    /// audit log through [`Core::flush_failed_logins`], so a flood of bad credentials costs no
+    /// storage write per request.
     pub async fn authenticate(&self, secret: Option<&str>, src_ip: &str, dialect: &'static str) -> CoreResult<Actor> {
-        let fail = |why: &str| AuditEntry {
-            time_us: now_us(),
-            actor: "anonymous".into(),
-            action: "auth_failed".into(),
-            target: String::new(),
-            description: why.into(),
-            src_ip: src_ip.into(),
-            dialect: dialect.into(),
-        };
         let secret = match secret.map(str::trim) {
             Some(s) if !s.is_empty() => s,
             _ => {
-                self.store.append_audit(&fail("no credential")).await?;
+                self.failed_logins.note(src_ip, "no credential", "", dialect);
                 return Err(CoreError::Unauthenticated);
             }
         };
@@ -139,21 +184,32 @@ impl Core {
         let key = match self.store.api_key_by_hash(&hash).await? {
             Some(k) if auth::ct_eq(&k.secret_hash, &hash) => k,
             _ => {
-                self.store.append_audit(&fail("unknown credential")).await?;
+                self.failed_logins.note(src_ip, "unknown credential", "", dialect);
                 return Err(CoreError::Unauthenticated);
             }
         };
         let now = now_us();
         if let Some(why) = auth::key_unusable(&key, now) {
-            let mut entry = fail(why);
-            entry.target = key.key_id.clone();
-            self.store.append_audit(&entry).await?;
+            self.failed_logins.note(src_ip, why, &key.key_id, dialect);
             return Err(CoreError::Unauthenticated);
         }
         if key.last_used_us.is_none_or(|t| now - t > TOUCH_INTERVAL_US) {
-            self.store.touch_api_key(&key.key_id, now).await?;
+            // Bookkeeping only: a busy store must not turn a valid request away.
+            if let Err(e) = self.store.touch_api_key(&key.key_id, now).await {
+                tracing::warn!(error = %e, key = %key.key_id, "could not record key use");
+            }
         }
         Ok(Actor { id: key.key_id, role: key.role, flock_id: key.flock_id, src_ip: src_ip.into(), dialect })
+    }
+
+    /// Writes the failed authentications counted since the last call to the audit log, one
+    /// entry per (source, reason, key, dialect). Returns how many entries it wrote.
+    pub async fn flush_failed_logins(&self) -> CoreResult<usize> {
+        let entries = self.failed_logins.take();
+        for e in &entries {
+            self.store.append_audit(e).await?;
+        }
+        Ok(entries.len())
     }
 
     /// Makes a new API key. `by` is who asks (an admin actor, or the local CLI).
@@ -164,26 +220,17 @@ impl Core {
         flock_id: Option<String>,
         description: String,
     ) -> CoreResult<CreatedKey> {
-        if by.role != Role::Admin || by.flock_id.is_some() {
-            return Err(CoreError::Forbidden(Permission::ManageFlocks));
+        self.require(by, Permission::ManageKeys).await?;
+        if by.flock_id.is_some() {
+            // A key limited to one flock cannot mint keys.
+            return self.deny(by, Permission::ManageKeys, "").await;
         }
         if let Some(f) = &flock_id {
             if self.store.get_flock(f).await?.is_none() {
                 return Err(CoreError::FlockNotFound);
             }
         }
-        let secret = ids::secret();
-        let key = ApiKey {
-            key_id: ids::key_id(),
-            secret_hash: auth::hash_secret(&secret),
-            role,
-            flock_id,
-            active: true,
-            expire_us: 0,
-            description,
-            created_us: now_us(),
-            last_used_us: None,
-        };
+        let (key, secret) = Self::new_key(role, flock_id, description);
         let audit = self.audit(
             by,
             "key_create",
@@ -198,19 +245,38 @@ impl Core {
         Ok(CreatedKey { key, secret })
     }
 
-    /// On a store with no keys at all, makes the first admin key. None when keys exist.
+    fn new_key(role: Role, flock_id: Option<String>, description: String) -> (ApiKey, String) {
+        let secret = ids::secret();
+        let key = ApiKey {
+            key_id: ids::key_id(),
+            secret_hash: auth::hash_secret(&secret),
+            role,
+            flock_id,
+            active: true,
+            expire_us: 0,
+            description,
+            created_us: now_us(),
+            last_used_us: None,
+        };
+        (key, secret)
+    }
+
+    /// On a store with no keys at all, makes the first admin key. None when keys exist. The
+    /// check and the insert are one transaction, so of several nodes starting at once on an
+    /// empty database exactly one makes (and prints) the key.
     pub async fn bootstrap_admin(&self) -> CoreResult<Option<CreatedKey>> {
         if self.store.count_api_keys().await? > 0 {
             return Ok(None);
         }
-        let by = Actor::local();
-        Ok(Some(self.create_key(&by, Role::Admin, None, "first admin key, made at first start".into()).await?))
+        let (key, secret) = Self::new_key(Role::Admin, None, "first admin key, made at first start".into());
+        let audit = self.audit(&Actor::local(), "key_create", &key.key_id, "created the first admin key".into());
+        Ok(self.store.insert_first_api_key(&key, &audit).await?.then_some(CreatedKey { key, secret }))
     }
 
     // ------------------------------------------------------------------ tokens
 
     pub async fn create_token(&self, actor: &Actor, req: NewToken) -> CoreResult<Token> {
-        self.require(actor, Permission::WriteTokens)?;
+        self.require(actor, Permission::WriteTokens).await?;
         let memo = validate_memo(&req.memo)?;
         let kind = kinds::find(req.kind.trim()).ok_or(CoreError::UnknownKind)?;
         let flock_id = match req.flock_id.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
@@ -235,13 +301,15 @@ impl Core {
         };
         let audit =
             self.audit(actor, "token_create", &token.id, format!("created {} token in {}", token.kind, token.flock_id));
-        self.store.insert_token(&token, &audit).await?;
+        if !self.store.insert_token(&token, &audit).await? {
+            return Err(CoreError::FlockNotFound); // deleted a moment ago
+        }
         Ok(token)
     }
 
     /// A token the actor may see, or TokenNotFound (never revealing tokens of other flocks).
     pub async fn get_token(&self, actor: &Actor, id: &str) -> CoreResult<Token> {
-        self.require(actor, Permission::Read)?;
+        self.require(actor, Permission::Read).await?;
         self.visible_token(actor, id).await
     }
 
@@ -263,7 +331,7 @@ impl Core {
         cursor: Option<&str>,
         limit: Option<i64>,
     ) -> CoreResult<TokenPage> {
-        self.require(actor, Permission::Read)?;
+        self.require(actor, Permission::Read).await?;
         if let Some(scope) = &actor.flock_id {
             match &filter.flock_id {
                 Some(f) if f != scope => return Ok(TokenPage { tokens: vec![], cursor: None }),
@@ -290,6 +358,27 @@ impl Core {
         Ok(TokenPage { tokens, cursor })
     }
 
+    /// Every token matching `filter`, in one list; refuses (asking for pagination) past
+    /// [`MAX_ALL_TOKENS`].
+    pub async fn all_tokens(&self, actor: &Actor, filter: TokenFilter) -> CoreResult<Vec<Token>> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.list_tokens(actor, filter.clone(), cursor.as_deref(), Some(MAX_PAGE)).await?;
+            all.extend(page.tokens);
+            if all.len() > MAX_ALL_TOKENS {
+                return Err(CoreError::invalid(
+                    "canarytokens",
+                    format!("more than {MAX_ALL_TOKENS} match: use canarytokens/paginate"),
+                ));
+            }
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(all),
+            }
+        }
+    }
+
     async fn change_token(
         &self,
         actor: &Actor,
@@ -298,7 +387,7 @@ impl Core {
         action: &str,
         description: String,
     ) -> CoreResult<Token> {
-        self.require(actor, Permission::WriteTokens)?;
+        self.require(actor, Permission::WriteTokens).await?;
         let token = self.visible_token(actor, id).await?;
         let audit = self.audit(actor, action, &token.id, description);
         self.store.update_token(&token.id, &change, &audit).await?.ok_or(CoreError::TokenNotFound)
@@ -317,7 +406,10 @@ impl Core {
     }
 
     pub async fn delete_token(&self, actor: &Actor, id: &str, clear_incidents: bool) -> CoreResult<()> {
-        self.require(actor, Permission::WriteTokens)?;
+        self.require(actor, Permission::WriteTokens).await?;
+        if clear_incidents {
+            self.require(actor, Permission::ManageIncidents).await?;
+        }
         let token = self.visible_token(actor, id).await?;
         let audit = self.audit(
             actor,
@@ -333,17 +425,20 @@ impl Core {
     }
 
     pub async fn download(&self, actor: &Actor, id: &str) -> CoreResult<Artefact> {
-        self.require(actor, Permission::Read)?;
+        self.require(actor, Permission::Read).await?;
         let token = self.visible_token(actor, id).await?;
         let kind = kinds::find(&token.kind).ok_or(CoreError::NoFile)?;
         let make = kind.artefact.ok_or(CoreError::NoFile)?;
-        Ok(make(&token, &self.site))
+        let artefact = make(&token, &self.site);
+        let audit = self.audit(actor, "token_download", &token.id, format!("downloaded {}", artefact.filename));
+        self.store.append_audit(&audit).await?;
+        Ok(artefact)
     }
 
     // ------------------------------------------------------------------ flocks
 
     pub async fn list_flocks(&self, actor: &Actor) -> CoreResult<Vec<Flock>> {
-        self.require(actor, Permission::Read)?;
+        self.require(actor, Permission::Read).await?;
         let mut flocks = self.store.list_flocks().await?;
         flocks.retain(|f| actor.sees_flock(&f.id));
         Ok(flocks)
@@ -356,17 +451,17 @@ impl Core {
         }
     }
 
-    fn require_flock_admin(&self, actor: &Actor) -> CoreResult<()> {
-        self.require(actor, Permission::ManageFlocks)?;
+    async fn require_flock_admin(&self, actor: &Actor) -> CoreResult<()> {
+        self.require(actor, Permission::ManageFlocks).await?;
         if actor.flock_id.is_some() {
             // A key limited to one flock cannot reshape the set of flocks.
-            return Err(CoreError::Forbidden(Permission::ManageFlocks));
+            return self.deny(actor, Permission::ManageFlocks, "").await;
         }
         Ok(())
     }
 
     pub async fn create_flock(&self, actor: &Actor, name: &str) -> CoreResult<Flock> {
-        self.require_flock_admin(actor)?;
+        self.require_flock_admin(actor).await?;
         let name = validate_flock_name(name)?;
         let flock = Flock { id: format!("flock:{}", ids::hex_id(16)), name, created_us: now_us() };
         let audit = self.audit(actor, "flock_create", &flock.id, format!("created flock {:?}", flock.name));
@@ -375,7 +470,7 @@ impl Core {
     }
 
     pub async fn rename_flock(&self, actor: &Actor, id: &str, name: &str) -> CoreResult<Flock> {
-        self.require_flock_admin(actor)?;
+        self.require_flock_admin(actor).await?;
         let name = validate_flock_name(name)?;
         let mut flock = self.visible_flock(actor, id).await?;
         let audit = self.audit(actor, "flock_rename", &flock.id, format!("renamed {:?} to {:?}", flock.name, name));
@@ -387,7 +482,7 @@ impl Core {
     }
 
     pub async fn delete_flock(&self, actor: &Actor, id: &str) -> CoreResult<()> {
-        self.require_flock_admin(actor)?;
+        self.require_flock_admin(actor).await?;
         let flock = self.visible_flock(actor, id).await?;
         if flock.id == DEFAULT_FLOCK {
             return Err(CoreError::DefaultFlock);
@@ -401,7 +496,7 @@ impl Core {
     }
 
     pub async fn flock_summary(&self, actor: &Actor, id: &str) -> CoreResult<(Flock, FlockSummary)> {
-        self.require(actor, Permission::Read)?;
+        self.require(actor, Permission::Read).await?;
         let flock = self.visible_flock(actor, id).await?;
         let summary = self.store.flock_summary(&flock.id).await?;
         Ok((flock, summary))
@@ -409,62 +504,71 @@ impl Core {
 
     // ------------------------------------------------------------------ incidents
 
-    fn scope_incidents(actor: &Actor, mut filter: IncidentFilter) -> IncidentFilter {
+    /// The filter limited to the actor's flock; None when it asks for another flock.
+    fn scope_incidents(actor: &Actor, mut filter: IncidentFilter) -> Option<IncidentFilter> {
         if let Some(scope) = &actor.flock_id {
             if filter.flock_id.as_ref().is_some_and(|f| f != scope) {
-                // Asked for a flock outside the scope: match nothing.
-                filter.id = Some(-1);
+                return None;
             }
             filter.flock_id = Some(scope.clone());
         }
-        filter
+        Some(filter)
     }
 
-    pub async fn list_incidents(&self, actor: &Actor, filter: IncidentFilter) -> CoreResult<Vec<Incident>> {
-        self.require(actor, Permission::Read)?;
-        Ok(self.store.list_incidents(&Self::scope_incidents(actor, filter)).await?)
+    pub async fn list_incidents(&self, actor: &Actor, mut filter: IncidentFilter) -> CoreResult<Vec<Incident>> {
+        self.require(actor, Permission::Read).await?;
+        let limit = filter.limit.unwrap_or(DEFAULT_INCIDENTS);
+        if !(1..=MAX_INCIDENTS).contains(&limit) {
+            return Err(CoreError::invalid("limit", format!("must be between 1 and {MAX_INCIDENTS}")));
+        }
+        filter.limit = Some(limit);
+        match Self::scope_incidents(actor, filter) {
+            Some(f) => Ok(self.store.list_incidents(&f).await?),
+            None => Ok(Vec::new()),
+        }
     }
 
     pub async fn get_incident(&self, actor: &Actor, id: i64) -> CoreResult<Incident> {
-        self.require(actor, Permission::Read)?;
-        let filter = Self::scope_incidents(actor, IncidentFilter { id: Some(id), ..Default::default() });
+        self.require(actor, Permission::Read).await?;
+        let filter = Self::scope_incidents(actor, IncidentFilter { id: Some(id), ..Default::default() })
+            .ok_or(CoreError::IncidentNotFound)?;
         self.store.list_incidents(&filter).await?.pop().ok_or(CoreError::IncidentNotFound)
+    }
+
+    /// Acknowledges (`Some(true)`), unacknowledges (`Some(false)`) or deletes (`None`) the
+    /// incidents matching `filter`; returns how many. A filter naming one incident that does
+    /// not exist (or is out of scope) is IncidentNotFound.
+    async fn change_incidents(&self, actor: &Actor, filter: IncidentFilter, ack: Option<bool>) -> CoreResult<u64> {
+        self.require(actor, Permission::ManageIncidents).await?;
+        let single = filter.id;
+        let Some(filter) = Self::scope_incidents(actor, filter) else {
+            return if single.is_some() { Err(CoreError::IncidentNotFound) } else { Ok(0) };
+        };
+        let action = match ack {
+            Some(true) => "incident_acknowledge",
+            Some(false) => "incident_unacknowledge",
+            None => "incident_delete",
+        };
+        let target = single.map(|i| i.to_string()).unwrap_or_else(|| "incidents".into());
+        let audit = self.audit(actor, action, &target, format!("{action} where {filter:?}"));
+        let n = match ack {
+            Some(a) => self.store.set_acknowledged(&filter, a, &audit).await?,
+            None => self.store.delete_incidents(&filter, &audit).await?,
+        };
+        if n == 0 && single.is_some() {
+            return Err(CoreError::IncidentNotFound);
+        }
+        Ok(n)
     }
 
     /// Acknowledges (or un-) the incidents matching `filter`; returns how many changed.
     pub async fn set_acknowledged(&self, actor: &Actor, filter: IncidentFilter, ack: bool) -> CoreResult<u64> {
-        self.require(actor, Permission::ManageIncidents)?;
-        let single = filter.id;
-        let filter = Self::scope_incidents(actor, filter);
-        let action = if ack { "incident_acknowledge" } else { "incident_unacknowledge" };
-        let target = single.map(|i| i.to_string()).unwrap_or_else(|| "incidents".into());
-        let audit = self.audit(actor, action, &target, format!("{action} {filter:?}"));
-        let n = self.store.set_acknowledged(&filter, ack, &audit).await?;
-        if n == 0 && single.is_some() {
-            return Err(CoreError::IncidentNotFound);
-        }
-        Ok(n)
+        self.change_incidents(actor, filter, Some(ack)).await
     }
 
     /// Deletes the incidents matching `filter`; returns how many went.
     pub async fn delete_incidents(&self, actor: &Actor, filter: IncidentFilter) -> CoreResult<u64> {
-        self.require(actor, Permission::ManageIncidents)?;
-        let single = filter.id;
-        let filter = Self::scope_incidents(actor, filter);
-        let target = single.map(|i| i.to_string()).unwrap_or_else(|| "incidents".into());
-        let audit = self.audit(actor, "incident_delete", &target, format!("delete {filter:?}"));
-        let n = self.store.delete_incidents(&filter, &audit).await?;
-        if n == 0 && single.is_some() {
-            return Err(CoreError::IncidentNotFound);
-        }
-        Ok(n)
-    }
-}
-
-impl Actor {
-    /// The operator at the local command line: full rights.
-    pub fn local() -> Actor {
-        Actor { id: "cli".into(), role: Role::Admin, flock_id: None, src_ip: "local".into(), dialect: "cli" }
+        self.change_incidents(actor, filter, None).await
     }
 }
 

@@ -158,7 +158,10 @@ pub struct IncidentFilter {
     pub acknowledged: Option<bool>,
     pub created_before_us: Option<Micros>,
     pub created_after_us: Option<Micros>,
+    /// Most incidents returned (listing only).
     pub limit: Option<i64>,
+    /// Most events returned per incident, earliest first (listing only; not a filter).
+    pub event_limit: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

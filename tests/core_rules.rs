@@ -84,18 +84,33 @@ async fn every_management_action_is_audited_once() {
 }
 
 #[tokio::test]
-async fn failed_authentication_is_audited() {
+async fn failed_authentication_is_audited_in_batches() {
     let (core, store, _d) = core().await;
     for secret in [None, Some(""), Some("not-a-key")] {
         assert!(matches!(core.authenticate(secret, "203.0.113.5", "test").await, Err(CoreError::Unauthenticated)));
     }
-    let log = store.list_audit(10).await.unwrap();
-    assert_eq!(log.len(), 3);
-    assert!(log.iter().all(|e| e.action == "auth_failed" && e.src_ip == "203.0.113.5" && e.actor == "anonymous"));
+    assert!(core.authenticate(Some("again"), "203.0.113.6", "test").await.is_err());
+    // Nothing written per failure: a flood of bad credentials costs no storage writes...
+    assert!(store.list_audit(10).await.unwrap().is_empty());
+    // ...until the periodic flush, which writes one entry per source and reason.
+    assert_eq!(core.flush_failed_logins().await.unwrap(), 3);
+    let mut log: Vec<(String, String)> =
+        store.list_audit(10).await.unwrap().into_iter().map(|e| (e.src_ip, e.description)).collect();
+    log.sort();
+    assert_eq!(
+        log,
+        [
+            ("203.0.113.5".to_string(), "no credential (2 attempts)".to_string()),
+            ("203.0.113.5".to_string(), "unknown credential".to_string()),
+            ("203.0.113.6".to_string(), "unknown credential".to_string()),
+        ]
+    );
+    assert!(store.list_audit(10).await.unwrap().iter().all(|e| e.action == "auth_failed" && e.actor == "anonymous"));
+    assert_eq!(core.flush_failed_logins().await.unwrap(), 0, "a flush empties the counts");
 }
 
 #[tokio::test]
-async fn roles_are_enforced_and_refusals_change_nothing() {
+async fn roles_are_enforced_and_refusals_are_audited_and_change_nothing() {
     let (core, store, _d) = core().await;
     let admin = actor_for(&core, Role::Admin, None).await;
     let reader = actor_for(&core, Role::ReadOnly, None).await;
@@ -108,7 +123,14 @@ async fn roles_are_enforced_and_refusals_change_nothing() {
     assert!(matches!(core.delete_token(&reader, &t.id, true).await, Err(CoreError::Forbidden(_))));
     assert!(matches!(core.create_flock(&analyst, "nope").await, Err(CoreError::Forbidden(_))));
     assert!(matches!(core.create_key(&analyst, Role::Admin, None, String::new()).await, Err(CoreError::Forbidden(_))));
-    assert_eq!(actions(&store).await.len(), before, "refused calls write nothing");
+    // Each refusal is audited, and nothing else happened.
+    let after = actions(&store).await;
+    assert_eq!(after[before..], ["permission_denied"; 5]);
+    let denial = &store.list_audit(1).await.unwrap()[0];
+    assert_eq!(
+        (denial.actor.as_str(), denial.description.as_str()),
+        (analyst.id.as_str(), "refused: may not manage API keys")
+    );
     assert_eq!(core.get_token(&reader, &t.id).await.unwrap().memo, "x");
     assert!(core.create_token(&analyst, new_token("http", "ok")).await.is_ok());
 }
@@ -168,6 +190,7 @@ async fn unusable_keys_are_refused() {
         .await
         .unwrap();
     assert!(matches!(core.authenticate(Some("inactive-secret"), "h", "test").await, Err(CoreError::Unauthenticated)));
+    core.flush_failed_logins().await.unwrap();
     let e = &store.list_audit(1).await.unwrap()[0];
     assert_eq!(
         (e.action.as_str(), e.target.as_str(), e.description.as_str()),

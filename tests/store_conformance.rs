@@ -74,6 +74,8 @@ conformance!(
     incidents_filter_acknowledge_delete,
     token_delete_keeps_or_clears_incidents,
     concurrent_batches_all_commit,
+    first_key_only_once,
+    token_insert_needs_its_flock,
     audit_log_newest_first,
 );
 
@@ -441,4 +443,68 @@ async fn audit_log_newest_first(s: Arc<dyn Store>) {
     assert_eq!(log[0].actor, "tester");
     assert_eq!(log[0].src_ip, "127.0.0.1");
     assert_eq!(s.list_audit(1).await.unwrap().len(), 1);
+}
+
+async fn first_key_only_once(s: Arc<dyn Store>) {
+    let key = |id: &str| ApiKey {
+        key_id: id.into(),
+        secret_hash: format!("{id:0>64}"),
+        role: Role::Admin,
+        flock_id: None,
+        active: true,
+        expire_us: 0,
+        description: String::new(),
+        created_us: 1,
+        last_used_us: None,
+    };
+    // Several "nodes" race to make the first key: exactly one wins.
+    let mut racers = Vec::new();
+    for i in 0..6 {
+        let s = s.clone();
+        let k = key(&format!("k{i}"));
+        racers.push(tokio::spawn(async move { s.insert_first_api_key(&k, &audit("key_create")).await.unwrap() }));
+    }
+    let mut wins = 0;
+    for r in racers {
+        wins += r.await.unwrap() as i32;
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(s.count_api_keys().await.unwrap(), 1);
+    assert_eq!(s.list_audit(10).await.unwrap().len(), 1, "only the winner is audited");
+}
+
+async fn token_insert_needs_its_flock(s: Arc<dyn Store>) {
+    let t = token("dns", "orphan?", "flock:gone", 1);
+    assert!(!s.insert_token(&t, &audit("token_create")).await.unwrap());
+    assert_eq!(s.get_token(&t.id).await.unwrap(), None);
+    assert!(s.list_audit(10).await.unwrap().is_empty());
+    // Racing a flock delete against token inserts never leaves a token without its flock.
+    s.insert_flock(&Flock { id: "flock:race".into(), name: "R".into(), created_us: 1 }, &audit("flock_create"))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = token("dns", &format!("race {i}"), "flock:race", i);
+            s.insert_token(&t, &audit("token_create")).await.unwrap()
+        }));
+    }
+    let s2 = s.clone();
+    let deleter = tokio::spawn(async move { s2.delete_flock("flock:race", &audit("flock_delete")).await.unwrap() });
+    let mut inserted = 0;
+    for t in tasks {
+        inserted += t.await.unwrap() as usize;
+    }
+    let deletion = deleter.await.unwrap();
+    let left = s
+        .list_tokens(&TokenFilter { flock_id: Some("flock:race".into()), ..Default::default() }, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), inserted);
+    match deletion {
+        FlockDeletion::Deleted => assert_eq!(inserted, 0, "flock deleted while tokens went in"),
+        FlockDeletion::NotEmpty => assert!(s.get_flock("flock:race").await.unwrap().is_some()),
+        FlockDeletion::NotFound => panic!("the flock existed"),
+    }
 }

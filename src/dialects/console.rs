@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -34,7 +34,13 @@ pub const MAX_BODY: usize = 1024 * 1024;
 const MAX_PARAM: usize = 64 * 1024;
 
 pub fn router(core: Arc<Core>) -> Router {
-    Router::new().route("/api/v1/{*endpoint}", any(handle)).with_state(core)
+    Router::new().route("/api/v1/{*endpoint}", any(handle)).fallback(unknown_path).with_state(core)
+}
+
+/// Every path the dialect does not serve still answers in its error shape, so clients that
+/// always parse JSON get a clear error rather than a decoding failure.
+async fn unknown_path(req: Request) -> Response {
+    error(StatusCode::NOT_FOUND, "Unknown API endpoint", Some(req.uri().path().chars().take(200).collect()))
 }
 
 /// A parsed request: merged parameters and the caller's address.
@@ -100,12 +106,23 @@ impl Req {
         if let Some(q) = parts.uri.query() {
             params.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
         }
-        let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        let too_large = || {
             error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 BAD_PARAMS,
                 Some(format!("request body is larger than {MAX_BODY} bytes")),
             )
+        };
+        let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(too_large());
+        }
+        let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+            if is_length_limit(&e) {
+                too_large()
+            } else {
+                error(StatusCode::BAD_REQUEST, BAD_PARAMS, Some("the request body could not be read".into()))
+            }
         })?;
         if !bytes.is_empty() {
             let ctype = content_type(&parts.headers);
@@ -129,6 +146,11 @@ impl Req {
                 BAD_PARAMS,
                 Some(format!("{k} is longer than {MAX_PARAM} bytes")),
             ));
+        }
+        // NUL has no place in any parameter, and PostgreSQL text cannot hold it.
+        if let Some((k, _)) = params.iter().find(|(k, v)| k.contains('\0') || v.contains('\0')) {
+            let shown: String = k.chars().filter(|c| *c != '\0').take(100).collect();
+            return Err(error(StatusCode::BAD_REQUEST, BAD_PARAMS, Some(format!("{shown} contains a NUL character"))));
         }
         let header_secret = parts.headers.get("x-canary-auth-token").and_then(|v| v.to_str().ok()).map(str::to_string);
         Ok(Req { params, header_secret, src_ip: peer.ip().to_canonical().to_string() })
@@ -160,6 +182,18 @@ impl Req {
             .map(|v| v.parse::<i64>().map_err(|_| CoreError::invalid(name, format!("must be an integer, not {v:?}"))))
             .transpose()
     }
+}
+
+/// Whether a body-read error is the size limit (as opposed to a broken or aborted upload).
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn content_type(h: &HeaderMap) -> String {
@@ -220,16 +254,14 @@ fn methods(endpoint: &str) -> Option<&'static [Method]> {
     })
 }
 
-async fn handle(
-    State(core): State<Arc<Core>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(endpoint): Path<String>,
-    req: Request,
-) -> Response {
+async fn handle(State(core): State<Arc<Core>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
     let method = req.method().clone();
-    let endpoint = endpoint.trim_end_matches('/').to_string();
+    // Endpoint names are plain ASCII: take them from the raw path (no percent-decoding, which
+    // could fail on bytes that are not UTF-8).
+    let endpoint = req.uri().path().trim_start_matches("/api/v1/").trim_end_matches('/').to_string();
     let Some(allowed) = methods(&endpoint) else {
-        return error(StatusCode::NOT_FOUND, "Unknown API endpoint", Some(format!("/api/v1/{endpoint}")));
+        let shown: String = endpoint.chars().take(200).collect();
+        return error(StatusCode::NOT_FOUND, "Unknown API endpoint", Some(format!("/api/v1/{shown}")));
     };
     if !allowed.contains(&method) {
         let names: Vec<&str> = allowed.iter().map(Method::as_str).collect();
@@ -288,7 +320,11 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
             json!({ "tokens": m })
         }
         "canarytoken/create" => {
-            let params: Params = req.params.clone();
+            // Credentials and transport parameters are not the kind's business.
+            let mut params: Params = req.params.clone();
+            for transport in ["auth_token", "factory_auth"] {
+                params.remove(transport);
+            }
             let token = core
                 .create_token(
                     actor,
@@ -307,19 +343,8 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
             json!({ "token": token_json(site, &t) })
         }
         "canarytokens/fetch" => {
-            let filter = token_filter(req)?;
-            let mut all = Vec::new();
-            let mut cursor: Option<String> = None;
-            loop {
-                let page =
-                    core.list_tokens(actor, filter.clone(), cursor.as_deref(), Some(crate::core::MAX_PAGE)).await?;
-                all.extend(page.tokens.iter().map(|t| token_json(site, t)));
-                match page.cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
-            }
-            json!({ "tokens": all })
+            let tokens = core.all_tokens(actor, token_filter(req)?).await?;
+            json!({ "tokens": tokens.iter().map(|t| token_json(site, t)).collect::<Vec<_>>() })
         }
         "canarytokens/paginate" | "canarytokens/search" => {
             let filter = if endpoint == "canarytokens/search" { token_filter(req)? } else { TokenFilter::default() };
@@ -380,9 +405,9 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
                 "incidents/acknowledged" => Some(true),
                 _ => None,
             };
-            let event_limit = non_negative(req, "event_limit")?;
+            filter.event_limit = non_negative(req, "event_limit")?;
             let incidents = core.list_incidents(actor, filter).await?;
-            let items: Vec<Value> = incidents.iter().map(|i| incident_json(i, true, event_limit)).collect();
+            let items: Vec<Value> = incidents.iter().map(|i| incident_json(i, true)).collect();
             let feed = match endpoint {
                 "incidents/unacknowledged" => "Unacknowledged Incidents",
                 "incidents/acknowledged" => "Acknowledged Incidents",
@@ -392,7 +417,7 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
         }
         "incident/fetch" => {
             let inc = core.get_incident(actor, incident_id(req)?).await?;
-            json!({ "incident": incident_json(&inc, false, None) })
+            json!({ "incident": incident_json(&inc, false) })
         }
         "incident/acknowledge" | "incident/unacknowledge" => {
             let filter = IncidentFilter { id: Some(incident_id(req)?), ..Default::default() };
@@ -528,7 +553,7 @@ pub fn token_json(site: &kinds::Site, t: &Token) -> Value {
     Value::Object(m)
 }
 
-/// Console log types: 16xxx for DNS-triggered, 17xxx for HTTP-triggered incidents.
+/// Console log types: 16xxx for DNS-triggered kinds, 17xxx for HTTP-triggered kinds.
 fn logtype(c: Channel) -> &'static str {
     match c {
         Channel::Dns => "16000",
@@ -561,11 +586,8 @@ const SUMMARY: &str = "Canarytoken triggered";
 
 /// An incident; in feeds `description` is an object holding the details (the client flattens
 /// it), in `incident/fetch` it is the summary string.
-fn incident_json(i: &Incident, feed: bool, event_limit: Option<i64>) -> Value {
-    let events: Vec<Value> = match event_limit {
-        Some(n) => i.events.iter().take(n as usize).map(|h| event_json(i, h)).collect(),
-        None => i.events.iter().map(|h| event_json(i, h)).collect(),
-    };
+fn incident_json(i: &Incident, feed: bool) -> Value {
+    let events: Vec<Value> = i.events.iter().map(|h| event_json(i, h)).collect();
     let mut d = Map::new();
     d.insert("id".into(), json!(format!("incident:canarytoken:{}", i.id)));
     d.insert("summary".into(), json!(SUMMARY));
@@ -574,20 +596,23 @@ fn incident_json(i: &Incident, feed: bool, event_limit: Option<i64>) -> Value {
     d.insert("created_std".into(), json!(std_time(i.created_us)));
     d.insert("updated_std".into(), json!(std_time(i.updated_us)));
     d.insert("src_host".into(), json!(i.src_ip));
-    d.insert("logtype".into(), json!(logtype(i.channel)));
+    d.insert("logtype".into(), json!(logtype(kinds::find(&i.kind).map_or(i.channel, |k| k.channel))));
     d.insert("memo".into(), json!(i.memo));
     d.insert("canarytoken".into(), json!(i.token_id));
     d.insert("node_id".into(), json!(i.token_id));
     d.insert("kind".into(), json!(i.kind));
     d.insert("flock_id".into(), json!(i.flock_id));
     d.insert("events_count".into(), json!(i.events.len().to_string()));
-    d.insert("events".into(), Value::Array(events));
     d.insert("description".into(), json!(SUMMARY));
     if feed {
+        // The details again under `description` (canarytools flattens it), without the events,
+        // which are sent once, at the top.
         let mut top = d.clone();
         top.insert("description".into(), Value::Object(d));
+        top.insert("events".into(), Value::Array(events));
         Value::Object(top)
     } else {
+        d.insert("events".into(), Value::Array(events));
         Value::Object(d)
     }
 }

@@ -10,11 +10,12 @@ use serde_json::{json, Map, Value};
 
 use super::{DnsData, DnsEncoding, Kind, Params, Site};
 use crate::error::CoreResult;
-use crate::model::Token;
+use crate::model::{Channel, Token};
 
 pub static KIND: Kind = Kind {
     name: "dns",
     human_name: "DNS",
+    channel: Channel::Dns,
     create,
     describe,
     artefact: None,

@@ -7,10 +7,17 @@ use serde_json::{json, Map, Value};
 
 use super::{parse_bool, Kind, Params, Site};
 use crate::error::CoreResult;
-use crate::model::Token;
+use crate::model::{Channel, Token};
 
-pub static KIND: Kind =
-    Kind { name: "http", human_name: "Web Bug", create, describe, artefact: None, dns_encoding: None };
+pub static KIND: Kind = Kind {
+    name: "http",
+    human_name: "Web Bug",
+    channel: Channel::Http,
+    create,
+    describe,
+    artefact: None,
+    dns_encoding: None,
+};
 
 fn create(params: &Params) -> CoreResult<Value> {
     let scanner = match params.get("browser_scanner_enabled") {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::error::{CoreError, CoreResult};
-use crate::model::Token;
+use crate::model::{Channel, Token};
 
 /// Where the token's artefacts point: the zone and URL base this installation serves.
 #[derive(Debug, Clone)]
@@ -82,6 +82,9 @@ pub struct Kind {
     pub name: &'static str,
     /// Human name shown by `canarytokens/list`, e.g. `Web Bug`.
     pub human_name: &'static str,
+    /// The channel through which this kind's artefact normally fires (sets the Console
+    /// `logtype`); any token may still be hit over either listener.
+    pub channel: Channel,
     /// Validates create parameters; returns the kind's stored settings.
     pub create: fn(&Params) -> CoreResult<Value>,
     /// Adds the kind's own fields to the token object.

@@ -34,6 +34,9 @@ pub trait Store: Send + Sync + 'static {
     // --- API keys
     async fn count_api_keys(&self) -> anyhow::Result<i64>;
     async fn insert_api_key(&self, key: &ApiKey, audit: &AuditEntry) -> anyhow::Result<()>;
+    /// Inserts `key` only if there is no key at all, atomically (several nodes may try at
+    /// once); false when some key exists.
+    async fn insert_first_api_key(&self, key: &ApiKey, audit: &AuditEntry) -> anyhow::Result<bool>;
     async fn api_key_by_hash(&self, secret_hash: &str) -> anyhow::Result<Option<ApiKey>>;
     async fn touch_api_key(&self, key_id: &str, when: Micros) -> anyhow::Result<()>;
 
@@ -47,7 +50,9 @@ pub trait Store: Send + Sync + 'static {
     async fn flock_summary(&self, id: &str) -> anyhow::Result<FlockSummary>;
 
     // --- tokens
-    async fn insert_token(&self, token: &Token, audit: &AuditEntry) -> anyhow::Result<()>;
+    /// False (and nothing stored) when the token's flock does not exist; the check holds the
+    /// flock against a concurrent delete until the token is in.
+    async fn insert_token(&self, token: &Token, audit: &AuditEntry) -> anyhow::Result<bool>;
     async fn get_token(&self, id: &str) -> anyhow::Result<Option<Token>>;
     /// Tokens matching `filter`, ordered by (created, id), starting after the `after` position
     /// `(created_us, id)` of the last token of the previous page.

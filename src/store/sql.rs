@@ -167,6 +167,22 @@ fn incident_where(f: &IncidentFilter, args: &mut Args) -> String {
     conds.join(" AND ")
 }
 
+async fn insert_key(tx: &mut Transaction<'static, Any>, k: &ApiKey, audit: &AuditEntry) -> anyhow::Result<()> {
+    sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
+        .bind(k.key_id.as_str())
+        .bind(k.secret_hash.as_str())
+        .bind(k.role.as_str())
+        .bind(k.flock_id.as_deref())
+        .bind(b(k.active))
+        .bind(k.expire_us)
+        .bind(k.description.as_str())
+        .bind(k.created_us)
+        .bind(k.last_used_us)
+        .execute(&mut **tx)
+        .await?;
+    insert_audit(tx, audit).await
+}
+
 async fn insert_audit(tx: &mut Transaction<'static, Any>, a: &AuditEntry) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO audit_log (time_us, actor, action, target, description, src_ip, dialect) \
@@ -198,6 +214,18 @@ impl SqlStore {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create database directory {}", dir.display()))?;
+            }
+            // The database holds where every trap is and what each hit saw: readable by the
+            // service's user only, whatever the umask. (SQLite gives its -wal and -shm files
+            // the database file's permissions.)
+            if !path.exists() {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .with_context(|| format!("cannot create database file {}", path.display()))?;
             }
             (Engine::Sqlite, format!("sqlite://{}?mode=rwc", path.display()))
         };
@@ -263,6 +291,16 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Row-lock suffix for a SELECT inside a write transaction: PostgreSQL needs it to keep
+    /// the row as read until commit; SQLite's write transactions are serial already.
+    fn row_lock(&self, exclusive: bool) -> &'static str {
+        match (self.engine, exclusive) {
+            (Engine::Sqlite, _) => "",
+            (Engine::Postgres, false) => " FOR SHARE",
+            (Engine::Postgres, true) => " FOR UPDATE",
+        }
+    }
+
     /// Several nodes may start at once against one PostgreSQL: each migration transaction
     /// holds this lock, so one applies a step and the others wait, then see it done. (SQLite's
     /// `BEGIN IMMEDIATE` already serialises writers.)
@@ -287,17 +325,28 @@ impl SqlStore {
         if incidents.is_empty() {
             return Ok(incidents);
         }
-        // Events of all these incidents in one query per chunk.
-        for chunk in incidents.chunks_mut(500) {
+        // Events of all these incidents in one query per chunk, at most `event_limit` each.
+        let index: std::collections::HashMap<i64, usize> =
+            incidents.iter().enumerate().map(|(i, inc)| (inc.id, i)).collect();
+        let ids: Vec<i64> = incidents.iter().map(|i| i.id).collect();
+        for chunk in ids.chunks(500) {
             let mut args = Args::default();
-            let ids: Vec<String> = chunk.iter().map(|i| args.push(Arg::I(i.id))).collect();
-            let sql =
-                format!("SELECT {HIT_COLS} FROM hits WHERE incident_id IN ({}) ORDER BY time_us, id", ids.join(", "));
+            let list: Vec<String> = chunk.iter().map(|id| args.push(Arg::I(*id))).collect();
+            let source = match filter.event_limit {
+                Some(n) => format!(
+                    "(SELECT {HIT_COLS}, ROW_NUMBER() OVER (PARTITION BY incident_id ORDER BY time_us, id) AS rn \
+                     FROM hits WHERE incident_id IN ({})) ranked WHERE rn <= {}",
+                    list.join(", "),
+                    args.push(Arg::I(n))
+                ),
+                None => format!("hits WHERE incident_id IN ({})", list.join(", ")),
+            };
+            let sql = format!("SELECT {HIT_COLS} FROM {source} ORDER BY time_us, id");
             let rows = args.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
             for row in &rows {
                 let hit = hit_from_row(row)?;
-                if let Some(inc) = chunk.iter_mut().find(|i| i.id == hit.incident_id) {
-                    inc.events.push(hit);
+                if let Some(&i) = index.get(&hit.incident_id) {
+                    incidents[i].events.push(hit);
                 }
             }
         }
@@ -334,21 +383,24 @@ impl Store for SqlStore {
 
     async fn insert_api_key(&self, k: &ApiKey, audit: &AuditEntry) -> anyhow::Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
-            .bind(k.key_id.as_str())
-            .bind(k.secret_hash.as_str())
-            .bind(k.role.as_str())
-            .bind(k.flock_id.as_deref())
-            .bind(b(k.active))
-            .bind(k.expire_us)
-            .bind(k.description.as_str())
-            .bind(k.created_us)
-            .bind(k.last_used_us)
-            .execute(&mut *tx)
-            .await?;
-        insert_audit(&mut tx, audit).await?;
+        insert_key(&mut tx, k, audit).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn insert_first_api_key(&self, k: &ApiKey, audit: &AuditEntry) -> anyhow::Result<bool> {
+        let mut tx = self.begin().await?;
+        if self.engine == Engine::Postgres {
+            // Readers may go on; a second would-be first key waits here, then sees this one.
+            sqlx::query("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
+        }
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM api_keys").fetch_one(&mut *tx).await?.try_get(0)?;
+        if n > 0 {
+            return Ok(false);
+        }
+        insert_key(&mut tx, k, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn api_key_by_hash(&self, secret_hash: &str) -> anyhow::Result<Option<ApiKey>> {
@@ -452,8 +504,15 @@ impl Store for SqlStore {
         })
     }
 
-    async fn insert_token(&self, t: &Token, audit: &AuditEntry) -> anyhow::Result<()> {
+    async fn insert_token(&self, t: &Token, audit: &AuditEntry) -> anyhow::Result<bool> {
         let mut tx = self.begin().await?;
+        let flock = sqlx::query(&format!("SELECT id FROM flocks WHERE id = $1{}", self.row_lock(false)))
+            .bind(t.flock_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if flock.is_none() {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO tokens (id, kind, memo, flock_id, enabled, created_us, updated_id, params, created_by) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -471,7 +530,7 @@ impl Store for SqlStore {
         .await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn get_token(&self, id: &str) -> anyhow::Result<Option<Token>> {

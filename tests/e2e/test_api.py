@@ -277,3 +277,34 @@ def test_responses_are_json(api):
     assert r.headers["Content-Type"].split(";")[0] == "application/json"
     r = requests.get(api.url("ping"), params={"auth_token": api.auth_token}, timeout=10)
     assert r.json()["result"] == "success"
+
+
+def test_logtype_follows_the_kind_not_the_listener(server, api):
+    """An http token fired over DNS is still an HTTP-kind incident (17000), and vice versa."""
+    import dns.message
+    import dns.query
+    from conftest import DOMAIN
+    http_tok = api.create_token("http", memo=unique("http via dns"))
+    dns.query.udp(dns.message.make_query(http_tok["hostname"], "A"), server.dns_host, port=server.dns_port, timeout=3)
+    dns_tok = api.create_token("dns", memo=unique("dns via http"))
+    requests.get(f"{server.http_base()}/x/{dns_tok['canarytoken']}/y.gif", timeout=10)
+    inc_h = api.wait_incidents(http_tok["canarytoken"])[0]
+    inc_d = api.wait_incidents(dns_tok["canarytoken"])[0]
+    assert (inc_h["logtype"], inc_h["events"][0]["type"]) == ("17000", "dns")
+    assert (inc_d["logtype"], inc_d["events"][0]["type"]) == ("16000", "http")
+
+
+def test_feed_sends_events_once_and_honours_limits(server, api):
+    tok = api.create_token("http", memo=unique("feed shape"))
+    for i in range(3):
+        requests.get(f"{server.http_base()}/x/{tok['canarytoken']}/y.gif?i={i}", timeout=10)
+    api.wait_incidents(tok["canarytoken"], count=3)
+    feed = api.ok_get("incidents/all", node_id=tok["canarytoken"])["incidents"]
+    assert len(feed) == 3
+    for item in feed:
+        assert isinstance(item["description"], dict)
+        assert "events" not in item["description"], "events are sent once, at the top level"
+        assert len(item["events"]) == 1
+    assert len(api.ok_get("incidents/all", node_id=tok["canarytoken"], limit="2")["incidents"]) == 2
+    zero = api.ok_get("incidents/all", node_id=tok["canarytoken"], event_limit="0")["incidents"]
+    assert len(zero) == 3 and all(i["events"] == [] for i in zero)

@@ -219,3 +219,34 @@ def test_read_only_parameter_types_are_checked(api):
     assert_error(api.get("incidents/all", event_limit="-1"), 400, PROCESS_PREFIX)
     assert_error(api.get("incidents/all", newer_than="yesterday"), 400, PROCESS_PREFIX)
     assert_error(api.post("incidents/acknowledge", older_than="3 days"), 400, "Parameter older_than was invalid.")
+
+
+def test_nul_in_any_parameter_is_400(api):
+    for params in ({"kind": "http", "memo": "a\x00b"}, {"kind": "http", "memo": "m", "flock_id": "flock:\x00"}):
+        b = assert_error(api.post("canarytoken/create", **params), 400, PROCESS_PREFIX)
+        assert "NUL" in b["detail"]
+    assert_error(api.get("incidents/all", src_host="1.2.3.4\x00"), 400, PROCESS_PREFIX)
+
+
+@pytest.mark.parametrize("path", ["/api/v1", "/api/v1/", "/api/v1/%ff%fe", "/api/v2/ping", "/api/", "/"])
+def test_every_path_answers_in_the_console_error_shape(api, path):
+    base = api.base.split("/api/v1/")[0]
+    r = requests.get(base + path, params={"auth_token": api.auth_token}, timeout=10)
+    assert_error(r, 404, "Unknown API endpoint")
+
+
+def test_declared_oversize_body_is_refused_before_reading(api):
+    import socket
+    host, port = api.base.split("//")[1].split("/")[0].split(":")
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(b"POST /api/v1/canarytoken/create HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 50000000\r\n\r\nmemo=")
+    reply = s.recv(4096).decode(errors="replace")
+    s.close()
+    assert reply.startswith("HTTP/1.1 413"), reply[:200]
+
+
+def test_incident_listing_limits_are_checked(api):
+    assert_error(api.get("incidents/all", limit="0"), 400, PROCESS_PREFIX)
+    assert_error(api.get("incidents/all", limit="10001"), 400, PROCESS_PREFIX)
+    assert api.ok_get("incidents/all", limit="10000")["result"] == "success"

@@ -151,7 +151,8 @@ def test_http_token_fires_over_dns(server, api):
     assert a_addresses(query(server, f"{tid}.{DOMAIN}")) == ["127.0.0.1"]
     ev = api.wait_events(tid)[0]
     assert ev["type"] == "dns"
-    assert api.incidents_for(tid)[0]["logtype"] == "16000"
+    # logtype follows the kind (spec: "16xxx for DNS-triggered, 17xxx for HTTP-triggered kinds")
+    assert api.incidents_for(tid)[0]["logtype"] == "17000"
 
 
 def test_soa_and_ns_at_apex(server, api):
