@@ -114,29 +114,24 @@ impl Settings {
                 "public URL {u:?} must start with http:// or https://"
             );
         }
+        let domain =
+            validate_domain("domain", &args.domain.clone().or(file.domain).unwrap_or("trapline.localhost".into()))?;
+        let nx_domain = validate_domain(
+            "NX domain",
+            &args.nx_domain.clone().or(file.nx_domain).unwrap_or("nx.trapline.localhost".into()),
+        )?;
+        anyhow::ensure!(domain != nx_domain, "the NX domain must differ from the token domain ({domain})");
         Ok(Settings {
             database,
             data_dir,
             api_listen: args.api_listen.or(file.api_listen).unwrap_or(([127, 0, 0, 1], 8080).into()),
             http_listen: args.http_listen.or(file.http_listen).unwrap_or(([127, 0, 0, 1], 8081).into()),
             dns_listen: args.dns_listen.or(file.dns_listen).unwrap_or(([127, 0, 0, 1], 5354).into()),
-            domain: validate_domain(
-                "domain",
-                &args.domain.clone().or(file.domain).unwrap_or("trapline.localhost".into()),
-            )?,
-            nx_domain: validate_domain(
-                "NX domain",
-                &args.nx_domain.clone().or(file.nx_domain).unwrap_or("nx.trapline.localhost".into()),
-            )?,
+            domain,
+            nx_domain,
             public_ip: args.public_ip.or(file.public_ip).unwrap_or([127, 0, 0, 1].into()),
             public_url,
         })
-    }
-
-    /// Only the store settings (for commands other than `serve`).
-    pub fn resolve_store(args: &StoreArgs) -> anyhow::Result<(PathBuf, String)> {
-        let s = Settings::resolve(&ServeArgs { store: args.clone(), ..Default::default() })?;
-        Ok((s.data_dir, s.database))
     }
 }
 
@@ -183,5 +178,8 @@ mod tests {
         assert!(Settings::resolve(&args).is_err());
         let args = ServeArgs { public_url: Some("ftp://x".into()), ..Default::default() };
         assert!(Settings::resolve(&args).is_err());
+        let args =
+            ServeArgs { domain: Some("t.example".into()), nx_domain: Some("T.example.".into()), ..Default::default() };
+        assert!(Settings::resolve(&args).is_err(), "NX domain equal to the token domain");
     }
 }

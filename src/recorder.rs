@@ -15,7 +15,7 @@ use crate::store::Store;
 
 /// Most hits committed in one transaction.
 pub const MAX_BATCH: usize = 512;
-/// Hits that may wait for the writer before listeners feel back-pressure.
+/// Hits that may wait for the writer; past this, listeners answer "try again" at once.
 const QUEUE: usize = 16 * 1024;
 
 struct Pending {
@@ -27,6 +27,10 @@ struct Pending {
 pub enum RecordError {
     #[error("storage failed: {0}")]
     Storage(String),
+    /// The queue is full: storage cannot keep up. Listeners answer "try again" at once rather
+    /// than pile up waiting requests.
+    #[error("recorder overloaded")]
+    Overloaded,
     #[error("recorder is shut down")]
     Closed,
 }
@@ -48,7 +52,10 @@ impl Recorder {
     /// Records one hit; returns once it is committed (or known to be ignored).
     pub async fn record(&self, hit: NewHit) -> Result<HitOutcome, RecordError> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(Pending { hit, done }).await.map_err(|_| RecordError::Closed)?;
+        self.tx.try_send(Pending { hit, done }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => RecordError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => RecordError::Closed,
+        })?;
         wait.await.map_err(|_| RecordError::Closed)?
     }
 }
@@ -63,11 +70,25 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Pending>) {
                     let _ = done.send(Ok(o));
                 }
             }
+            Err(e) if hits.len() > 1 => {
+                // One bad hit must not sink the others: commit them one by one.
+                tracing::warn!(error = %e, hits = hits.len(), "batch failed; recording its hits one at a time");
+                for (hit, done) in hits.into_iter().zip(waiters) {
+                    let result = store.record_hits(std::slice::from_ref(&hit)).await;
+                    let _ = done.send(match result {
+                        Ok(mut o) if o.len() == 1 => Ok(o.remove(0)),
+                        Ok(_) => Err(RecordError::Storage("store returned no outcome".into())),
+                        Err(e) => {
+                            tracing::error!(error = %e, token = %hit.token_id, "could not commit hit");
+                            Err(RecordError::Storage(e.to_string()))
+                        }
+                    });
+                }
+            }
             Err(e) => {
-                tracing::error!(error = %e, hits = hits.len(), "could not commit hits");
-                let msg = e.to_string();
+                tracing::error!(error = %e, "could not commit hit");
                 for done in waiters {
-                    let _ = done.send(Err(RecordError::Storage(msg.clone())));
+                    let _ = done.send(Err(RecordError::Storage(e.to_string())));
                 }
             }
         }

@@ -22,6 +22,8 @@ use crate::store;
 const API_LIMITS: Limits = Limits { max_connections: 512, header_timeout: Duration::from_secs(15) };
 /// The public trigger listener: many clients, none of which may hold a connection for long.
 const TRIGGER_LIMITS: Limits = Limits { max_connections: 4096, header_timeout: Duration::from_secs(10) };
+/// How often counted failed logins are written to the audit log.
+const FAILED_LOGIN_FLUSH: Duration = Duration::from_secs(2);
 /// How long requests in flight may take to finish at shutdown.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -61,12 +63,15 @@ pub fn make_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The site (zones and URL base) a set of settings describes.
+/// The site (zones and URL base) a set of settings describes. Without a public URL, token
+/// URLs point at the HTTP listener; when that listens on all interfaces, at the public IP.
 pub fn site(settings: &Settings, http_addr: SocketAddr) -> Site {
+    let reachable =
+        if http_addr.ip().is_unspecified() { SocketAddr::new(settings.public_ip, http_addr.port()) } else { http_addr };
     Site {
         domain: settings.domain.clone(),
         nx_domain: settings.nx_domain.clone(),
-        public_url: settings.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}")),
+        public_url: settings.public_url.clone().unwrap_or_else(|| format!("http://{reachable}")),
     }
 }
 
@@ -146,8 +151,30 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     use std::io::Write;
     std::io::stdout().flush()?;
 
-    shutdown_signal().await;
+    // Failed logins reach the audit log in batches.
+    let flusher = {
+        let core = core.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FAILED_LOGIN_FLUSH);
+            loop {
+                tick.tick().await;
+                if let Err(e) = core.flush_failed_logins().await {
+                    tracing::warn!(error = %e, "could not write failed logins to the audit log");
+                }
+            }
+        })
+    };
+
+    let mut writer = writer;
+    let outcome = tokio::select! {
+        _ = shutdown_signal() => Ok(()),
+        // The writer only ends when every sender is gone; before shutdown that is a bug, and
+        // a server that cannot record hits must not look healthy.
+        r = &mut writer => Err(anyhow::anyhow!("the hit writer stopped unexpectedly: {r:?}")),
+    };
     tracing::info!("shutting down");
+    flusher.abort();
+    let _ = core.flush_failed_logins().await;
     let _ = stop_tx.send(true);
     udp_task.abort();
     tcp_task.abort();
@@ -158,5 +185,5 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     drop(recorder);
     drop(core);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-    Ok(())
+    outcome
 }

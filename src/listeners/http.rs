@@ -27,10 +27,13 @@ pub const GIF: &[u8] = &[
     0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
-/// Longest path or query kept in a hit; longer ones are cut (the token is found first).
-const MAX_KEPT: usize = 4096;
-/// Most headers kept in a hit.
+/// Longest path, query or single header value kept in a hit; longer ones are cut (the token
+/// is found first).
+const MAX_KEPT: usize = 2048;
+/// Most headers kept in a hit, and most bytes of header names and values together: whoever
+/// holds a token URL decides how big its hits are, so each is bounded (about 14 KiB in all).
 const MAX_HEADERS: usize = 64;
+const MAX_HEADER_BYTES: usize = 8192;
 
 pub fn router(recorder: Recorder) -> Router {
     Router::new().fallback(trigger).with_state(Arc::new(recorder))
@@ -84,10 +87,18 @@ fn canonical(name: &HeaderName) -> String {
 
 fn headers_json(h: &HeaderMap) -> Map<String, Value> {
     let mut m = Map::new();
+    let mut budget = MAX_HEADER_BYTES;
     for name in h.keys().take(MAX_HEADERS) {
         let values: Vec<String> =
             h.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
-        m.insert(canonical(name), Value::String(cut(&values.join(", ")).to_string()));
+        let joined = values.join(", ");
+        let value = cut(&joined);
+        let cost = name.as_str().len() + value.len();
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        m.insert(canonical(name), Value::String(value.to_string()));
     }
     m
 }
@@ -134,7 +145,7 @@ async fn trigger(
         Err(e) => {
             // Not recorded: say so to the client so it may retry, and loudly in our log.
             tracing::error!(error = %e, "HTTP hit not recorded");
-            (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "Service Unavailable").into_response()
         }
     }
 }
@@ -166,6 +177,18 @@ mod tests {
     fn header_names_are_canonical() {
         assert_eq!(canonical(&HeaderName::from_static("user-agent")), "User-Agent");
         assert_eq!(canonical(&HeaderName::from_static("x-forwarded-for")), "X-Forwarded-For");
+    }
+
+    #[test]
+    fn header_bytes_are_bounded() {
+        let mut h = HeaderMap::new();
+        for i in 0..60 {
+            h.insert(HeaderName::try_from(format!("x-h{i}")).unwrap(), "v".repeat(1000).parse().unwrap());
+        }
+        let m = headers_json(&h);
+        let total: usize = m.iter().map(|(k, v)| k.len() + v.as_str().unwrap().len()).sum();
+        assert!(total <= MAX_HEADER_BYTES, "{total}");
+        assert!(m.len() >= 7, "as many whole headers as fit: {}", m.len());
     }
 
     #[test]

@@ -186,3 +186,24 @@ def test_public_ip_and_url_flags(tmp_path, request):
     parts = url_path_parts(tok["url"])
     assert parts[-2] == tid and len(parts) >= 3 and parts[-1]
     assert dns_a(srv, f"{tid}.canary.test") == (dns.rcode.NOERROR, ["192.0.2.55"])
+
+
+def test_database_and_data_dir_are_private(tmp_path):
+    """Whatever the umask, the data directory and the SQLite files are the service user's only."""
+    import stat
+    from conftest import Server
+    data = tmp_path / "private-data"
+    srv = Server(data_dir=str(data))
+    old = os.umask(0o022)
+    try:
+        srv.start()
+    finally:
+        os.umask(old)
+    try:
+        srv.api().create_token("dns", memo="perm check")
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        for f in data.iterdir():
+            if f.name.startswith("trapline.db"):
+                assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, (f.name, oct(f.stat().st_mode))
+    finally:
+        srv.close()
