@@ -41,8 +41,11 @@ pub struct Core {
 /// further ones are counted under source `*`.
 #[derive(Default)]
 struct FailedLogins {
-    pending: std::sync::Mutex<HashMap<(String, &'static str, String, &'static str), (u64, Micros)>>,
+    pending: std::sync::Mutex<HashMap<FailureKey, (u64, Micros)>>,
 }
+
+/// (source IP, reason, key id or "", dialect) → (count, first seen).
+type FailureKey = (String, &'static str, String, &'static str);
 
 const MAX_FAILED_KINDS: usize = 10_000;
 
