@@ -251,6 +251,16 @@ async fn token_listing_filters_and_pages(s: Arc<dyn Store>) {
     assert_eq!(s.list_tokens(&memo("100%_d"), None, 100).await.unwrap().len(), 7);
     assert_eq!(s.list_tokens(&memo("1%0"), None, 100).await.unwrap().len(), 0);
     assert_eq!(s.list_tokens(&memo("memo 1 100%_done!"), None, 100).await.unwrap().len(), 0);
+    // Beyond ASCII too, the same on both engines.
+    let t = token("dns", "Serveur de l'ÉCOLE Ünïcode", DEFAULT_FLOCK, 999);
+    s.insert_token(&t, &audit("token_create")).await.unwrap();
+    assert_eq!(s.list_tokens(&memo("école ünï"), None, 100).await.unwrap().len(), 1);
+    s.update_token(&t.id, &TokenChange { memo: Some("ÀÉÎ moved".into()), ..Default::default() }, &audit("u"))
+        .await
+        .unwrap();
+    assert_eq!(s.list_tokens(&memo("àéî"), None, 100).await.unwrap().len(), 1);
+    assert_eq!(s.list_tokens(&memo("école"), None, 100).await.unwrap().len(), 0);
+    s.delete_token(&t.id, true, &audit("d")).await.unwrap();
 
     s.update_token(&all[0].id, &TokenChange { enabled: Some(false), ..Default::default() }, &audit("token_disable"))
         .await

@@ -30,6 +30,8 @@ use crate::model::*;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// Time a client has to send the whole request body.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Largest single parameter value accepted (memos have their own, smaller limit).
 const MAX_PARAM: usize = 64 * 1024;
 
@@ -117,13 +119,25 @@ impl Req {
         if declared.is_some_and(|n| n > MAX_BODY as u64) {
             return Err(too_large());
         }
-        let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
-            if is_length_limit(&e) {
-                too_large()
-            } else {
-                error(StatusCode::BAD_REQUEST, BAD_PARAMS, Some("the request body could not be read".into()))
+        // The body is read before the caller is known: it gets a deadline as well as a size.
+        let bytes = match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, MAX_BODY)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) if is_length_limit(&e) => return Err(too_large()),
+            Ok(Err(_)) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    BAD_PARAMS,
+                    Some("the request body could not be read".into()),
+                ))
             }
-        })?;
+            Err(_) => {
+                return Err(error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    BAD_PARAMS,
+                    Some(format!("the request body did not arrive within {} s", BODY_DEADLINE.as_secs())),
+                ))
+            }
+        };
         if !bytes.is_empty() {
             let ctype = content_type(&parts.headers);
             match ctype.as_str() {

@@ -5,12 +5,16 @@
 //! runner takes an advisory lock there so exactly one applies each step. Each step runs in its
 //! own transaction together with the row that records it.
 //!
+//! Step 2 adds `tokens.memo_folded`, the memo case-folded by Trapline itself (see
+//! `store::sql::fold`) for case-insensitive search that behaves the same on both engines.
+//!
 //! Conventions both schemas follow so one SQL text works on both: integers are BIGINT (SQLite
 //! INTEGER), booleans are BIGINT 0/1, times are BIGINT microseconds since the epoch (UTC), JSON
 //! is TEXT.
 
 /// Steps for SQLite. Never edit a released step; append a new one.
-pub const SQLITE: &[&str] = &[r#"
+pub const SQLITE: &[&str] = &[
+    r#"
 CREATE TABLE flocks (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -77,10 +81,16 @@ CREATE TABLE audit_log (
     src_ip TEXT NOT NULL,
     dialect TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE tokens ADD COLUMN memo_folded TEXT NOT NULL DEFAULT '';
+UPDATE tokens SET memo_folded = LOWER(memo);
+"#,
+];
 
 /// Steps for PostgreSQL, one for one with [`SQLITE`].
-pub const POSTGRES: &[&str] = &[r#"
+pub const POSTGRES: &[&str] = &[
+    r#"
 CREATE TABLE flocks (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -147,7 +157,12 @@ CREATE TABLE audit_log (
     src_ip TEXT NOT NULL,
     dialect TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE tokens ADD COLUMN memo_folded TEXT NOT NULL DEFAULT '';
+UPDATE tokens SET memo_folded = LOWER(memo);
+"#,
+];
 
 #[cfg(test)]
 mod tests {

@@ -61,6 +61,12 @@ const HIT_COLS: &str = "id, incident_id, token_id, time_us, channel, src_ip, src
 const KEY_COLS: &str = "key_id, secret_hash, role, flock_id, active, expire_us, description, \
      created_us, last_used_us";
 
+/// Case-folded text for case-insensitive search. Folding happens here, in Rust, because the
+/// engines disagree: SQLite's LOWER() folds ASCII only, PostgreSQL's all of Unicode.
+fn fold(s: &str) -> String {
+    s.to_lowercase()
+}
+
 fn b(v: bool) -> i64 {
     v as i64
 }
@@ -514,8 +520,8 @@ impl Store for SqlStore {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO tokens (id, kind, memo, flock_id, enabled, created_us, updated_id, params, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO tokens (id, kind, memo, memo_folded, flock_id, enabled, created_us, updated_id, params, created_by) \
+             VALUES ($1, $2, $3, $10, $4, $5, $6, $7, $8, $9)",
         )
         .bind(t.id.as_str())
         .bind(t.kind.as_str())
@@ -526,6 +532,7 @@ impl Store for SqlStore {
         .bind(t.updated_id)
         .bind(t.params.to_string())
         .bind(t.created_by.as_str())
+        .bind(fold(&t.memo))
         .execute(&mut *tx)
         .await?;
         insert_audit(&mut tx, audit).await?;
@@ -557,8 +564,8 @@ impl Store for SqlStore {
         }
         if let Some(m) = &f.memo_contains {
             // Escape LIKE wildcards so the user's text matches literally.
-            let pat = m.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-            conds.push(format!("LOWER(t.memo) LIKE {} ESCAPE '\\'", args.push(Arg::S(format!("%{pat}%")))));
+            let pat = fold(m).replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            conds.push(format!("t.memo_folded LIKE {} ESCAPE '\\'", args.push(Arg::S(format!("%{pat}%")))));
         }
         if let Some(e) = f.enabled {
             conds.push(format!("t.enabled = {}", args.push(Arg::I(b(e)))));
@@ -583,6 +590,7 @@ impl Store for SqlStore {
         let mut sets = vec!["updated_id = updated_id + 1".to_string()];
         if let Some(m) = &change.memo {
             sets.push(format!("memo = {}", args.push(Arg::S(m.clone()))));
+            sets.push(format!("memo_folded = {}", args.push(Arg::S(fold(m)))));
         }
         if let Some(e) = change.enabled {
             sets.push(format!("enabled = {}", args.push(Arg::I(b(e)))));
