@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::auth::{self, Actor, Permission};
 use crate::error::{CoreError, CoreResult};
 use crate::ids;
-use crate::kinds::{self, Artefact, Params, Site};
+use crate::kinds::{self, Artefact, Params, Site, Uploads};
 use crate::model::*;
 use crate::store::{FlockDeletion, Store};
 
@@ -86,6 +86,8 @@ pub struct NewToken {
     pub flock_id: Option<String>,
     /// Kind-specific parameters, as sent.
     pub params: Params,
+    /// Files sent with the request (multipart), by field name.
+    pub uploads: Uploads,
 }
 
 /// A page of tokens and where the next one starts (None = no more).
@@ -289,7 +291,7 @@ impl Core {
         if !actor.sees_flock(&flock_id) || self.store.get_flock(&flock_id).await?.is_none() {
             return Err(CoreError::FlockNotFound);
         }
-        let params = (kind.create)(&req.params)?;
+        let created = (kind.create)(&req.params, &req.uploads)?;
         let token = Token {
             id: ids::token_id(),
             kind: kind.name.to_string(),
@@ -298,13 +300,13 @@ impl Core {
             enabled: true,
             created_us: now_us(),
             updated_id: 1,
-            params,
+            params: created.params,
             created_by: actor.id.clone(),
             triggered_count: 0,
         };
         let audit =
             self.audit(actor, "token_create", &token.id, format!("created {} token in {}", token.kind, token.flock_id));
-        if !self.store.insert_token(&token, &audit).await? {
+        if !self.store.insert_token(&token, &created.files, &audit).await? {
             return Err(CoreError::FlockNotFound); // deleted a moment ago
         }
         Ok(token)
@@ -400,6 +402,20 @@ impl Core {
         let memo = validate_memo(memo)?;
         let change = TokenChange { memo: Some(memo), ..Default::default() };
         self.change_token(actor, id, change, "token_update", "changed memo".into()).await
+    }
+
+    /// Points a redirect token somewhere else.
+    pub async fn set_redirect_url(&self, actor: &Actor, id: &str, url: &str) -> CoreResult<Token> {
+        self.require(actor, Permission::WriteTokens).await?;
+        let token = self.visible_token(actor, id).await?;
+        if token.params.get(kinds::redirect::PARAM).is_none() {
+            return Err(CoreError::invalid("canarytoken", "is not a redirect token"));
+        }
+        let url = kinds::redirect::validate_url(url)?;
+        let mut params = token.params.clone();
+        params[kinds::redirect::PARAM] = url.clone().into();
+        let change = TokenChange { params: Some(params), ..Default::default() };
+        self.change_token(actor, &token.id, change, "token_update", format!("redirect to {url}")).await
     }
 
     pub async fn set_enabled(&self, actor: &Actor, id: &str, enabled: bool) -> CoreResult<Token> {

@@ -33,6 +33,9 @@ pub enum CoreError {
     FlockNotEmpty,
     #[error("this kind has no file to download")]
     NoFile,
+    /// An upload is larger than its kind accepts.
+    #[error("{name} is larger than {limit} bytes")]
+    TooLarge { name: &'static str, limit: usize },
     #[error("storage error: {0}")]
     Storage(#[from] anyhow::Error),
 }

@@ -110,11 +110,41 @@ pub struct NewHit {
 /// What recording a hit did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HitOutcome {
-    /// Stored, as part of this incident. The token is returned so the listener can shape its
+    /// Stored. `incident_id` is None when the token's kind judged the hit not worth an alert
+    /// (it is kept, marked ignored). The token is returned so the listener can shape its
     /// answer; its `triggered_count` is not filled in (0) on this path.
-    Recorded { hit_id: i64, incident_id: i64, token: Token },
+    Recorded { hit_id: i64, incident_id: Option<i64>, token: Token },
+    /// The token exists and is enabled, but its kind judged the request no hit at all (for
+    /// example a cloned-css token loaded by the expected site): nothing stored.
+    Dropped { token: Token },
     /// No such token, or it is disabled: nothing stored.
-    Ignored,
+    Unknown,
+}
+
+/// A kind's verdict on a would-be hit, made inside the recording transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Judgement {
+    /// An alert: store the hit with `extra` merged into its data, as a new incident — unless
+    /// a hit of the same token with the same `dedupe_key` exists, then it is stored ignored.
+    Alert { extra: serde_json::Map<String, Value>, dedupe_key: Option<String> },
+    /// Store the hit, but raise no incident (e.g. an encoding kind's lookup without data).
+    Ignore { reason: String },
+    /// Store nothing.
+    Drop,
+}
+
+impl Judgement {
+    pub fn alert() -> Judgement {
+        Judgement::Alert { extra: serde_json::Map::new(), dedupe_key: None }
+    }
+}
+
+/// A file that belongs to a token (an uploaded image, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenFile {
+    pub name: String,
+    pub content_type: String,
+    pub data: Vec<u8>,
 }
 
 /// One stored hit (an incident's event).

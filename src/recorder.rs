@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::{HitOutcome, NewHit};
-use crate::store::Store;
+use crate::store::{Judge, Store};
 
 /// Most hits committed in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -41,11 +41,12 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts the writer task. It ends once every `Recorder` clone is dropped and the queue
-    /// is drained.
-    pub fn start(store: Arc<dyn Store>) -> (Recorder, tokio::task::JoinHandle<()>) {
+    /// Starts the writer task; `judge` (the kinds' verdicts, [`crate::kinds::judge`] in the
+    /// server) decides per hit what is stored. The task ends once every `Recorder` clone is
+    /// dropped and the queue is drained.
+    pub fn start(store: Arc<dyn Store>, judge: Arc<Judge>) -> (Recorder, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let handle = tokio::spawn(writer(store, rx));
+        let handle = tokio::spawn(writer(store, judge, rx));
         (Recorder { tx }, handle)
     }
 
@@ -60,11 +61,11 @@ impl Recorder {
     }
 }
 
-async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Pending>) {
+async fn writer(store: Arc<dyn Store>, judge: Arc<Judge>, mut rx: mpsc::Receiver<Pending>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (hits, waiters): (Vec<NewHit>, Vec<_>) = batch.drain(..).map(|p| (p.hit, p.done)).unzip();
-        match store.record_hits(&hits).await {
+        match store.record_hits(&hits, &*judge).await {
             Ok(outcomes) => {
                 for (done, o) in waiters.into_iter().zip(outcomes) {
                     let _ = done.send(Ok(o));
@@ -74,7 +75,7 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Pending>) {
                 // One bad hit must not sink the others: commit them one by one.
                 tracing::warn!(error = %e, hits = hits.len(), "batch failed; recording its hits one at a time");
                 for (hit, done) in hits.into_iter().zip(waiters) {
-                    let result = store.record_hits(std::slice::from_ref(&hit)).await;
+                    let result = store.record_hits(std::slice::from_ref(&hit), &*judge).await;
                     let _ = done.send(match result {
                         Ok(mut o) if o.len() == 1 => Ok(o.remove(0)),
                         Ok(_) => Err(RecordError::Storage("store returned no outcome".into())),

@@ -116,15 +116,20 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let site = site(&settings, http_addr);
     let core = Arc::new(Core::new(store.clone(), site.clone()));
     let first_key = core.bootstrap_admin().await?;
-    let (recorder, writer) = Recorder::start(store.clone());
+    let (recorder, writer) = Recorder::start(store.clone(), Arc::new(crate::kinds::judge));
     let dns_server =
         Arc::new(dns::DnsServer::new(&site.domain, &site.nx_domain, settings.public_ip, recorder.clone())?);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api_task =
         tokio::spawn(http_serve::serve(api, console::router(core.clone()), API_LIMITS, stop_rx.clone(), GRACE));
-    let http_task =
-        tokio::spawn(http_serve::serve(http_listener, http::router(recorder.clone()), TRIGGER_LIMITS, stop_rx, GRACE));
+    let http_task = tokio::spawn(http_serve::serve(
+        http_listener,
+        http::router(recorder.clone(), store.clone()),
+        TRIGGER_LIMITS,
+        stop_rx,
+        GRACE,
+    ));
     let udp_task = tokio::spawn(dns::serve_udp(dns_server.clone(), udp));
     let tcp_task = tokio::spawn(dns::serve_tcp(dns_server.clone(), tcp));
 

@@ -46,14 +46,17 @@ async fn every_management_action_is_audited_once() {
     core.rename_flock(&admin, &f.id, "Ops 2").await.unwrap();
     core.delete_flock(&admin, &f.id).await.unwrap();
     store
-        .record_hits(&[NewHit {
-            token_id: t.id.clone(),
-            time_us: now_us(),
-            channel: Channel::Http,
-            src_ip: "198.51.100.9".into(),
-            src_port: 1,
-            data: serde_json::json!({}),
-        }])
+        .record_hits(
+            &[NewHit {
+                token_id: t.id.clone(),
+                time_us: now_us(),
+                channel: Channel::Http,
+                src_ip: "198.51.100.9".into(),
+                src_port: 1,
+                data: serde_json::json!({}),
+            }],
+            &|_: &Token, _: &NewHit| Judgement::alert(),
+        )
         .await
         .unwrap();
     let inc = core.list_incidents(&admin, IncidentFilter::default()).await.unwrap()[0].id;

@@ -76,8 +76,16 @@ conformance!(
     concurrent_batches_all_commit,
     first_key_only_once,
     token_insert_needs_its_flock,
+    judgements_ignore_drop_and_dedupe,
+    token_files_round_trip,
+    reports_attach_once_with_the_right_nonce,
     audit_log_newest_first,
 );
+
+/// The judge of the plain kinds: every use is an alert.
+fn alert_all(_: &Token, _: &NewHit) -> Judgement {
+    Judgement::alert()
+}
 
 fn audit(action: &str) -> AuditEntry {
     AuditEntry {
@@ -170,11 +178,11 @@ async fn flocks_lifecycle(s: Arc<dyn Store>) {
     assert_eq!(s.get_flock("flock:abc").await.unwrap().unwrap().name, "Durban");
 
     let t = token("dns", "m", "flock:abc", 1);
-    s.insert_token(&t, &audit("token_create")).await.unwrap();
+    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
     assert_eq!(s.delete_flock("flock:abc", &audit("flock_delete")).await.unwrap(), FlockDeletion::NotEmpty);
     assert_eq!(s.delete_flock("flock:nope", &audit("flock_delete")).await.unwrap(), FlockDeletion::NotFound);
 
-    s.record_hits(&[hit(&t.id, "10.0.0.1", 5)]).await.unwrap();
+    s.record_hits(&[hit(&t.id, "10.0.0.1", 5)], &alert_all).await.unwrap();
     let sum = s.flock_summary("flock:abc").await.unwrap();
     assert_eq!(
         sum,
@@ -188,7 +196,7 @@ async fn flocks_lifecycle(s: Arc<dyn Store>) {
 
 async fn tokens_round_trip_and_update(s: Arc<dyn Store>) {
     let t = token("http", "under the desk", DEFAULT_FLOCK, 1_000);
-    s.insert_token(&t, &audit("token_create")).await.unwrap();
+    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
     assert_eq!(s.get_token(&t.id).await.unwrap(), Some(t.clone()));
     assert_eq!(s.get_token("nosuchtoken0000000000000a").await.unwrap(), None);
 
@@ -215,7 +223,7 @@ async fn token_listing_filters_and_pages(s: Arc<dyn Store>) {
         let flock = if i < 5 { DEFAULT_FLOCK } else { "flock:two" };
         // Two tokens share a creation time to exercise the (created, id) tie-break.
         let t = token(kind, &format!("Memo {i} 100%_done"), flock, 100 + (i / 2) as i64);
-        s.insert_token(&t, &audit("token_create")).await.unwrap();
+        s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
         all.push(t);
     }
     all.sort_by(|a, b| (a.created_us, &a.id).cmp(&(b.created_us, &b.id)));
@@ -253,7 +261,7 @@ async fn token_listing_filters_and_pages(s: Arc<dyn Store>) {
     assert_eq!(s.list_tokens(&memo("memo 1 100%_done!"), None, 100).await.unwrap().len(), 0);
     // Beyond ASCII too, the same on both engines.
     let t = token("dns", "Serveur de l'ÉCOLE Ünïcode", DEFAULT_FLOCK, 999);
-    s.insert_token(&t, &audit("token_create")).await.unwrap();
+    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
     assert_eq!(s.list_tokens(&memo("école ünï"), None, 100).await.unwrap().len(), 1);
     s.update_token(&t.id, &TokenChange { memo: Some("ÀÉÎ moved".into()), ..Default::default() }, &audit("u"))
         .await
@@ -273,22 +281,25 @@ async fn hits_record_only_for_enabled_tokens(s: Arc<dyn Store>) {
     let live = token("http", "live", DEFAULT_FLOCK, 1);
     let mut off = token("http", "off", DEFAULT_FLOCK, 2);
     off.enabled = false;
-    s.insert_token(&live, &audit("token_create")).await.unwrap();
-    s.insert_token(&off, &audit("token_create")).await.unwrap();
+    s.insert_token(&live, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&off, &[], &audit("token_create")).await.unwrap();
 
     let out = s
-        .record_hits(&[
-            hit(&live.id, "192.0.2.1", 10),
-            hit(&off.id, "192.0.2.2", 11),
-            hit("nosuchtoken0000000000000a", "192.0.2.3", 12),
-            hit(&live.id, "192.0.2.4", 13),
-        ])
+        .record_hits(
+            &[
+                hit(&live.id, "192.0.2.1", 10),
+                hit(&off.id, "192.0.2.2", 11),
+                hit("nosuchtoken0000000000000a", "192.0.2.3", 12),
+                hit(&live.id, "192.0.2.4", 13),
+            ],
+            &alert_all,
+        )
         .await
         .unwrap();
     assert_eq!(out.len(), 4);
     assert!(matches!(&out[0], HitOutcome::Recorded { token, .. } if token.id == live.id && token.kind == "http"));
-    assert_eq!(out[1], HitOutcome::Ignored);
-    assert_eq!(out[2], HitOutcome::Ignored);
+    assert_eq!(out[1], HitOutcome::Unknown);
+    assert_eq!(out[2], HitOutcome::Unknown);
     let (
         HitOutcome::Recorded { incident_id: a, hit_id: ha, .. },
         HitOutcome::Recorded { incident_id: b, hit_id: hb, .. },
@@ -323,13 +334,12 @@ async fn hits_record_only_for_enabled_tokens(s: Arc<dyn Store>) {
 async fn incidents_filter_acknowledge_delete(s: Arc<dyn Store>) {
     let t1 = token("dns", "one", DEFAULT_FLOCK, 1);
     let t2 = token("dns", "two", DEFAULT_FLOCK, 2);
-    s.insert_token(&t1, &audit("token_create")).await.unwrap();
-    s.insert_token(&t2, &audit("token_create")).await.unwrap();
-    s.record_hits(&[
-        hit(&t1.id, "198.51.100.1", 1_000),
-        hit(&t1.id, "198.51.100.2", 2_000),
-        hit(&t2.id, "198.51.100.1", 3_000),
-    ])
+    s.insert_token(&t1, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&t2, &[], &audit("token_create")).await.unwrap();
+    s.record_hits(
+        &[hit(&t1.id, "198.51.100.1", 1_000), hit(&t1.id, "198.51.100.2", 2_000), hit(&t2.id, "198.51.100.1", 3_000)],
+        &alert_all,
+    )
     .await
     .unwrap();
     let f = |mut f: IncidentFilter| {
@@ -402,9 +412,9 @@ async fn incidents_filter_acknowledge_delete(s: Arc<dyn Store>) {
 async fn token_delete_keeps_or_clears_incidents(s: Arc<dyn Store>) {
     let keep = token("http", "keep", DEFAULT_FLOCK, 1);
     let clear = token("http", "clear", DEFAULT_FLOCK, 2);
-    s.insert_token(&keep, &audit("token_create")).await.unwrap();
-    s.insert_token(&clear, &audit("token_create")).await.unwrap();
-    s.record_hits(&[hit(&keep.id, "203.0.113.1", 1), hit(&clear.id, "203.0.113.2", 2)]).await.unwrap();
+    s.insert_token(&keep, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&clear, &[], &audit("token_create")).await.unwrap();
+    s.record_hits(&[hit(&keep.id, "203.0.113.1", 1), hit(&clear.id, "203.0.113.2", 2)], &alert_all).await.unwrap();
     assert!(s.delete_token(&keep.id, false, &audit("token_delete")).await.unwrap());
     assert!(s.delete_token(&clear.id, true, &audit("token_delete")).await.unwrap());
     assert!(!s.delete_token(&clear.id, true, &audit("token_delete")).await.unwrap());
@@ -412,12 +422,12 @@ async fn token_delete_keeps_or_clears_incidents(s: Arc<dyn Store>) {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].memo, "keep", "incidents keep the memo of their token");
     // A deleted token records nothing more.
-    assert_eq!(s.record_hits(&[hit(&keep.id, "203.0.113.1", 3)]).await.unwrap(), vec![HitOutcome::Ignored]);
+    assert_eq!(s.record_hits(&[hit(&keep.id, "203.0.113.1", 3)], &alert_all).await.unwrap(), vec![HitOutcome::Unknown]);
 }
 
 async fn concurrent_batches_all_commit(s: Arc<dyn Store>) {
     let t = token("dns", "busy", DEFAULT_FLOCK, 1);
-    s.insert_token(&t, &audit("token_create")).await.unwrap();
+    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
     let mut tasks = Vec::new();
     for w in 0..8 {
         let (s1, id) = (s.clone(), t.id.clone());
@@ -426,7 +436,7 @@ async fn concurrent_batches_all_commit(s: Arc<dyn Store>) {
             for b in 0..5 {
                 let batch: Vec<NewHit> =
                     (0..10).map(|i| hit(&id, "127.0.0.1", (w * 1000 + b * 10 + i) as i64)).collect();
-                let out = s.record_hits(&batch).await.unwrap();
+                let out = s.record_hits(&batch, &alert_all).await.unwrap();
                 assert!(out.iter().all(|o| matches!(o, HitOutcome::Recorded { .. })));
             }
         }));
@@ -485,7 +495,7 @@ async fn first_key_only_once(s: Arc<dyn Store>) {
 
 async fn token_insert_needs_its_flock(s: Arc<dyn Store>) {
     let t = token("dns", "orphan?", "flock:gone", 1);
-    assert!(!s.insert_token(&t, &audit("token_create")).await.unwrap());
+    assert!(!s.insert_token(&t, &[], &audit("token_create")).await.unwrap());
     assert_eq!(s.get_token(&t.id).await.unwrap(), None);
     assert!(s.list_audit(10).await.unwrap().is_empty());
     // Racing a flock delete against token inserts never leaves a token without its flock.
@@ -497,7 +507,7 @@ async fn token_insert_needs_its_flock(s: Arc<dyn Store>) {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
             let t = token("dns", &format!("race {i}"), "flock:race", i);
-            s.insert_token(&t, &audit("token_create")).await.unwrap()
+            s.insert_token(&t, &[], &audit("token_create")).await.unwrap()
         }));
     }
     let s2 = s.clone();
@@ -517,4 +527,66 @@ async fn token_insert_needs_its_flock(s: Arc<dyn Store>) {
         FlockDeletion::NotEmpty => assert!(s.get_flock("flock:race").await.unwrap().is_some()),
         FlockDeletion::NotFound => panic!("the flock existed"),
     }
+}
+
+async fn judgements_ignore_drop_and_dedupe(s: Arc<dyn Store>) {
+    let t = token("sensitive-cmd", "judged", DEFAULT_FLOCK, 1);
+    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+    // A judge keyed on the hit's "v": ignore, drop, or alert with a dedupe key and extra data.
+    let judge = |_: &Token, h: &NewHit| match h.data["v"].as_str().unwrap_or("") {
+        "ignore" => Judgement::Ignore { reason: "no data".into() },
+        "drop" => Judgement::Drop,
+        key => {
+            let mut extra = serde_json::Map::new();
+            extra.insert("decoded".into(), json!(key.to_uppercase()));
+            Judgement::Alert { extra, dedupe_key: Some(key.to_string()) }
+        }
+    };
+    let h = |v: &str| NewHit { data: json!({ "v": v }), ..hit(&t.id, "192.0.2.9", 1) };
+    let out = s.record_hits(&[h("ignore"), h("drop"), h("inv1"), h("inv1"), h("inv2")], &judge).await.unwrap();
+    assert!(matches!(&out[0], HitOutcome::Recorded { incident_id: None, .. }), "{:?}", out[0]);
+    assert!(matches!(&out[1], HitOutcome::Dropped { token } if token.id == t.id));
+    assert!(matches!(&out[2], HitOutcome::Recorded { incident_id: Some(_), .. }));
+    assert!(matches!(&out[3], HitOutcome::Recorded { incident_id: None, .. }), "a repeat of inv1 is not a new alert");
+    assert!(matches!(&out[4], HitOutcome::Recorded { incident_id: Some(_), .. }));
+    // Dedupe holds across batches too.
+    let again = s.record_hits(&[h("inv2")], &judge).await.unwrap();
+    assert!(matches!(&again[0], HitOutcome::Recorded { incident_id: None, .. }));
+
+    let incidents =
+        s.list_incidents(&IncidentFilter { token_id: Some(t.id.clone()), ..Default::default() }).await.unwrap();
+    assert_eq!(incidents.len(), 2, "only inv1 and inv2 raised incidents");
+    let mut decoded: Vec<String> =
+        incidents.iter().map(|i| i.events[0].data["decoded"].as_str().unwrap().to_string()).collect();
+    decoded.sort();
+    assert_eq!(decoded, ["INV1", "INV2"]);
+    assert_eq!(s.get_token(&t.id).await.unwrap().unwrap().triggered_count, 2, "ignored hits do not count");
+}
+
+async fn token_files_round_trip(s: Arc<dyn Store>) {
+    let t = token("web-image", "with a file", DEFAULT_FLOCK, 1);
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let f = TokenFile { name: "web_image".into(), content_type: "image/png".into(), data: bytes };
+    assert!(s.insert_token(&t, std::slice::from_ref(&f), &audit("token_create")).await.unwrap());
+    assert_eq!(s.get_token_file(&t.id, "web_image").await.unwrap(), Some(f));
+    assert_eq!(s.get_token_file(&t.id, "other").await.unwrap(), None);
+    s.delete_token(&t.id, false, &audit("token_delete")).await.unwrap();
+    assert_eq!(s.get_token_file(&t.id, "web_image").await.unwrap(), None, "files go with their token");
+}
+
+async fn reports_attach_once_with_the_right_nonce(s: Arc<dyn Store>) {
+    let t = token("http", "scanned", DEFAULT_FLOCK, 1);
+    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+    let h = NewHit { data: json!({ "method": "GET", "_report_nonce": "n0nce" }), ..hit(&t.id, "192.0.2.1", 1) };
+    let HitOutcome::Recorded { hit_id, .. } = s.record_hits(&[h], &alert_all).await.unwrap().remove(0) else {
+        panic!("not recorded")
+    };
+    let report = json!({ "language": "en-GB" });
+    assert!(!s.attach_hit_data(hit_id, &t.id, "wrong", "browser", report.clone()).await.unwrap());
+    assert!(!s.attach_hit_data(hit_id, "othertoken000000000000000", "n0nce", "browser", report.clone()).await.unwrap());
+    assert!(s.attach_hit_data(hit_id, &t.id, "n0nce", "browser", report.clone()).await.unwrap());
+    assert!(!s.attach_hit_data(hit_id, &t.id, "n0nce", "browser", json!({"x": 1})).await.unwrap(), "only once");
+    let inc = s.list_incidents(&IncidentFilter { token_id: Some(t.id.clone()), ..Default::default() }).await.unwrap();
+    assert_eq!(inc.len(), 1, "a report is no second incident");
+    assert_eq!(inc[0].events[0].data["browser"], report);
 }

@@ -25,11 +25,15 @@ use serde_json::{json, Map, Value};
 use crate::auth::Actor;
 use crate::core::{Core, NewToken};
 use crate::error::{CoreError, CoreResult};
-use crate::kinds::{self, Params};
+use crate::kinds::{self, Params, Upload, Uploads};
 use crate::model::*;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// Largest multipart body (uploads); each kind limits its own files further.
+pub const MAX_UPLOAD_BODY: usize = 3 * 1024 * 1024;
+/// Most parts in one multipart body.
+const MAX_PARTS: usize = 32;
 /// Time a client has to send the whole request body.
 const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Largest single parameter value accepted (memos have their own, smaller limit).
@@ -48,6 +52,8 @@ async fn unknown_path(req: Request) -> Response {
 /// A parsed request: merged parameters and the caller's address.
 struct Req {
     params: BTreeMap<String, String>,
+    /// Files of a multipart body, by field name.
+    uploads: Uploads,
     header_secret: Option<String>,
     src_ip: String,
 }
@@ -82,6 +88,11 @@ fn core_error(e: CoreError) -> Response {
         InvalidParam { name: SRC_AND_NODE, .. } => {
             error(StatusCode::BAD_REQUEST, "Cannot use src_host and node_id together", None)
         }
+        InvalidParam { name: "cloned_web", reason } if reason == kinds::cloned_web::TOO_FEW_LABELS => error(
+            StatusCode::BAD_REQUEST,
+            "Could not process the parameters. cloned_web is invalid, not enough domain labels",
+            None,
+        ),
         InvalidParam { name: "older_than", .. } => {
             error(StatusCode::BAD_REQUEST, "Parameter older_than was invalid.", None)
         }
@@ -94,6 +105,9 @@ fn core_error(e: CoreError) -> Response {
         DefaultFlock => error(StatusCode::BAD_REQUEST, "Cannot delete default flock", None),
         FlockNotEmpty => error(StatusCode::BAD_REQUEST, "Cannot delete a non-empty flock", None),
         NoFile => error(StatusCode::BAD_REQUEST, "File generation not supported.", None),
+        TooLarge { name, limit } => {
+            error(StatusCode::PAYLOAD_TOO_LARGE, BAD_PARAMS, Some(format!("{name} is larger than {limit} bytes")))
+        }
         Storage(e) => {
             tracing::error!(error = %e, "storage failure in console API");
             error(StatusCode::SERVICE_UNAVAILABLE, "Storage is unavailable, try again", None)
@@ -108,19 +122,17 @@ impl Req {
         if let Some(q) = parts.uri.query() {
             params.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
         }
+        let ctype = content_type(&parts.headers);
+        let limit = if ctype == "multipart/form-data" { MAX_UPLOAD_BODY } else { MAX_BODY };
         let too_large = || {
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                BAD_PARAMS,
-                Some(format!("request body is larger than {MAX_BODY} bytes")),
-            )
+            error(StatusCode::PAYLOAD_TOO_LARGE, BAD_PARAMS, Some(format!("request body is larger than {limit} bytes")))
         };
         let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large());
         }
         // The body is read before the caller is known: it gets a deadline as well as a size.
-        let bytes = match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, MAX_BODY)).await {
+        let bytes = match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, limit)).await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) if is_length_limit(&e) => return Err(too_large()),
             Ok(Err(_)) => {
@@ -138,18 +150,19 @@ impl Req {
                 ))
             }
         };
+        let mut uploads = Uploads::new();
         if !bytes.is_empty() {
-            let ctype = content_type(&parts.headers);
             match ctype.as_str() {
                 "" | "application/x-www-form-urlencoded" => {
                     params.extend(form_urlencoded::parse(&bytes).into_owned());
                 }
                 "application/json" => params.extend(json_params(&bytes)?),
+                "multipart/form-data" => read_multipart(&parts.headers, bytes, &mut params, &mut uploads).await?,
                 other => {
                     return Err(error(
                         StatusCode::UNSUPPORTED_MEDIA_TYPE,
                         BAD_PARAMS,
-                        Some(format!("content type {other:?} is not accepted here; send a form or JSON")),
+                        Some(format!("content type {other:?} is not accepted here; send a form, multipart or JSON")),
                     ))
                 }
             }
@@ -167,7 +180,7 @@ impl Req {
             return Err(error(StatusCode::BAD_REQUEST, BAD_PARAMS, Some(format!("{shown} contains a NUL character"))));
         }
         let header_secret = parts.headers.get("x-canary-auth-token").and_then(|v| v.to_str().ok()).map(str::to_string);
-        Ok(Req { params, header_secret, src_ip: peer.ip().to_canonical().to_string() })
+        Ok(Req { params, uploads, header_secret, src_ip: peer.ip().to_canonical().to_string() })
     }
 
     fn secret(&self) -> Option<&str> {
@@ -195,6 +208,45 @@ impl Req {
         self.opt(name)
             .map(|v| v.parse::<i64>().map_err(|_| CoreError::invalid(name, format!("must be an integer, not {v:?}"))))
             .transpose()
+    }
+}
+
+/// Splits a multipart body into text parameters and files (parts with a file name).
+async fn read_multipart(
+    headers: &HeaderMap,
+    body: axum::body::Bytes,
+    params: &mut BTreeMap<String, String>,
+    uploads: &mut Uploads,
+) -> Result<(), Response> {
+    let bad = |d: String| error(StatusCode::BAD_REQUEST, BAD_PARAMS, Some(d));
+    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let boundary = multer::parse_boundary(ctype).map_err(|e| bad(format!("multipart body: {e}")))?;
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
+    let mut parts = multer::Multipart::new(stream, boundary);
+    let mut count = 0;
+    loop {
+        let field = match parts.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(bad(format!("multipart body: {e}"))),
+        };
+        count += 1;
+        if count > MAX_PARTS {
+            return Err(bad(format!("more than {MAX_PARTS} parts")));
+        }
+        let name = field.name().unwrap_or("").to_string();
+        let filename = field.file_name().map(str::to_string);
+        let content_type = field.content_type().map(|m| m.essence_str().to_string()).unwrap_or_default();
+        let data = field.bytes().await.map_err(|e| bad(format!("multipart part {name:?}: {e}")))?;
+        match filename {
+            Some(filename) => {
+                uploads.insert(name, Upload { filename, content_type, bytes: data.to_vec() });
+            }
+            None => {
+                let text = String::from_utf8(data.to_vec()).map_err(|_| bad(format!("{name} is not UTF-8 text")))?;
+                params.insert(name, text);
+            }
+        }
     }
 }
 
@@ -255,6 +307,7 @@ fn methods(endpoint: &str) -> Option<&'static [Method]> {
         | "incident/fetch" => READ,
         "canarytoken/create"
         | "canarytoken/update"
+        | "canarytoken/update/redirect_url"
         | "canarytoken/enable"
         | "canarytoken/disable"
         | "flock/create"
@@ -347,6 +400,7 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
                         memo: req.get("memo").unwrap_or("").to_string(),
                         flock_id: req.opt("flock_id").map(str::to_string),
                         params,
+                        uploads: req.uploads.clone(),
                     },
                 )
                 .await?;
@@ -371,6 +425,10 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
         }
         "canarytoken/update" => {
             let t = core.update_memo(actor, req.required("canarytoken")?, req.get("memo").unwrap_or("")).await?;
+            json!({ "token": token_json(site, &t) })
+        }
+        "canarytoken/update/redirect_url" => {
+            let t = core.set_redirect_url(actor, req.required("canarytoken")?, req.required("redirect_url")?).await?;
             json!({ "token": token_json(site, &t) })
         }
         "canarytoken/enable" | "canarytoken/disable" => {
@@ -589,7 +647,8 @@ fn event_json(i: &Incident, h: &Hit) -> Value {
     m.insert("timestamp".into(), json!(h.time_us.div_euclid(1_000_000)));
     m.insert("timestamp_std".into(), json!(std_time(h.time_us)));
     if let Value::Object(data) = &h.data {
-        for (k, v) in data {
+        // `_`-prefixed fields are the listeners' own bookkeeping (the scanner nonce).
+        for (k, v) in data.iter().filter(|(k, _)| !k.starts_with('_')) {
             m.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
@@ -665,6 +724,7 @@ mod tests {
             "canarytokens/paginate",
             "canarytokens/search",
             "canarytoken/update",
+            "canarytoken/update/redirect_url",
             "canarytoken/enable",
             "canarytoken/disable",
             "canarytoken/delete",

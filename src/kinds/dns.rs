@@ -8,7 +8,7 @@
 use data_encoding::BASE32;
 use serde_json::{json, Map, Value};
 
-use super::{DnsData, DnsEncoding, Kind, Params, Site};
+use super::{always_alert, gif_answer, Created, DnsData, DnsEncoding, Kind, Params, Site, Uploads};
 use crate::error::CoreResult;
 use crate::model::{Channel, Token};
 
@@ -20,10 +20,12 @@ pub static KIND: Kind = Kind {
     describe,
     artefact: None,
     dns_encoding: Some(DnsEncoding { rank: 2, decode: decode_generic }),
+    judge: always_alert,
+    http_answer: gif_answer,
 };
 
-fn create(_params: &Params) -> CoreResult<Value> {
-    Ok(json!({}))
+fn create(_params: &Params, _uploads: &Uploads) -> CoreResult<Created> {
+    Ok(Created::params(json!({})))
 }
 
 fn describe(_token: &Token, _site: &Site, _out: &mut Map<String, Value>) {}

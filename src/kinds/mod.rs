@@ -1,19 +1,30 @@
 //! The kind registry: one module per token kind, one row per kind in [`KINDS`].
 //!
 //! A kind decides what its create parameters are, which extra fields its token object shows,
-//! whether it has a file to download, and (for kinds that smuggle data through DNS labels) how
-//! those labels decode. The API, the CLI and the listeners all read this table; adding a kind
-//! means adding a module and a row.
+//! whether it has a file to download, how the HTTP listener answers for it, how labels left of
+//! its hostname decode, and — its *judge*, run inside the recording transaction — whether a
+//! request is an alert, a hit to keep but not alert on, or nothing. The API, the CLI and the
+//! listeners all read this table; adding a kind means adding a module and a row.
 
+pub mod cloned_css;
+pub mod cloned_web;
 pub mod dns;
 pub mod http;
+pub mod log4shell;
+pub mod qr_code;
+pub mod redirect;
+pub mod sensitive_cmd;
+pub mod sql;
+pub mod svn;
+pub mod web_image;
+pub mod windows_dir;
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
 use crate::error::{CoreError, CoreResult};
-use crate::model::{Channel, Token};
+use crate::model::{Channel, Judgement, NewHit, Token, TokenFile};
 
 /// Where the token's artefacts point: the zone and URL base this installation serves.
 #[derive(Debug, Clone)]
@@ -50,6 +61,43 @@ impl Site {
 /// Create parameters as they arrived (form fields), by name.
 pub type Params = BTreeMap<String, String>;
 
+/// A file sent with a create request (multipart), by field name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upload {
+    pub filename: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+pub type Uploads = BTreeMap<String, Upload>;
+
+/// What a kind keeps of a create request: its settings (stored with the token) and files.
+#[derive(Debug, Clone, Default)]
+pub struct Created {
+    pub params: Value,
+    pub files: Vec<TokenFile>,
+}
+
+impl Created {
+    pub fn params(params: Value) -> Created {
+        Created { params, files: Vec::new() }
+    }
+}
+
+/// How the HTTP listener answers a request for a token of this kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HttpAnswer {
+    /// The 1×1 GIF.
+    Gif,
+    /// 302 to this URL.
+    Redirect(String),
+    /// The browser-scanner page (to clients that accept HTML; others get the GIF), which
+    /// reports browser details back to the hit and then, if set, moves on to this URL.
+    Scanner { then: Option<String> },
+    /// One of the token's stored files, by name.
+    File(&'static str),
+}
+
 /// A downloadable artefact.
 #[derive(Debug, Clone)]
 pub struct Artefact {
@@ -72,7 +120,8 @@ pub enum DnsData {
 /// One DNS label encoding, tried in `rank` order (the order of `spec/kinds.md`).
 pub struct DnsEncoding {
     pub rank: u8,
-    /// `labels` are the query labels left of the token label, lowercased, in query order.
+    /// `labels` are the query labels left of the token label, in query order and in the case
+    /// they were sent (some encodings, such as base64, are case-sensitive).
     pub decode: fn(labels: &[String]) -> DnsData,
 }
 
@@ -85,18 +134,82 @@ pub struct Kind {
     /// The channel through which this kind's artefact normally fires (sets the Console
     /// `logtype`); any token may still be hit over either listener.
     pub channel: Channel,
-    /// Validates create parameters; returns the kind's stored settings.
-    pub create: fn(&Params) -> CoreResult<Value>,
+    /// Validates create parameters (and uploads); returns what to store with the token.
+    pub create: fn(&Params, &Uploads) -> CoreResult<Created>,
     /// Adds the kind's own fields to the token object.
     pub describe: fn(&Token, &Site, &mut Map<String, Value>),
     /// The file `canarytoken/download` hands out, for kinds that have one.
     pub artefact: Option<fn(&Token, &Site) -> Artefact>,
     /// The DNS label encoding this kind contributes, if any.
     pub dns_encoding: Option<DnsEncoding>,
+    /// Alert, keep-but-ignore, or drop a would-be hit. Runs inside the recording
+    /// transaction: must be pure and quick.
+    pub judge: fn(&Token, &NewHit) -> Judgement,
+    /// How the HTTP listener answers.
+    pub http_answer: fn(&Token) -> HttpAnswer,
+}
+
+/// The judge of most kinds: every use is an alert.
+pub fn always_alert(_token: &Token, _hit: &NewHit) -> Judgement {
+    Judgement::alert()
+}
+
+/// The HTTP answer of most kinds.
+pub fn gif_answer(_token: &Token) -> HttpAnswer {
+    HttpAnswer::Gif
+}
+
+/// The judge of kinds whose DNS use must carry their own decoded data (`field`): a lookup of
+/// the bare hostname, or one whose labels decode as another encoding, is kept but ignored.
+/// Uses over HTTP are alerts.
+pub fn needs_dns_field(hit: &NewHit, field: &str) -> Judgement {
+    if hit.channel == Channel::Dns && hit.data.get(field).is_none_or(|v| v.as_str().is_none_or(str::is_empty)) {
+        return Judgement::Ignore { reason: format!("lookup without decodable {field}") };
+    }
+    Judgement::alert()
+}
+
+/// Judges a would-be hit by its token's kind (the recorder hands this to the store).
+pub fn judge(token: &Token, hit: &NewHit) -> Judgement {
+    match find(&token.kind) {
+        Some(k) => (k.judge)(token, hit),
+        None => Judgement::alert(),
+    }
+}
+
+/// How the HTTP listener answers for `token`.
+pub fn http_answer(token: &Token) -> HttpAnswer {
+    find(&token.kind).map_or(HttpAnswer::Gif, |k| (k.http_answer)(token))
+}
+
+/// A kind's `renders` field: one text artefact under the kind's name.
+pub fn renders(out: &mut Map<String, Value>, kind: &str, text: String) {
+    let mut r = Map::new();
+    r.insert(kind.to_string(), Value::String(text));
+    out.insert("renders".into(), Value::Object(r));
+}
+
+/// A required, non-empty parameter.
+pub fn required<'a>(params: &'a Params, name: &'static str) -> CoreResult<&'a str> {
+    params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()).ok_or_else(|| CoreError::invalid(name, "is required"))
 }
 
 /// Every kind Trapline serves.
-pub static KINDS: &[&Kind] = &[&http::KIND, &dns::KIND];
+pub static KINDS: &[&Kind] = &[
+    &http::KIND,
+    &dns::KIND,
+    &cloned_web::KIND,
+    &cloned_css::KIND,
+    &web_image::KIND,
+    &redirect::FAST,
+    &redirect::SLOW,
+    &qr_code::KIND,
+    &svn::KIND,
+    &log4shell::KIND,
+    &windows_dir::KIND,
+    &sensitive_cmd::KIND,
+    &sql::KIND,
+];
 
 pub fn find(name: &str) -> Option<&'static Kind> {
     KINDS.iter().copied().find(|k| k.name == name)

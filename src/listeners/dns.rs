@@ -173,7 +173,10 @@ impl DnsServer {
         resp.set_authoritative(true);
 
         if let Some(pos) = labels[..left].iter().rposition(|l| is_token_id(l)) {
-            let hit = self.hit(query, &labels[..pos], &labels[pos], peer, transport);
+            // Decoders get the labels as sent: some encodings (base64) are case-sensitive.
+            let sent: Vec<String> =
+                query.name().iter().take(pos).map(|l| String::from_utf8_lossy(l).into_owned()).collect();
+            let hit = self.hit(query, &sent, &labels[pos], peer, transport);
             if let Err(e) = self.recorder.record(hit).await {
                 tracing::error!(error = %e, "DNS hit not recorded");
                 resp.set_authoritative(false).set_response_code(ResponseCode::ServFail);

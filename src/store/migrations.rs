@@ -8,6 +8,9 @@
 //! Step 2 adds `tokens.memo_folded`, the memo case-folded by Trapline itself (see
 //! `store::sql::fold`) for case-insensitive search that behaves the same on both engines.
 //!
+//! Step 3 adds `hits.dedupe_key` (a kind's "same trigger again" key; hits with
+//! `incident_id = 0` are stored but ignored, raising no incident) and `token_files`.
+//!
 //! Conventions both schemas follow so one SQL text works on both: integers are BIGINT (SQLite
 //! INTEGER), booleans are BIGINT 0/1, times are BIGINT microseconds since the epoch (UTC), JSON
 //! is TEXT.
@@ -86,6 +89,17 @@ CREATE TABLE audit_log (
 ALTER TABLE tokens ADD COLUMN memo_folded TEXT NOT NULL DEFAULT '';
 UPDATE tokens SET memo_folded = LOWER(memo);
 "#,
+    r#"
+ALTER TABLE hits ADD COLUMN dedupe_key TEXT;
+CREATE INDEX hits_dedupe ON hits (token_id, dedupe_key);
+CREATE TABLE token_files (
+    token_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (token_id, name)
+);
+"#,
 ];
 
 /// Steps for PostgreSQL, one for one with [`SQLITE`].
@@ -161,6 +175,17 @@ CREATE TABLE audit_log (
     r#"
 ALTER TABLE tokens ADD COLUMN memo_folded TEXT NOT NULL DEFAULT '';
 UPDATE tokens SET memo_folded = LOWER(memo);
+"#,
+    r#"
+ALTER TABLE hits ADD COLUMN dedupe_key TEXT;
+CREATE INDEX hits_dedupe ON hits (token_id, dedupe_key);
+CREATE TABLE token_files (
+    token_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (token_id, name)
+);
 "#,
 ];
 

@@ -18,6 +18,9 @@ use crate::model::*;
 
 pub use sql::SqlStore;
 
+/// Decides, for a token and a would-be hit, what to store. Pure: no I/O.
+pub type Judge = dyn Fn(&Token, &NewHit) -> Judgement + Send + Sync;
+
 /// Result of trying to delete a flock; the emptiness check and the delete are one transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlockDeletion {
@@ -50,9 +53,10 @@ pub trait Store: Send + Sync + 'static {
     async fn flock_summary(&self, id: &str) -> anyhow::Result<FlockSummary>;
 
     // --- tokens
-    /// False (and nothing stored) when the token's flock does not exist; the check holds the
-    /// flock against a concurrent delete until the token is in.
-    async fn insert_token(&self, token: &Token, audit: &AuditEntry) -> anyhow::Result<bool>;
+    /// Stores a token and its files. False (and nothing stored) when the token's flock does
+    /// not exist; the check holds the flock against a concurrent delete until the token is in.
+    async fn insert_token(&self, token: &Token, files: &[TokenFile], audit: &AuditEntry) -> anyhow::Result<bool>;
+    async fn get_token_file(&self, token_id: &str, name: &str) -> anyhow::Result<Option<TokenFile>>;
     async fn get_token(&self, id: &str) -> anyhow::Result<Option<Token>>;
     /// Tokens matching `filter`, ordered by (created, id), starting after the `after` position
     /// `(created_us, id)` of the last token of the previous page.
@@ -69,9 +73,20 @@ pub trait Store: Send + Sync + 'static {
 
     // --- hits: the hot path
     /// Records a batch of hits in ONE transaction (group commit). Each hit is checked against
-    /// its token inside that transaction: unknown or disabled tokens are ignored. Returns one
-    /// outcome per hit, in order; when this returns Ok, every `Recorded` hit is durable.
-    async fn record_hits(&self, hits: &[NewHit]) -> anyhow::Result<Vec<HitOutcome>>;
+    /// its token inside that transaction (unknown or disabled tokens store nothing) and then
+    /// judged by `judge` (the token's kind): alert, ignore or drop. Returns one outcome per
+    /// hit, in order; when this returns Ok, every `Recorded` hit is durable.
+    async fn record_hits(&self, hits: &[NewHit], judge: &Judge) -> anyhow::Result<Vec<HitOutcome>>;
+    /// Adds `value` under `key` to a stored hit's data, once, if `nonce` matches the hit's
+    /// `_report_nonce` (the browser-scanner report). False when nothing matched.
+    async fn attach_hit_data(
+        &self,
+        hit_id: i64,
+        token_id: &str,
+        nonce: &str,
+        key: &str,
+        value: serde_json::Value,
+    ) -> anyhow::Result<bool>;
 
     // --- incidents
     /// Newest first, each with its events.

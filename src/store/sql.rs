@@ -10,7 +10,7 @@ use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
-use super::{migrations, FlockDeletion, Store};
+use super::{migrations, FlockDeletion, Judge, Store};
 use crate::model::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl Args {
 }
 
 const TOKEN_COLS: &str = "t.id, t.kind, t.memo, t.flock_id, t.enabled, t.created_us, t.updated_id, \
-     t.params, t.created_by, (SELECT COUNT(*) FROM hits h WHERE h.token_id = t.id)";
+     t.params, t.created_by, (SELECT COUNT(*) FROM hits h WHERE h.token_id = t.id AND h.incident_id > 0)";
 /// The same columns with a constant in place of the hit count, for the hot path.
 const TOKEN_COLS_NO_COUNT: &str = "t.id, t.kind, t.memo, t.flock_id, t.enabled, t.created_us, t.updated_id, \
      t.params, t.created_by, 0";
@@ -510,7 +510,7 @@ impl Store for SqlStore {
         })
     }
 
-    async fn insert_token(&self, t: &Token, audit: &AuditEntry) -> anyhow::Result<bool> {
+    async fn insert_token(&self, t: &Token, files: &[TokenFile], audit: &AuditEntry) -> anyhow::Result<bool> {
         let mut tx = self.begin().await?;
         let flock = sqlx::query(&format!("SELECT id FROM flocks WHERE id = $1{}", self.row_lock(false)))
             .bind(t.flock_id.as_str())
@@ -535,9 +535,27 @@ impl Store for SqlStore {
         .bind(fold(&t.memo))
         .execute(&mut *tx)
         .await?;
+        for f in files {
+            sqlx::query("INSERT INTO token_files (token_id, name, content_type, data) VALUES ($1, $2, $3, $4)")
+                .bind(t.id.as_str())
+                .bind(f.name.as_str())
+                .bind(f.content_type.as_str())
+                .bind(f.data.as_slice())
+                .execute(&mut *tx)
+                .await?;
+        }
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn get_token_file(&self, token_id: &str, name: &str) -> anyhow::Result<Option<TokenFile>> {
+        let row = sqlx::query("SELECT name, content_type, data FROM token_files WHERE token_id = $1 AND name = $2")
+            .bind(token_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(TokenFile { name: r.try_get(0)?, content_type: r.try_get(1)?, data: r.try_get(2)? })).transpose()
     }
 
     async fn get_token(&self, id: &str) -> anyhow::Result<Option<Token>> {
@@ -620,6 +638,7 @@ impl Store for SqlStore {
         if n == 0 {
             return Ok(false);
         }
+        sqlx::query("DELETE FROM token_files WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
         if clear_incidents {
             sqlx::query("DELETE FROM hits WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM incidents WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
@@ -629,7 +648,7 @@ impl Store for SqlStore {
         Ok(true)
     }
 
-    async fn record_hits(&self, hits: &[NewHit]) -> anyhow::Result<Vec<HitOutcome>> {
+    async fn record_hits(&self, hits: &[NewHit], judge: &Judge) -> anyhow::Result<Vec<HitOutcome>> {
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(hits.len());
         for h in hits {
@@ -642,35 +661,70 @@ impl Store for SqlStore {
             let token = match row.as_ref().map(token_from_row).transpose()? {
                 Some(t) if t.enabled => t,
                 _ => {
-                    out.push(HitOutcome::Ignored);
+                    out.push(HitOutcome::Unknown);
                     continue;
                 }
             };
-            let incident_id: i64 = sqlx::query(
-                "INSERT INTO incidents (token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0) RETURNING id",
-            )
-            .bind(token.id.as_str())
-            .bind(token.flock_id.as_str())
-            .bind(token.kind.as_str())
-            .bind(token.memo.as_str())
-            .bind(h.channel.as_str())
-            .bind(h.src_ip.as_str())
-            .bind(h.time_us)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+            let mut data = h.data.clone();
+            let (alert, dedupe_key) = match judge(&token, h) {
+                Judgement::Drop => {
+                    out.push(HitOutcome::Dropped { token });
+                    continue;
+                }
+                Judgement::Ignore { reason } => {
+                    data["ignored"] = reason.into();
+                    (false, None)
+                }
+                Judgement::Alert { extra, dedupe_key } => {
+                    if let serde_json::Value::Object(m) = &mut data {
+                        m.extend(extra);
+                    }
+                    let seen = match &dedupe_key {
+                        Some(k) => sqlx::query("SELECT id FROM hits WHERE token_id = $1 AND dedupe_key = $2 LIMIT 1")
+                            .bind(token.id.as_str())
+                            .bind(k.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .is_some(),
+                        None => false,
+                    };
+                    if seen {
+                        data["ignored"] = "repeat of a trigger already alerted".into();
+                    }
+                    (!seen, dedupe_key)
+                }
+            };
+            let incident_id = if alert {
+                let id: i64 = sqlx::query(
+                    "INSERT INTO incidents (token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0) RETURNING id",
+                )
+                .bind(token.id.as_str())
+                .bind(token.flock_id.as_str())
+                .bind(token.kind.as_str())
+                .bind(token.memo.as_str())
+                .bind(h.channel.as_str())
+                .bind(h.src_ip.as_str())
+                .bind(h.time_us)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+                Some(id)
+            } else {
+                None
+            };
             let hit_id: i64 = sqlx::query(
-                "INSERT INTO hits (incident_id, token_id, time_us, channel, src_ip, src_port, data) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                "INSERT INTO hits (incident_id, token_id, time_us, channel, src_ip, src_port, data, dedupe_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
             )
-            .bind(incident_id)
+            .bind(incident_id.unwrap_or(0))
             .bind(h.token_id.as_str())
             .bind(h.time_us)
             .bind(h.channel.as_str())
             .bind(h.src_ip.as_str())
             .bind(h.src_port as i64)
-            .bind(h.data.to_string())
+            .bind(data.to_string())
+            .bind(dedupe_key.as_deref())
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
@@ -678,6 +732,37 @@ impl Store for SqlStore {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn attach_hit_data(
+        &self,
+        hit_id: i64,
+        token_id: &str,
+        nonce: &str,
+        key: &str,
+        value: serde_json::Value,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT data FROM hits WHERE id = $1 AND token_id = $2")
+            .bind(hit_id)
+            .bind(token_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Ok(false) };
+        let text: String = row.try_get(0)?;
+        let mut data: serde_json::Value = serde_json::from_str(&text).context("hit data is not JSON")?;
+        let expected = data.get("_report_nonce").and_then(|v| v.as_str()).unwrap_or("");
+        if expected.is_empty() || !crate::auth::ct_eq(expected, nonce) || data.get(key).is_some() {
+            return Ok(false);
+        }
+        data[key] = value;
+        sqlx::query("UPDATE hits SET data = $1 WHERE id = $2")
+            .bind(data.to_string())
+            .bind(hit_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn list_incidents(&self, filter: &IncidentFilter) -> anyhow::Result<Vec<Incident>> {

@@ -1,0 +1,105 @@
+//! Kind `cloned-web` (Cloned Website): a script for the site `cloned_web` to include. Run
+//! anywhere but that domain (or its subdomains) — on a phishing copy of the site — it loads
+//! the token URL with the copy's location (`l`) and referrer (`r`), which the hit records.
+
+use serde_json::{json, Map, Value};
+
+use super::{gif_answer, renders, required, Created, Kind, Params, Site, Uploads};
+use crate::error::{CoreError, CoreResult};
+use crate::model::{Channel, Judgement, NewHit, Token};
+
+pub static KIND: Kind = Kind {
+    name: "cloned-web",
+    human_name: "Cloned Website",
+    channel: Channel::Http,
+    create,
+    describe,
+    artefact: None,
+    dns_encoding: None,
+    judge,
+    http_answer: gif_answer,
+};
+
+/// The reason the Console maps to its own message for a domain without enough labels.
+pub const TOO_FEW_LABELS: &str = "is invalid, not enough domain labels";
+
+/// A domain of at least two labels, each a valid DNS label; returned lowercase.
+pub fn validate_domain(name: &'static str, raw: &str) -> CoreResult<String> {
+    let d = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    let labels: Vec<&str> = d.split('.').collect();
+    let label_ok =
+        |l: &&str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if d.len() > 253 || !labels.iter().all(label_ok) {
+        return Err(CoreError::invalid(name, "is not a valid domain name"));
+    }
+    if labels.len() < 2 {
+        return Err(CoreError::invalid(name, TOO_FEW_LABELS));
+    }
+    Ok(d)
+}
+
+fn create(params: &Params, _uploads: &Uploads) -> CoreResult<Created> {
+    let domain = validate_domain("cloned_web", required(params, "cloned_web")?)?;
+    Ok(Created::params(json!({ "cloned_web": domain })))
+}
+
+fn domain(token: &Token) -> &str {
+    token.params.get("cloned_web").and_then(Value::as_str).unwrap_or("")
+}
+
+pub fn script(expected: &str, token_url: &str) -> String {
+    let lit = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    format!(
+        "(function () {{\n\
+         \x20 var expected = {expected};\n\
+         \x20 var host = String(document.domain || location.hostname || \"\").toLowerCase();\n\
+         \x20 if (host === expected || host.slice(-(expected.length + 1)) === \".\" + expected) {{ return; }}\n\
+         \x20 var url = {url} + \"?l=\" + encodeURIComponent(location.href) + \"&r=\" + encodeURIComponent(document.referrer || \"\");\n\
+         \x20 new Image().src = url;\n\
+         }})();\n",
+        expected = lit(expected),
+        url = lit(token_url),
+    )
+}
+
+fn describe(token: &Token, site: &Site, out: &mut Map<String, Value>) {
+    out.insert("cloned_web".into(), domain(token).into());
+    renders(out, KIND.name, script(domain(token), &site.url(&token.id)));
+}
+
+/// The location and referrer the script sent, as query parameters `l` and `r`.
+fn judge(_token: &Token, hit: &NewHit) -> Judgement {
+    let mut extra = Map::new();
+    if let Some(q) = hit.data.get("query").and_then(Value::as_str) {
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            match &*k {
+                "l" => extra.insert("location".into(), v.into_owned().into()),
+                "r" => extra.insert("referrer".into(), v.into_owned().into()),
+                _ => None,
+            };
+        }
+    }
+    Judgement::Alert { extra, dedupe_key: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_need_two_labels() {
+        assert_eq!(validate_domain("cloned_web", "Example.COM.").unwrap(), "example.com");
+        assert!(
+            matches!(validate_domain("cloned_web", "localhost"), Err(CoreError::InvalidParam { reason, .. }) if reason == TOO_FEW_LABELS)
+        );
+        assert!(validate_domain("cloned_web", "bad domain.com").is_err());
+        assert!(validate_domain("cloned_web", "a..b").is_err());
+    }
+
+    #[test]
+    fn script_embeds_safe_literals() {
+        let s = script("example.com", "http://h/x/tok/p.html");
+        assert!(s.contains("var expected = \"example.com\";"));
+        assert!(s.contains("\"http://h/x/tok/p.html\" + \"?l=\""));
+    }
+}

@@ -1,0 +1,30 @@
+//! Kind `svn` (SVN Repo): a hostname, and the `svn propset svn:externals` line that makes
+//! every checkout of the repository fetch an external from it — so each checkout looks the
+//! hostname up, and the lookup is the hit.
+
+use serde_json::{json, Map, Value};
+
+use super::{always_alert, gif_answer, renders, Created, Kind, Params, Site, Uploads};
+use crate::error::CoreResult;
+use crate::model::{Channel, Token};
+
+pub static KIND: Kind = Kind {
+    name: "svn",
+    human_name: "SVN Repo",
+    channel: Channel::Dns,
+    create,
+    describe,
+    artefact: None,
+    dns_encoding: None,
+    judge: always_alert,
+    http_answer: gif_answer,
+};
+
+fn create(_params: &Params, _uploads: &Uploads) -> CoreResult<Created> {
+    Ok(Created::params(json!({})))
+}
+
+fn describe(token: &Token, site: &Site, out: &mut Map<String, Value>) {
+    let line = format!("svn propset svn:externals \"extras http://{}/svn/extras\" .", site.hostname(&token.id));
+    renders(out, KIND.name, line);
+}
