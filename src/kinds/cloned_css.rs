@@ -79,18 +79,7 @@ mod tests {
 
     #[test]
     fn only_other_sites_alert() {
-        let token = Token {
-            id: "abcdefghijklmnopqrstuvwxy".into(),
-            kind: "cloned-css".into(),
-            memo: "m".into(),
-            flock_id: "flock:default".into(),
-            enabled: true,
-            created_us: 0,
-            updated_id: 1,
-            params: json!({ PARAM: "example.com" }),
-            created_by: "t".into(),
-            triggered_count: 0,
-        };
+        let token = crate::kinds::testing::token("cloned-css", json!({ PARAM: "example.com" }));
         assert_eq!(judge(&token, &hit(Some("https://example.com/page"))), Judgement::Drop);
         assert_eq!(judge(&token, &hit(Some("https://www.example.com/x"))), Judgement::Drop);
         assert!(matches!(judge(&token, &hit(Some("https://evil.example/clone"))), Judgement::Alert { .. }));

@@ -6,29 +6,21 @@
 //! [`encode_generic`] is the inverse, for users who want to smuggle data themselves.
 
 use data_encoding::BASE32;
-use serde_json::{json, Map, Value};
 
-use super::{always_alert, gif_answer, Created, DnsData, DnsEncoding, Kind, Params, Site, Uploads};
-use crate::error::CoreResult;
-use crate::model::{Channel, Token};
+use super::{always_alert, gif_answer, no_fields, no_params, DnsData, DnsEncoding, Kind};
+use crate::model::Channel;
 
 pub static KIND: Kind = Kind {
     name: "dns",
     human_name: "DNS",
     channel: Channel::Dns,
-    create,
-    describe,
+    create: no_params,
+    describe: no_fields,
     artefact: None,
     dns_encoding: Some(DnsEncoding { rank: 2, decode: decode_generic }),
     judge: always_alert,
     http_answer: gif_answer,
 };
-
-fn create(_params: &Params, _uploads: &Uploads) -> CoreResult<Created> {
-    Ok(Created::params(json!({})))
-}
-
-fn describe(_token: &Token, _site: &Site, _out: &mut Map<String, Value>) {}
 
 /// True for a `G<2 digits>` marker label.
 fn is_marker(label: &str) -> bool {
@@ -51,15 +43,13 @@ pub fn decode_generic(labels: &[String]) -> DnsData {
         joined.push('=');
     }
     match BASE32.decode(joined.as_bytes()) {
-        Ok(bytes) => {
-            let mut m = Map::new();
-            let text = match String::from_utf8(bytes) {
+        Ok(bytes) => DnsData::field(
+            "generic_data",
+            match String::from_utf8(bytes) {
                 Ok(s) => s,
                 Err(e) => hex::encode(e.into_bytes()),
-            };
-            m.insert("generic_data".into(), Value::String(text));
-            DnsData::Decoded(m)
-        }
+            },
+        ),
         Err(_) => DnsData::Undecodable,
     }
 }
@@ -77,10 +67,7 @@ pub fn encode_generic(data: &[u8], nonce: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(s: &str) -> Vec<String> {
-        s.split('.').map(|l| l.to_ascii_lowercase()).collect()
-    }
+    use crate::kinds::testing::labels;
 
     #[test]
     fn generic_data_round_trips() {

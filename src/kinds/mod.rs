@@ -117,6 +117,15 @@ pub enum DnsData {
     Undecodable,
 }
 
+impl DnsData {
+    /// Decoded data of one field.
+    pub fn field(name: &str, value: impl Into<String>) -> DnsData {
+        let mut m = Map::new();
+        m.insert(name.to_string(), Value::String(value.into()));
+        DnsData::Decoded(m)
+    }
+}
+
 /// One DNS label encoding, tried in `rank` order (the order of `spec/kinds.md`).
 pub struct DnsEncoding {
     pub rank: u8,
@@ -148,6 +157,14 @@ pub struct Kind {
     /// How the HTTP listener answers.
     pub http_answer: fn(&Token) -> HttpAnswer,
 }
+
+/// `create` of kinds that take no parameters.
+pub fn no_params(_params: &Params, _uploads: &Uploads) -> CoreResult<Created> {
+    Ok(Created::params(Value::Object(Map::new())))
+}
+
+/// `describe` of kinds with no fields of their own.
+pub fn no_fields(_token: &Token, _site: &Site, _out: &mut Map<String, Value>) {}
 
 /// The judge of most kinds: every use is an alert.
 pub fn always_alert(_token: &Token, _hit: &NewHit) -> Judgement {
@@ -241,6 +258,38 @@ pub fn parse_bool(name: &'static str, v: &str) -> CoreResult<bool> {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err(CoreError::invalid(name, format!("must be true or false, not {v:?}"))),
+    }
+}
+
+/// Fixtures for the kinds' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Site;
+    use crate::model::Token;
+
+    /// Query labels as sent, split at dots.
+    pub fn labels(s: &str) -> Vec<String> {
+        s.split('.').map(str::to_string).collect()
+    }
+
+    pub fn site() -> Site {
+        Site { domain: "t.test".into(), nx_domain: "nx.t.test".into(), public_url: "http://h".into() }
+    }
+
+    /// An enabled token of `kind` with id `abcdefghijklmnopqrstuvwxy` and these settings.
+    pub fn token(kind: &str, params: serde_json::Value) -> Token {
+        Token {
+            id: "abcdefghijklmnopqrstuvwxy".into(),
+            kind: kind.into(),
+            memo: "m".into(),
+            flock_id: crate::model::DEFAULT_FLOCK.into(),
+            enabled: true,
+            created_us: 0,
+            updated_id: 1,
+            params,
+            created_by: "t".into(),
+            triggered_count: 0,
+        }
     }
 }
 

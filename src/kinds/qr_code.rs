@@ -2,18 +2,16 @@
 //! stickers. Scanning it and opening the link is the hit.
 
 use image::ImageEncoder;
-use serde_json::{json, Map, Value};
 
-use super::{always_alert, gif_answer, Artefact, Created, Kind, Params, Site, Uploads};
-use crate::error::CoreResult;
+use super::{always_alert, gif_answer, no_fields, no_params, Artefact, Kind, Site};
 use crate::model::{Channel, Token};
 
 pub static KIND: Kind = Kind {
     name: "qr-code",
     human_name: "QR Code",
     channel: Channel::Http,
-    create,
-    describe,
+    create: no_params,
+    describe: no_fields,
     artefact: Some(artefact),
     dns_encoding: None,
     judge: always_alert,
@@ -23,12 +21,6 @@ pub static KIND: Kind = Kind {
 /// Pixels per module, and the quiet zone around the code, in modules.
 const SCALE: u32 = 8;
 const QUIET: u32 = 4;
-
-fn create(_params: &Params, _uploads: &Uploads) -> CoreResult<Created> {
-    Ok(Created::params(json!({})))
-}
-
-fn describe(_token: &Token, _site: &Site, _out: &mut Map<String, Value>) {}
 
 /// A black-on-white PNG of `text` as a QR code.
 pub fn qr_png(text: &str) -> Vec<u8> {

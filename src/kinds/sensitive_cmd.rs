@@ -133,10 +133,7 @@ fn judge(_token: &Token, hit: &NewHit) -> Judgement {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(s: &str) -> Vec<String> {
-        s.split('.').map(str::to_string).collect()
-    }
+    use crate::kinds::testing::labels;
 
     #[test]
     fn process_names() {

@@ -130,11 +130,7 @@ fn decode(labels: &[String]) -> DnsData {
     }
     let joined = chunks.concat().replace('-', "=");
     match base64::engine::general_purpose::STANDARD.decode(joined.as_bytes()) {
-        Ok(bytes) if !bytes.is_empty() => {
-            let mut m = Map::new();
-            m.insert(FIELD.into(), String::from_utf8_lossy(&bytes).into_owned().into());
-            DnsData::Decoded(m)
-        }
+        Ok(bytes) if !bytes.is_empty() => DnsData::field(FIELD, String::from_utf8_lossy(&bytes)),
         _ => DnsData::Undecodable,
     }
 }
@@ -148,18 +144,7 @@ mod tests {
     use super::*;
 
     fn token(params: Value) -> Token {
-        Token {
-            id: "abcdefghijklmnopqrstuvwxy".into(),
-            kind: "sql".into(),
-            memo: "m".into(),
-            flock_id: "flock:default".into(),
-            enabled: true,
-            created_us: 0,
-            updated_id: 1,
-            params,
-            created_by: "t".into(),
-            triggered_count: 0,
-        }
+        crate::kinds::testing::token("sql", params)
     }
 
     #[test]

@@ -2,27 +2,22 @@
 //! every checkout of the repository fetch an external from it — so each checkout looks the
 //! hostname up, and the lookup is the hit.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use super::{always_alert, gif_answer, renders, Created, Kind, Params, Site, Uploads};
-use crate::error::CoreResult;
+use super::{always_alert, gif_answer, no_params, renders, Kind, Site};
 use crate::model::{Channel, Token};
 
 pub static KIND: Kind = Kind {
     name: "svn",
     human_name: "SVN Repo",
     channel: Channel::Dns,
-    create,
+    create: no_params,
     describe,
     artefact: None,
     dns_encoding: None,
     judge: always_alert,
     http_answer: gif_answer,
 };
-
-fn create(_params: &Params, _uploads: &Uploads) -> CoreResult<Created> {
-    Ok(Created::params(json!({})))
-}
 
 fn describe(token: &Token, site: &Site, out: &mut Map<String, Value>) {
     let line = format!("svn propset svn:externals \"extras http://{}/svn/extras\" .", site.hostname(&token.id));

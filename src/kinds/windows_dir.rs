@@ -6,20 +6,19 @@
 
 use std::io::Write;
 
-use serde_json::{json, Map, Value};
+use serde_json::Map;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, System, ZipWriter};
 
-use super::{gif_answer, needs_dns_field, Artefact, Created, DnsData, DnsEncoding, Kind, Params, Site, Uploads};
-use crate::error::CoreResult;
+use super::{gif_answer, needs_dns_field, no_fields, no_params, Artefact, DnsData, DnsEncoding, Kind, Site};
 use crate::model::{Channel, Judgement, NewHit, Token};
 
 pub static KIND: Kind = Kind {
     name: "windows-dir",
     human_name: "Windows Folder",
     channel: Channel::Dns,
-    create,
-    describe,
+    create: no_params,
+    describe: no_fields,
     artefact: Some(artefact),
     dns_encoding: Some(DnsEncoding { rank: 3, decode }),
     judge,
@@ -33,12 +32,6 @@ const DOS_READ_ONLY: u32 = 0x01;
 const DOS_HIDDEN: u32 = 0x02;
 const DOS_SYSTEM: u32 = 0x04;
 const DOS_DIRECTORY: u32 = 0x10;
-
-fn create(_params: &Params, _uploads: &Uploads) -> CoreResult<Created> {
-    Ok(Created::params(json!({})))
-}
-
-fn describe(_token: &Token, _site: &Site, _out: &mut Map<String, Value>) {}
 
 /// The desktop.ini text (before encoding).
 pub fn desktop_ini(hostname: &str) -> String {
@@ -97,11 +90,8 @@ fn judge(_token: &Token, hit: &NewHit) -> Judgement {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::testing::labels;
     use std::io::Read;
-
-    fn labels(s: &str) -> Vec<String> {
-        s.split('.').map(str::to_string).collect()
-    }
 
     #[test]
     fn decodes_user_computer_domain() {
@@ -119,19 +109,8 @@ mod tests {
 
     #[test]
     fn zip_holds_a_hidden_system_utf16_desktop_ini() {
-        let site = Site { domain: "t.test".into(), nx_domain: "nx.t.test".into(), public_url: "http://h".into() };
-        let token = Token {
-            id: "abcdefghijklmnopqrstuvwxy".into(),
-            kind: "windows-dir".into(),
-            memo: "m".into(),
-            flock_id: "flock:default".into(),
-            enabled: true,
-            created_us: 0,
-            updated_id: 1,
-            params: json!({}),
-            created_by: "t".into(),
-            triggered_count: 0,
-        };
+        let (site, token) =
+            (crate::kinds::testing::site(), crate::kinds::testing::token("windows-dir", serde_json::json!({})));
         let a = artefact(&token, &site);
         let mut zip = zip::ZipArchive::new(std::io::Cursor::new(a.bytes)).unwrap();
         let mut f = zip.by_name("Confidential/desktop.ini").unwrap();
