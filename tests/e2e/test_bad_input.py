@@ -5,25 +5,9 @@ import pytest
 import requests
 
 from conftest import random_token_id, unique
+from kindtools import assert_error
 
 PROCESS_PREFIX = "Could not process the parameters"
-
-
-def assert_error(resp, status, message=None, prefix=None):
-    if isinstance(status, range):
-        assert resp.status_code in status, (resp.status_code, resp.text[:300])
-    else:
-        assert resp.status_code == status, (resp.status_code, resp.text[:300])
-    assert resp.headers.get("Content-Type", "").split(";")[0].strip() == "application/json", \
-        resp.headers.get("Content-Type")
-    body = resp.json()
-    assert body.get("result") == "error", body
-    assert isinstance(body.get("message"), str) and body["message"], body
-    if message is not None:
-        assert body["message"] == message, body
-    if prefix is not None:
-        assert body["message"].startswith(prefix), body
-    return body
 
 
 CLIENT_ERROR = range(400, 500)

@@ -5,39 +5,23 @@ The image URL is taken out of the rendered CSS's `url(...)`.
 """
 
 import re
-import time
 import uuid
 
 import pytest
 import requests
 
 from conftest import unique
+from kindtools import BAD_PARAMS, assert_error, assert_one_incident, new_token, settle_http
 
 KIND = "cloned-css"
-BAD_PARAMS = "Could not process the parameters"
 EXPECTED = "shop.example.com"
 
 
-# --- helpers (assert_error copied from test_bad_input.py) ---------------------------------
-
-def assert_error(resp, status, message=None, prefix=None):
-    assert resp.status_code == status, (resp.status_code, resp.text[:300])
-    assert resp.headers.get("Content-Type", "").split(";")[0].strip() == "application/json", \
-        resp.headers.get("Content-Type")
-    body = resp.json()
-    assert body.get("result") == "error", body
-    assert isinstance(body.get("message"), str) and body["message"], body
-    if message is not None:
-        assert body["message"] == message, body
-    if prefix is not None:
-        assert body["message"].startswith(prefix), body
-    return body
-
+# --- helpers -----------------------------------------------------------------------------
 
 def make_token(api, expected=EXPECTED):
-    tok = api.create_token(KIND, memo=unique("cloned css"), expected_referrer=expected)
-    assert tok["kind"] == KIND
-    return tok
+    """A cloned-css token for the real site `expected`."""
+    return new_token(api, KIND, "cloned css", expected_referrer=expected)
 
 
 def css_image_url(tok):
@@ -66,13 +50,6 @@ def assert_image(r):
     assert r.content, "an image body"
 
 
-def settle(api):
-    control = api.create_token("http", memo=unique("control"), browser_scanner_enabled="false")
-    requests.get(control["url"], timeout=10)
-    api.wait_events(control["canarytoken"])
-    time.sleep(1.0)
-
-
 # --- tests -----------------------------------------------------------------------------
 
 def test_listed_with_human_name(api):
@@ -98,7 +75,7 @@ def test_real_site_and_its_subdomains_do_not_alert(server, api):
     url = css_image_url(tok)
     for ref in (f"https://{EXPECTED}/page", f"https://sub.{EXPECTED}/x", f"http://{EXPECTED}/"):
         assert_image(fetch_as_browser(url, ref))
-    settle(api)
+    settle_http(api)
     assert api.incidents_for(tid) == [], api.incidents_for(tid)
     assert api.fetch_token(tid)["triggered_count"] == 0
 
@@ -111,14 +88,7 @@ def test_clone_alerts_with_its_referrer(server, api):
     r = fetch_as_browser(url, clone)
     assert_image(r)
 
-    incs = api.wait_incidents(tid)
-    assert len(incs) == 1, incs
-    inc = incs[0]
-    assert inc["kind"] == KIND
-    assert inc["memo"] == tok["memo"]
-    assert str(inc["logtype"]).startswith("17"), inc["logtype"]
-    ev = inc["events"][0]
-    assert ev["type"] == "http"
+    _, ev = assert_one_incident(api, tok, KIND, "http")
     assert ev["referrer"] == clone
     assert api.fetch_token(tid)["triggered_count"] == 1
 

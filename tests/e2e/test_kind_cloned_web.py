@@ -16,9 +16,9 @@ import pytest
 import requests
 
 from conftest import make_console, unique
+from kindtools import BAD_PARAMS, assert_error, assert_one_incident, new_token
 
 KIND = "cloned-web"
-BAD_PARAMS = "Could not process the parameters"
 LABELS_MSG = "Could not process the parameters. cloned_web is invalid, not enough domain labels"
 EXPECTED = "intranet.example.com"
 CLONE_HREF = "https://evil-clone.example/login"
@@ -28,21 +28,7 @@ NODE = shutil.which("node")
 needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed; it runs the cloned-web snippet")
 
 
-# --- helpers (assert_error copied from test_bad_input.py) ---------------------------------
-
-def assert_error(resp, status, message=None, prefix=None):
-    assert resp.status_code == status, (resp.status_code, resp.text[:300])
-    assert resp.headers.get("Content-Type", "").split(";")[0].strip() == "application/json", \
-        resp.headers.get("Content-Type")
-    body = resp.json()
-    assert body.get("result") == "error", body
-    assert isinstance(body.get("message"), str) and body["message"], body
-    if message is not None:
-        assert body["message"] == message, body
-    if prefix is not None:
-        assert body["message"].startswith(prefix), body
-    return body
-
+# --- helpers -----------------------------------------------------------------------------
 
 FAKE_BROWSER = r"""
 'use strict';
@@ -144,9 +130,8 @@ def run_snippet(tmp_path, js, href=CLONE_HREF, referrer=CLONE_REFERRER):
 
 
 def make_token(api, domain=EXPECTED):
-    tok = api.create_token(KIND, memo=unique("cloned web"), cloned_web=domain)
-    assert tok["kind"] == KIND
-    return tok
+    """A cloned-web token for the real site `domain`."""
+    return new_token(api, KIND, "cloned web", cloned_web=domain)
 
 
 # --- tests -----------------------------------------------------------------------------
@@ -204,14 +189,7 @@ def test_snippet_on_a_clone_fires_with_location_and_referrer(server, api, tmp_pa
     })
     assert r.status_code == 200
 
-    incs = api.wait_incidents(tid)
-    assert len(incs) == 1, incs
-    inc = incs[0]
-    assert inc["kind"] == KIND
-    assert inc["memo"] == tok["memo"]
-    assert str(inc["logtype"]).startswith("17"), inc["logtype"]
-    ev = inc["events"][0]
-    assert ev["type"] == "http"
+    _, ev = assert_one_incident(api, tok, KIND, "http")
     assert ev["location"] == CLONE_HREF
     assert ev["referrer"] == CLONE_REFERRER
     assert api.fetch_token(tid)["triggered_count"] == 1

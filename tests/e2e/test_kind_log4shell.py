@@ -7,53 +7,19 @@ The attacker-side name is derived from the token's own render: Log4j expands `${
 import re
 import time
 
-import dns.message
-import dns.query
-import dns.rcode
-import dns.rdatatype
 import pytest
 
-from conftest import DOMAIN, unique
+from conftest import DOMAIN
+from kindtools import assert_no_dns_incident, assert_one_incident, lookup, new_token
 
 KIND = "log4shell"
 
 
-# --- helpers (copied from test_dns.py / test_bad_input.py; test modules do not import each other)
-
-def query(server, name, rdtype="A", tcp=False, timeout=3.0):
-    q = dns.message.make_query(name, rdtype)
-    if tcp:
-        return dns.query.tcp(q, server.dns_host, port=server.dns_port, timeout=timeout)
-    return dns.query.udp(q, server.dns_host, port=server.dns_port, timeout=timeout)
-
-
-def a_addresses(resp):
-    return [rd.address for rr in resp.answer if rr.rdtype == dns.rdatatype.A for rd in rr]
-
-
-def lookup(server, name, tcp=False):
-    """Resolve `name` like the victim's resolver would and check the ordinary answer."""
-    resp = query(server, name, "A", tcp=tcp)
-    assert resp.rcode() == dns.rcode.NOERROR, (name, dns.rcode.to_text(resp.rcode()))
-    assert a_addresses(resp) == ["127.0.0.1"], (name, resp.answer)
-    return resp
-
-
-def assert_no_incident(server, api, tid):
-    """Prove the server has processed earlier queries (a positive control on another token),
-    then check that `tid` has no incident and was never counted."""
-    control = api.create_token("dns", memo=unique("control"))["canarytoken"]
-    lookup(server, f"{control}.{DOMAIN}")
-    api.wait_events(control)
-    time.sleep(1.0)
-    assert api.incidents_for(tid) == [], api.incidents_for(tid)
-    assert api.fetch_token(tid)["triggered_count"] == 0
-
+# --- helpers -----------------------------------------------------------------------------
 
 def make_token(api):
-    tok = api.create_token(KIND, memo=unique("log4shell"))
-    assert tok["kind"] == KIND
-    return tok
+    """A log4shell token."""
+    return new_token(api, KIND, "log4shell")
 
 
 def jndi_host_template(tok):
@@ -89,16 +55,9 @@ def test_lookup_carries_the_host_name(server, api, host, tcp):
     assert name == f"x{host}.L4J.{tok['hostname']}"
     lookup(server, name, tcp=tcp)
 
-    incs = api.wait_incidents(tid)
-    assert len(incs) == 1, incs
-    inc = incs[0]
-    assert inc["kind"] == KIND
-    assert inc["memo"] == tok["memo"]
+    inc, ev = assert_one_incident(api, tok, KIND, "dns")
     assert inc["summary"] == "Canarytoken triggered"
-    assert str(inc["logtype"]).startswith("16"), inc["logtype"]
-    ev = inc["events"][0]
     assert ev["canarytoken"] == tid
-    assert ev["type"] == "dns"
     assert ev["log4shell_hostname"] == host  # case preserved as sent
     assert ev["transport"] == ("tcp" if tcp else "udp")
     assert api.fetch_token(tid)["triggered_count"] == 1
@@ -128,7 +87,7 @@ def test_lookups_without_a_host_are_not_alerts(server, api, which):
     name = names[which]
     assert name in (tok["hostname"], f"L4J.{tok['hostname']}", f"x.L4J.{tok['hostname']}"), name
     lookup(server, name)
-    assert_no_incident(server, api, tid)
+    assert_no_dns_incident(server, api, tid)
 
 
 def test_undecodable_lookup_then_real_one(server, api):

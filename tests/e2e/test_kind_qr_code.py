@@ -1,7 +1,6 @@
 """qr-code ("QR Code"): a PNG QR code of the token URL. zbarimg reads it as a phone would; the
 decoded URL is then visited."""
 
-import re
 import shutil
 import subprocess
 import struct
@@ -10,28 +9,24 @@ import zlib
 import pytest
 import requests
 
-from conftest import unique
+from kindtools import assert_one_incident, download_attachment, new_token
 
 KIND = "qr-code"
 ZBARIMG = shutil.which("zbarimg")
 needs_zbarimg = pytest.mark.skipif(ZBARIMG is None, reason="zbarimg (Debian: zbar-tools) is not installed; "
                                                            "CI installs it")
-CD_RE = re.compile(r"^attachment; filename=([^;/\\\s]+\.png)$")
 
 
 def make_token(api):
-    tok = api.create_token(KIND, memo=unique("qr"))
-    assert tok["kind"] == KIND
-    return tok
+    """A qr-code token."""
+    return new_token(api, KIND, "qr")
 
 
 def download(api, tid):
-    r = api.get("canarytoken/download", canarytoken=tid)
-    assert r.status_code == 200, (r.status_code, r.text[:300])
+    """The downloaded PNG (checked to be served as image/png): -> (file name, bytes)."""
+    name, r = download_attachment(api, tid, "png")
     assert r.headers["Content-Type"].split(";")[0].strip() == "image/png", r.headers
-    m = CD_RE.match(r.headers.get("Content-Disposition", ""))
-    assert m, r.headers.get("Content-Disposition")
-    return m.group(1), r.content
+    return name, r.content
 
 
 def png_chunks(data):
@@ -81,13 +76,6 @@ def test_scanned_code_is_the_token_url_and_fires(server, api, tmp_path):
         "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
     })
     assert r.status_code == 200
-    incs = api.wait_incidents(tid)
-    assert len(incs) == 1, incs
-    inc = incs[0]
-    assert inc["kind"] == KIND
-    assert inc["memo"] == tok["memo"]
-    assert str(inc["logtype"]).startswith("17"), inc["logtype"]
-    ev = inc["events"][0]
-    assert ev["type"] == "http"
+    _, ev = assert_one_incident(api, tok, KIND, "http")
     assert "iPhone" in ev["useragent"]
     assert api.fetch_token(tid)["triggered_count"] == 1

@@ -6,69 +6,16 @@ hostname pattern and its markers are taken out of the MonitorProcess command.
 """
 
 import re
-import time
 
-import dns.message
-import dns.query
-import dns.rcode
-import dns.rdatatype
 import pytest
 
-from conftest import DOMAIN, make_console, unique
+from conftest import make_console, unique
+from kindtools import (BAD_PARAMS, assert_error, assert_no_dns_incident, assert_one_incident,
+                       download_attachment, lookup, new_token, settle_dns)
 
 KIND = "sensitive-cmd"
-BAD_PARAMS = "Could not process the parameters"
 SPE_KEY = r"HKEY_LOCAL_MACHINE\SOFTWARE\Microsoft\Windows NT\CurrentVersion\SilentProcessExit" + "\\"
 IFEO_KEY = r"HKEY_LOCAL_MACHINE\SOFTWARE\Microsoft\Windows NT\CurrentVersion\Image File Execution Options" + "\\"
-CD_RE = re.compile(r"^attachment; filename=([^;/\\\s]+\.reg)$")
-
-
-# --- helpers (copied from test_dns.py / test_bad_input.py) --------------------------------
-
-def query(server, name, rdtype="A", tcp=False, timeout=3.0):
-    q = dns.message.make_query(name, rdtype)
-    if tcp:
-        return dns.query.tcp(q, server.dns_host, port=server.dns_port, timeout=timeout)
-    return dns.query.udp(q, server.dns_host, port=server.dns_port, timeout=timeout)
-
-
-def a_addresses(resp):
-    return [rd.address for rr in resp.answer if rr.rdtype == dns.rdatatype.A for rd in rr]
-
-
-def lookup(server, name, tcp=False):
-    resp = query(server, name, "A", tcp=tcp)
-    assert resp.rcode() == dns.rcode.NOERROR, (name, dns.rcode.to_text(resp.rcode()))
-    assert a_addresses(resp) == ["127.0.0.1"], (name, resp.answer)
-    return resp
-
-
-def settle(server, api):
-    """A positive control on another token: once it is recorded, earlier queries were handled."""
-    control = api.create_token("dns", memo=unique("control"))["canarytoken"]
-    lookup(server, f"{control}.{DOMAIN}")
-    api.wait_events(control)
-    time.sleep(1.0)
-
-
-def assert_no_incident(server, api, tid):
-    settle(server, api)
-    assert api.incidents_for(tid) == [], api.incidents_for(tid)
-    assert api.fetch_token(tid)["triggered_count"] == 0
-
-
-def assert_error(resp, status, message=None, prefix=None):
-    assert resp.status_code == status, (resp.status_code, resp.text[:300])
-    assert resp.headers.get("Content-Type", "").split(";")[0].strip() == "application/json", \
-        resp.headers.get("Content-Type")
-    body = resp.json()
-    assert body.get("result") == "error", body
-    assert isinstance(body.get("message"), str) and body["message"], body
-    if message is not None:
-        assert body["message"] == message, body
-    if prefix is not None:
-        assert body["message"].startswith(prefix), body
-    return body
 
 
 # --- .reg parsing --------------------------------------------------------------------------
@@ -126,19 +73,16 @@ def reg_value_text(raw):
 
 
 def download_reg(api, tid):
-    r = api.get("canarytoken/download", canarytoken=tid)
-    assert r.status_code == 200, (r.status_code, r.text[:300])
-    m = CD_RE.match(r.headers.get("Content-Disposition", ""))
-    assert m, r.headers.get("Content-Disposition")
+    """The downloaded .reg file: -> (file name, raw bytes, text after the UTF-16 LE BOM)."""
+    name, r = download_attachment(api, tid, "reg")
     raw = r.content
     assert raw[:2] == b"\xff\xfe", raw[:8]
-    return m.group(1), raw, raw[2:].decode("utf-16-le")
+    return name, raw, raw[2:].decode("utf-16-le")
 
 
 def make_token(api, process="klist.exe"):
-    tok = api.create_token(KIND, memo=unique("sensitive cmd"), process_name=process)
-    assert tok["kind"] == KIND
-    return tok
+    """A sensitive-cmd token watching `process`."""
+    return new_token(api, KIND, "sensitive cmd", process_name=process)
 
 
 def monitor_command(api, tok, process="klist.exe"):
@@ -210,18 +154,10 @@ def test_other_process_names(api, process):
 
 def test_monitor_lookup_carries_computer_user_and_id(server, api):
     tok = make_token(api)
-    tid = tok["canarytoken"]
     name_pattern(api, tok)
     lookup(server, lookup_name(tok, "WS-042", "alice", "k3j9x0qa"))
 
-    incs = api.wait_incidents(tid)
-    assert len(incs) == 1, incs
-    inc = incs[0]
-    assert inc["kind"] == KIND
-    assert inc["memo"] == tok["memo"]
-    assert str(inc["logtype"]).startswith("16"), inc["logtype"]
-    ev = inc["events"][0]
-    assert ev["type"] == "dns"
+    _, ev = assert_one_incident(api, tok, KIND, "dns")
     assert ev["sensitive_cmd_computer"].lower() == "ws-042"
     assert ev["sensitive_cmd_user"].lower() == "alice"
     assert ev["sensitive_cmd_invocation_id"] == "k3j9x0qa"
@@ -237,7 +173,7 @@ def test_repeat_of_an_invocation_is_not_a_new_incident(server, api):
     # the same exit seen again (resolver retries, a second resolver, TCP fallback)
     lookup(server, first)
     lookup(server, first, tcp=True)
-    settle(server, api)
+    settle_dns(server, api)
     incs = api.incidents_for(tid)
     assert len(incs) == 1, incs
 
@@ -254,7 +190,7 @@ def test_marker_alone_is_not_an_alert(server, api):
     tid = tok["canarytoken"]
     name_pattern(api, tok)
     lookup(server, f"CMD.{tok['hostname']}")
-    assert_no_incident(server, api, tid)
+    assert_no_dns_incident(server, api, tid)
 
 
 def test_canarytools_create_and_download(server, tmp_path, monkeypatch):

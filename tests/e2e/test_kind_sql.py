@@ -10,52 +10,15 @@ import base64
 import random
 import re
 
-import dns.message
-import dns.query
-import dns.rcode
-import dns.rdatatype
 import pytest
 
 from conftest import unique
+from kindtools import BAD_PARAMS, assert_error, assert_one_incident, download_attachment, lookup, new_token
 
 KIND = "sql"
-BAD_PARAMS = "Could not process the parameters"
-CD_RE = re.compile(r"^attachment; filename=([^;/\\\s]+\.sql)$")
 
 
-# --- helpers (copied from test_dns.py / test_bad_input.py) --------------------------------
-
-def query(server, name, rdtype="A", tcp=False, timeout=3.0):
-    q = dns.message.make_query(name, rdtype)
-    if tcp:
-        return dns.query.tcp(q, server.dns_host, port=server.dns_port, timeout=timeout)
-    return dns.query.udp(q, server.dns_host, port=server.dns_port, timeout=timeout)
-
-
-def a_addresses(resp):
-    return [rd.address for rr in resp.answer if rr.rdtype == dns.rdatatype.A for rd in rr]
-
-
-def lookup(server, name, tcp=False):
-    resp = query(server, name, "A", tcp=tcp)
-    assert resp.rcode() == dns.rcode.NOERROR, (name, dns.rcode.to_text(resp.rcode()))
-    assert a_addresses(resp) == ["127.0.0.1"], (name, resp.answer)
-    return resp
-
-
-def assert_error(resp, status, message=None, prefix=None):
-    assert resp.status_code == status, (resp.status_code, resp.text[:300])
-    assert resp.headers.get("Content-Type", "").split(";")[0].strip() == "application/json", \
-        resp.headers.get("Content-Type")
-    body = resp.json()
-    assert body.get("result") == "error", body
-    assert isinstance(body.get("message"), str) and body["message"], body
-    if message is not None:
-        assert body["message"] == message, body
-    if prefix is not None:
-        assert body["message"].startswith(prefix), body
-    return body
-
+# --- helpers -----------------------------------------------------------------------------
 
 def ident(name):
     """A T-SQL identifier as a script may write it: bare, [bracketed], optionally dbo-qualified."""
@@ -72,9 +35,8 @@ def login_labels(login):
 
 
 def make_token(api, **params):
-    tok = api.create_token(KIND, memo=unique("sql"), **params)
-    assert tok["kind"] == KIND
-    return tok
+    """A sql token with these creation parameters."""
+    return new_token(api, KIND, "sql", **params)
 
 
 def script(tok):
@@ -135,10 +97,7 @@ def test_select_makes_a_function_and_a_view(api):
 
 def test_download_is_the_same_script(api):
     tok = make_token(api, sql_server_sql_action="UPDATE")
-    r = api.get("canarytoken/download", canarytoken=tok["canarytoken"])
-    assert r.status_code == 200, (r.status_code, r.text[:300])
-    m = CD_RE.match(r.headers.get("Content-Disposition", ""))
-    assert m, r.headers.get("Content-Disposition")
+    _, r = download_attachment(api, tok["canarytoken"], "sql")
     body = r.content
     if body.startswith(b"\xef\xbb\xbf"):
         body = body[3:]
@@ -176,7 +135,6 @@ def test_invalid_action_is_400(api, bad):
                          ids=["sa", "domain-account", "two-labels"])
 def test_lookup_carries_the_sql_login(server, api, login):
     tok = make_token(api)
-    tid = tok["canarytoken"]
     assert tok["hostname"] in script(tok)
     labels = login_labels(login)
     if login.startswith("CORPORATE"):
@@ -185,14 +143,7 @@ def test_lookup_carries_the_sql_login(server, api, login):
     name = ".".join(labels) + f".{digits}.{tok['hostname']}"
     lookup(server, name)
 
-    incs = api.wait_incidents(tid)
-    assert len(incs) == 1, incs
-    inc = incs[0]
-    assert inc["kind"] == KIND
-    assert inc["memo"] == tok["memo"]
-    assert str(inc["logtype"]).startswith("16"), inc["logtype"]
-    ev = inc["events"][0]
-    assert ev["type"] == "dns"
+    _, ev = assert_one_incident(api, tok, KIND, "dns")
     assert ev["sql_username"] == login
 
 

@@ -3,31 +3,16 @@
 import re
 import shlex
 
-import dns.message
-import dns.query
 import dns.rcode
-import dns.rdatatype
 
-from conftest import unique
+from kindtools import a_addresses, assert_one_incident, dns_query, new_token
 
 KIND = "svn"
 
 
-def query(server, name, rdtype="A", tcp=False, timeout=3.0):
-    q = dns.message.make_query(name, rdtype)
-    if tcp:
-        return dns.query.tcp(q, server.dns_host, port=server.dns_port, timeout=timeout)
-    return dns.query.udp(q, server.dns_host, port=server.dns_port, timeout=timeout)
-
-
-def a_addresses(resp):
-    return [rd.address for rr in resp.answer if rr.rdtype == dns.rdatatype.A for rd in rr]
-
-
 def make_token(api):
-    tok = api.create_token(KIND, memo=unique("svn"))
-    assert tok["kind"] == KIND
-    return tok
+    """An svn token."""
+    return new_token(api, KIND, "svn")
 
 
 def externals_host(tok):
@@ -60,19 +45,13 @@ def test_checkout_lookup_is_an_incident(server, api):
     tid = tok["canarytoken"]
     name = externals_host(tok)
     assert name.lower().endswith(tok["hostname"].lower())
-    resp = query(server, name)
+    resp = dns_query(server, name)
     assert resp.rcode() == dns.rcode.NOERROR
     assert a_addresses(resp) == ["127.0.0.1"]
 
-    incs = api.wait_incidents(tid)
-    assert len(incs) == 1, incs
-    inc = incs[0]
-    assert inc["kind"] == KIND
-    assert inc["memo"] == tok["memo"]
+    inc, ev = assert_one_incident(api, tok, KIND, "dns")
     assert inc["logtype"] == "16000"
     assert inc["summary"] == "Canarytoken triggered"
-    ev = inc["events"][0]
-    assert ev["type"] == "dns"
     assert ev["src_host"] == "127.0.0.1"
     assert ev["query_name"].rstrip(".").lower() == name.lower()
     assert api.fetch_token(tid)["triggered_count"] == 1
@@ -80,7 +59,7 @@ def test_checkout_lookup_is_an_incident(server, api):
 
 def test_bare_hostname_lookup_is_an_incident(server, api):
     tok = make_token(api)
-    resp = query(server, tok["hostname"], tcp=True)
+    resp = dns_query(server, tok["hostname"], tcp=True)
     assert a_addresses(resp) == ["127.0.0.1"]
     ev = api.wait_events(tok["canarytoken"])[0]
     assert ev["transport"] == "tcp"

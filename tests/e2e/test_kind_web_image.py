@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from conftest import make_console, unique
+from kindtools import BAD_PARAMS, assert_error, assert_one_incident
 
 KIND = "web-image"
-BAD_PARAMS = "Could not process the parameters"
 MIB = 1024 * 1024
 
 # 4x4 baseline JPEG (cjpeg -quality 85 -optimize), 316 bytes.
@@ -31,21 +31,7 @@ TINY_JPEG = bytes.fromhex(
 )
 
 
-# --- helpers (assert_error copied from test_bad_input.py) ---------------------------------
-
-def assert_error(resp, status, message=None, prefix=None):
-    assert resp.status_code == status, (resp.status_code, resp.text[:300])
-    assert resp.headers.get("Content-Type", "").split(";")[0].strip() == "application/json", \
-        resp.headers.get("Content-Type")
-    body = resp.json()
-    assert body.get("result") == "error", body
-    assert isinstance(body.get("message"), str) and body["message"], body
-    if message is not None:
-        assert body["message"] == message, body
-    if prefix is not None:
-        assert body["message"].startswith(prefix), body
-    return body
-
+# --- helpers -----------------------------------------------------------------------------
 
 def make_png(width, height, seed=1, level=9):
     """An RGB PNG of random pixels (random pixels do not compress: size ~ 3*w*h)."""
@@ -107,14 +93,7 @@ def assert_serves(server, api, tok, data, mimetype):
     assert r.status_code == 200, (r.status_code, r.text[:200])
     assert r.headers["Content-Type"].split(";")[0].strip().lower() == mimetype, r.headers
     assert r.content == data, (len(r.content), len(data))
-    incs = api.wait_incidents(tid)
-    assert len(incs) == 1, incs
-    inc = incs[0]
-    assert inc["kind"] == KIND
-    assert inc["memo"] == tok["memo"]
-    assert str(inc["logtype"]).startswith("17"), inc["logtype"]
-    ev = inc["events"][0]
-    assert ev["type"] == "http"
+    _, ev = assert_one_incident(api, tok, KIND, "http")
     assert ev["useragent"].startswith("Mozilla/5.0")
     assert api.fetch_token(tid)["triggered_count"] == 1
 

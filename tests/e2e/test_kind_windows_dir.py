@@ -7,63 +7,27 @@ The looked-up name is taken from the unzipped desktop.ini: the IconResource line
 
 import io
 import os
-import re
-import time
 import zipfile
 
-import dns.message
-import dns.query
-import dns.rcode
-import dns.rdatatype
-
-from conftest import DOMAIN, make_console, unique
+from conftest import make_console, unique
+from kindtools import (assert_no_dns_incident, assert_one_incident, attachment_re, download_attachment,
+                       lookup, new_token)
 
 KIND = "windows-dir"
-CD_RE = re.compile(r"^attachment; filename=([^;/\\\s]+\.zip)$")
+CD_RE = attachment_re("zip")
 
 
-# --- helpers (copied from test_dns.py; test modules do not import each other) -----------
-
-def query(server, name, rdtype="A", tcp=False, timeout=3.0):
-    q = dns.message.make_query(name, rdtype)
-    if tcp:
-        return dns.query.tcp(q, server.dns_host, port=server.dns_port, timeout=timeout)
-    return dns.query.udp(q, server.dns_host, port=server.dns_port, timeout=timeout)
-
-
-def a_addresses(resp):
-    return [rd.address for rr in resp.answer if rr.rdtype == dns.rdatatype.A for rd in rr]
-
-
-def lookup(server, name, tcp=False):
-    resp = query(server, name, "A", tcp=tcp)
-    assert resp.rcode() == dns.rcode.NOERROR, (name, dns.rcode.to_text(resp.rcode()))
-    assert a_addresses(resp) == ["127.0.0.1"], (name, resp.answer)
-    return resp
-
-
-def assert_no_incident(server, api, tid):
-    control = api.create_token("dns", memo=unique("control"))["canarytoken"]
-    lookup(server, f"{control}.{DOMAIN}")
-    api.wait_events(control)
-    time.sleep(1.0)
-    assert api.incidents_for(tid) == [], api.incidents_for(tid)
-    assert api.fetch_token(tid)["triggered_count"] == 0
-
+# --- helpers -----------------------------------------------------------------------------
 
 def make_token(api):
-    tok = api.create_token(KIND, memo=unique("windows folder"))
-    assert tok["kind"] == KIND
-    return tok
+    """A windows-dir token."""
+    return new_token(api, KIND, "windows folder")
 
 
 def download(api, tid):
-    r = api.get("canarytoken/download", canarytoken=tid)
-    assert r.status_code == 200, (r.status_code, r.text[:300])
-    cd = r.headers.get("Content-Disposition", "")
-    m = CD_RE.match(cd)
-    assert m, cd
-    return m.group(1), r.content
+    """The downloaded zip: -> (file name, bytes)."""
+    name, r = download_attachment(api, tid, "zip")
+    return name, r.content
 
 
 def unzip(blob):
@@ -153,14 +117,7 @@ def test_explorer_lookup_carries_user_computer_domain(server, api):
     assert name.lower() == f"alice.ws-042.corp.INI.{tok['hostname']}".lower()
     lookup(server, name)
 
-    incs = api.wait_incidents(tid)
-    assert len(incs) == 1, incs
-    inc = incs[0]
-    assert inc["kind"] == KIND
-    assert inc["memo"] == tok["memo"]
-    assert str(inc["logtype"]).startswith("16"), inc["logtype"]
-    ev = inc["events"][0]
-    assert ev["type"] == "dns"
+    _, ev = assert_one_incident(api, tok, KIND, "dns")
     assert ev["windows_user"].lower() == "alice"
     assert ev["windows_computer"].lower() == "ws-042"
     assert ev["windows_domain"].lower() == "corp"
@@ -189,7 +146,7 @@ def test_marker_without_data_is_not_an_alert(server, api):
     bare = template[template.index("INI."):]
     assert bare == f"INI.{tok['hostname']}", bare
     lookup(server, bare)
-    assert_no_incident(server, api, tid)
+    assert_no_dns_incident(server, api, tid)
 
 
 def test_canarytools_download_writes_the_zip(server, api, tmp_path, monkeypatch):
