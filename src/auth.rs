@@ -24,33 +24,46 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
 pub enum Permission {
     /// Read tokens, flocks, incidents.
     Read,
-    /// Create, change, enable/disable, delete and download tokens.
-    WriteTokens,
+    /// Create tokens.
+    CreateTokens,
+    /// Change, enable/disable and delete tokens.
+    ChangeTokens,
+    /// Download a token's file.
+    Download,
     /// Acknowledge and delete incidents.
     ManageIncidents,
     /// Create, rename and delete flocks.
     ManageFlocks,
     /// Create and change API keys.
     ManageKeys,
+    /// Create, list, revoke and delete factory tokens.
+    ManageFactories,
 }
 
 impl Permission {
     pub fn describe(self) -> &'static str {
         match self {
             Permission::Read => "read",
-            Permission::WriteTokens => "change Canarytokens",
+            Permission::CreateTokens => "create Canarytokens",
+            Permission::ChangeTokens => "change Canarytokens",
+            Permission::Download => "download Canarytokens",
             Permission::ManageIncidents => "change incidents",
             Permission::ManageFlocks => "manage flocks",
             Permission::ManageKeys => "manage API keys",
+            Permission::ManageFactories => "manage factory tokens",
         }
     }
 }
 
+/// What each role may do. `deploy` (keys of enrolled hosts, and factory tokens) may only
+/// create tokens and download their files — not even read.
 pub fn role_allows(role: Role, p: Permission) -> bool {
+    use Permission::*;
     match role {
         Role::Admin => true,
-        Role::Analyst => matches!(p, Permission::Read | Permission::WriteTokens | Permission::ManageIncidents),
-        Role::ReadOnly => p == Permission::Read,
+        Role::Analyst => matches!(p, Read | CreateTokens | ChangeTokens | Download | ManageIncidents),
+        Role::ReadOnly => matches!(p, Read | Download),
+        Role::Deploy => matches!(p, CreateTokens | Download),
     }
 }
 
@@ -113,17 +126,13 @@ mod tests {
     #[test]
     fn roles_are_least_privilege() {
         use Permission::*;
-        assert!(role_allows(Role::ReadOnly, Read));
-        for p in [WriteTokens, ManageIncidents, ManageFlocks, ManageKeys] {
-            assert!(!role_allows(Role::ReadOnly, p));
-        }
-        assert!(role_allows(Role::Analyst, WriteTokens));
-        assert!(role_allows(Role::Analyst, ManageIncidents));
-        assert!(!role_allows(Role::Analyst, ManageFlocks));
-        assert!(!role_allows(Role::Analyst, ManageKeys));
-        for p in [Read, WriteTokens, ManageIncidents, ManageFlocks, ManageKeys] {
-            assert!(role_allows(Role::Admin, p));
-        }
+        let all =
+            [Read, CreateTokens, ChangeTokens, Download, ManageIncidents, ManageFlocks, ManageKeys, ManageFactories];
+        let allowed = |r: Role| all.iter().copied().filter(|p| role_allows(r, *p)).collect::<Vec<_>>();
+        assert_eq!(allowed(Role::Admin), all);
+        assert_eq!(allowed(Role::Analyst), [Read, CreateTokens, ChangeTokens, Download, ManageIncidents]);
+        assert_eq!(allowed(Role::ReadOnly), [Read, Download]);
+        assert_eq!(allowed(Role::Deploy), [CreateTokens, Download]);
     }
 
     #[test]
@@ -138,6 +147,7 @@ mod tests {
             description: String::new(),
             created_us: 0,
             last_used_us: None,
+            created_by: "cli".into(),
         };
         assert_eq!(key_unusable(&k, 100), None);
         k.expire_us = 50;

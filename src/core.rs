@@ -14,6 +14,8 @@ use crate::kinds::{self, Artefact, Params, Site, Uploads};
 use crate::model::*;
 use crate::store::{FlockDeletion, Store};
 
+/// Actor id (and `created_by`) of the provision key.
+pub const PROVISION: &str = "provision";
 /// Longest memo accepted, in characters.
 pub const MAX_MEMO_CHARS: usize = 1000;
 /// Longest flock name accepted, in characters.
@@ -34,6 +36,40 @@ pub struct Core {
     pub store: Arc<dyn Store>,
     pub site: Site,
     failed_logins: FailedLogins,
+    /// SHA-256 of the provision key, when the server has one (see [`Core::with_provision_key`]).
+    provision_hash: Option<String>,
+}
+
+/// A freshly made factory token; `value` is shown once and never stored.
+#[derive(Debug, Clone)]
+pub struct CreatedFactory {
+    pub factory: FactoryToken,
+    pub value: String,
+}
+
+/// Parses a network restriction: `a.b.c.d/n`, `x::/n`, or a bare address (a /32 or /128). A
+/// network with host bits set is refused, naming the network probably meant.
+pub fn parse_cidr(raw: &str) -> CoreResult<String> {
+    let raw = raw.trim();
+    if let Ok(ip) = raw.parse::<std::net::IpAddr>() {
+        return Ok(ipnet::IpNet::from(ip).to_string());
+    }
+    let net: ipnet::IpNet =
+        raw.parse().map_err(|_| CoreError::invalid("cidr", format!("{raw:?} is not an address or a network")))?;
+    if net.trunc() != net {
+        return Err(CoreError::invalid("cidr", format!("{raw} has host bits set; did you mean {}?", net.trunc())));
+    }
+    Ok(net.to_string())
+}
+
+/// Whether `ip` lies in one of `cidrs` (an empty list allows everything).
+pub fn ip_allowed(cidrs: &[String], ip: &str) -> bool {
+    if cidrs.is_empty() {
+        return true;
+    }
+    let Ok(ip) = ip.parse::<std::net::IpAddr>() else { return false };
+    let ip = ip.to_canonical();
+    cidrs.iter().filter_map(|c| c.parse::<ipnet::IpNet>().ok()).any(|n| n.contains(&ip))
 }
 
 /// Failed authentications waiting to be written to the audit log, counted per
@@ -143,7 +179,13 @@ fn parse_cursor(c: &str) -> CoreResult<(Micros, String)> {
 
 impl Core {
     pub fn new(store: Arc<dyn Store>, site: Site) -> Core {
-        Core { store, site, failed_logins: FailedLogins::default() }
+        Core { store, site, failed_logins: FailedLogins::default(), provision_hash: None }
+    }
+
+    /// Arms the provision key: it may create keys until an admin key made with it exists.
+    pub fn with_provision_key(mut self, value: &str) -> Core {
+        self.provision_hash = Some(auth::hash_secret(value));
+        self
     }
 
     fn audit(&self, actor: &Actor, action: &str, target: &str, description: String) -> AuditEntry {
@@ -225,6 +267,19 @@ impl Core {
         flock_id: Option<String>,
         description: String,
     ) -> CoreResult<CreatedKey> {
+        self.create_key_with(by, role, flock_id, description, true, 0).await
+    }
+
+    /// [`Core::create_key`] with the key's state set: `active`, and `expire_us` (0 = never).
+    pub async fn create_key_with(
+        &self,
+        by: &Actor,
+        role: Role,
+        flock_id: Option<String>,
+        description: String,
+        active: bool,
+        expire_us: Micros,
+    ) -> CoreResult<CreatedKey> {
         self.require(by, Permission::ManageKeys).await?;
         if by.flock_id.is_some() {
             // A key limited to one flock cannot mint keys.
@@ -235,7 +290,12 @@ impl Core {
                 return Err(CoreError::FlockNotFound);
             }
         }
-        let (key, secret) = Self::new_key(role, flock_id, description);
+        if description.chars().count() > MAX_MEMO_CHARS {
+            return Err(CoreError::invalid("description", format!("longer than {MAX_MEMO_CHARS} characters")));
+        }
+        let (mut key, secret) = Self::new_key(role, flock_id, description, &by.id);
+        key.active = active;
+        key.expire_us = expire_us;
         let audit = self.audit(
             by,
             "key_create",
@@ -250,7 +310,7 @@ impl Core {
         Ok(CreatedKey { key, secret })
     }
 
-    fn new_key(role: Role, flock_id: Option<String>, description: String) -> (ApiKey, String) {
+    fn new_key(role: Role, flock_id: Option<String>, description: String, created_by: &str) -> (ApiKey, String) {
         let secret = ids::secret();
         let key = ApiKey {
             key_id: ids::key_id(),
@@ -262,6 +322,7 @@ impl Core {
             description,
             created_us: now_us(),
             last_used_us: None,
+            created_by: created_by.to_string(),
         };
         (key, secret)
     }
@@ -273,15 +334,213 @@ impl Core {
         if self.store.count_api_keys().await? > 0 {
             return Ok(None);
         }
-        let (key, secret) = Self::new_key(Role::Admin, None, "first admin key, made at first start".into());
+        let (key, secret) =
+            Self::new_key(Role::Admin, None, "first admin key, made at first start".into(), "bootstrap");
         let audit = self.audit(&Actor::local(), "key_create", &key.key_id, "created the first admin key".into());
         Ok(self.store.insert_first_api_key(&key, &audit).await?.then_some(CreatedKey { key, secret }))
+    }
+
+    /// A key presented as id + secret (SpaceSiren): both must match.
+    pub async fn authenticate_pair(
+        &self,
+        key_id: Option<&str>,
+        secret: Option<&str>,
+        src_ip: &str,
+        dialect: &'static str,
+    ) -> CoreResult<Actor> {
+        let actor = self.authenticate(secret, src_ip, dialect).await?;
+        if key_id.is_some_and(|k| auth::ct_eq(k.trim(), &actor.id)) {
+            Ok(actor)
+        } else {
+            self.failed_logins.note(src_ip, "key id does not match the secret", "", dialect);
+            Err(CoreError::Unauthenticated)
+        }
+    }
+
+    /// The provision key, which can only create keys, and only until an admin key made with
+    /// it exists.
+    pub async fn authenticate_provision(&self, value: &str, src_ip: &str, dialect: &'static str) -> CoreResult<Actor> {
+        let matches = self.provision_hash.as_deref().is_some_and(|h| auth::ct_eq(h, &auth::hash_secret(value.trim())));
+        if !matches {
+            self.failed_logins.note(src_ip, "wrong provision key", "", dialect);
+            return Err(CoreError::Unauthenticated);
+        }
+        if self.store.has_key_made_by(PROVISION, Role::Admin).await? {
+            self.failed_logins.note(src_ip, "provision key already used for an admin key", "", dialect);
+            return Err(CoreError::Unauthenticated);
+        }
+        Ok(Actor { id: PROVISION.into(), role: Role::Admin, flock_id: None, src_ip: src_ip.into(), dialect })
+    }
+
+    /// Every key (no secrets), for admins without a flock scope.
+    pub async fn list_keys(&self, actor: &Actor) -> CoreResult<Vec<ApiKey>> {
+        self.require_key_admin(actor).await?;
+        Ok(self.store.list_api_keys().await?)
+    }
+
+    pub async fn get_key(&self, actor: &Actor, key_id: &str) -> CoreResult<ApiKey> {
+        self.require_key_admin(actor).await?;
+        self.store.get_api_key(key_id.trim()).await?.ok_or(CoreError::KeyNotFound)
+    }
+
+    pub async fn update_key(&self, actor: &Actor, key_id: &str, change: KeyChange) -> CoreResult<ApiKey> {
+        self.require_key_admin(actor).await?;
+        if change.description.as_ref().is_some_and(|d| d.chars().count() > MAX_MEMO_CHARS) {
+            return Err(CoreError::invalid("description", format!("longer than {MAX_MEMO_CHARS} characters")));
+        }
+        let audit = self.audit(actor, "key_update", key_id, format!("changed key: {change:?}"));
+        self.store.update_api_key(key_id.trim(), &change, &audit).await?.ok_or(CoreError::KeyNotFound)
+    }
+
+    pub async fn delete_key(&self, actor: &Actor, key_id: &str) -> CoreResult<()> {
+        self.require_key_admin(actor).await?;
+        let audit = self.audit(actor, "key_delete", key_id, "deleted key".into());
+        if self.store.delete_api_key(key_id.trim(), &audit).await? {
+            Ok(())
+        } else {
+            Err(CoreError::KeyNotFound)
+        }
+    }
+
+    async fn require_key_admin(&self, actor: &Actor) -> CoreResult<()> {
+        self.require(actor, Permission::ManageKeys).await?;
+        if actor.flock_id.is_some() || actor.id == PROVISION {
+            return self.deny(actor, Permission::ManageKeys, "").await;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ factory tokens
+
+    /// Makes a factory token for `flock_id` (default: the actor's flock, else the default flock).
+    pub async fn create_factory(
+        &self,
+        actor: &Actor,
+        label: &str,
+        flock_id: Option<&str>,
+        expires_us: Option<Micros>,
+        cidrs: &[String],
+    ) -> CoreResult<CreatedFactory> {
+        self.require(actor, Permission::ManageFactories).await?;
+        let label = validate_memo(label)?;
+        let flock_id = match flock_id.map(str::trim).filter(|f| !f.is_empty()) {
+            Some(f) => f.to_string(),
+            None => actor.flock_id.clone().unwrap_or_else(|| DEFAULT_FLOCK.to_string()),
+        };
+        self.visible_flock(actor, &flock_id).await?;
+        let cidrs = cidrs.iter().map(|c| parse_cidr(c)).collect::<CoreResult<Vec<_>>>()?;
+        if expires_us.is_some_and(|e| e <= now_us()) {
+            return Err(CoreError::invalid("expiration", "must be in the future"));
+        }
+        let value = ids::hex_id(32);
+        let factory = FactoryToken {
+            id: ids::hex_id(16),
+            value_hash: auth::hash_secret(&value),
+            label,
+            flock_id,
+            created_us: now_us(),
+            expires_us,
+            revoked_us: None,
+            last_used_us: None,
+            cidrs,
+            use_count: 0,
+            created_by: actor.id.clone(),
+        };
+        let audit = self.audit(actor, "factory_create", &factory.id, format!("factory token for {}", factory.flock_id));
+        self.store.insert_factory(&factory, &audit).await?;
+        Ok(CreatedFactory { factory, value })
+    }
+
+    pub async fn list_factories(&self, actor: &Actor) -> CoreResult<Vec<FactoryToken>> {
+        self.require(actor, Permission::ManageFactories).await?;
+        let mut all = self.store.list_factories().await?;
+        all.retain(|f| actor.sees_flock(&f.flock_id));
+        Ok(all)
+    }
+
+    /// A factory token the actor may manage, by id or by its value.
+    pub async fn find_factory(&self, actor: &Actor, id: Option<&str>, value: Option<&str>) -> CoreResult<FactoryToken> {
+        self.require(actor, Permission::ManageFactories).await?;
+        let found = match (id.map(str::trim).filter(|s| !s.is_empty()), value.map(str::trim).filter(|s| !s.is_empty()))
+        {
+            (Some(id), _) => self.store.get_factory(id).await?,
+            (None, Some(v)) => {
+                let h = auth::hash_secret(v);
+                self.store.factory_by_hash(&h).await?.filter(|f| auth::ct_eq(&f.value_hash, &h))
+            }
+            (None, None) => return Err(CoreError::invalid("factory_auth", "is required")),
+        };
+        found.filter(|f| actor.sees_flock(&f.flock_id)).ok_or(CoreError::FactoryNotFound)
+    }
+
+    pub async fn update_factory(&self, actor: &Actor, id: &str, change: FactoryChange) -> CoreResult<FactoryToken> {
+        let f = self.find_factory(actor, Some(id), None).await?;
+        let action = match change.revoked_us {
+            Some(Some(_)) => "factory_revoke",
+            Some(None) => "factory_restore",
+            None => "factory_update",
+        };
+        let audit = self.audit(actor, action, &f.id, format!("{action}: {change:?}"));
+        self.store.update_factory(&f.id, &change, &audit).await?.ok_or(CoreError::FactoryNotFound)
+    }
+
+    pub async fn delete_factory(&self, actor: &Actor, f: &FactoryToken) -> CoreResult<()> {
+        let audit = self.audit(actor, "factory_delete", &f.id, format!("deleted factory token {:?}", f.label));
+        if self.store.delete_factory(&f.id, &audit).await? {
+            Ok(())
+        } else {
+            Err(CoreError::FactoryNotFound)
+        }
+    }
+
+    /// Turns a factory token's value into an actor that may create and download tokens in its
+    /// flock and nothing else — if it is valid and used from one of its networks.
+    pub async fn authenticate_factory(
+        &self,
+        value: Option<&str>,
+        src_ip: &str,
+        dialect: &'static str,
+    ) -> CoreResult<(Actor, FactoryToken)> {
+        let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            self.failed_logins.note(src_ip, "no factory token", "", dialect);
+            return Err(CoreError::Unauthenticated);
+        };
+        let hash = auth::hash_secret(value);
+        let f = match self.store.factory_by_hash(&hash).await? {
+            Some(f) if auth::ct_eq(&f.value_hash, &hash) => f,
+            _ => {
+                self.failed_logins.note(src_ip, "unknown factory token", "", dialect);
+                return Err(CoreError::Unauthenticated);
+            }
+        };
+        let now = now_us();
+        let why = match f.status(now) {
+            FactoryStatus::Revoked => Some("factory token revoked"),
+            FactoryStatus::Expired => Some("factory token expired"),
+            FactoryStatus::Valid if !ip_allowed(&f.cidrs, src_ip) => Some("factory token used outside its networks"),
+            FactoryStatus::Valid => None,
+        };
+        if let Some(why) = why {
+            self.failed_logins.note(src_ip, why, &format!("factory:{}", f.id), dialect);
+            return Err(CoreError::Unauthenticated);
+        }
+        if let Err(e) = self.store.touch_factory(&f.id, now).await {
+            tracing::warn!(error = %e, factory = %f.id, "could not record factory token use");
+        }
+        let actor = Actor {
+            id: format!("factory:{}", f.id),
+            role: Role::Deploy,
+            flock_id: Some(f.flock_id.clone()),
+            src_ip: src_ip.into(),
+            dialect,
+        };
+        Ok((actor, f))
     }
 
     // ------------------------------------------------------------------ tokens
 
     pub async fn create_token(&self, actor: &Actor, req: NewToken) -> CoreResult<Token> {
-        self.require(actor, Permission::WriteTokens).await?;
+        self.require(actor, Permission::CreateTokens).await?;
         let memo = validate_memo(&req.memo)?;
         let kind = kinds::find(req.kind.trim()).ok_or(CoreError::UnknownKind)?;
         let flock_id = match req.flock_id.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
@@ -392,7 +651,7 @@ impl Core {
         action: &str,
         description: String,
     ) -> CoreResult<Token> {
-        self.require(actor, Permission::WriteTokens).await?;
+        self.require(actor, Permission::ChangeTokens).await?;
         let token = self.visible_token(actor, id).await?;
         let audit = self.audit(actor, action, &token.id, description);
         self.store.update_token(&token.id, &change, &audit).await?.ok_or(CoreError::TokenNotFound)
@@ -406,7 +665,7 @@ impl Core {
 
     /// Points a redirect token somewhere else.
     pub async fn set_redirect_url(&self, actor: &Actor, id: &str, url: &str) -> CoreResult<Token> {
-        self.require(actor, Permission::WriteTokens).await?;
+        self.require(actor, Permission::ChangeTokens).await?;
         let token = self.visible_token(actor, id).await?;
         if token.params.get(kinds::redirect::PARAM).is_none() {
             return Err(CoreError::invalid("canarytoken", "is not a redirect token"));
@@ -425,7 +684,7 @@ impl Core {
     }
 
     pub async fn delete_token(&self, actor: &Actor, id: &str, clear_incidents: bool) -> CoreResult<()> {
-        self.require(actor, Permission::WriteTokens).await?;
+        self.require(actor, Permission::ChangeTokens).await?;
         if clear_incidents {
             self.require(actor, Permission::ManageIncidents).await?;
         }
@@ -444,7 +703,7 @@ impl Core {
     }
 
     pub async fn download(&self, actor: &Actor, id: &str) -> CoreResult<Artefact> {
-        self.require(actor, Permission::Read).await?;
+        self.require(actor, Permission::Download).await?;
         let token = self.visible_token(actor, id).await?;
         let kind = kinds::find(&token.kind).ok_or(CoreError::NoFile)?;
         let make = kind.artefact.ok_or(CoreError::NoFile)?;

@@ -21,6 +21,10 @@ pub enum CoreError {
     TokenNotFound,
     #[error("incident not found")]
     IncidentNotFound,
+    #[error("key not found")]
+    KeyNotFound,
+    #[error("factory token not found")]
+    FactoryNotFound,
     #[error("flock not found")]
     FlockNotFound,
     #[error("flock name cannot be empty")]

@@ -200,6 +200,8 @@ pub enum Role {
     Admin,
     Analyst,
     ReadOnly,
+    /// Create and download tokens in one flock, nothing else (enrolled hosts).
+    Deploy,
 }
 
 impl Role {
@@ -208,6 +210,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Analyst => "analyst",
             Role::ReadOnly => "read-only",
+            Role::Deploy => "deploy",
         }
     }
     pub fn parse(s: &str) -> Option<Role> {
@@ -215,6 +218,7 @@ impl Role {
             "admin" => Some(Role::Admin),
             "analyst" => Some(Role::Analyst),
             "read-only" => Some(Role::ReadOnly),
+            "deploy" => Some(Role::Deploy),
             _ => None,
         }
     }
@@ -233,6 +237,75 @@ pub struct ApiKey {
     pub description: String,
     pub created_us: Micros,
     pub last_used_us: Option<Micros>,
+    /// Who made it: a key id, `cli`, `bootstrap` or `provision`.
+    pub created_by: String,
+}
+
+/// What may change on an API key.
+#[derive(Debug, Clone, Default)]
+pub struct KeyChange {
+    pub role: Option<Role>,
+    pub active: Option<bool>,
+    pub expire_us: Option<Micros>,
+    pub description: Option<String>,
+}
+
+/// A factory token: one concept behind Canary factory auth strings, Falcon installation
+/// tokens and Conjur host-factory tokens. Its value is shown once and stored hashed. It may
+/// create and download tokens in its flock (or enrol a host there), nothing else.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FactoryToken {
+    /// 32 lowercase hex characters.
+    pub id: String,
+    pub value_hash: String,
+    pub label: String,
+    pub flock_id: String,
+    pub created_us: Micros,
+    pub expires_us: Option<Micros>,
+    pub revoked_us: Option<Micros>,
+    pub last_used_us: Option<Micros>,
+    /// Networks the token may be used from (empty: anywhere), as `a.b.c.d/n` text.
+    pub cidrs: Vec<String>,
+    pub use_count: i64,
+    /// Key id (or `cli`) of whoever made it.
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactoryStatus {
+    Valid,
+    Expired,
+    Revoked,
+}
+
+impl FactoryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FactoryStatus::Valid => "valid",
+            FactoryStatus::Expired => "expired",
+            FactoryStatus::Revoked => "revoked",
+        }
+    }
+}
+
+impl FactoryToken {
+    pub fn status(&self, now: Micros) -> FactoryStatus {
+        if self.revoked_us.is_some() {
+            FactoryStatus::Revoked
+        } else if self.expires_us.is_some_and(|e| e <= now) {
+            FactoryStatus::Expired
+        } else {
+            FactoryStatus::Valid
+        }
+    }
+}
+
+/// What may change on a factory token (`Some(None)` clears an expiry or a revocation).
+#[derive(Debug, Clone, Default)]
+pub struct FactoryChange {
+    pub label: Option<String>,
+    pub expires_us: Option<Option<Micros>>,
+    pub revoked_us: Option<Option<Micros>>,
 }
 
 /// One line of the audit log.

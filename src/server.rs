@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::config::Settings;
 use crate::core::{Core, CreatedKey};
-use crate::dialects::console;
+use crate::dialects::{console, spacesiren};
 use crate::http_serve::{self, Limits};
 use crate::kinds::Site;
 use crate::listeners::{dns, http};
@@ -75,6 +75,31 @@ pub fn site(settings: &Settings, http_addr: SocketAddr) -> Site {
     }
 }
 
+/// Reads the provision key, making it (mode 0600) on first start.
+fn provision_key(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let key = text.trim().to_string();
+            anyhow::ensure!(key.len() >= 32, "{} holds no usable provision key", path.display());
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = crate::ids::hex_id(32);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            writeln!(f, "{key}")?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
 /// Binds UDP and TCP on the same port. With port 0, retries until both get the same free port.
 async fn bind_dns(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
     let mut last_err = None;
@@ -114,15 +139,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let (api_addr, http_addr, dns_addr) = (api.local_addr()?, http_listener.local_addr()?, udp.local_addr()?);
 
     let site = site(&settings, http_addr);
-    let core = Arc::new(Core::new(store.clone(), site.clone()));
+    let provision_path = settings.data_dir.join("provision.key");
+    let provision = provision_key(&provision_path)?;
+    let core = Arc::new(Core::new(store.clone(), site.clone()).with_provision_key(&provision));
     let first_key = core.bootstrap_admin().await?;
     let (recorder, writer) = Recorder::start(store.clone(), Arc::new(crate::kinds::judge));
     let dns_server =
         Arc::new(dns::DnsServer::new(&site.domain, &site.nx_domain, settings.public_ip, recorder.clone())?);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let api_task =
-        tokio::spawn(http_serve::serve(api, console::router(core.clone()), API_LIMITS, stop_rx.clone(), GRACE));
+    let api_router = console::router(core.clone()).merge(spacesiren::router(core.clone()));
+    let api_task = tokio::spawn(http_serve::serve(api, api_router, API_LIMITS, stop_rx.clone(), GRACE));
     let http_task = tokio::spawn(http_serve::serve(
         http_listener,
         http::router(recorder.clone(), store.clone()),
@@ -147,6 +174,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     println!("  token URLs:       {}/...", site.public_url);
     println!("  storage:          {storage}");
+    println!(
+        "  provision key:    {} (SpaceSiren X-Provision-Key on POST /key; creates keys until it has made an admin key)",
+        provision_path.display()
+    );
     if let Some(k) = &first_key {
         println!("First start: created an admin API key. It is shown only this once; keep it safe.");
         println!("Make more with: trapline key create --role admin|analyst|read-only [--flock FLOCK_ID]");

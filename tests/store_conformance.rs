@@ -155,6 +155,7 @@ async fn api_keys_round_trip(s: Arc<dyn Store>) {
         description: "ci".into(),
         created_us: 5,
         last_used_us: None,
+        created_by: "cli".into(),
     };
     s.insert_api_key(&k, &audit("key_create")).await.unwrap();
     assert_eq!(s.count_api_keys().await.unwrap(), 1);
@@ -476,6 +477,7 @@ async fn first_key_only_once(s: Arc<dyn Store>) {
         description: String::new(),
         created_us: 1,
         last_used_us: None,
+        created_by: "cli".into(),
     };
     // Several "nodes" race to make the first key: exactly one wins.
     let mut racers = Vec::new();

@@ -99,6 +99,8 @@ fn core_error(e: CoreError) -> Response {
         InvalidParam { name, reason } => error(StatusCode::BAD_REQUEST, BAD_PARAMS, Some(format!("{name} {reason}"))),
         TokenNotFound => error(StatusCode::NOT_FOUND, "Could not find the Canarytoken", None),
         IncidentNotFound => error(StatusCode::NOT_FOUND, "Incident not found", None),
+        KeyNotFound => error(StatusCode::NOT_FOUND, "API key not found", None),
+        FactoryNotFound => error(StatusCode::NOT_FOUND, "Factory auth string not found", None),
         FlockNotFound => error(StatusCode::NOT_FOUND, "Flock does not exist.", None),
         FlockNameEmpty => error(StatusCode::BAD_REQUEST, "Flock name cannot be empty.", None),
         FlockNameTooLong => error(StatusCode::BAD_REQUEST, "Flock name longer than maximum (100 characters).", None),
@@ -286,6 +288,10 @@ fn json_params(bytes: &[u8]) -> Result<BTreeMap<String, String>, Response> {
         .collect()
 }
 
+/// Endpoints authenticated by a factory auth string instead of an API key.
+const FACTORY_ENDPOINTS: &[&str] =
+    &["canarytoken/factory/create", "canarytoken/factory", "canarytoken/factory/download"];
+
 /// Which methods each endpoint takes; None for endpoints this dialect does not have.
 fn methods(endpoint: &str) -> Option<&'static [Method]> {
     const READ: &[Method] = &[Method::GET, Method::POST];
@@ -316,7 +322,13 @@ fn methods(endpoint: &str) -> Option<&'static [Method]> {
         | "incident/unacknowledge"
         | "incidents/acknowledge"
         | "incidents/unacknowledge" => WRITE,
-        "canarytoken/delete" | "flock/delete" | "incident/delete" | "incidents/delete" => DELETE,
+        "canarytokens/factory/list" | "canarytoken/list_factories" | "canarytoken/factory/download" => READ,
+        "canarytoken/create_factory" | "canarytoken/factory/create" | "canarytoken/factory" => WRITE,
+        "canarytoken/delete"
+        | "flock/delete"
+        | "incident/delete"
+        | "incidents/delete"
+        | "canarytoken/delete_factory" => DELETE,
         _ => return None,
     })
 }
@@ -342,11 +354,22 @@ async fn handle(State(core): State<Arc<Core>>, ConnectInfo(peer): ConnectInfo<So
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let actor = match core.authenticate(req.secret(), &req.src_ip, "console").await {
+    // Factory endpoints take a factory auth string and nothing else; every other endpoint an
+    // API key. So a factory string can mint and download tokens and do nothing more.
+    let factory_endpoint = FACTORY_ENDPOINTS.contains(&endpoint.as_str());
+    let authenticated = if factory_endpoint {
+        core.authenticate_factory(req.get("factory_auth"), &req.src_ip, "console").await.map(|(a, _)| a)
+    } else {
+        core.authenticate(req.secret(), &req.src_ip, "console").await
+    };
+    let actor = match authenticated {
         Ok(a) => a,
+        Err(CoreError::Unauthenticated) if factory_endpoint => {
+            return error(StatusCode::UNAUTHORIZED, "Invalid factory_auth", None)
+        }
         Err(e) => return core_error(e),
     };
-    if endpoint == "canarytoken/download" {
+    if endpoint == "canarytoken/download" || endpoint == "canarytoken/factory/download" {
         return match download(&core, &actor, &req).await {
             Ok(r) => r,
             Err(e) => core_error(e),
@@ -387,24 +410,55 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
             json!({ "tokens": m })
         }
         "canarytoken/create" => {
-            // Credentials and transport parameters are not the kind's business.
-            let mut params: Params = req.params.clone();
-            for transport in ["auth_token", "factory_auth"] {
-                params.remove(transport);
-            }
-            let token = core
-                .create_token(
-                    actor,
-                    NewToken {
-                        kind: req.get("kind").unwrap_or("").to_string(),
-                        memo: req.get("memo").unwrap_or("").to_string(),
-                        flock_id: req.opt("flock_id").map(str::to_string),
-                        params,
-                        uploads: req.uploads.clone(),
-                    },
-                )
-                .await?;
+            let token = core.create_token(actor, new_token(req)).await?;
             json!({ "canarytoken": token_json(site, &token) })
+        }
+        "canarytokens/factory/list" => {
+            let m: Map<String, Value> =
+                kinds::KINDS.iter().map(|k| (k.name.to_string(), Value::String(k.human_name.into()))).collect();
+            json!({ "factory_canarytokens": m })
+        }
+        "canarytoken/create_factory" => {
+            let made =
+                core.create_factory(actor, req.get("memo").unwrap_or(""), req.opt("flock_id"), None, &[]).await?;
+            json!({
+                "factory_auth": made.value,
+                "factory_url": "/api/v1/canarytoken/factory",
+                "factory_id": made.factory.id,
+                "flock_id": made.factory.flock_id,
+            })
+        }
+        "canarytoken/list_factories" => {
+            // Factory auth strings are stored hashed: the list names them by id.
+            let now = now_us();
+            let list: Vec<Value> = core
+                .list_factories(actor)
+                .await?
+                .iter()
+                .map(|f| {
+                    json!({
+                        "factory_id": f.id,
+                        "flock_id": f.flock_id,
+                        "memo": f.label,
+                        "created": epoch_text(f.created_us),
+                        "last_used": f.last_used_us.map(epoch_text),
+                        "use_count": f.use_count,
+                        "status": f.status(now).as_str(),
+                    })
+                })
+                .collect();
+            json!({ "factories": list })
+        }
+        "canarytoken/delete_factory" => {
+            let f = core.find_factory(actor, req.opt("factory_id"), req.opt("factory_auth")).await?;
+            core.delete_factory(actor, &f).await?;
+            json!({ "msg": "TokenFactory auth string deleted" })
+        }
+        "canarytoken/factory/create" | "canarytoken/factory" => {
+            let token = core.create_token(actor, new_token(req)).await?;
+            let mut t = token_json(site, &token);
+            t["factory_auth"] = req.get("factory_auth").unwrap_or("").into();
+            json!({ "canarytoken": t })
         }
         "canarytoken/fetch" => {
             let t = core.get_token(actor, req.required("canarytoken")?).await?;
@@ -514,6 +568,22 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
         // Only reachable if `methods` names an endpoint this match lacks.
         other => return Err(CoreError::invalid("endpoint", format!("{other} is not handled"))),
     })
+}
+
+/// A create request: kind, memo, flock and the kind's own parameters and files. Credentials
+/// and transport parameters are not the kind's business and are left out.
+fn new_token(req: &Req) -> NewToken {
+    let mut params: Params = req.params.clone();
+    for transport in ["auth_token", "factory_auth"] {
+        params.remove(transport);
+    }
+    NewToken {
+        kind: req.get("kind").unwrap_or("").to_string(),
+        memo: req.get("memo").unwrap_or("").to_string(),
+        flock_id: req.opt("flock_id").map(str::to_string),
+        params,
+        uploads: req.uploads.clone(),
+    }
 }
 
 fn token_filter(req: &Req) -> CoreResult<TokenFilter> {

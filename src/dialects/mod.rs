@@ -2,3 +2,4 @@
 //! shape its answers and errors the way that API's clients expect.
 
 pub mod console;
+pub mod spacesiren;

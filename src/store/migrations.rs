@@ -11,6 +11,8 @@
 //! Step 3 adds `hits.dedupe_key` (a kind's "same trigger again" key; hits with
 //! `incident_id = 0` are stored but ignored, raising no incident) and `token_files`.
 //!
+//! Step 4 adds `api_keys.created_by` and `factory_tokens`.
+//!
 //! Conventions both schemas follow so one SQL text works on both: integers are BIGINT (SQLite
 //! INTEGER), booleans are BIGINT 0/1, times are BIGINT microseconds since the epoch (UTC), JSON
 //! is TEXT.
@@ -100,6 +102,22 @@ CREATE TABLE token_files (
     PRIMARY KEY (token_id, name)
 );
 "#,
+    r#"
+ALTER TABLE api_keys ADD COLUMN created_by TEXT NOT NULL DEFAULT 'cli';
+CREATE TABLE factory_tokens (
+    id TEXT PRIMARY KEY,
+    value_hash TEXT NOT NULL UNIQUE,
+    label TEXT NOT NULL,
+    flock_id TEXT NOT NULL,
+    created_us INTEGER NOT NULL,
+    expires_us INTEGER,
+    revoked_us INTEGER,
+    last_used_us INTEGER,
+    cidrs TEXT NOT NULL,
+    use_count INTEGER NOT NULL,
+    created_by TEXT NOT NULL
+);
+"#,
 ];
 
 /// Steps for PostgreSQL, one for one with [`SQLITE`].
@@ -185,6 +203,22 @@ CREATE TABLE token_files (
     content_type TEXT NOT NULL,
     data BYTEA NOT NULL,
     PRIMARY KEY (token_id, name)
+);
+"#,
+    r#"
+ALTER TABLE api_keys ADD COLUMN created_by TEXT NOT NULL DEFAULT 'cli';
+CREATE TABLE factory_tokens (
+    id TEXT PRIMARY KEY,
+    value_hash TEXT NOT NULL UNIQUE,
+    label TEXT NOT NULL,
+    flock_id TEXT NOT NULL,
+    created_us BIGINT NOT NULL,
+    expires_us BIGINT,
+    revoked_us BIGINT,
+    last_used_us BIGINT,
+    cidrs TEXT NOT NULL,
+    use_count BIGINT NOT NULL,
+    created_by TEXT NOT NULL
 );
 "#,
 ];

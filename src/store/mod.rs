@@ -42,6 +42,38 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_first_api_key(&self, key: &ApiKey, audit: &AuditEntry) -> anyhow::Result<bool>;
     async fn api_key_by_hash(&self, secret_hash: &str) -> anyhow::Result<Option<ApiKey>>;
     async fn touch_api_key(&self, key_id: &str, when: Micros) -> anyhow::Result<()>;
+    /// Oldest first.
+    async fn list_api_keys(&self) -> anyhow::Result<Vec<ApiKey>>;
+    async fn get_api_key(&self, key_id: &str) -> anyhow::Result<Option<ApiKey>>;
+    /// None when there is no such key.
+    async fn update_api_key(
+        &self,
+        key_id: &str,
+        change: &KeyChange,
+        audit: &AuditEntry,
+    ) -> anyhow::Result<Option<ApiKey>>;
+    /// False when there is no such key.
+    async fn delete_api_key(&self, key_id: &str, audit: &AuditEntry) -> anyhow::Result<bool>;
+    /// Whether a key of `role` made by `created_by` exists.
+    async fn has_key_made_by(&self, created_by: &str, role: Role) -> anyhow::Result<bool>;
+
+    // --- factory tokens
+    async fn insert_factory(&self, f: &FactoryToken, audit: &AuditEntry) -> anyhow::Result<()>;
+    async fn factory_by_hash(&self, value_hash: &str) -> anyhow::Result<Option<FactoryToken>>;
+    async fn get_factory(&self, id: &str) -> anyhow::Result<Option<FactoryToken>>;
+    /// Oldest first.
+    async fn list_factories(&self) -> anyhow::Result<Vec<FactoryToken>>;
+    /// None when there is no such factory token.
+    async fn update_factory(
+        &self,
+        id: &str,
+        change: &FactoryChange,
+        audit: &AuditEntry,
+    ) -> anyhow::Result<Option<FactoryToken>>;
+    /// False when there is no such factory token.
+    async fn delete_factory(&self, id: &str, audit: &AuditEntry) -> anyhow::Result<bool>;
+    /// Records a use: last-used time and use count.
+    async fn touch_factory(&self, id: &str, when: Micros) -> anyhow::Result<()>;
 
     // --- flocks
     async fn list_flocks(&self) -> anyhow::Result<Vec<Flock>>;

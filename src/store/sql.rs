@@ -59,7 +59,9 @@ const TOKEN_COLS_NO_COUNT: &str = "t.id, t.kind, t.memo, t.flock_id, t.enabled, 
 const INCIDENT_COLS: &str = "id, token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged";
 const HIT_COLS: &str = "id, incident_id, token_id, time_us, channel, src_ip, src_port, data";
 const KEY_COLS: &str = "key_id, secret_hash, role, flock_id, active, expire_us, description, \
-     created_us, last_used_us";
+     created_us, last_used_us, created_by";
+const FACTORY_COLS: &str = "id, value_hash, label, flock_id, created_us, expires_us, revoked_us, last_used_us, \
+     cidrs, use_count, created_by";
 
 /// Case-folded text for case-insensitive search. Folding happens here, in Rust, because the
 /// engines disagree: SQLite's LOWER() folds ASCII only, PostgreSQL's all of Unicode.
@@ -131,6 +133,24 @@ fn key_from_row(r: &AnyRow) -> anyhow::Result<ApiKey> {
         description: r.try_get(6)?,
         created_us: r.try_get(7)?,
         last_used_us: r.try_get(8)?,
+        created_by: r.try_get(9)?,
+    })
+}
+
+fn factory_from_row(r: &AnyRow) -> anyhow::Result<FactoryToken> {
+    let cidrs: String = r.try_get(8)?;
+    Ok(FactoryToken {
+        id: r.try_get(0)?,
+        value_hash: r.try_get(1)?,
+        label: r.try_get(2)?,
+        flock_id: r.try_get(3)?,
+        created_us: r.try_get(4)?,
+        expires_us: r.try_get(5)?,
+        revoked_us: r.try_get(6)?,
+        last_used_us: r.try_get(7)?,
+        cidrs: serde_json::from_str(&cidrs).context("factory cidrs are not a JSON list")?,
+        use_count: r.try_get(9)?,
+        created_by: r.try_get(10)?,
     })
 }
 
@@ -174,7 +194,7 @@ fn incident_where(f: &IncidentFilter, args: &mut Args) -> String {
 }
 
 async fn insert_key(tx: &mut Transaction<'static, Any>, k: &ApiKey, audit: &AuditEntry) -> anyhow::Result<()> {
-    sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
+    sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
         .bind(k.key_id.as_str())
         .bind(k.secret_hash.as_str())
         .bind(k.role.as_str())
@@ -184,6 +204,7 @@ async fn insert_key(tx: &mut Transaction<'static, Any>, k: &ApiKey, audit: &Audi
         .bind(k.description.as_str())
         .bind(k.created_us)
         .bind(k.last_used_us)
+        .bind(k.created_by.as_str())
         .execute(&mut **tx)
         .await?;
     insert_audit(tx, audit).await
@@ -421,6 +442,181 @@ impl Store for SqlStore {
         sqlx::query("UPDATE api_keys SET last_used_us = $1 WHERE key_id = $2")
             .bind(when)
             .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_api_keys(&self) -> anyhow::Result<Vec<ApiKey>> {
+        let rows = sqlx::query(&format!("SELECT {KEY_COLS} FROM api_keys ORDER BY created_us, key_id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn get_api_key(&self, key_id: &str) -> anyhow::Result<Option<ApiKey>> {
+        let row = sqlx::query(&format!("SELECT {KEY_COLS} FROM api_keys WHERE key_id = $1"))
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn update_api_key(
+        &self,
+        key_id: &str,
+        change: &KeyChange,
+        audit: &AuditEntry,
+    ) -> anyhow::Result<Option<ApiKey>> {
+        let mut tx = self.begin().await?;
+        let mut args = Args::default();
+        let mut sets = Vec::new();
+        if let Some(r) = change.role {
+            sets.push(format!("role = {}", args.push(Arg::S(r.as_str().into()))));
+        }
+        if let Some(a) = change.active {
+            sets.push(format!("active = {}", args.push(Arg::I(b(a)))));
+        }
+        if let Some(e) = change.expire_us {
+            sets.push(format!("expire_us = {}", args.push(Arg::I(e))));
+        }
+        if let Some(d) = &change.description {
+            sets.push(format!("description = {}", args.push(Arg::S(d.clone()))));
+        }
+        if !sets.is_empty() {
+            let id = args.push(Arg::S(key_id.into()));
+            let sql = format!("UPDATE api_keys SET {} WHERE key_id = {id}", sets.join(", "));
+            args.bind(sqlx::query(&sql)).execute(&mut *tx).await?;
+        }
+        let row = sqlx::query(&format!("SELECT {KEY_COLS} FROM api_keys WHERE key_id = $1"))
+            .bind(key_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        insert_audit(&mut tx, audit).await?;
+        let key = key_from_row(&row)?;
+        tx.commit().await?;
+        Ok(Some(key))
+    }
+
+    async fn delete_api_key(&self, key_id: &str, audit: &AuditEntry) -> anyhow::Result<bool> {
+        let mut tx = self.begin().await?;
+        let n =
+            sqlx::query("DELETE FROM api_keys WHERE key_id = $1").bind(key_id).execute(&mut *tx).await?.rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn has_key_made_by(&self, created_by: &str, role: Role) -> anyhow::Result<bool> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM api_keys WHERE created_by = $1 AND role = $2")
+            .bind(created_by)
+            .bind(role.as_str())
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        Ok(n > 0)
+    }
+
+    async fn insert_factory(&self, f: &FactoryToken, audit: &AuditEntry) -> anyhow::Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(&format!(
+            "INSERT INTO factory_tokens ({FACTORY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ))
+        .bind(f.id.as_str())
+        .bind(f.value_hash.as_str())
+        .bind(f.label.as_str())
+        .bind(f.flock_id.as_str())
+        .bind(f.created_us)
+        .bind(f.expires_us)
+        .bind(f.revoked_us)
+        .bind(f.last_used_us)
+        .bind(serde_json::to_string(&f.cidrs)?)
+        .bind(f.use_count)
+        .bind(f.created_by.as_str())
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn factory_by_hash(&self, value_hash: &str) -> anyhow::Result<Option<FactoryToken>> {
+        let row = sqlx::query(&format!("SELECT {FACTORY_COLS} FROM factory_tokens WHERE value_hash = $1"))
+            .bind(value_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(factory_from_row).transpose()
+    }
+
+    async fn get_factory(&self, id: &str) -> anyhow::Result<Option<FactoryToken>> {
+        let row = sqlx::query(&format!("SELECT {FACTORY_COLS} FROM factory_tokens WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(factory_from_row).transpose()
+    }
+
+    async fn list_factories(&self) -> anyhow::Result<Vec<FactoryToken>> {
+        let rows = sqlx::query(&format!("SELECT {FACTORY_COLS} FROM factory_tokens ORDER BY created_us, id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(factory_from_row).collect()
+    }
+
+    async fn update_factory(
+        &self,
+        id: &str,
+        change: &FactoryChange,
+        audit: &AuditEntry,
+    ) -> anyhow::Result<Option<FactoryToken>> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(&format!("SELECT {FACTORY_COLS} FROM factory_tokens WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut f = factory_from_row(&row)?;
+        if let Some(l) = &change.label {
+            f.label = l.clone();
+        }
+        if let Some(e) = change.expires_us {
+            f.expires_us = e;
+        }
+        if let Some(r) = change.revoked_us {
+            f.revoked_us = r;
+        }
+        sqlx::query("UPDATE factory_tokens SET label = $1, expires_us = $2, revoked_us = $3 WHERE id = $4")
+            .bind(f.label.as_str())
+            .bind(f.expires_us)
+            .bind(f.revoked_us)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Some(f))
+    }
+
+    async fn delete_factory(&self, id: &str, audit: &AuditEntry) -> anyhow::Result<bool> {
+        let mut tx = self.begin().await?;
+        let n =
+            sqlx::query("DELETE FROM factory_tokens WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn touch_factory(&self, id: &str, when: Micros) -> anyhow::Result<()> {
+        sqlx::query("UPDATE factory_tokens SET last_used_us = $1, use_count = use_count + 1 WHERE id = $2")
+            .bind(when)
+            .bind(id)
             .execute(&self.pool)
             .await?;
         Ok(())
