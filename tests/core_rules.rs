@@ -200,3 +200,83 @@ async fn unusable_keys_are_refused() {
         ("auth_failed", "inactive", "key is inactive")
     );
 }
+
+#[tokio::test]
+async fn factory_tokens_mint_and_download_in_their_flock_only() {
+    let (core, store, _d) = core().await;
+    let admin = actor_for(&core, Role::Admin, None).await;
+    let branch = core.create_flock(&admin, "Branch").await.unwrap();
+    let outside = core.create_token(&admin, new_token("windows-dir", "default flock")).await.unwrap();
+    let made = core.create_factory(&admin, "fleet", Some(&branch.id), None, &[]).await.unwrap();
+    assert_eq!(made.value.len(), 64);
+    assert_ne!(made.factory.value_hash, made.value, "only the hash is kept");
+
+    let (f, fac) = core.authenticate_factory(Some(&made.value), "192.0.2.1", "test").await.unwrap();
+    assert_eq!((f.role, f.flock_id.as_deref()), (Role::Deploy, Some(branch.id.as_str())));
+    assert_eq!(fac.id, made.factory.id);
+    let t = core.create_token(&f, new_token("windows-dir", "host 1")).await.unwrap();
+    assert_eq!(t.flock_id, branch.id);
+    assert!(core.download(&f, &t.id).await.is_ok());
+    // Nothing else: no reading, listing, changing, or reaching outside the flock.
+    assert!(matches!(core.get_token(&f, &t.id).await, Err(CoreError::Forbidden(_))));
+    assert!(matches!(core.list_tokens(&f, TokenFilter::default(), None, None).await, Err(CoreError::Forbidden(_))));
+    assert!(matches!(core.set_enabled(&f, &t.id, false).await, Err(CoreError::Forbidden(_))));
+    assert!(matches!(core.delete_token(&f, &t.id, false).await, Err(CoreError::Forbidden(_))));
+    assert!(matches!(core.list_incidents(&f, IncidentFilter::default()).await, Err(CoreError::Forbidden(_))));
+    assert!(matches!(core.list_factories(&f).await, Err(CoreError::Forbidden(_))));
+    assert!(matches!(core.download(&f, &outside.id).await, Err(CoreError::TokenNotFound)));
+    let mut elsewhere = new_token("dns", "x");
+    elsewhere.flock_id = Some(DEFAULT_FLOCK.into());
+    assert!(matches!(core.create_token(&f, elsewhere).await, Err(CoreError::FlockNotFound)));
+    assert_eq!(store.get_factory(&made.factory.id).await.unwrap().unwrap().use_count, 1);
+}
+
+#[tokio::test]
+async fn factory_tokens_refused_when_revoked_expired_or_out_of_network() {
+    let (core, _store, _d) = core().await;
+    let admin = actor_for(&core, Role::Admin, None).await;
+    let nets = ["127.0.0.1".to_string(), "10.1.0.0/16".to_string()];
+    let made = core.create_factory(&admin, "limited", None, None, &nets).await.unwrap();
+    assert_eq!(made.factory.cidrs, ["127.0.0.1/32", "10.1.0.0/16"]);
+    let ok = |ip: &'static str| core.authenticate_factory(Some(&made.value), ip, "test");
+    assert!(ok("127.0.0.1").await.is_ok());
+    assert!(ok("10.1.200.3").await.is_ok());
+    assert!(ok("::ffff:127.0.0.1").await.is_ok(), "IPv4-mapped addresses count as IPv4");
+    assert!(matches!(ok("127.0.0.2").await, Err(CoreError::Unauthenticated)));
+    assert!(matches!(ok("10.2.0.1").await, Err(CoreError::Unauthenticated)));
+
+    let revoke = FactoryChange { revoked_us: Some(Some(now_us())), ..Default::default() };
+    core.update_factory(&admin, &made.factory.id, revoke).await.unwrap();
+    assert!(matches!(ok("127.0.0.1").await, Err(CoreError::Unauthenticated)));
+    let restore = FactoryChange { revoked_us: Some(None), ..Default::default() };
+    core.update_factory(&admin, &made.factory.id, restore).await.unwrap();
+    assert!(ok("127.0.0.1").await.is_ok());
+    let expire = FactoryChange { expires_us: Some(Some(now_us() - 1)), ..Default::default() };
+    core.update_factory(&admin, &made.factory.id, expire).await.unwrap();
+    assert!(matches!(ok("127.0.0.1").await, Err(CoreError::Unauthenticated)));
+
+    assert!(core.authenticate_factory(Some("not-a-factory"), "127.0.0.1", "test").await.is_err());
+    assert!(core.authenticate_factory(None, "127.0.0.1", "test").await.is_err());
+    // Bad networks are refused at creation, naming the network probably meant.
+    let err = core.create_factory(&admin, "bad", None, None, &["192.0.2.1/24".to_string()]).await.unwrap_err();
+    assert!(err.to_string().contains("192.0.2.0/24"), "{err}");
+    assert!(core.create_factory(&admin, "bad", None, None, &["nonsense".to_string()]).await.is_err());
+    assert!(core.create_factory(&admin, "past", None, Some(now_us() - 1), &[]).await.is_err());
+    let analyst = actor_for(&core, Role::Analyst, None).await;
+    assert!(matches!(core.create_factory(&analyst, "no", None, None, &[]).await, Err(CoreError::Forbidden(_))));
+}
+
+#[tokio::test]
+async fn provision_key_creates_keys_until_it_has_made_an_admin() {
+    let (core, _store, _d) = core().await;
+    let core = core.with_provision_key("p".repeat(64).as_str());
+    assert!(core.authenticate_provision("wrong", "h", "test").await.is_err());
+    let p = core.authenticate_provision(&"p".repeat(64), "h", "test").await.unwrap();
+    let analyst = core.create_key(&p, Role::Analyst, None, String::new()).await.unwrap();
+    assert_eq!(analyst.key.created_by, "provision");
+    // The provision key manages nothing else.
+    assert!(matches!(core.list_keys(&p).await, Err(CoreError::Forbidden(_))));
+    let p = core.authenticate_provision(&"p".repeat(64), "h", "test").await.unwrap();
+    core.create_key(&p, Role::Admin, None, String::new()).await.unwrap();
+    assert!(matches!(core.authenticate_provision(&"p".repeat(64), "h", "test").await, Err(CoreError::Unauthenticated)));
+}

@@ -79,6 +79,8 @@ conformance!(
     judgements_ignore_drop_and_dedupe,
     token_files_round_trip,
     reports_attach_once_with_the_right_nonce,
+    api_keys_manage,
+    factory_tokens_round_trip,
     audit_log_newest_first,
 );
 
@@ -591,4 +593,77 @@ async fn reports_attach_once_with_the_right_nonce(s: Arc<dyn Store>) {
     let inc = s.list_incidents(&IncidentFilter { token_id: Some(t.id.clone()), ..Default::default() }).await.unwrap();
     assert_eq!(inc.len(), 1, "a report is no second incident");
     assert_eq!(inc[0].events[0].data["browser"], report);
+}
+
+async fn api_keys_manage(s: Arc<dyn Store>) {
+    let key = |id: &str, role: Role, by: &str| ApiKey {
+        key_id: id.into(),
+        secret_hash: format!("{id:0>64}"),
+        role,
+        flock_id: None,
+        active: true,
+        expire_us: 0,
+        description: String::new(),
+        created_us: 1,
+        last_used_us: None,
+        created_by: by.into(),
+    };
+    s.insert_api_key(&key("a", Role::Admin, "bootstrap"), &audit("key_create")).await.unwrap();
+    s.insert_api_key(&key("b", Role::Analyst, "provision"), &audit("key_create")).await.unwrap();
+    assert!(!s.has_key_made_by("provision", Role::Admin).await.unwrap());
+    assert!(s.has_key_made_by("provision", Role::Analyst).await.unwrap());
+    assert_eq!(s.list_api_keys().await.unwrap().iter().map(|k| k.key_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    let change =
+        KeyChange { role: Some(Role::Admin), active: Some(false), expire_us: Some(5), description: Some("d".into()) };
+    let k = s.update_api_key("b", &change, &audit("key_update")).await.unwrap().unwrap();
+    assert_eq!((k.role, k.active, k.expire_us, k.description.as_str()), (Role::Admin, false, 5, "d"));
+    assert_eq!(s.get_api_key("b").await.unwrap(), Some(k));
+    assert!(s.has_key_made_by("provision", Role::Admin).await.unwrap());
+    assert!(s.update_api_key("zz", &change, &audit("key_update")).await.unwrap().is_none());
+    assert!(s.delete_api_key("b", &audit("key_delete")).await.unwrap());
+    assert!(!s.delete_api_key("b", &audit("key_delete")).await.unwrap());
+    assert_eq!(s.get_api_key("b").await.unwrap(), None);
+    let actions: Vec<String> = s.list_audit(10).await.unwrap().into_iter().map(|a| a.action).collect();
+    assert_eq!(actions, ["key_delete", "key_update", "key_create", "key_create"], "misses write no audit");
+}
+
+async fn factory_tokens_round_trip(s: Arc<dyn Store>) {
+    let f = FactoryToken {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        value_hash: "ff".repeat(32),
+        label: "fleet".into(),
+        flock_id: DEFAULT_FLOCK.into(),
+        created_us: 10,
+        expires_us: Some(1_000),
+        revoked_us: None,
+        last_used_us: None,
+        cidrs: vec!["127.0.0.1/32".into(), "10.0.0.0/8".into()],
+        use_count: 0,
+        created_by: "k".into(),
+    };
+    s.insert_factory(&f, &audit("factory_create")).await.unwrap();
+    assert_eq!(s.factory_by_hash(&f.value_hash).await.unwrap(), Some(f.clone()));
+    assert_eq!(s.get_factory(&f.id).await.unwrap(), Some(f.clone()));
+    assert_eq!(s.list_factories().await.unwrap(), vec![f.clone()]);
+    assert_eq!(f.status(999), FactoryStatus::Valid);
+    assert_eq!(f.status(1_000), FactoryStatus::Expired);
+
+    s.touch_factory(&f.id, 50).await.unwrap();
+    s.touch_factory(&f.id, 60).await.unwrap();
+    let used = s.get_factory(&f.id).await.unwrap().unwrap();
+    assert_eq!((used.use_count, used.last_used_us), (2, Some(60)));
+
+    let revoke = FactoryChange { label: Some("renamed".into()), expires_us: Some(None), revoked_us: Some(Some(70)) };
+    let r = s.update_factory(&f.id, &revoke, &audit("factory_revoke")).await.unwrap().unwrap();
+    assert_eq!((r.label.as_str(), r.expires_us, r.revoked_us), ("renamed", None, Some(70)));
+    assert_eq!(r.status(0), FactoryStatus::Revoked);
+    let restore = FactoryChange { revoked_us: Some(None), ..Default::default() };
+    assert_eq!(
+        s.update_factory(&f.id, &restore, &audit("factory_restore")).await.unwrap().unwrap().status(0),
+        FactoryStatus::Valid
+    );
+    assert!(s.update_factory("nope", &restore, &audit("x")).await.unwrap().is_none());
+    assert!(s.delete_factory(&f.id, &audit("factory_delete")).await.unwrap());
+    assert!(!s.delete_factory(&f.id, &audit("factory_delete")).await.unwrap());
+    assert_eq!(s.factory_by_hash(&f.value_hash).await.unwrap(), None);
 }
