@@ -33,7 +33,7 @@ enum Command {
 enum KeyCommand {
     /// Create an API key and print it once as JSON (key_id, secret_id, auth_token).
     Create {
-        /// admin, analyst or read-only.
+        /// admin, analyst, read-only or deploy.
         #[arg(long, default_value = "admin")]
         role: String,
         /// Limit the key to one flock.
@@ -88,7 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => server::serve(Settings::resolve(&args)?).await,
         Command::Key(KeyCommand::Create { role, flock, description, store }) => {
             let role = Role::parse(&role)
-                .ok_or_else(|| anyhow::anyhow!("unknown role {role:?}: use admin, analyst or read-only"))?;
+                .ok_or_else(|| anyhow::anyhow!("unknown role {role:?}: use admin, analyst, read-only or deploy"))?;
             let settings = Settings::resolve(&ServeArgs { store, ..Default::default() })?;
             server::make_data_dir(&settings.data_dir)?;
             let store = trapline::store::open(&settings.database).await?;

@@ -180,7 +180,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     if let Some(k) = &first_key {
         println!("First start: created an admin API key. It is shown only this once; keep it safe.");
-        println!("Make more with: trapline key create --role admin|analyst|read-only [--flock FLOCK_ID]");
+        println!("Make more with: trapline key create --role admin|analyst|read-only|deploy [--flock FLOCK_ID]");
         println!("{}", serde_json::to_string(&KeyOut::of(k))?);
     }
     println!("Ready.");
