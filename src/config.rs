@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Base of token URLs. Default: http://<http listener address>.
     #[arg(long, env = "TRAPLINE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed.
+    /// Default: none — the client address is always the socket peer.
+    #[arg(long, env = "TRAPLINE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// The TOML file: every key optional.
@@ -64,6 +68,7 @@ struct FileConfig {
     nx_domain: Option<String>,
     public_ip: Option<IpAddr>,
     public_url: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 /// Fully resolved settings.
@@ -79,6 +84,7 @@ pub struct Settings {
     pub public_ip: IpAddr,
     /// None: derive from the bound HTTP address.
     pub public_url: Option<String>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -131,6 +137,20 @@ impl Settings {
             nx_domain,
             public_ip: args.public_ip.or(file.public_ip).unwrap_or([127, 0, 0, 1].into()),
             public_url,
+            trusted_proxies: args
+                .trusted_proxies
+                .clone()
+                .or(file.trusted_proxies)
+                .unwrap_or_default()
+                .iter()
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| {
+                    crate::core::parse_cidr(p)
+                        .map_err(|e| anyhow::anyhow!("trusted proxy: {e}"))?
+                        .parse::<ipnet::IpNet>()
+                        .map_err(|e| anyhow::anyhow!("trusted proxy {p:?}: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
         })
     }
 }

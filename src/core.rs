@@ -357,6 +357,53 @@ impl Core {
         }
     }
 
+    /// A key already proven (by a session token its dialect issued): it must still exist and
+    /// be usable.
+    pub async fn authenticate_key_id(&self, key_id: &str, src_ip: &str, dialect: &'static str) -> CoreResult<Actor> {
+        let key = match self.store.get_api_key(key_id).await? {
+            Some(k) => k,
+            None => {
+                self.failed_logins.note(src_ip, "session for a key that no longer exists", "", dialect);
+                return Err(CoreError::Unauthenticated);
+            }
+        };
+        if let Some(why) = auth::key_unusable(&key, now_us()) {
+            self.failed_logins.note(src_ip, why, &key.key_id, dialect);
+            return Err(CoreError::Unauthenticated);
+        }
+        Ok(Actor { id: key.key_id, role: key.role, flock_id: key.flock_id, src_ip: src_ip.into(), dialect })
+    }
+
+    /// Enrols a host with a factory token (Conjur host factory): a new deploy key for the
+    /// factory's flock, usable by the host to mint and download its own tokens.
+    pub async fn enrol_host(
+        &self,
+        factory_actor: &Actor,
+        factory: &FactoryToken,
+        host_id: &str,
+    ) -> CoreResult<CreatedKey> {
+        if factory_actor.id != format!("factory:{}", factory.id) {
+            return self.deny(factory_actor, Permission::ManageKeys, "").await;
+        }
+        let host = host_id.trim();
+        let ok = !host.is_empty()
+            && host.len() <= 255
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'/'));
+        if !ok {
+            return Err(CoreError::invalid("id", "must be a host name (letters, digits, . _ - @ /)"));
+        }
+        let (key, secret) =
+            Self::new_key(Role::Deploy, Some(factory.flock_id.clone()), format!("host {host}"), &factory_actor.id);
+        let audit = self.audit(
+            factory_actor,
+            "host_enrol",
+            &key.key_id,
+            format!("enrolled host {host} in {}", factory.flock_id),
+        );
+        self.store.insert_api_key(&key, &audit).await?;
+        Ok(CreatedKey { key, secret })
+    }
+
     /// The provision key, which can only create keys, and only until an admin key made with
     /// it exists.
     pub async fn authenticate_provision(&self, value: &str, src_ip: &str, dialect: &'static str) -> CoreResult<Actor> {

@@ -28,17 +28,39 @@ pub struct Limits {
     pub header_timeout: Duration,
 }
 
+/// The client's address: the socket peer, unless the peer is one of `trusted` proxies — then
+/// the right-most `X-Forwarded-For` address that is not itself a trusted proxy. Without
+/// trusted proxies the header is never read, so it cannot be used to pose as another address.
+pub fn client_addr(peer: SocketAddr, headers: &axum::http::HeaderMap, trusted: &[ipnet::IpNet]) -> SocketAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(&ip.to_canonical()));
+    if trusted.is_empty() || !is_trusted(&peer.ip()) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+        .collect::<Vec<_>>();
+    match forwarded.iter().rev().find(|ip| !is_trusted(ip)) {
+        Some(ip) => SocketAddr::new(*ip, 0),
+        None => peer,
+    }
+}
+
 /// Resolves once `stop` is true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Serves `router` until `stop` turns true, then waits (up to `grace`) for open requests.
-/// Handlers see the peer address as `ConnectInfo<SocketAddr>`.
+/// Handlers see the client's address (see [`client_addr`]) as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    trusted: Arc<Vec<ipnet::IpNet>>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -62,12 +84,13 @@ pub async fn serve(
             _ = stopped(&mut stop) => break,
         };
         while conns.try_join_next().is_some() {}
-        let (router, mut stop) = (router.clone(), stop.clone());
+        let (router, mut stop, trusted) = (router.clone(), stop.clone(), trusted.clone());
         conns.spawn(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                let client = client_addr(peer, req.headers(), &trusted);
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(client));
                 router.clone().oneshot(req.map(Body::new))
             });
             let mut builder = Builder::new(TokioExecutor::new()).http1_only();
@@ -85,4 +108,35 @@ pub async fn serve(
     }
     drop(listener);
     let _ = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> axum::http::HeaderMap {
+        let mut h = axum::http::HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let h = headers(&["203.0.113.9, 10.0.0.5"]);
+        assert_eq!(client_addr(peer, &h, &[]), peer, "no trusted proxies: the header is ignored");
+        let other: Vec<ipnet::IpNet> = vec!["192.0.2.0/24".parse().unwrap()];
+        assert_eq!(client_addr(peer, &h, &other), peer, "peer is not a trusted proxy");
+        let trusted: Vec<ipnet::IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        assert_eq!(client_addr(peer, &h, &trusted).ip().to_string(), "10.0.0.5", "right-most untrusted");
+        let chain: Vec<ipnet::IpNet> = vec!["127.0.0.1/32".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        assert_eq!(client_addr(peer, &h, &chain).ip().to_string(), "203.0.113.9", "skips trusted hops");
+        assert_eq!(client_addr(peer, &headers(&["garbage"]), &trusted), peer);
+        assert_eq!(
+            client_addr(peer, &headers(&["198.51.100.1", "198.51.100.2"]), &trusted).ip().to_string(),
+            "198.51.100.2"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::config::Settings;
 use crate::core::{Core, CreatedKey};
-use crate::dialects::{console, spacesiren};
+use crate::dialects::{conjur, console, spacesiren};
 use crate::http_serve::{self, Limits};
 use crate::kinds::Site;
 use crate::listeners::{dns, http};
@@ -148,12 +148,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Arc::new(dns::DnsServer::new(&site.domain, &site.nx_domain, settings.public_ip, recorder.clone())?);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let api_router = console::router(core.clone()).merge(spacesiren::router(core.clone()));
-    let api_task = tokio::spawn(http_serve::serve(api, api_router, API_LIMITS, stop_rx.clone(), GRACE));
+    let trusted = Arc::new(settings.trusted_proxies.clone());
+    let api_router =
+        console::router(core.clone()).merge(spacesiren::router(core.clone())).merge(conjur::router(core.clone()));
+    let api_task =
+        tokio::spawn(http_serve::serve(api, api_router, API_LIMITS, trusted.clone(), stop_rx.clone(), GRACE));
     let http_task = tokio::spawn(http_serve::serve(
         http_listener,
         http::router(recorder.clone(), store.clone()),
         TRIGGER_LIMITS,
+        trusted,
         stop_rx,
         GRACE,
     ));
