@@ -125,10 +125,6 @@ fn key_json(k: &ApiKey) -> Value {
 async fn key(State(core): State<Arc<Core>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
     let src_ip = peer.ip().to_canonical().to_string();
     let (parts, body) = req.into_parts();
-    let body = match body_object(body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
     let h = &parts.headers;
     let actor = match (parts.method == Method::POST, header(h, "x-provision-key")) {
         (true, Some(p)) => core.authenticate_provision(p, &src_ip, "spacesiren").await,
@@ -137,6 +133,11 @@ async fn key(State(core): State<Arc<Core>>, ConnectInfo(peer): ConnectInfo<Socke
     let actor = match actor {
         Ok(a) => a,
         Err(e) => return core_error(e),
+    };
+    // The caller is known before the body is looked at.
+    let body = match body_object(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     match handle(&core, &actor, &parts.method, &body).await {
         Ok(r) => r,
