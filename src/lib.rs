@@ -10,6 +10,7 @@ pub mod config;
 pub mod core;
 pub mod dialects;
 pub mod error;
+pub mod fql;
 pub mod http_serve;
 pub mod ids;
 pub mod kinds;

@@ -308,6 +308,23 @@ pub struct FactoryChange {
     pub revoked_us: Option<Option<Micros>>,
 }
 
+/// A filtered, sorted, paged query (Falcon's FQL queries).
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub filter: Option<crate::fql::Expr>,
+    /// `field.asc`, `field.desc` or `field|asc`; None: newest first.
+    pub sort: Option<String>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// An audit-log entry with its id, as an audit event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub entry: AuditEntry,
+}
+
 /// One line of the audit log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEntry {

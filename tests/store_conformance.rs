@@ -81,6 +81,8 @@ conformance!(
     reports_attach_once_with_the_right_nonce,
     api_keys_manage,
     factory_tokens_round_trip,
+    fql_queries_over_factories_and_audit,
+    settings_round_trip,
     audit_log_newest_first,
 );
 
@@ -666,4 +668,114 @@ async fn factory_tokens_round_trip(s: Arc<dyn Store>) {
     assert!(s.delete_factory(&f.id, &audit("factory_delete")).await.unwrap());
     assert!(!s.delete_factory(&f.id, &audit("factory_delete")).await.unwrap());
     assert_eq!(s.factory_by_hash(&f.value_hash).await.unwrap(), None);
+}
+
+async fn fql_queries_over_factories_and_audit(s: Arc<dyn Store>) {
+    let now = now_us();
+    let day = 86_400_000_000;
+    let mk = |id: &str, label: &str, created: i64, expires: Option<i64>, revoked: Option<i64>| FactoryToken {
+        id: format!("{id:0>32}"),
+        value_hash: format!("{id:f>64}"),
+        label: label.into(),
+        flock_id: DEFAULT_FLOCK.into(),
+        created_us: created,
+        expires_us: expires,
+        revoked_us: revoked,
+        last_used_us: None,
+        cidrs: vec![],
+        use_count: 0,
+        created_by: "k".into(),
+    };
+    for f in [
+        mk("a1", "Alpha Fleet", now - 3 * day, None, None),
+        mk("b2", "beta", now - 2 * day, Some(now - day), None),
+        mk("c3", "gamma 100%_x", now - day, Some(now + day), Some(now - 10)),
+        mk("d4", "delta", now - 10 * day, None, None),
+    ] {
+        s.insert_factory(&f, &audit("factory_create")).await.unwrap();
+    }
+    let q = |filter: &str| Query {
+        filter: Some(trapline::fql::parse(filter).unwrap()),
+        sort: Some("label.asc".into()),
+        offset: 0,
+        limit: 100,
+    };
+    let ids = |r: (Vec<String>, i64)| r.0.iter().map(|i| i.trim_start_matches('0').to_string()).collect::<Vec<_>>();
+    let run = |filter: &'static str| {
+        let s = s.clone();
+        async move { ids(s.query_factories(&q(filter), now).await.unwrap_or_else(|e| panic!("{filter}: {e}"))) }
+    };
+    assert_eq!(run("label:'beta'").await, ["b2"]);
+    assert_eq!(run("label:~'FLEET'").await, ["a1"]);
+    assert_eq!(run("label:'alp*'").await, ["a1"], "wildcard matches ignore case, on both engines");
+    assert_eq!(run("label:'Alp*'").await, ["a1"]);
+    assert_eq!(run("label:'Beta'").await, [] as [&str; 0], "plain ':' is exact");
+    assert_eq!(run("label:'gamma 100%_x'").await, ["c3"], "% and _ are literal");
+    assert_eq!(run("label:'gamma 1%'").await, [] as [&str; 0]);
+    assert_eq!(run("status:'revoked'").await, ["c3"]);
+    assert_eq!(run("status:'expired'").await, ["b2"]);
+    assert_eq!(run("status:['valid','expired']").await, ["a1", "b2", "d4"]);
+    assert_eq!(run("status:!'valid'").await, ["b2", "c3"]);
+    assert_eq!(run("expires_timestamp:null").await, ["a1", "d4"]);
+    assert_eq!(run("expires_timestamp:!null").await, ["b2", "c3"]);
+    assert_eq!(run("created_timestamp:>'now-4d'").await, ["a1", "b2", "c3"]);
+    assert_eq!(run("created_timestamp:<='now-2d'+status:'valid'").await, ["a1", "d4"]);
+    assert_eq!(run("(label:'beta',label:'delta')+expires_timestamp:null").await, ["d4"]);
+    assert_eq!(run("label:'beta',label:'delta'+expires_timestamp:null").await, ["b2", "d4"], "+ binds tighter than ,");
+    assert_eq!(run("type:'customer_managed'").await.len(), 4);
+    assert_eq!(run("id:'000000000000000000000000000000a1'").await, ["a1"]);
+    assert_eq!(run("label:!~'a'").await, [] as [&str; 0]);
+    assert_eq!(run("label:>'c'").await, ["d4", "c3"], "text comparison (sorted by label)");
+
+    // Sorting, paging and the total.
+    let mut page = q("created_timestamp:>'now-30d'");
+    page.sort = Some("created_timestamp|desc".into());
+    page.limit = 2;
+    let (first, total) = s.query_factories(&page, now).await.unwrap();
+    assert_eq!(total, 4);
+    assert_eq!(first.iter().map(|i| i.trim_start_matches('0')).collect::<Vec<_>>(), ["c3", "b2"]);
+    page.offset = 2;
+    let (second, _) = s.query_factories(&page, now).await.unwrap();
+    assert_eq!(second.iter().map(|i| i.trim_start_matches('0')).collect::<Vec<_>>(), ["a1", "d4"]);
+    let all = Query { limit: 100, ..Default::default() };
+    assert_eq!(s.query_factories(&all, now).await.unwrap().0.len(), 4, "no filter: everything, newest first");
+
+    // What the entity cannot use is an FqlError naming the position.
+    for bad in ["nosuch:'x'", "created_timestamp:'yesterday'", "created_timestamp:~'x'"] {
+        let e = s.query_factories(&q(bad), now).await.unwrap_err();
+        let fe = e.downcast_ref::<trapline::fql::FqlError>().unwrap_or_else(|| panic!("{bad}: {e}"));
+        assert_eq!(fe.position, 0, "{bad}");
+    }
+    let mut badsort = q("label:'beta'");
+    badsort.sort = Some("value.desc".into());
+    assert!(s.query_factories(&badsort, now).await.unwrap_err().downcast_ref::<trapline::fql::FqlError>().is_some());
+
+    // Audit events of factory tokens, with Falcon's action names.
+    let target = format!("{:0>32}", "b2");
+    s.update_factory(
+        &target,
+        &FactoryChange { revoked_us: Some(Some(now)), ..Default::default() },
+        &AuditEntry { target: target.clone(), ..audit("factory_revoke") },
+    )
+    .await
+    .unwrap();
+    s.append_audit(&audit("token_create")).await.unwrap(); // a Canarytoken action: not a factory event
+    let aq =
+        |filter: &str| Query { filter: Some(trapline::fql::parse(filter).unwrap()), sort: None, offset: 0, limit: 100 };
+    let (revokes, n) = s.query_factory_audit(&aq("action:'token_revoke'"), now).await.unwrap();
+    assert_eq!((revokes.len(), n), (1, 1));
+    let ev = s.factory_audit_events(&revokes).await.unwrap();
+    assert_eq!(ev.len(), 1);
+    assert_eq!((ev[0].entry.action.as_str(), ev[0].entry.target.as_str()), ("token_revoke", target.as_str()));
+    let (creates, n) = s.query_factory_audit(&aq("action:'token_create'+timestamp:>'now-1h'"), now).await.unwrap();
+    assert_eq!((creates.len(), n), (4, 4), "the Canarytoken token_create is not counted");
+    assert_eq!(s.query_factory_audit(&aq(&format!("token_id:'{target}'")), now).await.unwrap().1, 1);
+    assert_eq!(s.query_factory_audit(&aq(&format!("id:{}", revokes[0])), now).await.unwrap().0, revokes);
+}
+
+async fn settings_round_trip(s: Arc<dyn Store>) {
+    assert_eq!(s.get_setting("max_active_tokens").await.unwrap(), None);
+    s.set_setting("max_active_tokens", "5", &audit("settings_update")).await.unwrap();
+    s.set_setting("max_active_tokens", "7", &audit("settings_update")).await.unwrap();
+    assert_eq!(s.get_setting("max_active_tokens").await.unwrap().as_deref(), Some("7"));
 }

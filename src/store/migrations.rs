@@ -13,6 +13,8 @@
 //!
 //! Step 4 adds `api_keys.created_by` and `factory_tokens`.
 //!
+//! Step 5 adds `settings` (name → value, e.g. Falcon's customer settings).
+//!
 //! Conventions both schemas follow so one SQL text works on both: integers are BIGINT (SQLite
 //! INTEGER), booleans are BIGINT 0/1, times are BIGINT microseconds since the epoch (UTC), JSON
 //! is TEXT.
@@ -118,6 +120,12 @@ CREATE TABLE factory_tokens (
     created_by TEXT NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#,
 ];
 
 /// Steps for PostgreSQL, one for one with [`SQLITE`].
@@ -219,6 +227,12 @@ CREATE TABLE factory_tokens (
     cidrs TEXT NOT NULL,
     use_count BIGINT NOT NULL,
     created_by TEXT NOT NULL
+);
+"#,
+    r#"
+CREATE TABLE settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 "#,
 ];

@@ -9,6 +9,7 @@
 //! Every mutating method that corresponds to a management action takes the [`AuditEntry`] and
 //! writes it in the same transaction, so the audit log can never miss a change that happened.
 
+pub mod fql_sql;
 pub mod migrations;
 pub mod sql;
 
@@ -74,6 +75,17 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_factory(&self, id: &str, audit: &AuditEntry) -> anyhow::Result<bool>;
     /// Records a use: last-used time and use count.
     async fn touch_factory(&self, id: &str, when: Micros) -> anyhow::Result<()>;
+    /// Ids of the factory tokens matching `q` (newest first unless sorted) and how many match
+    /// in all. A filter the entity cannot use fails with an [`crate::fql::FqlError`] inside.
+    async fn query_factories(&self, q: &Query, now: Micros) -> anyhow::Result<(Vec<String>, i64)>;
+    /// Ids of the factory-token audit events matching `q`, and how many match in all.
+    async fn query_factory_audit(&self, q: &Query, now: Micros) -> anyhow::Result<(Vec<i64>, i64)>;
+    /// Factory-token audit events by id (Falcon action names).
+    async fn factory_audit_events(&self, ids: &[i64]) -> anyhow::Result<Vec<AuditEvent>>;
+
+    // --- settings
+    async fn get_setting(&self, name: &str) -> anyhow::Result<Option<String>>;
+    async fn set_setting(&self, name: &str, value: &str, audit: &AuditEntry) -> anyhow::Result<()>;
 
     // --- flocks
     async fn list_flocks(&self) -> anyhow::Result<Vec<Flock>>;

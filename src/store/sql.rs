@@ -10,7 +10,7 @@ use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
-use super::{migrations, FlockDeletion, Judge, Store};
+use super::{fql_sql, migrations, FlockDeletion, Judge, Store};
 use crate::model::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,17 +26,17 @@ pub struct SqlStore {
 
 /// A bind value for statements built at run time.
 #[derive(Debug, Clone)]
-enum Arg {
+pub(super) enum Arg {
     I(i64),
     S(String),
 }
 
 /// Collects bind values and hands out their `$N` placeholders.
 #[derive(Default)]
-struct Args(Vec<Arg>);
+pub(super) struct Args(Vec<Arg>);
 
 impl Args {
-    fn push(&mut self, a: Arg) -> String {
+    pub(super) fn push(&mut self, a: Arg) -> String {
         self.0.push(a);
         format!("${}", self.0.len())
     }
@@ -316,6 +316,37 @@ impl SqlStore {
             tx.commit().await?;
         }
         Ok(())
+    }
+
+    /// The first column of the rows of `table` within `scope` matching the query's filter,
+    /// sorted and paged, and the number of matching rows in all.
+    async fn query_ids(
+        &self,
+        table: &str,
+        scope: &str,
+        fields: &[fql_sql::Field],
+        default_order: &str,
+        q: &crate::model::Query,
+        now: Micros,
+    ) -> anyhow::Result<(Vec<AnyRow>, i64)> {
+        let mut args = Args::default();
+        let cond = match &q.filter {
+            Some(f) => fql_sql::compile(f, fields, &mut args, now)?,
+            None => "1=1".to_string(),
+        };
+        let total: i64 = args
+            .bind(sqlx::query(&format!("SELECT COUNT(*) FROM {table} WHERE {scope} AND {cond}")))
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        let order = match &q.sort {
+            Some(s) => format!("{}, id", fql_sql::order_by(s, fields, &mut args, now)?),
+            None => default_order.to_string(),
+        };
+        let (limit, offset) = (args.push(Arg::I(q.limit)), args.push(Arg::I(q.offset)));
+        let sql =
+            format!("SELECT id FROM {table} WHERE {scope} AND {cond} ORDER BY {order} LIMIT {limit} OFFSET {offset}");
+        Ok((args.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?, total))
     }
 
     /// Row-lock suffix for a SELECT inside a write transaction: PostgreSQL needs it to keep
@@ -619,6 +650,72 @@ impl Store for SqlStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    async fn query_factories(&self, q: &crate::model::Query, now: Micros) -> anyhow::Result<(Vec<String>, i64)> {
+        let (ids, total) = self
+            .query_ids("factory_tokens", "1=1", fql_sql::FACTORY_FIELDS, "created_us DESC, id DESC", q, now)
+            .await?;
+        Ok((ids.into_iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?, total))
+    }
+
+    async fn query_factory_audit(&self, q: &crate::model::Query, now: Micros) -> anyhow::Result<(Vec<i64>, i64)> {
+        let scope =
+            "action IN ('factory_create', 'factory_update', 'factory_revoke', 'factory_restore', 'factory_delete')";
+        let (rows, total) =
+            self.query_ids("audit_log", scope, fql_sql::AUDIT_FIELDS, "time_us DESC, id DESC", q, now).await?;
+        Ok((rows.into_iter().map(|r| r.try_get::<i64, _>(0)).collect::<Result<_, _>>()?, total))
+    }
+
+    async fn factory_audit_events(&self, ids: &[i64]) -> anyhow::Result<Vec<AuditEvent>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = Args::default();
+        let list: Vec<String> = ids.iter().take(1000).map(|i| args.push(Arg::I(*i))).collect();
+        let sql = format!(
+            "SELECT id, time_us, actor, {}, target, description, src_ip, dialect FROM audit_log \
+             WHERE id IN ({}) AND action LIKE 'factory\\_%' ESCAPE '\\' ORDER BY id",
+            fql_sql::AUDIT_ACTION,
+            list.join(", ")
+        );
+        let rows = args.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    id: r.try_get(0)?,
+                    entry: AuditEntry {
+                        time_us: r.try_get(1)?,
+                        actor: r.try_get(2)?,
+                        action: r.try_get(3)?,
+                        target: r.try_get(4)?,
+                        description: r.try_get(5)?,
+                        src_ip: r.try_get(6)?,
+                        dialect: r.try_get(7)?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn get_setting(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let row =
+            sqlx::query("SELECT value FROM settings WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    async fn set_setting(&self, name: &str, value: &str, audit: &AuditEntry) -> anyhow::Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
