@@ -14,6 +14,11 @@ use crate::kinds::{self, Artefact, Params, Site, Uploads};
 use crate::model::*;
 use crate::store::{FlockDeletion, Store};
 
+/// Setting names (Falcon customer settings).
+const MAX_ACTIVE_TOKENS: &str = "max_active_tokens";
+const TOKENS_REQUIRED: &str = "tokens_required";
+/// Largest page of an FQL query.
+pub const MAX_QUERY_PAGE: i64 = 1000;
 /// Actor id (and `created_by`) of the provision key.
 pub const PROVISION: &str = "provision";
 /// Longest memo accepted, in characters.
@@ -479,6 +484,18 @@ impl Core {
         if expires_us.is_some_and(|e| e <= now_us()) {
             return Err(CoreError::invalid("expiration", "must be in the future"));
         }
+        let (max_active, _) = self.read_factory_settings().await?;
+        if max_active > 0 {
+            let now = now_us();
+            let active =
+                self.store.list_factories().await?.iter().filter(|f| f.status(now) == FactoryStatus::Valid).count();
+            if active as i64 >= max_active {
+                return Err(CoreError::invalid(
+                    "max_active_tokens",
+                    format!("reached: {active} valid factory tokens exist (the limit is {max_active})"),
+                ));
+            }
+        }
         let value = ids::hex_id(32);
         let factory = FactoryToken {
             id: ids::hex_id(16),
@@ -538,6 +555,96 @@ impl Core {
         } else {
             Err(CoreError::FactoryNotFound)
         }
+    }
+
+    async fn require_unscoped_factory_admin(&self, actor: &Actor) -> CoreResult<()> {
+        self.require(actor, Permission::ManageFactories).await?;
+        if actor.flock_id.is_some() {
+            return self.deny(actor, Permission::ManageFactories, "").await;
+        }
+        Ok(())
+    }
+
+    /// A store query's FQL mistakes become parameter errors; other failures stay storage errors.
+    fn query_error(e: anyhow::Error) -> CoreError {
+        match e.downcast::<crate::fql::FqlError>() {
+            Ok(f) => CoreError::invalid("filter", format!("is invalid at position {}: {}", f.position, f.message)),
+            Err(e) => CoreError::Storage(e),
+        }
+    }
+
+    fn check_page(q: &Query) -> CoreResult<()> {
+        if !(1..=MAX_QUERY_PAGE).contains(&q.limit) {
+            return Err(CoreError::invalid("limit", format!("must be between 1 and {MAX_QUERY_PAGE}")));
+        }
+        if q.offset < 0 {
+            return Err(CoreError::invalid("offset", "must not be negative"));
+        }
+        Ok(())
+    }
+
+    /// Ids of the factory tokens matching an FQL query, and how many match in all.
+    pub async fn query_factories(&self, actor: &Actor, q: &Query) -> CoreResult<(Vec<String>, i64)> {
+        self.require_unscoped_factory_admin(actor).await?;
+        Self::check_page(q)?;
+        self.store.query_factories(q, now_us()).await.map_err(Self::query_error)
+    }
+
+    /// The factory tokens with these ids (unknown ids are left out).
+    pub async fn get_factories(&self, actor: &Actor, ids: &[String]) -> CoreResult<Vec<FactoryToken>> {
+        self.require_unscoped_factory_admin(actor).await?;
+        let mut out = Vec::new();
+        for id in ids.iter().take(MAX_QUERY_PAGE as usize) {
+            if let Some(f) = self.store.get_factory(id.trim()).await? {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ids of the factory-token audit events matching an FQL query, and how many in all.
+    pub async fn query_factory_audit(&self, actor: &Actor, q: &Query) -> CoreResult<(Vec<i64>, i64)> {
+        self.require_unscoped_factory_admin(actor).await?;
+        Self::check_page(q)?;
+        self.store.query_factory_audit(q, now_us()).await.map_err(Self::query_error)
+    }
+
+    pub async fn factory_audit_events(&self, actor: &Actor, ids: &[i64]) -> CoreResult<Vec<AuditEvent>> {
+        self.require_unscoped_factory_admin(actor).await?;
+        Ok(self.store.factory_audit_events(ids).await?)
+    }
+
+    /// (most valid factory tokens at once, 0 = no limit; whether tokens are required).
+    pub async fn factory_settings(&self, actor: &Actor) -> CoreResult<(i64, bool)> {
+        self.require(actor, Permission::Read).await?;
+        self.read_factory_settings().await
+    }
+
+    async fn read_factory_settings(&self) -> CoreResult<(i64, bool)> {
+        let max = self.store.get_setting(MAX_ACTIVE_TOKENS).await?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        let required = self.store.get_setting(TOKENS_REQUIRED).await?.is_some_and(|v| v == "true");
+        Ok((max, required))
+    }
+
+    pub async fn set_factory_settings(
+        &self,
+        actor: &Actor,
+        max_active: Option<i64>,
+        required: Option<bool>,
+    ) -> CoreResult<(i64, bool)> {
+        self.require_unscoped_factory_admin(actor).await?;
+        if let Some(m) = max_active {
+            if !(0..=1_000_000).contains(&m) {
+                return Err(CoreError::invalid("max_active_tokens", "must be between 0 (no limit) and 1000000"));
+            }
+            let audit = self.audit(actor, "settings_update", MAX_ACTIVE_TOKENS, format!("max_active_tokens = {m}"));
+            self.store.set_setting(MAX_ACTIVE_TOKENS, &m.to_string(), &audit).await?;
+        }
+        if let Some(r) = required {
+            let audit = self.audit(actor, "settings_update", TOKENS_REQUIRED, format!("tokens_required = {r}"));
+            self.store.set_setting(TOKENS_REQUIRED, &r.to_string(), &audit).await?;
+        }
+        self.read_factory_settings().await
     }
 
     /// Turns a factory token's value into an actor that may create and download tokens in its

@@ -18,4 +18,5 @@ pub mod listeners;
 pub mod model;
 pub mod recorder;
 pub mod server;
+pub mod session;
 pub mod store;

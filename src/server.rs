@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::config::Settings;
 use crate::core::{Core, CreatedKey};
-use crate::dialects::{conjur, console, spacesiren};
+use crate::dialects::{conjur, console, falcon, spacesiren};
 use crate::http_serve::{self, Limits};
 use crate::kinds::Site;
 use crate::listeners::{dns, http};
@@ -149,8 +149,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let trusted = Arc::new(settings.trusted_proxies.clone());
-    let api_router =
-        console::router(core.clone()).merge(spacesiren::router(core.clone())).merge(conjur::router(core.clone()));
+    // One management listener, one router per dialect.
+    let api_router = console::router(core.clone())
+        .merge(spacesiren::router(core.clone()))
+        .merge(conjur::router(core.clone()))
+        .merge(falcon::router(core.clone()));
     let api_task =
         tokio::spawn(http_serve::serve(api, api_router, API_LIMITS, trusted.clone(), stop_rx.clone(), GRACE));
     let http_task = tokio::spawn(http_serve::serve(

@@ -7,9 +7,7 @@
 //!
 //! Conjur clients log in with `POST /authn/{account}/{login}/authenticate` (login = key id,
 //! body = the key's secret) and send the answer back base64-encoded as
-//! `Authorization: Token token="..."`. That access token is signed with a key made at start-up
-//! and lives 8 minutes; the key behind it is checked again on every use. (So a token is good
-//! on the node that issued it; clients simply log in again.) Errors are Conjur's shapes: 422
+//! `Authorization: Token token="..."`. That access token ([`crate::session`]) lives 8 minutes. Errors are Conjur's shapes: 422
 //! `{"error": {"code": "argument_error", "message": ...}}`, bare 401, 403 and 404.
 
 use std::collections::BTreeMap;
@@ -24,14 +22,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::Router;
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use crate::auth::Actor;
 use crate::core::Core;
 use crate::error::{CoreError, CoreResult};
-use crate::model::now_us;
+use crate::session::Sessions;
 
 /// Life of an access token.
 const TOKEN_LIFE_SECS: i64 = 8 * 60;
@@ -42,14 +38,11 @@ const MAX_COUNT: i64 = 100;
 
 pub struct ConjurState {
     core: Arc<Core>,
-    /// Signs access tokens; made at start-up, never stored.
-    signing_key: [u8; 32],
+    sessions: Sessions,
 }
 
 pub fn router(core: Arc<Core>) -> Router {
-    let mut signing_key = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut signing_key);
-    let state = Arc::new(ConjurState { core, signing_key });
+    let state = Arc::new(ConjurState { core, sessions: Sessions::new(TOKEN_LIFE_SECS) });
     Router::new()
         .route("/authn/{account}/{login}/authenticate", post(authenticate))
         .route("/host_factory_tokens", post(create_tokens))
@@ -79,12 +72,6 @@ fn core_error(e: CoreError) -> Response {
     }
 }
 
-fn sign(key: &[u8; 32], key_id: &str, exp: i64) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(format!("{key_id}\n{exp}").as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
-
 /// `Token token="<value>"` → value.
 fn token_header(h: &HeaderMap) -> Option<&str> {
     let v = h.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
@@ -97,14 +84,8 @@ fn token_header(h: &HeaderMap) -> Option<&str> {
 async fn actor(state: &ConjurState, h: &HeaderMap, src_ip: &str) -> CoreResult<Actor> {
     let raw = token_header(h).ok_or(CoreError::Unauthenticated)?;
     let decoded = base64::engine::general_purpose::STANDARD.decode(raw).map_err(|_| CoreError::Unauthenticated)?;
-    let v: Value = serde_json::from_slice(&decoded).map_err(|_| CoreError::Unauthenticated)?;
-    let (Some(sub), Some(exp), Some(sig)) = (v["sub"].as_str(), v["exp"].as_i64(), v["sig"].as_str()) else {
-        return Err(CoreError::Unauthenticated);
-    };
-    if !crate::auth::ct_eq(&sign(&state.signing_key, sub, exp), sig) || exp <= now_us() / 1_000_000 {
-        return Err(CoreError::Unauthenticated);
-    }
-    state.core.authenticate_key_id(sub, src_ip, "conjur").await
+    let key_id = state.sessions.verify(&decoded).ok_or(CoreError::Unauthenticated)?;
+    state.core.authenticate_key_id(&key_id, src_ip, "conjur").await
 }
 
 /// Parameters from the query string and a form or JSON body; repeated names (`cidr[]`) kept.
@@ -159,9 +140,7 @@ async fn authenticate(
     let api_key = String::from_utf8_lossy(&bytes).trim().to_string();
     match state.core.authenticate_pair(Some(&login), Some(&api_key), &src(peer), "conjur").await {
         Ok(a) => {
-            let exp = now_us() / 1_000_000 + TOKEN_LIFE_SECS;
-            let token = json!({ "sub": a.id, "exp": exp, "sig": sign(&state.signing_key, &a.id, exp) });
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], token.to_string()).into_response()
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], state.sessions.issue(&a.id)).into_response()
         }
         Err(e) => core_error(e),
     }

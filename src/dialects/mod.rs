@@ -3,4 +3,5 @@
 
 pub mod conjur;
 pub mod console;
+pub mod falcon;
 pub mod spacesiren;

@@ -1,0 +1,422 @@
+//! Falcon installation-tokens dialect, as the PyPI `crowdstrike-falconpy` client uses it.
+//!
+//! OAuth2: `POST /oauth2/token` (form `client_id` = key id, `client_secret` = secret) answers
+//! **201** with a bearer token (a [`crate::session`] token, 30 minutes); `POST /oauth2/revoke`
+//! (Basic auth, form `token`) revokes one. Installation tokens are factory tokens. Every answer
+//! is the Falcon envelope `{"meta": {"query_time", "trace_id", "pagination"?}, "resources",
+//! "errors": [{"code", "message"}]}`; creates answer 201, everything else (DELETE too) 200.
+//! `ids` arrive repeated (`?ids=a&ids=b`) or comma-separated. Filters are FQL ([`crate::fql`]);
+//! a filter that does not parse is a 400 naming the position. No `X-Cs-Region` header is ever
+//! sent: the client would redirect itself to a public cloud.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use axum::Router;
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+use crate::auth::Actor;
+use crate::core::Core;
+use crate::error::{CoreError, CoreResult};
+use crate::model::{AuditEvent, FactoryChange, FactoryToken, Micros, Query};
+use crate::session::Sessions;
+
+/// Life of a bearer token: the client refreshes it before it runs out.
+const TOKEN_LIFE_SECS: i64 = 1800;
+const MAX_BODY: usize = 64 * 1024;
+/// Page size when the caller names none.
+const DEFAULT_LIMIT: i64 = 100;
+
+pub struct FalconState {
+    core: Arc<Core>,
+    sessions: Sessions,
+}
+
+pub fn router(core: Arc<Core>) -> Router {
+    let state = Arc::new(FalconState { core, sessions: Sessions::new(TOKEN_LIFE_SECS) });
+    Router::new()
+        .route("/oauth2/token", post(token))
+        .route("/oauth2/revoke", post(revoke))
+        .route("/installation-tokens/{kind}/{what}/v1", any(api))
+        .with_state(state)
+}
+
+/// One answer in the Falcon envelope.
+struct Answer {
+    status: StatusCode,
+    resources: Vec<Value>,
+    errors: Vec<(u16, String)>,
+    pagination: Option<(i64, i64, i64)>,
+}
+
+impl Answer {
+    fn ok(resources: Vec<Value>) -> Answer {
+        Answer { status: StatusCode::OK, resources, errors: Vec::new(), pagination: None }
+    }
+    fn error(status: StatusCode, message: impl Into<String>) -> Answer {
+        Answer { status, resources: Vec::new(), errors: vec![(status.as_u16(), message.into())], pagination: None }
+    }
+    fn into_response(self, started: Instant) -> Response {
+        let mut meta = json!({
+            "query_time": started.elapsed().as_secs_f64(),
+            "trace_id": uuid::Uuid::new_v4().to_string(),
+        });
+        if let Some((offset, limit, total)) = self.pagination {
+            meta["pagination"] = json!({ "offset": offset, "limit": limit, "total": total });
+        }
+        let errors: Vec<Value> = self.errors.iter().map(|(c, m)| json!({ "code": c, "message": m })).collect();
+        let body = json!({ "meta": meta, "resources": self.resources, "errors": errors });
+        (self.status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    }
+}
+
+fn core_answer(e: CoreError) -> Answer {
+    use CoreError::*;
+    match e {
+        Unauthenticated => Answer::error(StatusCode::UNAUTHORIZED, "access denied, authorization failed"),
+        Forbidden(p) => {
+            Answer::error(StatusCode::FORBIDDEN, format!("access denied: this key may not {}", p.describe()))
+        }
+        FactoryNotFound => Answer::error(StatusCode::NOT_FOUND, "token not found"),
+        EmptyMemo => Answer::error(StatusCode::BAD_REQUEST, "label is required"),
+        InvalidParam { name, reason } => Answer::error(StatusCode::BAD_REQUEST, format!("{name} {reason}")),
+        Storage(e) => {
+            tracing::error!(error = %e, "storage failure in Falcon API");
+            Answer::error(StatusCode::SERVICE_UNAVAILABLE, "storage is unavailable, try again")
+        }
+        other => Answer::error(StatusCode::BAD_REQUEST, other.to_string()),
+    }
+}
+
+fn src(peer: SocketAddr) -> String {
+    peer.ip().to_canonical().to_string()
+}
+
+async fn read_body(body: Body) -> Result<axum::body::Bytes, Answer> {
+    match tokio::time::timeout(Duration::from_secs(30), axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(b)) => Ok(b),
+        _ => Err(Answer::error(StatusCode::BAD_REQUEST, "request body is too large or did not arrive")),
+    }
+}
+
+async fn token(
+    State(state): State<Arc<FalconState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(a) => return a.into_response(started),
+    };
+    let form: Vec<(String, String)> = form_urlencoded::parse(&bytes).into_owned().collect();
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    match state.core.authenticate_pair(get("client_id"), get("client_secret"), &src(peer), "falcon").await {
+        Ok(actor) => {
+            let bearer = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(state.sessions.issue(&actor.id));
+            // Expire a little early so the client refreshes before the server would refuse.
+            let body = json!({ "access_token": bearer, "expires_in": TOKEN_LIFE_SECS - 1, "token_type": "bearer" });
+            (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        }
+        Err(CoreError::Unauthenticated) => {
+            Answer::error(StatusCode::UNAUTHORIZED, "access denied, invalid client_id or client_secret")
+                .into_response(started)
+        }
+        Err(e) => core_answer(e).into_response(started),
+    }
+}
+
+async fn revoke(
+    State(state): State<Arc<FalconState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .and_then(|(_, b64)| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
+        .and_then(|raw| String::from_utf8(raw).ok());
+    let Some((id, secret)) = basic.as_deref().and_then(|b| b.split_once(':')) else {
+        return Answer::error(StatusCode::UNAUTHORIZED, "access denied, authorization failed").into_response(started);
+    };
+    if let Err(e) = state.core.authenticate_pair(Some(id), Some(secret), &src(peer), "falcon").await {
+        return core_answer(e).into_response(started);
+    }
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(a) => return a.into_response(started),
+    };
+    let token = form_urlencoded::parse(&bytes).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
+    if let Some(raw) = token.and_then(|t| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t.trim()).ok()) {
+        // Only the caller's own tokens.
+        if state.sessions.verify(&raw).as_deref() == Some(id) {
+            state.sessions.revoke(&raw);
+        }
+    }
+    Answer::ok(Vec::new()).into_response(started)
+}
+
+async fn bearer_actor(state: &FalconState, h: &HeaderMap, src_ip: &str) -> CoreResult<Actor> {
+    let raw = h
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .and_then(|(_, t)| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t.trim()).ok())
+        .ok_or(CoreError::Unauthenticated)?;
+    let key_id = state.sessions.verify(&raw).ok_or(CoreError::Unauthenticated)?;
+    state.core.authenticate_key_id(&key_id, src_ip, "falcon").await
+}
+
+fn rfc3339(us: Micros) -> String {
+    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+fn token_json(f: &FactoryToken, value: Option<&str>) -> Value {
+    let mut t = json!({
+        "id": f.id,
+        "label": f.label,
+        "status": f.status(crate::model::now_us()).as_str(),
+        "type": "customer_managed",
+        "created_timestamp": rfc3339(f.created_us),
+        "expires_timestamp": f.expires_us.map(rfc3339),
+        "last_used_timestamp": f.last_used_us.map(rfc3339),
+        "revoked_timestamp": f.revoked_us.map(rfc3339),
+    });
+    // The value is stored hashed: only the answer to the create carries it.
+    if let Some(v) = value {
+        t["value"] = v.into();
+    }
+    t
+}
+
+fn event_json(e: &AuditEvent) -> Value {
+    json!({
+        "id": e.id.to_string(),
+        "token_id": e.entry.target,
+        "action": e.entry.action,
+        "actor": e.entry.actor,
+        "description": e.entry.description,
+        "timestamp": rfc3339(e.entry.time_us),
+    })
+}
+
+/// Query parameters, with `ids` split on commas as well.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).filter(|v| !v.trim().is_empty())
+    }
+    fn ids(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(n, _)| n == "ids")
+            .flat_map(|(_, v)| v.split(','))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+    fn int(&self, k: &'static str, default: i64) -> CoreResult<i64> {
+        match self.get(k) {
+            None => Ok(default),
+            Some(v) => v.trim().parse().map_err(|_| CoreError::invalid(k, format!("must be an integer, not {v:?}"))),
+        }
+    }
+    fn query(&self) -> CoreResult<Query> {
+        let filter = match self.get("filter") {
+            Some(f) => Some(crate::fql::parse(f).map_err(|e| {
+                CoreError::invalid("filter", format!("is invalid at position {}: {}", e.position, e.message))
+            })?),
+            None => None,
+        };
+        Ok(Query {
+            filter,
+            sort: self.get("sort").map(str::to_string),
+            offset: self.int("offset", 0)?,
+            limit: self.int("limit", DEFAULT_LIMIT)?,
+        })
+    }
+}
+
+fn body_object(bytes: &[u8]) -> CoreResult<Map<String, Value>> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(CoreError::invalid("body", "must be a JSON object")),
+        Err(e) => Err(CoreError::invalid("body", format!("is not valid JSON: {e}"))),
+    }
+}
+
+/// `expires_timestamp`: RFC 3339 text, or null (never). None when absent.
+fn expires(m: &Map<String, Value>) -> CoreResult<Option<Option<Micros>>> {
+    match m.get("expires_timestamp") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(Some(None)),
+        Some(Value::String(s)) => {
+            chrono::DateTime::parse_from_rfc3339(s.trim()).map(|d| Some(Some(d.timestamp_micros()))).map_err(|_| {
+                CoreError::invalid("expires_timestamp", "must be an RFC 3339 time such as 2030-01-01T00:00:00Z")
+            })
+        }
+        Some(_) => Err(CoreError::invalid("expires_timestamp", "must be a string or null")),
+    }
+}
+
+fn opt_str<'a>(m: &'a Map<String, Value>, k: &'static str) -> CoreResult<Option<&'a str>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(CoreError::invalid(k, "must be a string")),
+    }
+}
+
+fn opt_bool(m: &Map<String, Value>, k: &'static str) -> CoreResult<Option<bool>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(CoreError::invalid(k, "must be a boolean")),
+    }
+}
+
+async fn api(
+    State(state): State<Arc<FalconState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let src_ip = src(peer);
+    let actor = match bearer_actor(&state, &parts.headers, &src_ip).await {
+        Ok(a) => a,
+        Err(e) => return core_answer(e).into_response(started),
+    };
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(a) => return a.into_response(started),
+    };
+    let params = Params(
+        parts.uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default(),
+    );
+    let path = parts.uri.path().trim_start_matches("/installation-tokens/").trim_end_matches("/v1").to_string();
+    match handle(&state.core, &actor, &parts.method, &path, &params, &bytes).await {
+        Ok(a) => a.into_response(started),
+        Err(e) => core_answer(e).into_response(started),
+    }
+}
+
+async fn handle(
+    core: &Core,
+    actor: &Actor,
+    method: &Method,
+    path: &str,
+    p: &Params,
+    body: &[u8],
+) -> CoreResult<Answer> {
+    Ok(match (method.as_str(), path) {
+        ("GET", "queries/tokens") => {
+            let q = p.query()?;
+            let (ids, total) = core.query_factories(actor, &q).await?;
+            Answer {
+                pagination: Some((q.offset, q.limit, total)),
+                ..Answer::ok(ids.into_iter().map(Value::String).collect())
+            }
+        }
+        ("GET", "entities/tokens") => {
+            Answer::ok(core.get_factories(actor, &p.ids()).await?.iter().map(|f| token_json(f, None)).collect())
+        }
+        ("POST", "entities/tokens") => {
+            let m = body_object(body)?;
+            let label = opt_str(&m, "label")?.unwrap_or("");
+            let made = core.create_factory(actor, label, None, expires(&m)?.flatten(), &[]).await?;
+            Answer { status: StatusCode::CREATED, ..Answer::ok(vec![token_json(&made.factory, Some(&made.value))]) }
+        }
+        ("PATCH", "entities/tokens") => {
+            let m = body_object(body)?;
+            let ids = p.ids();
+            if ids.is_empty() {
+                return Err(CoreError::invalid("ids", "are required"));
+            }
+            let change = FactoryChange {
+                label: opt_str(&m, "label")?.map(str::to_string),
+                expires_us: expires(&m)?,
+                revoked_us: opt_bool(&m, "revoked")?.map(|r| r.then(crate::model::now_us)),
+            };
+            let mut out = Answer::ok(Vec::new());
+            for id in ids {
+                match core.update_factory(actor, &id, change.clone()).await {
+                    Ok(f) => out.resources.push(token_json(&f, None)),
+                    Err(CoreError::FactoryNotFound) => out.errors.push((404, format!("token {id} not found"))),
+                    Err(e) => return Err(e),
+                }
+            }
+            if out.resources.is_empty() {
+                out.status = StatusCode::NOT_FOUND;
+            }
+            out
+        }
+        ("DELETE", "entities/tokens") => {
+            let ids = p.ids();
+            if ids.is_empty() {
+                return Err(CoreError::invalid("ids", "are required"));
+            }
+            let mut out = Answer::ok(Vec::new());
+            let mut deleted = 0;
+            for id in ids {
+                match core.find_factory(actor, Some(&id), None).await {
+                    Ok(f) => {
+                        core.delete_factory(actor, &f).await?;
+                        deleted += 1;
+                    }
+                    Err(CoreError::FactoryNotFound) => out.errors.push((404, format!("token {id} not found"))),
+                    Err(e) => return Err(e),
+                }
+            }
+            if deleted == 0 {
+                out.status = StatusCode::NOT_FOUND;
+            }
+            out
+        }
+        ("GET", "queries/audit-events") => {
+            let q = p.query()?;
+            let (ids, total) = core.query_factory_audit(actor, &q).await?;
+            let resources = ids.iter().map(|i| Value::String(i.to_string())).collect();
+            Answer { pagination: Some((q.offset, q.limit, total)), ..Answer::ok(resources) }
+        }
+        ("GET", "entities/audit-events") => {
+            let ids: Vec<i64> = p.ids().iter().filter_map(|i| i.parse().ok()).collect();
+            Answer::ok(core.factory_audit_events(actor, &ids).await?.iter().map(event_json).collect())
+        }
+        ("GET", "entities/customer-settings") => {
+            let (max, required) = core.factory_settings(actor).await?;
+            Answer::ok(vec![json!({ "max_active_tokens": max, "tokens_required": required })])
+        }
+        ("PATCH", "entities/customer-settings") => {
+            let m = body_object(body)?;
+            let max = match m.get("max_active_tokens") {
+                None | Some(Value::Null) => None,
+                Some(v) => {
+                    Some(v.as_i64().ok_or_else(|| CoreError::invalid("max_active_tokens", "must be an integer"))?)
+                }
+            };
+            let (max, required) = core.set_factory_settings(actor, max, opt_bool(&m, "tokens_required")?).await?;
+            Answer::ok(vec![json!({ "max_active_tokens": max, "tokens_required": required })])
+        }
+        _ => {
+            Answer::error(StatusCode::NOT_FOUND, format!("no such operation: {method} /installation-tokens/{path}/v1"))
+        }
+    })
+}
