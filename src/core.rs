@@ -298,6 +298,9 @@ impl Core {
         if description.chars().count() > MAX_MEMO_CHARS {
             return Err(CoreError::invalid("description", format!("longer than {MAX_MEMO_CHARS} characters")));
         }
+        if role == Role::Deploy && flock_id.is_none() {
+            return Err(CoreError::invalid("flock", "is required for deploy keys: they work inside one flock"));
+        }
         let (mut key, secret) = Self::new_key(role, flock_id, description, &by.id);
         key.active = active;
         key.expire_us = expire_us;

@@ -280,3 +280,14 @@ async fn provision_key_creates_keys_until_it_has_made_an_admin() {
     core.create_key(&p, Role::Admin, None, String::new()).await.unwrap();
     assert!(matches!(core.authenticate_provision(&"p".repeat(64), "h", "test").await, Err(CoreError::Unauthenticated)));
 }
+
+#[tokio::test]
+async fn deploy_keys_need_a_flock() {
+    let (core, _store, _d) = core().await;
+    assert!(matches!(
+        core.create_key(&Actor::local(), Role::Deploy, None, String::new()).await,
+        Err(CoreError::InvalidParam { name: "flock", .. })
+    ));
+    let k = core.create_key(&Actor::local(), Role::Deploy, Some(DEFAULT_FLOCK.into()), String::new()).await.unwrap();
+    assert_eq!(k.key.flock_id.as_deref(), Some(DEFAULT_FLOCK));
+}
