@@ -145,6 +145,34 @@ pub struct CreatedKey {
     pub secret: String,
 }
 
+/// An incident filter in words, for audit entries.
+fn describe_filter(f: &IncidentFilter) -> String {
+    let mut parts = Vec::new();
+    if let Some(id) = f.id {
+        parts.push(format!("incident {id}"));
+    }
+    if let Some(t) = &f.token_id {
+        parts.push(format!("token {t}"));
+    }
+    if let Some(ip) = &f.src_ip {
+        parts.push(format!("source {ip}"));
+    }
+    if let Some(fl) = &f.flock_id {
+        parts.push(format!("flock {fl}"));
+    }
+    if let Some(a) = f.acknowledged {
+        parts.push(if a { "acknowledged".into() } else { "unacknowledged".into() });
+    }
+    if let Some(t) = f.created_before_us {
+        parts.push(format!("created before {}", crate::model::rfc3339(t)));
+    }
+    if parts.is_empty() {
+        "all incidents".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 fn validate_memo(memo: &str) -> CoreResult<String> {
     let memo = memo.trim();
     if memo.is_empty() {
@@ -443,7 +471,20 @@ impl Core {
         if change.description.as_ref().is_some_and(|d| d.chars().count() > MAX_MEMO_CHARS) {
             return Err(CoreError::invalid("description", format!("longer than {MAX_MEMO_CHARS} characters")));
         }
-        let audit = self.audit(actor, "key_update", key_id, format!("changed key: {change:?}"));
+        let mut what = Vec::new();
+        if let Some(r) = change.role {
+            what.push(format!("role {}", r.as_str()));
+        }
+        if let Some(a) = change.active {
+            what.push(if a { "activated".to_string() } else { "deactivated".to_string() });
+        }
+        if let Some(e) = change.expire_us {
+            what.push(if e == 0 { "no expiry".to_string() } else { format!("expires {}", crate::model::rfc3339(e)) });
+        }
+        if change.description.is_some() {
+            what.push("description changed".into());
+        }
+        let audit = self.audit(actor, "key_update", key_id, format!("key changed: {}", what.join(", ")));
         self.store.update_api_key(key_id.trim(), &change, &audit).await?.ok_or(CoreError::KeyNotFound)
     }
 
@@ -540,14 +581,31 @@ impl Core {
         found.filter(|f| actor.sees_flock(&f.flock_id)).ok_or(CoreError::FactoryNotFound)
     }
 
-    pub async fn update_factory(&self, actor: &Actor, id: &str, change: FactoryChange) -> CoreResult<FactoryToken> {
+    pub async fn update_factory(&self, actor: &Actor, id: &str, mut change: FactoryChange) -> CoreResult<FactoryToken> {
         let f = self.find_factory(actor, Some(id), None).await?;
+        if let Some(label) = &change.label {
+            change.label = Some(validate_memo(label)?);
+        }
         let action = match change.revoked_us {
             Some(Some(_)) => "factory_revoke",
             Some(None) => "factory_restore",
             None => "factory_update",
         };
-        let audit = self.audit(actor, action, &f.id, format!("{action}: {change:?}"));
+        let mut what = Vec::new();
+        match change.revoked_us {
+            Some(Some(_)) => what.push("revoked".to_string()),
+            Some(None) => what.push("restored".to_string()),
+            None => {}
+        }
+        if let Some(l) = &change.label {
+            what.push(format!("label set to {l:?}"));
+        }
+        match change.expires_us {
+            Some(Some(e)) => what.push(format!("expiry set to {}", crate::model::rfc3339(e))),
+            Some(None) => what.push("expiry removed".into()),
+            None => {}
+        }
+        let audit = self.audit(actor, action, &f.id, format!("factory token {:?}: {}", f.label, what.join(", ")));
         self.store.update_factory(&f.id, &change, &audit).await?.ok_or(CoreError::FactoryNotFound)
     }
 
@@ -985,7 +1043,7 @@ impl Core {
             None => "incident_delete",
         };
         let target = single.map(|i| i.to_string()).unwrap_or_else(|| "incidents".into());
-        let audit = self.audit(actor, action, &target, format!("{action} where {filter:?}"));
+        let audit = self.audit(actor, action, &target, format!("{action}: {}", describe_filter(&filter)));
         let n = match ack {
             Some(a) => self.store.set_acknowledged(&filter, a, &audit).await?,
             None => self.store.delete_incidents(&filter, &audit).await?,

@@ -18,6 +18,11 @@ pub fn now_us() -> Micros {
     chrono::Utc::now().timestamp_micros()
 }
 
+/// `2030-01-01T00:00:00Z` (seconds, UTC).
+pub fn rfc3339(us: Micros) -> String {
+    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flock {
     pub id: String,

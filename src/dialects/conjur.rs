@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use crate::auth::Actor;
 use crate::core::Core;
 use crate::error::{CoreError, CoreResult};
+use crate::model::rfc3339;
 use crate::session::Sessions;
 
 /// Life of an access token.
@@ -152,10 +153,6 @@ fn host_factory(id: &str) -> CoreResult<(&str, &str)> {
         Some((account, flock)) if !account.is_empty() && !flock.is_empty() => Ok((account, flock)),
         _ => Err(CoreError::invalid("host_factory", "must look like <account>:host_factory:<flock id>")),
     }
-}
-
-fn rfc3339(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 async fn create_tokens(

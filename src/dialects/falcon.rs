@@ -179,7 +179,8 @@ async fn bearer_actor(state: &FalconState, h: &HeaderMap, src_ip: &str) -> CoreR
     state.core.authenticate_key_id(&key_id, src_ip, "falcon").await
 }
 
-fn rfc3339(us: Micros) -> String {
+/// Falcon's timestamps: RFC 3339 with milliseconds.
+fn falcon_time(us: Micros) -> String {
     chrono::DateTime::from_timestamp_micros(us).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
@@ -189,10 +190,10 @@ fn token_json(f: &FactoryToken, value: Option<&str>) -> Value {
         "label": f.label,
         "status": f.status(crate::model::now_us()).as_str(),
         "type": "customer_managed",
-        "created_timestamp": rfc3339(f.created_us),
-        "expires_timestamp": f.expires_us.map(rfc3339),
-        "last_used_timestamp": f.last_used_us.map(rfc3339),
-        "revoked_timestamp": f.revoked_us.map(rfc3339),
+        "created_timestamp": falcon_time(f.created_us),
+        "expires_timestamp": f.expires_us.map(falcon_time),
+        "last_used_timestamp": f.last_used_us.map(falcon_time),
+        "revoked_timestamp": f.revoked_us.map(falcon_time),
     });
     // The value is stored hashed: only the answer to the create carries it.
     if let Some(v) = value {
@@ -208,7 +209,7 @@ fn event_json(e: &AuditEvent) -> Value {
         "action": e.entry.action,
         "actor": e.entry.actor,
         "description": e.entry.description,
-        "timestamp": rfc3339(e.entry.time_us),
+        "timestamp": falcon_time(e.entry.time_us),
     })
 }
 
