@@ -28,6 +28,38 @@ pub struct Limits {
     pub header_timeout: Duration,
 }
 
+/// Why a request body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    TooLarge,
+    Unreadable,
+    TimedOut,
+}
+
+/// Reads a whole request body, at most `limit` bytes within `deadline`. Handlers read the body
+/// before answering even a refusal: an unread body makes the server drop a keep-alive
+/// connection, which clients that reuse connections see as a failure of their next request.
+pub async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+    deadline: Duration,
+) -> Result<axum::body::Bytes, BodyError> {
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(err) = source {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    return Err(BodyError::TooLarge);
+                }
+                source = err.source();
+            }
+            Err(BodyError::Unreadable)
+        }
+        Err(_) => Err(BodyError::TimedOut),
+    }
+}
+
 /// The client's address: the socket peer, unless the peer is one of `trusted` proxies — then
 /// the right-most `X-Forwarded-For` address that is not itself a trusted proxy. Without
 /// trusted proxies the header is never read, so it cannot be used to pose as another address.

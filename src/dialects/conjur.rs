@@ -10,6 +10,8 @@
 //! `Authorization: Token token="..."`. That access token ([`crate::session`]) lives 8 minutes. Errors are Conjur's shapes: 422
 //! `{"error": {"code": "argument_error", "message": ...}}`, bare 401, 403 and 404.
 
+// Parsing helpers return a ready error `Response` on a cold path; boxing it buys nothing.
+#![allow(clippy::result_large_err)]
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use serde_json::{json, Value};
 use crate::auth::Actor;
 use crate::core::Core;
 use crate::error::{CoreError, CoreResult};
+use crate::http_serve;
 use crate::model::rfc3339;
 use crate::session::Sessions;
 
@@ -89,17 +92,20 @@ async fn actor(state: &ConjurState, h: &HeaderMap, src_ip: &str) -> CoreResult<A
     state.core.authenticate_key_id(&key_id, src_ip, "conjur").await
 }
 
+/// Reads the body before any answer (refusals included), so the connection stays usable.
+async fn body_bytes(body: Body) -> Result<axum::body::Bytes, Response> {
+    http_serve::read_body(body, MAX_BODY, Duration::from_secs(30))
+        .await
+        .map_err(|_| argument_error("request body is too large or did not arrive"))
+}
+
 /// Parameters from the query string and a form or JSON body; repeated names (`cidr[]`) kept.
-async fn params(uri: &axum::http::Uri, h: &HeaderMap, body: Body) -> Result<Vec<(String, String)>, Response> {
+fn params(uri: &axum::http::Uri, h: &HeaderMap, bytes: &[u8]) -> Result<Vec<(String, String)>, Response> {
     let mut out: Vec<(String, String)> =
         uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
-    let bytes = match tokio::time::timeout(Duration::from_secs(30), axum::body::to_bytes(body, MAX_BODY)).await {
-        Ok(Ok(b)) => b,
-        _ => return Err(argument_error("request body is too large or did not arrive")),
-    };
     let json = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.contains("json"));
     if json && !bytes.is_empty() {
-        let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&bytes) else {
+        let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(bytes) else {
             return Err(argument_error("request body is not a JSON object"));
         };
         for (k, v) in m {
@@ -109,7 +115,7 @@ async fn params(uri: &axum::http::Uri, h: &HeaderMap, body: Body) -> Result<Vec<
             }
         }
     } else {
-        out.extend(form_urlencoded::parse(&bytes).into_owned());
+        out.extend(form_urlencoded::parse(bytes).into_owned());
     }
     Ok(out)
 }
@@ -161,11 +167,15 @@ async fn create_tokens(
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
+    let bytes = match body_bytes(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let actor = match actor(&state, &parts.headers, &src(peer)).await {
         Ok(a) => a,
         Err(e) => return core_error(e),
     };
-    let p = match params(&parts.uri, &parts.headers, body).await {
+    let p = match params(&parts.uri, &parts.headers, &bytes) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -227,13 +237,17 @@ async fn enrol(
 ) -> Response {
     let (parts, body) = req.into_parts();
     let src_ip = src(peer);
+    let bytes = match body_bytes(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     // A missing, unknown, revoked or expired token, or one used from outside its networks: 401.
     let (factory_actor, factory) =
         match state.core.authenticate_factory(token_header(&parts.headers), &src_ip, "conjur").await {
             Ok(x) => x,
             Err(e) => return core_error(e),
         };
-    let p = match params(&parts.uri, &parts.headers, body).await {
+    let p = match params(&parts.uri, &parts.headers, &bytes) {
         Ok(p) => p,
         Err(r) => return r,
     };

@@ -25,6 +25,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::Actor;
 use crate::core::{Core, NewToken};
 use crate::error::{CoreError, CoreResult};
+use crate::http_serve::{self, BodyError};
 use crate::kinds::{self, Params, Upload, Uploads};
 use crate::model::*;
 
@@ -134,17 +135,17 @@ impl Req {
             return Err(too_large());
         }
         // The body is read before the caller is known: it gets a deadline as well as a size.
-        let bytes = match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, limit)).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) if is_length_limit(&e) => return Err(too_large()),
-            Ok(Err(_)) => {
+        let bytes = match http_serve::read_body(body, limit, BODY_DEADLINE).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => return Err(too_large()),
+            Err(BodyError::Unreadable) => {
                 return Err(error(
                     StatusCode::BAD_REQUEST,
                     BAD_PARAMS,
                     Some("the request body could not be read".into()),
                 ))
             }
-            Err(_) => {
+            Err(BodyError::TimedOut) => {
                 return Err(error(
                     StatusCode::REQUEST_TIMEOUT,
                     BAD_PARAMS,
@@ -250,18 +251,6 @@ async fn read_multipart(
             }
         }
     }
-}
-
-/// Whether a body-read error is the size limit (as opposed to a broken or aborted upload).
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }
 
 fn content_type(h: &HeaderMap) -> String {

@@ -25,6 +25,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::Actor;
 use crate::core::Core;
 use crate::error::{CoreError, CoreResult};
+use crate::http_serve;
 use crate::model::{AuditEvent, FactoryChange, FactoryToken, Micros, Query};
 use crate::session::Sessions;
 
@@ -100,10 +101,9 @@ fn src(peer: SocketAddr) -> String {
 }
 
 async fn read_body(body: Body) -> Result<axum::body::Bytes, Answer> {
-    match tokio::time::timeout(Duration::from_secs(30), axum::body::to_bytes(body, MAX_BODY)).await {
-        Ok(Ok(b)) => Ok(b),
-        _ => Err(Answer::error(StatusCode::BAD_REQUEST, "request body is too large or did not arrive")),
-    }
+    http_serve::read_body(body, MAX_BODY, Duration::from_secs(30))
+        .await
+        .map_err(|_| Answer::error(StatusCode::BAD_REQUEST, "request body is too large or did not arrive"))
 }
 
 async fn token(
@@ -147,16 +147,16 @@ async fn revoke(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
         .and_then(|(_, b64)| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
         .and_then(|raw| String::from_utf8(raw).ok());
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(a) => return a.into_response(started),
+    };
     let Some((id, secret)) = basic.as_deref().and_then(|b| b.split_once(':')) else {
         return Answer::error(StatusCode::UNAUTHORIZED, "access denied, authorization failed").into_response(started);
     };
     if let Err(e) = state.core.authenticate_pair(Some(id), Some(secret), &src(peer), "falcon").await {
         return core_answer(e).into_response(started);
     }
-    let bytes = match read_body(body).await {
-        Ok(b) => b,
-        Err(a) => return a.into_response(started),
-    };
     let token = form_urlencoded::parse(&bytes).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
     if let Some(raw) = token.and_then(|t| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t.trim()).ok()) {
         // Only the caller's own tokens.
@@ -301,13 +301,14 @@ async fn api(
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let src_ip = src(peer);
-    let actor = match bearer_actor(&state, &parts.headers, &src_ip).await {
-        Ok(a) => a,
-        Err(e) => return core_answer(e).into_response(started),
-    };
+    // Read the body before any answer, refusals included, so the connection stays usable.
     let bytes = match read_body(body).await {
         Ok(b) => b,
         Err(a) => return a.into_response(started),
+    };
+    let actor = match bearer_actor(&state, &parts.headers, &src_ip).await {
+        Ok(a) => a,
+        Err(e) => return core_answer(e).into_response(started),
     };
     let params = Params(
         parts.uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default(),

@@ -7,11 +7,12 @@
 //! `admin` key; a non-admin one an `analyst` key. Secrets are stored hashed, so only the
 //! answer to `POST /key` carries one.
 
+// Parsing helpers return a ready error `Response` on a cold path; boxing it buys nothing.
+#![allow(clippy::result_large_err)]
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +23,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::Actor;
 use crate::core::Core;
 use crate::error::{CoreError, CoreResult};
+use crate::http_serve::{self, BodyError};
 use crate::model::{ApiKey, KeyChange, Role};
 
 /// Largest request body accepted.
@@ -61,16 +63,11 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The JSON body as an object; an empty body is an empty object.
-async fn body_object(body: Body) -> Result<Map<String, Value>, Response> {
-    let bytes = match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, MAX_BODY)).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large or unreadable.")),
-        Err(_) => return Err(error(StatusCode::REQUEST_TIMEOUT, "Request body did not arrive in time.")),
-    };
+fn body_object(bytes: &[u8]) -> Result<Map<String, Value>, Response> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    match serde_json::from_slice::<Value>(&bytes) {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(error(StatusCode::BAD_REQUEST, "Request body must be a JSON object.")),
         Err(_) => Err(error(StatusCode::BAD_REQUEST, "Request body is not valid JSON.")),
@@ -125,6 +122,12 @@ fn key_json(k: &ApiKey) -> Value {
 async fn key(State(core): State<Arc<Core>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
     let src_ip = peer.ip().to_canonical().to_string();
     let (parts, body) = req.into_parts();
+    // Read (not yet parse) the body first, so the connection stays usable whatever the answer.
+    let bytes = match http_serve::read_body(body, MAX_BODY, BODY_DEADLINE).await {
+        Ok(b) => b,
+        Err(BodyError::TimedOut) => return error(StatusCode::REQUEST_TIMEOUT, "Request body did not arrive in time."),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large or unreadable."),
+    };
     let h = &parts.headers;
     let actor = match (parts.method == Method::POST, header(h, "x-provision-key")) {
         (true, Some(p)) => core.authenticate_provision(p, &src_ip, "spacesiren").await,
@@ -135,7 +138,7 @@ async fn key(State(core): State<Arc<Core>>, ConnectInfo(peer): ConnectInfo<Socke
         Err(e) => return core_error(e),
     };
     // The caller is known before the body is looked at.
-    let body = match body_object(body).await {
+    let body = match body_object(&bytes) {
         Ok(b) => b,
         Err(r) => return r,
     };
