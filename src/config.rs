@@ -53,6 +53,16 @@ pub struct ServeArgs {
     /// Default: none — the client address is always the socket peer.
     #[arg(long, env = "TRAPLINE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    /// Webhooks every alert is POSTed to (comma-separated URLs).
+    #[arg(long, env = "TRAPLINE_ALERT_WEBHOOKS", value_delimiter = ',')]
+    pub alert_webhooks: Option<Vec<String>>,
+    /// Allow alerts to loopback, private and link-local addresses (off: no SSRF into internal
+    /// networks).
+    #[arg(long, env = "TRAPLINE_ALLOW_PRIVATE_ALERT_TARGETS")]
+    pub allow_private_alert_targets: bool,
+    /// Seconds after which a failing alert delivery is given up (default one day).
+    #[arg(long, env = "TRAPLINE_ALERT_GIVE_UP_SECS")]
+    pub alert_give_up_secs: Option<i64>,
 }
 
 /// The TOML file: every key optional.
@@ -69,6 +79,9 @@ struct FileConfig {
     public_ip: Option<IpAddr>,
     public_url: Option<String>,
     trusted_proxies: Option<Vec<String>>,
+    alert_webhooks: Option<Vec<String>>,
+    allow_private_alert_targets: Option<bool>,
+    alert_give_up_secs: Option<i64>,
 }
 
 /// Fully resolved settings.
@@ -85,6 +98,10 @@ pub struct Settings {
     /// None: derive from the bound HTTP address.
     pub public_url: Option<String>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Global alert webhooks, checked.
+    pub alert_webhooks: Vec<String>,
+    pub allow_private_alert_targets: bool,
+    pub alert_give_up_secs: i64,
 }
 
 fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -151,6 +168,27 @@ impl Settings {
                         .map_err(|e| anyhow::anyhow!("trusted proxy {p:?}: {e}"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
+            alert_webhooks: {
+                let allow = args.allow_private_alert_targets || file.allow_private_alert_targets.unwrap_or(false);
+                args.alert_webhooks
+                    .clone()
+                    .or(file.alert_webhooks)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|u| !u.trim().is_empty())
+                    .map(|u| {
+                        crate::outputs::webhook::validate_url(u, allow)
+                            .map_err(|e| anyhow::anyhow!("alert webhook: {e}"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            },
+            allow_private_alert_targets: args.allow_private_alert_targets
+                || file.allow_private_alert_targets.unwrap_or(false),
+            alert_give_up_secs: {
+                let g = args.alert_give_up_secs.or(file.alert_give_up_secs).unwrap_or(86_400);
+                anyhow::ensure!(g > 0, "alert_give_up_secs must be positive");
+                g
+            },
         })
     }
 }

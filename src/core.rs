@@ -43,6 +43,8 @@ pub struct Core {
     failed_logins: FailedLogins,
     /// SHA-256 of the provision key, when the server has one (see [`Core::with_provision_key`]).
     provision_hash: Option<String>,
+    /// Alert outputs and rules (see [`Core::with_alerts`]).
+    alerts: Arc<crate::alerts::AlertConfig>,
 }
 
 /// A freshly made factory token; `value` is shown once and never stored.
@@ -129,6 +131,8 @@ pub struct NewToken {
     pub params: Params,
     /// Files sent with the request (multipart), by field name.
     pub uploads: Uploads,
+    /// A webhook this token's alerts also go to.
+    pub alert_webhook_url: Option<String>,
 }
 
 /// A page of tokens and where the next one starts (None = no more).
@@ -212,7 +216,56 @@ fn parse_cursor(c: &str) -> CoreResult<(Micros, String)> {
 
 impl Core {
     pub fn new(store: Arc<dyn Store>, site: Site) -> Core {
-        Core { store, site, failed_logins: FailedLogins::default(), provision_hash: None }
+        let alerts = Arc::new(crate::alerts::AlertConfig {
+            webhooks: Vec::new(),
+            allow_private: false,
+            give_up_secs: 86_400,
+            api_base: String::new(),
+        });
+        Core { store, site, failed_logins: FailedLogins::default(), provision_hash: None, alerts }
+    }
+
+    /// Sets the alert outputs and rules.
+    pub fn with_alerts(mut self, alerts: Arc<crate::alerts::AlertConfig>) -> Core {
+        self.alerts = alerts;
+        self
+    }
+
+    fn check_webhook(&self, url: &str) -> CoreResult<String> {
+        crate::outputs::webhook::validate_url(url, self.alerts.allow_private)
+            .map_err(|e| CoreError::invalid("alert_webhook_url", e))
+    }
+
+    /// Sets (or, with None / empty, clears) the webhook a token's alerts also go to.
+    pub async fn set_alert_webhook(&self, actor: &Actor, id: &str, url: Option<&str>) -> CoreResult<Token> {
+        let url = url.map(str::trim).filter(|u| !u.is_empty()).map(|u| self.check_webhook(u)).transpose()?;
+        let description = match &url {
+            Some(u) => format!("alerts also to {u}"),
+            None => "token webhook removed".into(),
+        };
+        let change = TokenChange { alert_webhook_url: Some(url), ..Default::default() };
+        self.change_token(actor, id, change, "token_update", description).await
+    }
+
+    /// Queues a clearly labelled test alert for every global output; returns how many.
+    pub async fn send_test_alert(&self, actor: &Actor) -> CoreResult<usize> {
+        self.require(actor, Permission::ManageIncidents).await?;
+        let alerts = crate::alerts::test_alerts(&self.alerts, &actor.id);
+        if alerts.is_empty() {
+            return Err(CoreError::invalid("outputs", "none are configured (see alert_webhooks)"));
+        }
+        let audit = self.audit(actor, "test_alert", "outputs", format!("test alert to {} outputs", alerts.len()));
+        self.store.insert_alerts(&alerts, &format!("test-{}", ids::hex_id(8)), &audit).await?;
+        Ok(alerts.len())
+    }
+
+    /// The alert outbox, newest first (deliveries still pending or given up, or all).
+    pub async fn list_alerts(&self, actor: &Actor, undelivered_only: bool, limit: i64) -> CoreResult<Vec<Alert>> {
+        self.require(actor, Permission::Read).await?;
+        if actor.flock_id.is_some() {
+            return self.deny(actor, Permission::Read, "alerts").await;
+        }
+        Ok(self.store.list_alerts(undelivered_only, limit.clamp(1, 1000)).await?)
     }
 
     /// Arms the provision key: it may create keys until an admin key made with it exists.
@@ -765,6 +818,13 @@ impl Core {
         if !actor.sees_flock(&flock_id) || self.store.get_flock(&flock_id).await?.is_none() {
             return Err(CoreError::FlockNotFound);
         }
+        let alert_webhook_url = req
+            .alert_webhook_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| self.check_webhook(u))
+            .transpose()?;
         let created = (kind.create)(&req.params, &req.uploads)?;
         let token = Token {
             id: ids::token_id(),
@@ -777,6 +837,7 @@ impl Core {
             params: created.params,
             created_by: actor.id.clone(),
             triggered_count: 0,
+            alert_webhook_url,
         };
         let audit =
             self.audit(actor, "token_create", &token.id, format!("created {} token in {}", token.kind, token.flock_id));
@@ -1097,6 +1158,7 @@ mod tests {
             params: serde_json::json!({}),
             created_by: "k".into(),
             triggered_count: 0,
+            alert_webhook_url: None,
         };
         assert_eq!(parse_cursor(&cursor_after(&t)).unwrap(), (123, t.id.clone()));
         for bad in ["", "x", "12", "a.abcdefghijklmnopqrstuvwxy", "1.short", "1.'; drop table"] {

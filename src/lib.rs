@@ -4,6 +4,7 @@
 //! management flows **dialect → core → store** ([`dialects`] → [`core`] → [`store`]).
 //! Token kinds live in [`kinds`], one module each, behind one registry table.
 
+pub mod alerts;
 pub mod auth;
 pub mod bench;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod ids;
 pub mod kinds;
 pub mod listeners;
 pub mod model;
+pub mod outputs;
 pub mod recorder;
 pub mod server;
 pub mod session;

@@ -56,6 +56,8 @@ pub struct Token {
     pub created_by: String,
     /// Number of hits recorded for it (derived, filled in by the store on reads).
     pub triggered_count: i64,
+    /// Where this token's alerts also go, besides the global outputs.
+    pub alert_webhook_url: Option<String>,
 }
 
 /// What may change on an existing token.
@@ -64,6 +66,8 @@ pub struct TokenChange {
     pub memo: Option<String>,
     pub enabled: Option<bool>,
     pub params: Option<Value>,
+    /// `Some(None)` clears it.
+    pub alert_webhook_url: Option<Option<String>>,
 }
 
 /// Filter for token listings; `None` fields do not filter.
@@ -311,6 +315,32 @@ pub struct FactoryChange {
     pub label: Option<String>,
     pub expires_us: Option<Option<Micros>>,
     pub revoked_us: Option<Option<Micros>>,
+}
+
+/// An alert to send: where (an output description) and what. The store adds the ids and
+/// the idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlert {
+    pub output: Value,
+    pub payload: Value,
+}
+
+/// One alert delivery in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub id: i64,
+    pub incident_id: i64,
+    pub hit_id: i64,
+    pub token_id: String,
+    pub output: Value,
+    pub idempotency_key: String,
+    pub payload: Value,
+    pub created_us: Micros,
+    pub next_attempt_us: Micros,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub delivered_us: Option<Micros>,
+    pub gave_up_us: Option<Micros>,
 }
 
 /// A filtered, sorted, paged query (Falcon's FQL queries).

@@ -8,10 +8,10 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::model::{HitOutcome, NewHit};
-use crate::store::{Judge, Store};
+use crate::store::{Alerter, Judge, Store};
 
 /// Most hits committed in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -42,11 +42,17 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts the writer task; `judge` (the kinds' verdicts, [`crate::kinds::judge`] in the
-    /// server) decides per hit what is stored. The task ends once every `Recorder` clone is
+    /// server) decides per hit what is stored, `alerter` which alerts go into the outbox with
+    /// it, and `committed` is notified after each commit (it wakes the alert worker). The task ends once every `Recorder` clone is
     /// dropped and the queue is drained.
-    pub fn start(store: Arc<dyn Store>, judge: Arc<Judge>) -> (Recorder, tokio::task::JoinHandle<()>) {
+    pub fn start(
+        store: Arc<dyn Store>,
+        judge: Arc<Judge>,
+        alerter: Arc<Alerter>,
+        committed: Arc<Notify>,
+    ) -> (Recorder, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let handle = tokio::spawn(writer(store, judge, rx));
+        let handle = tokio::spawn(writer(store, judge, alerter, committed, rx));
         (Recorder { tx }, handle)
     }
 
@@ -61,12 +67,19 @@ impl Recorder {
     }
 }
 
-async fn writer(store: Arc<dyn Store>, judge: Arc<Judge>, mut rx: mpsc::Receiver<Pending>) {
+async fn writer(
+    store: Arc<dyn Store>,
+    judge: Arc<Judge>,
+    alerter: Arc<Alerter>,
+    committed: Arc<Notify>,
+    mut rx: mpsc::Receiver<Pending>,
+) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (hits, waiters): (Vec<NewHit>, Vec<_>) = batch.drain(..).map(|p| (p.hit, p.done)).unzip();
-        match store.record_hits(&hits, &*judge).await {
+        match store.record_hits(&hits, &*judge, &*alerter).await {
             Ok(outcomes) => {
+                committed.notify_one(); // new alerts may be in the outbox
                 for (done, o) in waiters.into_iter().zip(outcomes) {
                     let _ = done.send(Ok(o));
                 }
@@ -75,7 +88,7 @@ async fn writer(store: Arc<dyn Store>, judge: Arc<Judge>, mut rx: mpsc::Receiver
                 // One bad hit must not sink the others: commit them one by one.
                 tracing::warn!(error = %e, hits = hits.len(), "batch failed; recording its hits one at a time");
                 for (hit, done) in hits.into_iter().zip(waiters) {
-                    let result = store.record_hits(std::slice::from_ref(&hit), &*judge).await;
+                    let result = store.record_hits(std::slice::from_ref(&hit), &*judge, &*alerter).await;
                     let _ = done.send(match result {
                         Ok(mut o) if o.len() == 1 => Ok(o.remove(0)),
                         Ok(_) => Err(RecordError::Storage("store returned no outcome".into())),

@@ -141,9 +141,23 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let site = site(&settings, http_addr);
     let provision_path = settings.data_dir.join("provision.key");
     let provision = provision_key(&provision_path)?;
-    let core = Arc::new(Core::new(store.clone(), site.clone()).with_provision_key(&provision));
+    let alert_cfg = Arc::new(crate::alerts::AlertConfig {
+        webhooks: settings.alert_webhooks.clone(),
+        allow_private: settings.allow_private_alert_targets,
+        give_up_secs: settings.alert_give_up_secs,
+        api_base: format!("http://{api_addr}"),
+    });
+    let core =
+        Arc::new(Core::new(store.clone(), site.clone()).with_provision_key(&provision).with_alerts(alert_cfg.clone()));
     let first_key = core.bootstrap_admin().await?;
-    let (recorder, writer) = Recorder::start(store.clone(), Arc::new(crate::kinds::judge));
+    let committed = Arc::new(tokio::sync::Notify::new());
+    let (recorder, writer) = Recorder::start(
+        store.clone(),
+        Arc::new(crate::kinds::judge),
+        Arc::new(crate::alerts::alerter(alert_cfg.clone())),
+        committed.clone(),
+    );
+    let outbox_task = tokio::spawn(crate::alerts::run_outbox(store.clone(), alert_cfg.clone(), committed));
     let dns_server =
         Arc::new(dns::DnsServer::new(&site.domain, &site.nx_domain, settings.public_ip, recorder.clone())?);
 
@@ -181,6 +195,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     println!("  token URLs:       {}/...", site.public_url);
     println!("  storage:          {storage}");
+    let outputs = match alert_cfg.webhooks.len() {
+        0 => "none (--alert-webhooks, or a token's alert_webhook_url)".to_string(),
+        n => format!("{n} webhook(s)"),
+    };
+    println!("  alert outputs:    {outputs}");
     println!(
         "  provision key:    {} (SpaceSiren X-Provision-Key on POST /key; creates keys until it has made an admin key)",
         provision_path.display()
@@ -221,6 +240,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     udp_task.abort();
     tcp_task.abort();
+    // Undelivered alerts stay in the outbox and go out after the next start.
+    outbox_task.abort();
     let _ = api_task.await;
     let _ = http_task.await;
     // Queued hits are committed before the writer stops (none is acknowledged before that).

@@ -56,6 +56,7 @@ async fn every_management_action_is_audited_once() {
                 data: serde_json::json!({}),
             }],
             &|_: &Token, _: &NewHit| Judgement::alert(),
+            &|_: &Token, _: &NewHit| Vec::new(),
         )
         .await
         .unwrap();

@@ -83,8 +83,14 @@ conformance!(
     factory_tokens_round_trip,
     fql_queries_over_factories_and_audit,
     settings_round_trip,
+    alert_outbox_lifecycle,
     audit_log_newest_first,
 );
+
+/// No outputs configured: alerting hits queue nothing.
+fn no_alerts(_: &Token, _: &NewHit) -> Vec<NewAlert> {
+    Vec::new()
+}
 
 /// The judge of the plain kinds: every use is an alert.
 fn alert_all(_: &Token, _: &NewHit) -> Judgement {
@@ -115,6 +121,7 @@ fn token(kind: &str, memo: &str, flock: &str, created_us: Micros) -> Token {
         params: json!({"browser_scanner_enabled": true}),
         created_by: "tester".into(),
         triggered_count: 0,
+        alert_webhook_url: None,
     }
 }
 
@@ -187,7 +194,7 @@ async fn flocks_lifecycle(s: Arc<dyn Store>) {
     assert_eq!(s.delete_flock("flock:abc", &audit("flock_delete")).await.unwrap(), FlockDeletion::NotEmpty);
     assert_eq!(s.delete_flock("flock:nope", &audit("flock_delete")).await.unwrap(), FlockDeletion::NotFound);
 
-    s.record_hits(&[hit(&t.id, "10.0.0.1", 5)], &alert_all).await.unwrap();
+    s.record_hits(&[hit(&t.id, "10.0.0.1", 5)], &alert_all, &no_alerts).await.unwrap();
     let sum = s.flock_summary("flock:abc").await.unwrap();
     assert_eq!(
         sum,
@@ -205,7 +212,7 @@ async fn tokens_round_trip_and_update(s: Arc<dyn Store>) {
     assert_eq!(s.get_token(&t.id).await.unwrap(), Some(t.clone()));
     assert_eq!(s.get_token("nosuchtoken0000000000000a").await.unwrap(), None);
 
-    let change = TokenChange { memo: Some("on the desk".into()), enabled: Some(false), params: None };
+    let change = TokenChange { memo: Some("on the desk".into()), enabled: Some(false), ..Default::default() };
     let u = s.update_token(&t.id, &change, &audit("token_update")).await.unwrap().unwrap();
     assert_eq!(u.memo, "on the desk");
     assert!(!u.enabled);
@@ -298,6 +305,7 @@ async fn hits_record_only_for_enabled_tokens(s: Arc<dyn Store>) {
                 hit(&live.id, "192.0.2.4", 13),
             ],
             &alert_all,
+            &no_alerts,
         )
         .await
         .unwrap();
@@ -344,6 +352,7 @@ async fn incidents_filter_acknowledge_delete(s: Arc<dyn Store>) {
     s.record_hits(
         &[hit(&t1.id, "198.51.100.1", 1_000), hit(&t1.id, "198.51.100.2", 2_000), hit(&t2.id, "198.51.100.1", 3_000)],
         &alert_all,
+        &no_alerts,
     )
     .await
     .unwrap();
@@ -419,7 +428,9 @@ async fn token_delete_keeps_or_clears_incidents(s: Arc<dyn Store>) {
     let clear = token("http", "clear", DEFAULT_FLOCK, 2);
     s.insert_token(&keep, &[], &audit("token_create")).await.unwrap();
     s.insert_token(&clear, &[], &audit("token_create")).await.unwrap();
-    s.record_hits(&[hit(&keep.id, "203.0.113.1", 1), hit(&clear.id, "203.0.113.2", 2)], &alert_all).await.unwrap();
+    s.record_hits(&[hit(&keep.id, "203.0.113.1", 1), hit(&clear.id, "203.0.113.2", 2)], &alert_all, &no_alerts)
+        .await
+        .unwrap();
     assert!(s.delete_token(&keep.id, false, &audit("token_delete")).await.unwrap());
     assert!(s.delete_token(&clear.id, true, &audit("token_delete")).await.unwrap());
     assert!(!s.delete_token(&clear.id, true, &audit("token_delete")).await.unwrap());
@@ -427,7 +438,10 @@ async fn token_delete_keeps_or_clears_incidents(s: Arc<dyn Store>) {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].memo, "keep", "incidents keep the memo of their token");
     // A deleted token records nothing more.
-    assert_eq!(s.record_hits(&[hit(&keep.id, "203.0.113.1", 3)], &alert_all).await.unwrap(), vec![HitOutcome::Unknown]);
+    assert_eq!(
+        s.record_hits(&[hit(&keep.id, "203.0.113.1", 3)], &alert_all, &no_alerts).await.unwrap(),
+        vec![HitOutcome::Unknown]
+    );
 }
 
 async fn concurrent_batches_all_commit(s: Arc<dyn Store>) {
@@ -441,7 +455,7 @@ async fn concurrent_batches_all_commit(s: Arc<dyn Store>) {
             for b in 0..5 {
                 let batch: Vec<NewHit> =
                     (0..10).map(|i| hit(&id, "127.0.0.1", (w * 1000 + b * 10 + i) as i64)).collect();
-                let out = s.record_hits(&batch, &alert_all).await.unwrap();
+                let out = s.record_hits(&batch, &alert_all, &no_alerts).await.unwrap();
                 assert!(out.iter().all(|o| matches!(o, HitOutcome::Recorded { .. })));
             }
         }));
@@ -549,14 +563,15 @@ async fn judgements_ignore_drop_and_dedupe(s: Arc<dyn Store>) {
         }
     };
     let h = |v: &str| NewHit { data: json!({ "v": v }), ..hit(&t.id, "192.0.2.9", 1) };
-    let out = s.record_hits(&[h("ignore"), h("drop"), h("inv1"), h("inv1"), h("inv2")], &judge).await.unwrap();
+    let out =
+        s.record_hits(&[h("ignore"), h("drop"), h("inv1"), h("inv1"), h("inv2")], &judge, &no_alerts).await.unwrap();
     assert!(matches!(&out[0], HitOutcome::Recorded { incident_id: None, .. }), "{:?}", out[0]);
     assert!(matches!(&out[1], HitOutcome::Dropped { token } if token.id == t.id));
     assert!(matches!(&out[2], HitOutcome::Recorded { incident_id: Some(_), .. }));
     assert!(matches!(&out[3], HitOutcome::Recorded { incident_id: None, .. }), "a repeat of inv1 is not a new alert");
     assert!(matches!(&out[4], HitOutcome::Recorded { incident_id: Some(_), .. }));
     // Dedupe holds across batches too.
-    let again = s.record_hits(&[h("inv2")], &judge).await.unwrap();
+    let again = s.record_hits(&[h("inv2")], &judge, &no_alerts).await.unwrap();
     assert!(matches!(&again[0], HitOutcome::Recorded { incident_id: None, .. }));
 
     let incidents =
@@ -584,7 +599,8 @@ async fn reports_attach_once_with_the_right_nonce(s: Arc<dyn Store>) {
     let t = token("http", "scanned", DEFAULT_FLOCK, 1);
     s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
     let h = NewHit { data: json!({ "method": "GET", "_report_nonce": "n0nce" }), ..hit(&t.id, "192.0.2.1", 1) };
-    let HitOutcome::Recorded { hit_id, .. } = s.record_hits(&[h], &alert_all).await.unwrap().remove(0) else {
+    let HitOutcome::Recorded { hit_id, .. } = s.record_hits(&[h], &alert_all, &no_alerts).await.unwrap().remove(0)
+    else {
         panic!("not recorded")
     };
     let report = json!({ "language": "en-GB" });
@@ -778,4 +794,61 @@ async fn settings_round_trip(s: Arc<dyn Store>) {
     s.set_setting("max_active_tokens", "5", &audit("settings_update")).await.unwrap();
     s.set_setting("max_active_tokens", "7", &audit("settings_update")).await.unwrap();
     assert_eq!(s.get_setting("max_active_tokens").await.unwrap().as_deref(), Some("7"));
+}
+
+async fn alert_outbox_lifecycle(s: Arc<dyn Store>) {
+    let t = token("dns", "alerting", DEFAULT_FLOCK, 1);
+    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+    let two = |_: &Token, h: &NewHit| {
+        ["https://a.example/h", "https://b.example/h"]
+            .iter()
+            .map(|u| NewAlert { output: json!({"type": "webhook", "url": u}), payload: json!({"src": h.src_ip}) })
+            .collect::<Vec<_>>()
+    };
+    let ignore = |_: &Token, _: &NewHit| Judgement::Ignore { reason: "no".into() };
+    // Ignored hits raise no alerts; alerting hits one per output, in the same commit.
+    s.record_hits(&[hit(&t.id, "192.0.2.50", 100)], &ignore, &two).await.unwrap();
+    assert!(s.due_alerts(now_us(), 10).await.unwrap().is_empty());
+    let HitOutcome::Recorded { hit_id, incident_id: Some(inc), .. } =
+        s.record_hits(&[hit(&t.id, "192.0.2.51", 200)], &alert_all, &two).await.unwrap().remove(0)
+    else {
+        panic!()
+    };
+    let due = s.due_alerts(now_us(), 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    let a = &due[0];
+    assert_eq!((a.incident_id, a.hit_id, a.token_id.as_str(), a.attempts), (inc, hit_id, t.id.as_str(), 0));
+    assert_eq!(a.payload["src"], "192.0.2.51");
+    assert_eq!(a.payload["idempotency_key"], a.idempotency_key.as_str());
+    assert_eq!(a.payload["incident_id"], inc);
+    assert_ne!(due[0].idempotency_key, due[1].idempotency_key);
+
+    // Claiming is exclusive: a second worker holding the same snapshot loses.
+    let lease = now_us() + 60_000_000;
+    assert!(s.claim_alert(a.id, a.next_attempt_us, lease).await.unwrap());
+    assert!(!s.claim_alert(a.id, a.next_attempt_us, lease).await.unwrap());
+    assert_eq!(s.due_alerts(now_us(), 10).await.unwrap().len(), 1, "a leased alert is not due");
+
+    s.alert_failed(a.id, 1, "HTTP 503", now_us() - 1, None).await.unwrap();
+    let again = s.due_alerts(now_us(), 10).await.unwrap();
+    let failed = again.iter().find(|x| x.id == a.id).unwrap();
+    assert_eq!((failed.attempts, failed.last_error.as_deref()), (1, Some("HTTP 503")));
+    s.alert_delivered(a.id, 2, now_us()).await.unwrap();
+    s.alert_failed(due[1].id, 5, "timeout", now_us() - 1, Some(now_us())).await.unwrap();
+    assert!(s.due_alerts(now_us(), 10).await.unwrap().is_empty(), "delivered and given-up alerts are done");
+    let pending = s.list_alerts(true, 10).await.unwrap();
+    assert_eq!(pending.iter().map(|x| x.id).collect::<Vec<_>>(), vec![due[1].id], "given up is still undelivered");
+    assert!(pending[0].gave_up_us.is_some());
+    assert_eq!(s.list_alerts(false, 10).await.unwrap().len(), 2);
+
+    // Test alerts belong to no hit.
+    s.insert_alerts(
+        &[NewAlert { output: json!({"type": "webhook", "url": "https://c.example"}), payload: json!({"test": true}) }],
+        "test-x",
+        &audit("test_alert"),
+    )
+    .await
+    .unwrap();
+    let t = s.due_alerts(now_us(), 10).await.unwrap();
+    assert_eq!((t.len(), t[0].idempotency_key.as_str(), t[0].incident_id), (1, "test-x-0", 0));
 }

@@ -311,7 +311,11 @@ fn methods(endpoint: &str) -> Option<&'static [Method]> {
         | "incident/unacknowledge"
         | "incidents/acknowledge"
         | "incidents/unacknowledge" => WRITE,
-        "canarytokens/factory/list" | "canarytoken/list_factories" | "canarytoken/factory/download" => READ,
+        "canarytokens/factory/list"
+        | "canarytoken/list_factories"
+        | "canarytoken/factory/download"
+        | "alerts/outbox" => READ,
+        "alert/test" => WRITE,
         "canarytoken/create_factory" | "canarytoken/factory/create" | "canarytoken/factory" => WRITE,
         "canarytoken/delete"
         | "flock/delete"
@@ -467,8 +471,45 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
             json!({ "canarytokens": tokens, "cursor": page.cursor })
         }
         "canarytoken/update" => {
-            let t = core.update_memo(actor, req.required("canarytoken")?, req.get("memo").unwrap_or("")).await?;
+            // memo, and/or the token's own alert webhook (empty clears it).
+            let id = req.required("canarytoken")?;
+            let webhook = req.get("alert_webhook_url");
+            let mut t = None;
+            if req.get("memo").is_some() || webhook.is_none() {
+                t = Some(core.update_memo(actor, id, req.get("memo").unwrap_or("")).await?);
+            }
+            if let Some(u) = webhook {
+                t = Some(core.set_alert_webhook(actor, id, Some(u)).await?);
+            }
+            let t = t.ok_or(CoreError::TokenNotFound)?;
             json!({ "token": token_json(site, &t) })
+        }
+        "alert/test" => {
+            let n = core.send_test_alert(actor).await?;
+            json!({ "outputs": n, "msg": "test alert queued for every configured output" })
+        }
+        "alerts/outbox" => {
+            let pending = !matches!(req.opt("all"), Some("true" | "1"));
+            let alerts = core.list_alerts(actor, pending, req.int("limit")?.unwrap_or(100)).await?;
+            let items: Vec<Value> = alerts
+                .iter()
+                .map(|a| {
+                    json!({
+                        "id": a.id,
+                        "idempotency_key": a.idempotency_key,
+                        "output": a.output,
+                        "canarytoken": a.token_id,
+                        "incident_id": a.incident_id,
+                        "created": epoch_text(a.created_us),
+                        "attempts": a.attempts,
+                        "last_error": a.last_error,
+                        "next_attempt": epoch_text(a.next_attempt_us),
+                        "delivered": a.delivered_us.map(epoch_text),
+                        "gave_up": a.gave_up_us.map(epoch_text),
+                    })
+                })
+                .collect();
+            json!({ "alerts": items })
         }
         "canarytoken/update/redirect_url" => {
             let t = core.set_redirect_url(actor, req.required("canarytoken")?, req.required("redirect_url")?).await?;
@@ -563,7 +604,7 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
 /// and transport parameters are not the kind's business and are left out.
 fn new_token(req: &Req) -> NewToken {
     let mut params: Params = req.params.clone();
-    for transport in ["auth_token", "factory_auth"] {
+    for transport in ["auth_token", "factory_auth", "alert_webhook_url"] {
         params.remove(transport);
     }
     NewToken {
@@ -572,6 +613,7 @@ fn new_token(req: &Req) -> NewToken {
         flock_id: req.opt("flock_id").map(str::to_string),
         params,
         uploads: req.uploads.clone(),
+        alert_webhook_url: req.opt("alert_webhook_url").map(str::to_string),
     }
 }
 
@@ -678,6 +720,9 @@ pub fn token_json(site: &kinds::Site, t: &Token) -> Value {
     m.insert("url".into(), json!(site.url(&t.id)));
     m.insert("hostname".into(), json!(site.hostname(&t.id)));
     m.insert("key".into(), json!(format!("canarydrop:{}", t.id)));
+    if let Some(u) = &t.alert_webhook_url {
+        m.insert("alert_webhook_url".into(), json!(u));
+    }
     if let Some(kind) = kinds::find(&t.kind) {
         (kind.describe)(t, site, &mut m);
     }

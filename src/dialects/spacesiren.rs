@@ -32,7 +32,7 @@ const MAX_BODY: usize = 64 * 1024;
 const BODY_DEADLINE: Duration = Duration::from_secs(30);
 
 pub fn router(core: Arc<Core>) -> Router {
-    Router::new().route("/key", any(key)).with_state(core)
+    Router::new().route("/key", any(key)).route("/test-alert", axum::routing::post(test_alert)).with_state(core)
 }
 
 fn reply(status: StatusCode, body: Value) -> Response {
@@ -189,4 +189,27 @@ async fn handle(core: &Core, actor: &Actor, method: &Method, body: &Map<String, 
         }
         _ => error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed."),
     })
+}
+
+/// `POST /test-alert`: a clearly labelled test alert through every configured output.
+async fn test_alert(
+    State(core): State<Arc<Core>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let src_ip = peer.ip().to_canonical().to_string();
+    let (parts, body) = req.into_parts();
+    if http_serve::read_body(body, MAX_BODY, BODY_DEADLINE).await.is_err() {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large or unreadable.");
+    }
+    let h = &parts.headers;
+    let run = async {
+        let actor =
+            core.authenticate_pair(header(h, "x-key-id"), header(h, "x-secret-id"), &src_ip, "spacesiren").await?;
+        core.send_test_alert(&actor).await
+    };
+    match run.await {
+        Ok(n) => reply(StatusCode::OK, json!({ "message": format!("Test alert sent to {n} output(s).") })),
+        Err(e) => core_error(e),
+    }
 }

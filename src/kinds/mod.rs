@@ -289,6 +289,7 @@ pub(crate) mod testing {
             params,
             created_by: "t".into(),
             triggered_count: 0,
+            alert_webhook_url: None,
         }
     }
 }

@@ -22,6 +22,9 @@ pub use sql::SqlStore;
 /// Decides, for a token and a would-be hit, what to store. Pure: no I/O.
 pub type Judge = dyn Fn(&Token, &NewHit) -> Judgement + Send + Sync;
 
+/// The alerts an alerting hit raises (one per output). Pure: no I/O.
+pub type Alerter = dyn Fn(&Token, &NewHit) -> Vec<NewAlert> + Send + Sync;
+
 /// Result of trying to delete a flock; the emptiness check and the delete are one transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlockDeletion {
@@ -120,7 +123,29 @@ pub trait Store: Send + Sync + 'static {
     /// its token inside that transaction (unknown or disabled tokens store nothing) and then
     /// judged by `judge` (the token's kind): alert, ignore or drop. Returns one outcome per
     /// hit, in order; when this returns Ok, every `Recorded` hit is durable.
-    async fn record_hits(&self, hits: &[NewHit], judge: &Judge) -> anyhow::Result<Vec<HitOutcome>>;
+    /// Alerting hits also get their alerts (from `alerter`) into the outbox, in the same
+    /// transaction.
+    async fn record_hits(&self, hits: &[NewHit], judge: &Judge, alerter: &Alerter) -> anyhow::Result<Vec<HitOutcome>>;
+
+    // --- alert outbox
+    /// Undelivered alerts whose next attempt is due, oldest first.
+    async fn due_alerts(&self, now: Micros, limit: i64) -> anyhow::Result<Vec<Alert>>;
+    /// Takes an alert for delivery by moving its next attempt to `lease_until`, if nobody else
+    /// moved it since it was read (several nodes may share the outbox).
+    async fn claim_alert(&self, id: i64, seen_next_attempt: Micros, lease_until: Micros) -> anyhow::Result<bool>;
+    async fn alert_delivered(&self, id: i64, attempts: i64, when: Micros) -> anyhow::Result<()>;
+    async fn alert_failed(
+        &self,
+        id: i64,
+        attempts: i64,
+        error: &str,
+        next_attempt_us: Micros,
+        gave_up_us: Option<Micros>,
+    ) -> anyhow::Result<()>;
+    /// Newest first.
+    async fn list_alerts(&self, undelivered_only: bool, limit: i64) -> anyhow::Result<Vec<Alert>>;
+    /// Alerts outside any hit (test alerts); keys are `<key_prefix>-<n>`.
+    async fn insert_alerts(&self, alerts: &[NewAlert], key_prefix: &str, audit: &AuditEntry) -> anyhow::Result<()>;
     /// Adds `value` under `key` to a stored hit's data, once, if `nonce` matches the hit's
     /// `_report_nonce` (the browser-scanner report). False when nothing matched.
     async fn attach_hit_data(

@@ -10,7 +10,7 @@ use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
-use super::{fql_sql, migrations, FlockDeletion, Judge, Store};
+use super::{fql_sql, migrations, Alerter, FlockDeletion, Judge, Store};
 use crate::model::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +52,11 @@ impl Args {
 }
 
 const TOKEN_COLS: &str = "t.id, t.kind, t.memo, t.flock_id, t.enabled, t.created_us, t.updated_id, \
-     t.params, t.created_by, (SELECT COUNT(*) FROM hits h WHERE h.token_id = t.id AND h.incident_id > 0)";
+     t.params, t.created_by, (SELECT COUNT(*) FROM hits h WHERE h.token_id = t.id AND h.incident_id > 0), \
+     t.alert_webhook_url";
 /// The same columns with a constant in place of the hit count, for the hot path.
 const TOKEN_COLS_NO_COUNT: &str = "t.id, t.kind, t.memo, t.flock_id, t.enabled, t.created_us, t.updated_id, \
-     t.params, t.created_by, 0";
+     t.params, t.created_by, 0, t.alert_webhook_url";
 const INCIDENT_COLS: &str = "id, token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged";
 const HIT_COLS: &str = "id, incident_id, token_id, time_us, channel, src_ip, src_port, data";
 const KEY_COLS: &str = "key_id, secret_hash, role, flock_id, active, expire_us, description, \
@@ -86,6 +87,7 @@ fn token_from_row(r: &AnyRow) -> anyhow::Result<Token> {
         params: serde_json::from_str(&params).context("token params are not JSON")?,
         created_by: r.try_get(8)?,
         triggered_count: r.try_get(9)?,
+        alert_webhook_url: r.try_get(10)?,
     })
 }
 
@@ -208,6 +210,60 @@ async fn insert_key(tx: &mut Transaction<'static, Any>, k: &ApiKey, audit: &Audi
         .execute(&mut **tx)
         .await?;
     insert_audit(tx, audit).await
+}
+
+async fn insert_alert(
+    tx: &mut Transaction<'static, Any>,
+    incident_id: i64,
+    hit_id: i64,
+    token_id: &str,
+    key: &str,
+    a: &NewAlert,
+    now: Micros,
+) -> anyhow::Result<i64> {
+    let mut payload = a.payload.clone();
+    payload["idempotency_key"] = key.into();
+    if incident_id > 0 {
+        payload["incident_id"] = incident_id.into();
+        payload["hit_id"] = hit_id.into();
+    }
+    Ok(sqlx::query(
+        "INSERT INTO alerts (incident_id, hit_id, token_id, output, idempotency_key, payload, created_us, next_attempt_us, attempts) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0) RETURNING id",
+    )
+    .bind(incident_id)
+    .bind(hit_id)
+    .bind(token_id)
+    .bind(a.output.to_string())
+    .bind(key)
+    .bind(payload.to_string())
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get(0)?)
+}
+
+const ALERT_COLS: &str = "id, incident_id, hit_id, token_id, output, idempotency_key, payload, created_us, \
+     next_attempt_us, attempts, last_error, delivered_us, gave_up_us";
+
+fn alert_from_row(r: &AnyRow) -> anyhow::Result<Alert> {
+    let output: String = r.try_get(4)?;
+    let payload: String = r.try_get(6)?;
+    Ok(Alert {
+        id: r.try_get(0)?,
+        incident_id: r.try_get(1)?,
+        hit_id: r.try_get(2)?,
+        token_id: r.try_get(3)?,
+        output: serde_json::from_str(&output).context("alert output is not JSON")?,
+        idempotency_key: r.try_get(5)?,
+        payload: serde_json::from_str(&payload).context("alert payload is not JSON")?,
+        created_us: r.try_get(7)?,
+        next_attempt_us: r.try_get(8)?,
+        attempts: r.try_get(9)?,
+        last_error: r.try_get(10)?,
+        delivered_us: r.try_get(11)?,
+        gave_up_us: r.try_get(12)?,
+    })
 }
 
 async fn insert_audit(tx: &mut Transaction<'static, Any>, a: &AuditEntry) -> anyhow::Result<()> {
@@ -719,6 +775,83 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn due_alerts(&self, now: Micros, limit: i64) -> anyhow::Result<Vec<Alert>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ALERT_COLS} FROM alerts WHERE delivered_us IS NULL AND gave_up_us IS NULL \
+             AND next_attempt_us <= $1 ORDER BY next_attempt_us, id LIMIT $2"
+        ))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
+    async fn claim_alert(&self, id: i64, seen_next_attempt: Micros, lease_until: Micros) -> anyhow::Result<bool> {
+        let n = sqlx::query(
+            "UPDATE alerts SET next_attempt_us = $1 WHERE id = $2 AND next_attempt_us = $3 \
+             AND delivered_us IS NULL AND gave_up_us IS NULL",
+        )
+        .bind(lease_until)
+        .bind(id)
+        .bind(seen_next_attempt)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn alert_delivered(&self, id: i64, attempts: i64, when: Micros) -> anyhow::Result<()> {
+        sqlx::query("UPDATE alerts SET delivered_us = $1, attempts = $2, last_error = NULL WHERE id = $3")
+            .bind(when)
+            .bind(attempts)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn alert_failed(
+        &self,
+        id: i64,
+        attempts: i64,
+        error: &str,
+        next_attempt_us: Micros,
+        gave_up_us: Option<Micros>,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE alerts SET attempts = $1, last_error = $2, next_attempt_us = $3, gave_up_us = $4 WHERE id = $5",
+        )
+        .bind(attempts)
+        .bind(error)
+        .bind(next_attempt_us)
+        .bind(gave_up_us)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_alerts(&self, undelivered_only: bool, limit: i64) -> anyhow::Result<Vec<Alert>> {
+        let cond = if undelivered_only { "WHERE delivered_us IS NULL" } else { "" };
+        let rows = sqlx::query(&format!("SELECT {ALERT_COLS} FROM alerts {cond} ORDER BY id DESC LIMIT $1"))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
+    async fn insert_alerts(&self, alerts: &[NewAlert], key_prefix: &str, audit: &AuditEntry) -> anyhow::Result<()> {
+        let mut tx = self.begin().await?;
+        let now = now_us();
+        for (i, a) in alerts.iter().enumerate() {
+            insert_alert(&mut tx, 0, 0, "", &format!("{key_prefix}-{i}"), a, now).await?;
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn list_flocks(&self) -> anyhow::Result<Vec<Flock>> {
         let rows = sqlx::query("SELECT id, name, created_us FROM flocks ORDER BY created_us, id")
             .fetch_all(&self.pool)
@@ -813,8 +946,8 @@ impl Store for SqlStore {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO tokens (id, kind, memo, memo_folded, flock_id, enabled, created_us, updated_id, params, created_by) \
-             VALUES ($1, $2, $3, $10, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO tokens (id, kind, memo, memo_folded, flock_id, enabled, created_us, updated_id, params, created_by, alert_webhook_url) \
+             VALUES ($1, $2, $3, $10, $4, $5, $6, $7, $8, $9, $11)",
         )
         .bind(t.id.as_str())
         .bind(t.kind.as_str())
@@ -826,6 +959,7 @@ impl Store for SqlStore {
         .bind(t.params.to_string())
         .bind(t.created_by.as_str())
         .bind(fold(&t.memo))
+        .bind(t.alert_webhook_url.as_deref())
         .execute(&mut *tx)
         .await?;
         for f in files {
@@ -909,6 +1043,11 @@ impl Store for SqlStore {
         if let Some(p) = &change.params {
             sets.push(format!("params = {}", args.push(Arg::S(p.to_string()))));
         }
+        match &change.alert_webhook_url {
+            Some(Some(u)) => sets.push(format!("alert_webhook_url = {}", args.push(Arg::S(u.clone())))),
+            Some(None) => sets.push("alert_webhook_url = NULL".to_string()),
+            None => {}
+        }
         let idp = args.push(Arg::S(id.to_string()));
         let sql = format!("UPDATE tokens SET {} WHERE id = {idp}", sets.join(", "));
         let n = args.bind(sqlx::query(&sql)).execute(&mut *tx).await?.rows_affected();
@@ -941,7 +1080,7 @@ impl Store for SqlStore {
         Ok(true)
     }
 
-    async fn record_hits(&self, hits: &[NewHit], judge: &Judge) -> anyhow::Result<Vec<HitOutcome>> {
+    async fn record_hits(&self, hits: &[NewHit], judge: &Judge, alerter: &Alerter) -> anyhow::Result<Vec<HitOutcome>> {
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(hits.len());
         for h in hits {
@@ -1021,6 +1160,14 @@ impl Store for SqlStore {
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
+            if let Some(incident_id) = incident_id {
+                // The alerts are in the outbox in the same transaction as their hit: nothing
+                // acknowledged can lose its alert.
+                for (i, a) in alerter(&token, h).into_iter().enumerate() {
+                    insert_alert(&mut tx, incident_id, hit_id, &token.id, &format!("hit-{hit_id}-{i}"), &a, h.time_us)
+                        .await?;
+                }
+            }
             out.push(HitOutcome::Recorded { hit_id, incident_id, token });
         }
         tx.commit().await?;

@@ -1,0 +1,201 @@
+//! Alerts: what an alerting hit sends where, and the worker that delivers the outbox.
+//!
+//! Flow: the recorder commits a hit together with one outbox row per output (global webhooks
+//! from the configuration, plus the token's own `alert_webhook_url`). The worker here takes due
+//! rows (claiming each with a lease, so several nodes can share one outbox), delivers them
+//! concurrently — a slow receiver never holds up recording, which runs elsewhere — and retries
+//! failures with exponential backoff until the give-up age. Every alert carries an idempotency
+//! key, so a receiver can drop the duplicates a crash between delivery and bookkeeping can cause.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio::sync::Notify;
+
+use crate::kinds;
+use crate::model::*;
+use crate::outputs::{self, webhook};
+use crate::store::Store;
+
+/// Alert settings.
+#[derive(Debug, Clone)]
+pub struct AlertConfig {
+    /// Webhooks every alert goes to.
+    pub webhooks: Vec<String>,
+    /// Allow deliveries to loopback, private and link-local addresses.
+    pub allow_private: bool,
+    /// Age after which a failing delivery is given up (seconds).
+    pub give_up_secs: i64,
+    /// Base of the management API, for links in alerts.
+    pub api_base: String,
+}
+
+/// First retry delay; each further one doubles, up to [`MAX_BACKOFF_SECS`].
+const FIRST_BACKOFF_SECS: i64 = 2;
+const MAX_BACKOFF_SECS: i64 = 600;
+/// How long a claimed delivery is reserved before another worker may try it.
+const LEASE_SECS: i64 = 60;
+/// Deliveries in flight at once.
+const BATCH: i64 = 32;
+/// How often the worker looks for due deliveries when nobody wakes it.
+const POLL: Duration = Duration::from_millis(500);
+
+fn webhook_output(url: &str) -> Value {
+    json!({ "type": "webhook", "url": url })
+}
+
+/// Every output an alert of `token` goes to.
+pub fn outputs_for(cfg: &AlertConfig, token: &Token) -> Vec<Value> {
+    let mut out: Vec<Value> = cfg.webhooks.iter().map(|u| webhook_output(u)).collect();
+    if let Some(u) = &token.alert_webhook_url {
+        if !cfg.webhooks.contains(u) {
+            out.push(webhook_output(u));
+        }
+    }
+    out
+}
+
+/// The alert for a hit: what happened, where, by whom, and the kind's decoded data.
+pub fn payload(cfg: &AlertConfig, token: &Token, hit: &NewHit) -> Value {
+    let kind_name = kinds::find(&token.kind).map(|k| k.human_name).unwrap_or("");
+    let data: Map<String, Value> = match &hit.data {
+        Value::Object(m) => {
+            m.iter().filter(|(k, _)| !k.starts_with('_')).map(|(k, v)| (k.clone(), v.clone())).collect()
+        }
+        _ => Map::new(),
+    };
+    json!({
+        "trapline_alert": 1,
+        "test": false,
+        "summary": "Canarytoken triggered",
+        "kind": token.kind,
+        "kind_name": kind_name,
+        "memo": token.memo,
+        "token_id": token.id,
+        "flock_id": token.flock_id,
+        "time": rfc3339(hit.time_us),
+        "channel": hit.channel.as_str(),
+        "src_ip": hit.src_ip,
+        "src_port": hit.src_port,
+        "useragent": hit.data.get("useragent").cloned().unwrap_or(Value::Null),
+        "data": data,
+        "token_url": format!("{}/api/v1/canarytoken/fetch?canarytoken={}", cfg.api_base, token.id),
+    })
+}
+
+/// The alerter the recorder hands the store.
+pub fn alerter(cfg: Arc<AlertConfig>) -> impl Fn(&Token, &NewHit) -> Vec<NewAlert> + Send + Sync {
+    move |token, hit| {
+        let body = payload(&cfg, token, hit);
+        outputs_for(&cfg, token).into_iter().map(|output| NewAlert { output, payload: body.clone() }).collect()
+    }
+}
+
+/// A clearly labelled test alert for every global output.
+pub fn test_alerts(cfg: &AlertConfig, by: &str) -> Vec<NewAlert> {
+    let body = json!({
+        "trapline_alert": 1,
+        "test": true,
+        "summary": "Trapline test alert: this is a test, no token was triggered",
+        "requested_by": by,
+        "time": rfc3339(now_us()),
+    });
+    cfg.webhooks.iter().map(|u| NewAlert { output: webhook_output(u), payload: body.clone() }).collect()
+}
+
+/// Delay before the next attempt after `attempts` failures.
+pub fn backoff_secs(attempts: i64) -> i64 {
+    let shift = (attempts - 1).clamp(0, 20) as u32;
+    (FIRST_BACKOFF_SECS << shift).min(MAX_BACKOFF_SECS)
+}
+
+/// Delivers the outbox until the process ends. `wake` is notified after hits commit.
+pub async fn run_outbox(store: Arc<dyn Store>, cfg: Arc<AlertConfig>, wake: Arc<Notify>) {
+    let client = match webhook::Client::new(cfg.allow_private) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the alert HTTP client; alerts stay queued");
+            return;
+        }
+    };
+    loop {
+        let now = now_us();
+        let due = match store.due_alerts(now, BATCH).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the alert outbox");
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+        };
+        let mut deliveries = tokio::task::JoinSet::new();
+        for a in due {
+            if !matches!(store.claim_alert(a.id, a.next_attempt_us, now + LEASE_SECS * 1_000_000).await, Ok(true)) {
+                continue; // another worker has it
+            }
+            let (store, client, cfg) = (store.clone(), client.clone(), cfg.clone());
+            deliveries.spawn(async move { deliver_one(&*store, &client, &cfg, a).await });
+        }
+        let busy = !deliveries.is_empty();
+        while deliveries.join_next().await.is_some() {}
+        if !busy {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+}
+
+async fn deliver_one(store: &dyn Store, client: &webhook::Client, cfg: &AlertConfig, a: Alert) {
+    let attempts = a.attempts + 1;
+    let result = outputs::deliver(client, &a.output, &a.payload, &a.idempotency_key).await;
+    let now = now_us();
+    let written = match result {
+        Ok(()) => store.alert_delivered(a.id, attempts, now).await,
+        Err(e) => {
+            let give_up = now - a.created_us >= cfg.give_up_secs * 1_000_000;
+            if give_up {
+                tracing::error!(alert = a.id, key = %a.idempotency_key, attempts, error = %e, "alert delivery given up");
+            } else {
+                tracing::warn!(alert = a.id, key = %a.idempotency_key, attempts, error = %e, "alert delivery failed; will retry");
+            }
+            let next = now + backoff_secs(attempts) * 1_000_000;
+            store.alert_failed(a.id, attempts, &e, next, give_up.then_some(now)).await
+        }
+    };
+    if let Err(e) = written {
+        // The delivery happened (or failed) but could not be noted: the lease runs out and the
+        // alert is tried again; its idempotency key lets the receiver drop the duplicate.
+        tracing::warn!(alert = a.id, error = %e, "cannot update the alert outbox");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!([1, 2, 3, 4].map(backoff_secs), [2, 4, 8, 16]);
+        assert_eq!(backoff_secs(30), MAX_BACKOFF_SECS);
+        assert_eq!(backoff_secs(0), 2);
+    }
+
+    #[test]
+    fn token_webhook_joins_the_global_ones_once() {
+        let cfg = AlertConfig {
+            webhooks: vec!["https://a.example/h".into()],
+            allow_private: false,
+            give_up_secs: 60,
+            api_base: "http://api".into(),
+        };
+        let mut t = crate::kinds::testing::token("dns", json!({}));
+        assert_eq!(outputs_for(&cfg, &t).len(), 1);
+        t.alert_webhook_url = Some("https://b.example/h".into());
+        assert_eq!(outputs_for(&cfg, &t).len(), 2);
+        t.alert_webhook_url = Some("https://a.example/h".into());
+        assert_eq!(outputs_for(&cfg, &t).len(), 1);
+    }
+}
