@@ -37,7 +37,7 @@ const MAX_BACKOFF_SECS: i64 = 600;
 /// How long a claimed delivery is reserved before another worker may try it.
 const LEASE_SECS: i64 = 60;
 /// Deliveries in flight at once.
-const BATCH: i64 = 32;
+const MAX_IN_FLIGHT: i64 = 64;
 /// How often the worker looks for due deliveries when nobody wakes it.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -119,31 +119,36 @@ pub async fn run_outbox(store: Arc<dyn Store>, cfg: Arc<AlertConfig>, wake: Arc<
             return;
         }
     };
+    // Deliveries stay in flight on their own; new due alerts are picked up as soon as they are
+    // queued, so one slow output never holds back the others.
+    let mut in_flight = tokio::task::JoinSet::new();
     loop {
-        let now = now_us();
-        let due = match store.due_alerts(now, BATCH).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the alert outbox");
-                tokio::time::sleep(POLL).await;
-                continue;
+        while in_flight.try_join_next().is_some() {}
+        let room = MAX_IN_FLIGHT - in_flight.len() as i64;
+        if room > 0 {
+            let now = now_us();
+            match store.due_alerts(now, room).await {
+                Ok(due) => {
+                    for a in due {
+                        // A claimed alert's next attempt moves past the lease, so it is not due
+                        // again while this delivery runs; another node that claimed it first wins.
+                        if !matches!(
+                            store.claim_alert(a.id, a.next_attempt_us, now + LEASE_SECS * 1_000_000).await,
+                            Ok(true)
+                        ) {
+                            continue;
+                        }
+                        let (store, client, cfg) = (store.clone(), client.clone(), cfg.clone());
+                        in_flight.spawn(async move { deliver_one(&*store, &client, &cfg, a).await });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the alert outbox"),
             }
-        };
-        let mut deliveries = tokio::task::JoinSet::new();
-        for a in due {
-            if !matches!(store.claim_alert(a.id, a.next_attempt_us, now + LEASE_SECS * 1_000_000).await, Ok(true)) {
-                continue; // another worker has it
-            }
-            let (store, client, cfg) = (store.clone(), client.clone(), cfg.clone());
-            deliveries.spawn(async move { deliver_one(&*store, &client, &cfg, a).await });
         }
-        let busy = !deliveries.is_empty();
-        while deliveries.join_next().await.is_some() {}
-        if !busy {
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
-            }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
         }
     }
 }
