@@ -21,8 +21,8 @@ use crate::store::Store;
 /// Alert settings.
 #[derive(Debug, Clone)]
 pub struct AlertConfig {
-    /// Webhooks every alert goes to.
-    pub webhooks: Vec<String>,
+    /// Outputs every alert goes to (`{"type": ..., "url": ...}`, see [`crate::outputs`]).
+    pub outputs: Vec<Value>,
     /// Allow deliveries to loopback, private and link-local addresses.
     pub allow_private: bool,
     /// Age after which a failing delivery is given up (seconds).
@@ -45,12 +45,14 @@ fn webhook_output(url: &str) -> Value {
     json!({ "type": "webhook", "url": url })
 }
 
-/// Every output an alert of `token` goes to.
+/// Every output an alert of `token` goes to: the global ones and the token's own webhook
+/// (once, if it is also a global webhook).
 pub fn outputs_for(cfg: &AlertConfig, token: &Token) -> Vec<Value> {
-    let mut out: Vec<Value> = cfg.webhooks.iter().map(|u| webhook_output(u)).collect();
+    let mut out = cfg.outputs.clone();
     if let Some(u) = &token.alert_webhook_url {
-        if !cfg.webhooks.contains(u) {
-            out.push(webhook_output(u));
+        let own = webhook_output(u);
+        if !out.contains(&own) {
+            out.push(own);
         }
     }
     out
@@ -101,7 +103,7 @@ pub fn test_alerts(cfg: &AlertConfig, by: &str) -> Vec<NewAlert> {
         "requested_by": by,
         "time": rfc3339(now_us()),
     });
-    cfg.webhooks.iter().map(|u| NewAlert { output: webhook_output(u), payload: body.clone() }).collect()
+    cfg.outputs.iter().map(|o| NewAlert { output: o.clone(), payload: body.clone() }).collect()
 }
 
 /// Delay before the next attempt after `attempts` failures.
@@ -191,7 +193,7 @@ mod tests {
     #[test]
     fn token_webhook_joins_the_global_ones_once() {
         let cfg = AlertConfig {
-            webhooks: vec!["https://a.example/h".into()],
+            outputs: vec![webhook_output("https://a.example/h")],
             allow_private: false,
             give_up_secs: 60,
             api_base: "http://api".into(),

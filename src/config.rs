@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// Webhooks every alert is POSTed to (comma-separated URLs).
     #[arg(long, env = "TRAPLINE_ALERT_WEBHOOKS", value_delimiter = ',')]
     pub alert_webhooks: Option<Vec<String>>,
+    /// Other alert outputs, comma-separated `TYPE=URL` (slack, teams, discord, gchat, webhook)
+    /// or `pagerduty=ROUTING_KEY[@URL]`.
+    #[arg(long, env = "TRAPLINE_ALERT_OUTPUTS", value_delimiter = ',')]
+    pub alert_outputs: Option<Vec<String>>,
     /// Allow alerts to loopback, private and link-local addresses (off: no SSRF into internal
     /// networks).
     #[arg(long, env = "TRAPLINE_ALLOW_PRIVATE_ALERT_TARGETS")]
@@ -80,6 +84,7 @@ struct FileConfig {
     public_url: Option<String>,
     trusted_proxies: Option<Vec<String>>,
     alert_webhooks: Option<Vec<String>>,
+    alert_outputs: Option<Vec<String>>,
     allow_private_alert_targets: Option<bool>,
     alert_give_up_secs: Option<i64>,
 }
@@ -98,8 +103,8 @@ pub struct Settings {
     /// None: derive from the bound HTTP address.
     pub public_url: Option<String>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Global alert webhooks, checked.
-    pub alert_webhooks: Vec<String>,
+    /// Global alert outputs (webhooks and the typed ones), checked.
+    pub alert_outputs: Vec<serde_json::Value>,
     pub allow_private_alert_targets: bool,
     pub alert_give_up_secs: i64,
 }
@@ -168,17 +173,15 @@ impl Settings {
                         .map_err(|e| anyhow::anyhow!("trusted proxy {p:?}: {e}"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
-            alert_webhooks: {
+            alert_outputs: {
                 let allow = args.allow_private_alert_targets || file.allow_private_alert_targets.unwrap_or(false);
-                args.alert_webhooks
-                    .clone()
-                    .or(file.alert_webhooks)
-                    .unwrap_or_default()
-                    .iter()
-                    .filter(|u| !u.trim().is_empty())
-                    .map(|u| {
-                        crate::outputs::webhook::validate_url(u, allow)
-                            .map_err(|e| anyhow::anyhow!("alert webhook: {e}"))
+                let webhooks = args.alert_webhooks.clone().or(file.alert_webhooks).unwrap_or_default();
+                let typed = args.alert_outputs.clone().or(file.alert_outputs).unwrap_or_default();
+                let specs = webhooks.iter().map(|u| format!("webhook={u}")).chain(typed);
+                specs
+                    .filter(|spec| !spec.trim().is_empty() && !spec.trim().ends_with('='))
+                    .map(|spec| {
+                        crate::outputs::parse_output(&spec, allow).map_err(|e| anyhow::anyhow!("alert output: {e}"))
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?
             },

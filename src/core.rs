@@ -217,7 +217,7 @@ fn parse_cursor(c: &str) -> CoreResult<(Micros, String)> {
 impl Core {
     pub fn new(store: Arc<dyn Store>, site: Site) -> Core {
         let alerts = Arc::new(crate::alerts::AlertConfig {
-            webhooks: Vec::new(),
+            outputs: Vec::new(),
             allow_private: false,
             give_up_secs: 86_400,
             api_base: String::new(),
@@ -252,7 +252,7 @@ impl Core {
         self.require(actor, Permission::ManageIncidents).await?;
         let alerts = crate::alerts::test_alerts(&self.alerts, &actor.id);
         if alerts.is_empty() {
-            return Err(CoreError::invalid("outputs", "none are configured (see alert_webhooks)"));
+            return Err(CoreError::invalid("outputs", "none are configured (see alert_webhooks, alert_outputs)"));
         }
         let audit = self.audit(actor, "test_alert", "outputs", format!("test alert to {} outputs", alerts.len()));
         self.store.insert_alerts(&alerts, &format!("test-{}", ids::hex_id(8)), &audit).await?;

@@ -142,7 +142,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let provision_path = settings.data_dir.join("provision.key");
     let provision = provision_key(&provision_path)?;
     let alert_cfg = Arc::new(crate::alerts::AlertConfig {
-        webhooks: settings.alert_webhooks.clone(),
+        outputs: settings.alert_outputs.clone(),
         allow_private: settings.allow_private_alert_targets,
         give_up_secs: settings.alert_give_up_secs,
         api_base: format!("http://{api_addr}"),
@@ -195,9 +195,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     println!("  token URLs:       {}/...", site.public_url);
     println!("  storage:          {storage}");
-    let outputs = match alert_cfg.webhooks.len() {
-        0 => "none (--alert-webhooks, or a token's alert_webhook_url)".to_string(),
-        n => format!("{n} webhook(s)"),
+    let outputs = match alert_cfg.outputs.len() {
+        0 => "none (--alert-webhooks, --alert-outputs, or a token's alert_webhook_url)".to_string(),
+        _ => {
+            let kinds: Vec<&str> = alert_cfg.outputs.iter().filter_map(|o| o["type"].as_str()).collect();
+            let webhooks = kinds.iter().filter(|k| **k == "webhook").count();
+            let others: Vec<&str> = kinds.iter().copied().filter(|k| *k != "webhook").collect();
+            let mut parts = Vec::new();
+            if webhooks > 0 {
+                parts.push(format!("{webhooks} webhook(s)"));
+            }
+            if !others.is_empty() {
+                parts.push(others.join(", "));
+            }
+            parts.join(", ")
+        }
     };
     println!("  alert outputs:    {outputs}");
     println!(

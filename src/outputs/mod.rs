@@ -1,14 +1,107 @@
-//! Alert outputs: one module per way an alert leaves Trapline. Each takes an outbox row's
-//! `output` description and payload and delivers it, or says why not (the outbox retries).
+//! Alert outputs: one module per way an alert leaves Trapline. Each turns an outbox row's
+//! payload into its own message; all of them are delivered over HTTPS by [`webhook`] (with its
+//! timeout and its refusal of internal addresses). The outbox retries what fails.
 
+pub mod card;
+pub mod discord;
+pub mod gchat;
+pub mod pagerduty;
+pub mod slack;
+pub mod teams;
 pub mod webhook;
 
-use serde_json::Value;
+use serde_json::{json, Value};
+
+/// Output types `--alert-outputs` takes.
+pub const TYPES: &[&str] = &["webhook", "slack", "teams", "discord", "gchat", "pagerduty"];
+
+/// Parses one `--alert-outputs` entry: `TYPE=URL`, or `pagerduty=ROUTING_KEY[@URL]`.
+pub fn parse_output(spec: &str, allow_private: bool) -> Result<Value, String> {
+    let (kind, rest) = spec.trim().split_once('=').ok_or_else(|| format!("{spec:?}: expected TYPE=URL"))?;
+    let kind = kind.trim().to_ascii_lowercase();
+    if !TYPES.contains(&kind.as_str()) {
+        return Err(format!("unknown output type {kind:?} (known: {})", TYPES.join(", ")));
+    }
+    if kind == "pagerduty" {
+        let (key, url) = match rest.split_once('@') {
+            Some((k, u)) => (k.trim(), u.trim()),
+            None => (rest.trim(), pagerduty::EVENTS_URL),
+        };
+        if key.is_empty() || key.len() > 64 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err("a PagerDuty routing key is 1-64 letters and digits".into());
+        }
+        return Ok(json!({ "type": kind, "routing_key": key, "url": webhook::validate_url(url, allow_private)? }));
+    }
+    Ok(json!({ "type": kind, "url": webhook::validate_url(rest, allow_private)? }))
+}
 
 /// Delivers one alert. `Err` is a message for the outbox's `last_error` and the log.
-pub async fn deliver(ctx: &webhook::Client, output: &Value, payload: &Value, key: &str) -> Result<(), String> {
-    match output.get("type").and_then(Value::as_str) {
-        Some("webhook") => webhook::deliver(ctx, output, payload, key).await,
-        other => Err(format!("unknown output type {other:?}")),
+pub async fn deliver(client: &webhook::Client, output: &Value, payload: &Value, key: &str) -> Result<(), String> {
+    let kind = output.get("type").and_then(Value::as_str).unwrap_or("");
+    let url = output.get("url").and_then(Value::as_str).ok_or("output without a url")?;
+    let body = match kind {
+        "webhook" => payload.clone(),
+        "slack" => slack::body(&card::from_payload(payload)),
+        "teams" => teams::body(&card::from_payload(payload)),
+        "discord" => {
+            discord::body(&card::from_payload(payload), payload.get("time").and_then(Value::as_str).unwrap_or(""))
+        }
+        "gchat" => gchat::body(&card::from_payload(payload), key),
+        "pagerduty" => {
+            let routing = output.get("routing_key").and_then(Value::as_str).unwrap_or("");
+            pagerduty::body(&card::from_payload(payload), payload, routing, key)
+        }
+        other => return Err(format!("unknown output type {other:?}")),
+    };
+    webhook::post(client, url, &body, key).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_specs() {
+        assert_eq!(parse_output("slack=https://hooks.slack.com/services/x", false).unwrap()["type"], "slack");
+        let pd = parse_output("pagerduty=R0UTINGKEY", false).unwrap();
+        assert_eq!((pd["routing_key"].as_str(), pd["url"].as_str()), (Some("R0UTINGKEY"), Some(pagerduty::EVENTS_URL)));
+        let local = parse_output("pagerduty=K1@http://127.0.0.1:9/v2/enqueue", true).unwrap();
+        assert_eq!(local["url"], "http://127.0.0.1:9/v2/enqueue");
+        for bad in [
+            "slack",
+            "irc=https://x.example",
+            "slack=ftp://x",
+            "pagerduty=",
+            "pagerduty=bad key!",
+            "teams=http://10.0.0.1/",
+        ] {
+            assert!(parse_output(bad, false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_format_carries_the_facts() {
+        let p = json!({
+            "test": false, "kind": "dns", "kind_name": "DNS", "memo": "backup host", "token_id": "tok",
+            "flock_id": "flock:default", "time": "2026-11-22T23:03:43Z", "channel": "dns",
+            "src_ip": "192.0.2.53", "src_port": 53211, "data": {"query_name": "q", "headers": {"A": "b"}},
+            "token_url": "http://api/x",
+        });
+        let c = card::from_payload(&p);
+        assert_eq!(c.title, "Canarytoken triggered: DNS");
+        let slack = slack::body(&c).to_string();
+        let teams = teams::body(&c).to_string();
+        let discord = discord::body(&c, "2026-11-22T23:03:43Z").to_string();
+        let gchat = gchat::body(&c, "k").to_string();
+        let pd = pagerduty::body(&c, &p, "R", "k");
+        for text in [&slack, &teams, &discord, &gchat, &pd.to_string()] {
+            assert!(
+                text.contains("backup host") && text.contains("192.0.2.53:53211") && text.contains("query_name"),
+                "{text}"
+            );
+            assert!(!text.contains("\"headers\""), "headers stay out of chat messages: {text}");
+        }
+        assert_eq!((pd["event_action"].as_str(), pd["dedup_key"].as_str()), (Some("trigger"), Some("k")));
+        assert_eq!(pd["payload"]["severity"], "critical");
     }
 }

@@ -1,5 +1,6 @@
 //! Output `webhook`: POSTs the alert as JSON, with an `Idempotency-Key` header so a receiver
-//! can drop the duplicates a retry may bring.
+//! can drop the duplicates a retry may bring. Every other output is delivered through
+//! [`post`] too.
 //!
 //! Targets are checked twice against server-side request forgery: when configured (scheme,
 //! host, and literal addresses) and at delivery, through a resolver that drops loopback,
@@ -105,15 +106,15 @@ impl Client {
     }
 }
 
-pub async fn deliver(client: &Client, output: &Value, payload: &Value, key: &str) -> Result<(), String> {
-    let url = output.get("url").and_then(Value::as_str).ok_or("webhook output without a url")?;
+/// POSTs `body` as JSON to `url`, with the alert's idempotency key.
+pub async fn post(client: &Client, url: &str, body: &Value, key: &str) -> Result<(), String> {
     // Checked again at delivery: the rules may have changed since the alert was queued.
     let url = validate_url(url, client.allow_private)?;
     let resp = client
         .http
         .post(&url)
         .header("Idempotency-Key", key)
-        .json(payload)
+        .json(body)
         .send()
         .await
         .map_err(|e| format!("POST {url}: {e}"))?;
