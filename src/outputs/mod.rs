@@ -1,26 +1,31 @@
 //! Alert outputs: one module per way an alert leaves Trapline. Each turns an outbox row's
-//! payload into its own message; all of them are delivered over HTTPS by [`webhook`] (with its
-//! timeout and its refusal of internal addresses). The outbox retries what fails.
+//! payload into its own message; the HTTP ones are delivered by [`webhook`] (with its timeout
+//! and its refusal of internal addresses), syslog by [`syslog`]. The outbox retries what fails.
 
 pub mod card;
 pub mod discord;
 pub mod gchat;
 pub mod pagerduty;
 pub mod slack;
+pub mod syslog;
 pub mod teams;
 pub mod webhook;
 
 use serde_json::{json, Value};
 
 /// Output types `--alert-outputs` takes.
-pub const TYPES: &[&str] = &["webhook", "slack", "teams", "discord", "gchat", "pagerduty"];
+pub const TYPES: &[&str] = &["webhook", "slack", "teams", "discord", "gchat", "pagerduty", "syslog"];
 
-/// Parses one `--alert-outputs` entry: `TYPE=URL`, or `pagerduty=ROUTING_KEY[@URL]`.
+/// Parses one `--alert-outputs` entry: `TYPE=URL`, `pagerduty=ROUTING_KEY[@URL]`, or
+/// `syslog=udp://host:port` / `syslog=tcp://host:port`.
 pub fn parse_output(spec: &str, allow_private: bool) -> Result<Value, String> {
     let (kind, rest) = spec.trim().split_once('=').ok_or_else(|| format!("{spec:?}: expected TYPE=URL"))?;
     let kind = kind.trim().to_ascii_lowercase();
     if !TYPES.contains(&kind.as_str()) {
         return Err(format!("unknown output type {kind:?} (known: {})", TYPES.join(", ")));
+    }
+    if kind == "syslog" {
+        return Ok(json!({ "type": kind, "url": syslog::validate_url(rest)? }));
     }
     if kind == "pagerduty" {
         let (key, url) = match rest.split_once('@') {
@@ -39,6 +44,9 @@ pub fn parse_output(spec: &str, allow_private: bool) -> Result<Value, String> {
 pub async fn deliver(client: &webhook::Client, output: &Value, payload: &Value, key: &str) -> Result<(), String> {
     let kind = output.get("type").and_then(Value::as_str).unwrap_or("");
     let url = output.get("url").and_then(Value::as_str).ok_or("output without a url")?;
+    if kind == "syslog" {
+        return syslog::send(url, &syslog::message(&card::from_payload(payload), payload, key)).await;
+    }
     let body = match kind {
         "webhook" => payload.clone(),
         "slack" => slack::body(&card::from_payload(payload)),

@@ -121,3 +121,91 @@ def test_bad_output_specs_refuse_to_start(spec, message):
     assert rc != 0
     assert message in err, err
     assert "Ready." not in out
+
+
+# --- syslog (RFC 5424 over UDP, and over TCP with octet counting) -----------------------------
+
+class SyslogSink:
+    """A UDP socket and a TCP listener on 127.0.0.1 that collect syslog messages."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.messages = []
+        self.lock = threading.Lock()
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind(("127.0.0.1", 0))
+        self.tcp.listen(8)
+        threading.Thread(target=self._udp_loop, daemon=True).start()
+        threading.Thread(target=self._tcp_loop, daemon=True).start()
+
+    def _udp_loop(self):
+        while True:
+            data, _ = self.udp.recvfrom(65535)
+            with self.lock:
+                self.messages.append(("udp", data.decode()))
+
+    def _tcp_loop(self):
+        while True:
+            conn, _ = self.tcp.accept()
+            buf = b""
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+            conn.close()
+            # RFC 6587 octet counting: "<length> <message>"
+            length, _, rest = buf.partition(b" ")
+            assert int(length) == len(rest), (length, len(rest))
+            with self.lock:
+                self.messages.append(("tcp", rest.decode()))
+
+    def wait(self, needle, transports=("udp", "tcp"), timeout=5.0):
+        import time
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                got = {t: m for t, m in self.messages if needle in m}
+            if set(transports) <= set(got):
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"syslog messages with {needle!r}: {got}")
+
+
+def test_syslog_over_udp_and_tcp(api):
+    import re
+    sink = SyslogSink()
+    spec = f"syslog=udp://127.0.0.1:{sink.udp.getsockname()[1]},syslog=tcp://127.0.0.1:{sink.tcp.getsockname()[1]}"
+    srv = Server(args=["--alert-outputs", spec]).start()
+    try:
+        assert "syslog, syslog" in srv.output()
+        a = srv.api()
+        memo = unique("syslog")
+        tok = a.create_token("dns", memo=memo)
+        lookup(srv, tok["hostname"], "A")
+        got = sink.wait(memo)
+        for transport, msg in got.items():
+            m = re.match(r"^<(\d+)>1 (\S+) trapline trapline (\d+) hit (\[trapline@32473 [^\]]*\]) (.*)$", msg)
+            assert m, (transport, msg)
+            assert m.group(1) == "129", "local0.alert"
+            assert m.group(2).endswith("Z")
+            sd = m.group(4)
+            assert f'token="{tok["canarytoken"]}"' in sd and 'kind="dns"' in sd and 'src="127.0.0.1"' in sd
+            assert re.search(r'key="hit-\d+-\d+"', sd), sd
+            assert m.group(5).startswith("Canarytoken triggered: DNS") and f"Memo: {memo}" in m.group(5)
+        # Test alerts arrive as notices.
+        a.ok_post("alert/test")
+        tests = sink.wait("Trapline test alert")
+        assert all(msg.startswith("<133>1 ") and " test [" in msg for msg in tests.values()), tests
+    finally:
+        srv.close()
+
+
+def test_bad_syslog_targets_refuse_to_start():
+    for spec in ["syslog=udp://127.0.0.1", "syslog=http://127.0.0.1:514"]:
+        rc, out, err = start_failing(["--alert-outputs", spec])
+        assert rc != 0 and "syslog" in err, err
