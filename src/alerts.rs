@@ -29,6 +29,9 @@ pub struct AlertConfig {
     pub give_up_secs: i64,
     /// Base of the management API, for links in alerts.
     pub api_base: String,
+    /// SMTP server for e-mail outputs (`smtp[+starttls]://…` or `smtps://…`) and the sender.
+    pub smtp_url: Option<String>,
+    pub smtp_from: String,
 }
 
 /// First retry delay; each further one doubles, up to [`MAX_BACKOFF_SECS`].
@@ -114,13 +117,21 @@ pub fn backoff_secs(attempts: i64) -> i64 {
 
 /// Delivers the outbox until the process ends. `wake` is notified after hits commit.
 pub async fn run_outbox(store: Arc<dyn Store>, cfg: Arc<AlertConfig>, wake: Arc<Notify>) {
-    let client = match webhook::Client::new(cfg.allow_private) {
-        Ok(c) => Arc::new(c),
+    let http = match webhook::Client::new(cfg.allow_private) {
+        Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the alert HTTP client; alerts stay queued");
             return;
         }
     };
+    let mail = match cfg.smtp_url.as_deref().map(|u| crate::outputs::email::mailer(u, &cfg.smtp_from)).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up SMTP; e-mail alerts stay queued");
+            None
+        }
+    };
+    let client = Arc::new(crate::outputs::Context { http, mail });
     // Deliveries stay in flight on their own; new due alerts are picked up as soon as they are
     // queued, so one slow output never holds back the others.
     let mut in_flight = tokio::task::JoinSet::new();
@@ -155,7 +166,7 @@ pub async fn run_outbox(store: Arc<dyn Store>, cfg: Arc<AlertConfig>, wake: Arc<
     }
 }
 
-async fn deliver_one(store: &dyn Store, client: &webhook::Client, cfg: &AlertConfig, a: Alert) {
+async fn deliver_one(store: &dyn Store, client: &crate::outputs::Context, cfg: &AlertConfig, a: Alert) {
     let attempts = a.attempts + 1;
     let result = outputs::deliver(client, &a.output, &a.payload, &a.idempotency_key).await;
     let now = now_us();
@@ -197,6 +208,8 @@ mod tests {
             allow_private: false,
             give_up_secs: 60,
             api_base: "http://api".into(),
+            smtp_url: None,
+            smtp_from: "t@example.com".into(),
         };
         let mut t = crate::kinds::testing::token("dns", json!({}));
         assert_eq!(outputs_for(&cfg, &t).len(), 1);

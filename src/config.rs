@@ -64,6 +64,13 @@ pub struct ServeArgs {
     /// networks).
     #[arg(long, env = "TRAPLINE_ALLOW_PRIVATE_ALERT_TARGETS")]
     pub allow_private_alert_targets: bool,
+    /// SMTP server for e-mail alerts: smtp://host:25, smtp+starttls://user:pass@host:587 or
+    /// smtps://user:pass@host:465.
+    #[arg(long, env = "TRAPLINE_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// Sender of e-mail alerts (default trapline@localhost).
+    #[arg(long, env = "TRAPLINE_SMTP_FROM")]
+    pub smtp_from: Option<String>,
     /// Seconds after which a failing alert delivery is given up (default one day).
     #[arg(long, env = "TRAPLINE_ALERT_GIVE_UP_SECS")]
     pub alert_give_up_secs: Option<i64>,
@@ -85,6 +92,8 @@ struct FileConfig {
     trusted_proxies: Option<Vec<String>>,
     alert_webhooks: Option<Vec<String>>,
     alert_outputs: Option<Vec<String>>,
+    smtp_url: Option<String>,
+    smtp_from: Option<String>,
     allow_private_alert_targets: Option<bool>,
     alert_give_up_secs: Option<i64>,
 }
@@ -107,6 +116,8 @@ pub struct Settings {
     pub alert_outputs: Vec<serde_json::Value>,
     pub allow_private_alert_targets: bool,
     pub alert_give_up_secs: i64,
+    pub smtp_url: Option<String>,
+    pub smtp_from: String,
 }
 
 fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -187,6 +198,15 @@ impl Settings {
             },
             allow_private_alert_targets: args.allow_private_alert_targets
                 || file.allow_private_alert_targets.unwrap_or(false),
+            smtp_url: {
+                let url = args.smtp_url.clone().or(file.smtp_url.clone()).filter(|u| !u.trim().is_empty());
+                let from = args.smtp_from.clone().or(file.smtp_from.clone()).unwrap_or("trapline@localhost".into());
+                if let Some(u) = &url {
+                    crate::outputs::email::mailer(u, &from).map_err(|e| anyhow::anyhow!("smtp: {e}"))?;
+                }
+                url
+            },
+            smtp_from: args.smtp_from.clone().or(file.smtp_from.clone()).unwrap_or("trapline@localhost".into()),
             alert_give_up_secs: {
                 let g = args.alert_give_up_secs.or(file.alert_give_up_secs).unwrap_or(86_400);
                 anyhow::ensure!(g > 0, "alert_give_up_secs must be positive");

@@ -221,6 +221,8 @@ impl Core {
             allow_private: false,
             give_up_secs: 86_400,
             api_base: String::new(),
+            smtp_url: None,
+            smtp_from: String::new(),
         });
         Core { store, site, failed_logins: FailedLogins::default(), provision_hash: None, alerts }
     }

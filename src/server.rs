@@ -146,7 +146,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         allow_private: settings.allow_private_alert_targets,
         give_up_secs: settings.alert_give_up_secs,
         api_base: format!("http://{api_addr}"),
+        smtp_url: settings.smtp_url.clone(),
+        smtp_from: settings.smtp_from.clone(),
     });
+    anyhow::ensure!(
+        alert_cfg.smtp_url.is_some() || !alert_cfg.outputs.iter().any(|o| o["type"] == "email"),
+        "e-mail alert outputs need an SMTP server: set --smtp-url"
+    );
     let core =
         Arc::new(Core::new(store.clone(), site.clone()).with_provision_key(&provision).with_alerts(alert_cfg.clone()));
     let first_key = core.bootstrap_admin().await?;

@@ -4,6 +4,7 @@
 
 pub mod card;
 pub mod discord;
+pub mod email;
 pub mod gchat;
 pub mod pagerduty;
 pub mod slack;
@@ -14,10 +15,16 @@ pub mod webhook;
 use serde_json::{json, Value};
 
 /// Output types `--alert-outputs` takes.
-pub const TYPES: &[&str] = &["webhook", "slack", "teams", "discord", "gchat", "pagerduty", "syslog"];
+pub const TYPES: &[&str] = &["webhook", "slack", "teams", "discord", "gchat", "pagerduty", "syslog", "email"];
 
-/// Parses one `--alert-outputs` entry: `TYPE=URL`, `pagerduty=ROUTING_KEY[@URL]`, or
-/// `syslog=udp://host:port` / `syslog=tcp://host:port`.
+/// What deliveries share: the HTTP client (with its SSRF rules) and the SMTP mailer, if any.
+pub struct Context {
+    pub http: webhook::Client,
+    pub mail: Option<email::Mailer>,
+}
+
+/// Parses one `--alert-outputs` entry: `TYPE=URL`, `pagerduty=ROUTING_KEY[@URL]`,
+/// `syslog=udp://host:port` / `syslog=tcp://host:port`, or `email=a@x;b@y`.
 pub fn parse_output(spec: &str, allow_private: bool) -> Result<Value, String> {
     let (kind, rest) = spec.trim().split_once('=').ok_or_else(|| format!("{spec:?}: expected TYPE=URL"))?;
     let kind = kind.trim().to_ascii_lowercase();
@@ -26,6 +33,9 @@ pub fn parse_output(spec: &str, allow_private: bool) -> Result<Value, String> {
     }
     if kind == "syslog" {
         return Ok(json!({ "type": kind, "url": syslog::validate_url(rest)? }));
+    }
+    if kind == "email" {
+        return Ok(json!({ "type": kind, "to": email::parse_recipients(rest)? }));
     }
     if kind == "pagerduty" {
         let (key, url) = match rest.split_once('@') {
@@ -41,8 +51,19 @@ pub fn parse_output(spec: &str, allow_private: bool) -> Result<Value, String> {
 }
 
 /// Delivers one alert. `Err` is a message for the outbox's `last_error` and the log.
-pub async fn deliver(client: &webhook::Client, output: &Value, payload: &Value, key: &str) -> Result<(), String> {
+pub async fn deliver(ctx: &Context, output: &Value, payload: &Value, key: &str) -> Result<(), String> {
     let kind = output.get("type").and_then(Value::as_str).unwrap_or("");
+    if kind == "email" {
+        let to: Vec<String> = output
+            .get("to")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
+        return email::send(ctx.mail.as_ref(), &card::from_payload(payload), &to, key).await;
+    }
     let url = output.get("url").and_then(Value::as_str).ok_or("output without a url")?;
     if kind == "syslog" {
         return syslog::send(url, &syslog::message(&card::from_payload(payload), payload, key)).await;
@@ -61,7 +82,7 @@ pub async fn deliver(client: &webhook::Client, output: &Value, payload: &Value, 
         }
         other => return Err(format!("unknown output type {other:?}")),
     };
-    webhook::post(client, url, &body, key).await
+    webhook::post(&ctx.http, url, &body, key).await
 }
 
 #[cfg(test)]

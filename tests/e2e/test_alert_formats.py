@@ -2,6 +2,8 @@
 Card), Discord (embed), Google Chat (card v2) and PagerDuty Events v2 — one real hit, and the
 exact message shape each receiver gets."""
 
+import re
+
 import pytest
 
 from conftest import Server, unique
@@ -209,3 +211,61 @@ def test_bad_syslog_targets_refuse_to_start():
     for spec in ["syslog=udp://127.0.0.1", "syslog=http://127.0.0.1:514"]:
         rc, out, err = start_failing(["--alert-outputs", spec])
         assert rc != 0 and "syslog" in err, err
+
+
+# --- e-mail (SMTP) ---------------------------------------------------------------------------
+
+def test_email_alerts_reach_every_recipient(api):
+    import email
+    import time
+    from email import policy
+
+    from aiosmtpd.controller import Controller
+
+    class Collect:
+        def __init__(self):
+            self.messages = []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.messages.append((list(envelope.rcpt_tos), envelope.content))
+            return "250 OK"
+
+    handler = Collect()
+    from conftest import free_port
+    port = free_port()
+    smtpd = Controller(handler, hostname="127.0.0.1", port=port)
+    smtpd.start()
+    try:
+        srv = Server(args=["--smtp-url", f"smtp://127.0.0.1:{port}", "--smtp-from", "Trapline <trapline@example.com>",
+                           "--alert-outputs", "email=sec@example.com;ops@example.com"]).start()
+        try:
+            memo = unique("e-mail")
+            tok = srv.api().create_token("dns", memo=memo)
+            lookup(srv, tok["hostname"], "A")
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not handler.messages:
+                time.sleep(0.05)
+            assert len(handler.messages) == 1, handler.messages
+            rcpts, raw = handler.messages[0]
+            assert sorted(rcpts) == ["ops@example.com", "sec@example.com"]
+            msg = email.message_from_bytes(raw, policy=policy.default)
+            assert msg["Subject"] == "[Trapline] Canarytoken triggered: DNS"
+            assert "trapline@example.com" in msg["From"]
+            assert re.match(r"<hit-\d+-0@trapline>", msg["Message-ID"]), msg["Message-ID"]
+            text = msg.get_body(("plain",)).get_content()
+            html = msg.get_body(("html",)).get_content()
+            assert f"Memo: {memo}" in text and tok["canarytoken"] in text
+            assert memo in html and "<table>" in html
+        finally:
+            srv.close()
+    finally:
+        smtpd.stop()
+
+
+def test_email_outputs_need_an_smtp_server():
+    rc, out, err = start_failing(["--alert-outputs", "email=sec@example.com"])
+    assert rc != 0 and "--smtp-url" in err, err
+    rc, out, err = start_failing(["--alert-outputs", "email=not-an-address"])
+    assert rc != 0 and "recipient" in err, err
+    rc, out, err = start_failing(["--smtp-url", "http://mail.example.com"])
+    assert rc != 0 and "smtp" in err.lower(), err
