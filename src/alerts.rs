@@ -48,12 +48,19 @@ fn webhook_output(url: &str) -> Value {
     json!({ "type": "webhook", "url": url })
 }
 
-/// Every output an alert of `token` goes to: the global ones and the token's own webhook
-/// (once, if it is also a global webhook).
+/// Every output an alert of `token` goes to: the global ones, and the token's own webhook and
+/// e-mail recipients (once, if they are also global outputs).
 pub fn outputs_for(cfg: &AlertConfig, token: &Token) -> Vec<Value> {
     let mut out = cfg.outputs.clone();
     if let Some(u) = &token.alert_webhook_url {
         let own = webhook_output(u);
+        if !out.contains(&own) {
+            out.push(own);
+        }
+    }
+    if let Some(list) = &token.alert_email {
+        let to: Vec<&str> = list.split(';').filter(|a| !a.is_empty()).collect();
+        let own = json!({ "type": "email", "to": to });
         if !out.contains(&own) {
             out.push(own);
         }

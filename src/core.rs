@@ -133,6 +133,8 @@ pub struct NewToken {
     pub uploads: Uploads,
     /// A webhook this token's alerts also go to.
     pub alert_webhook_url: Option<String>,
+    /// Recipients (`a@x;b@y`) this token's alerts are also mailed to.
+    pub alert_email: Option<String>,
 }
 
 /// A page of tokens and where the next one starts (None = no more).
@@ -246,6 +248,26 @@ impl Core {
             None => "token webhook removed".into(),
         };
         let change = TokenChange { alert_webhook_url: Some(url), ..Default::default() };
+        self.change_token(actor, id, change, "token_update", description).await
+    }
+
+    fn check_email(&self, list: &str) -> CoreResult<String> {
+        if self.alerts.smtp_url.is_none() {
+            return Err(CoreError::invalid("alert_email", "needs an SMTP server (--smtp-url)"));
+        }
+        crate::outputs::email::parse_recipients(list)
+            .map(|to| to.join(";"))
+            .map_err(|e| CoreError::invalid("alert_email", e))
+    }
+
+    /// Sets (or, with None / empty, clears) the addresses a token's alerts are also mailed to.
+    pub async fn set_alert_email(&self, actor: &Actor, id: &str, list: Option<&str>) -> CoreResult<Token> {
+        let list = list.map(str::trim).filter(|e| !e.is_empty()).map(|e| self.check_email(e)).transpose()?;
+        let description = match &list {
+            Some(l) => format!("alerts also mailed to {l}"),
+            None => "token e-mail removed".into(),
+        };
+        let change = TokenChange { alert_email: Some(list), ..Default::default() };
         self.change_token(actor, id, change, "token_update", description).await
     }
 
@@ -827,6 +849,13 @@ impl Core {
             .filter(|u| !u.is_empty())
             .map(|u| self.check_webhook(u))
             .transpose()?;
+        let alert_email = req
+            .alert_email
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| self.check_email(e))
+            .transpose()?;
         let created = (kind.create)(&req.params, &req.uploads)?;
         let token = Token {
             id: ids::token_id(),
@@ -840,6 +869,7 @@ impl Core {
             created_by: actor.id.clone(),
             triggered_count: 0,
             alert_webhook_url,
+            alert_email,
         };
         let audit =
             self.audit(actor, "token_create", &token.id, format!("created {} token in {}", token.kind, token.flock_id));
@@ -1161,6 +1191,7 @@ mod tests {
             created_by: "k".into(),
             triggered_count: 0,
             alert_webhook_url: None,
+            alert_email: None,
         };
         assert_eq!(parse_cursor(&cursor_after(&t)).unwrap(), (123, t.id.clone()));
         for bad in ["", "x", "12", "a.abcdefghijklmnopqrstuvwxy", "1.short", "1.'; drop table"] {

@@ -58,6 +58,8 @@ pub struct Token {
     pub triggered_count: i64,
     /// Where this token's alerts also go, besides the global outputs.
     pub alert_webhook_url: Option<String>,
+    /// Recipients (`a@x;b@y`) this token's alerts are also mailed to.
+    pub alert_email: Option<String>,
 }
 
 /// What may change on an existing token.
@@ -68,6 +70,8 @@ pub struct TokenChange {
     pub params: Option<Value>,
     /// `Some(None)` clears it.
     pub alert_webhook_url: Option<Option<String>>,
+    /// `Some(None)` clears it.
+    pub alert_email: Option<Option<String>>,
 }
 
 /// Filter for token listings; `None` fields do not filter.

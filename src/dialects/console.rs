@@ -471,15 +471,18 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
             json!({ "canarytokens": tokens, "cursor": page.cursor })
         }
         "canarytoken/update" => {
-            // memo, and/or the token's own alert webhook (empty clears it).
+            // memo, and/or the token's own alert webhook and e-mail (empty clears them).
             let id = req.required("canarytoken")?;
-            let webhook = req.get("alert_webhook_url");
+            let (webhook, mail) = (req.get("alert_webhook_url"), req.get("alert_email"));
             let mut t = None;
-            if req.get("memo").is_some() || webhook.is_none() {
+            if req.get("memo").is_some() || (webhook.is_none() && mail.is_none()) {
                 t = Some(core.update_memo(actor, id, req.get("memo").unwrap_or("")).await?);
             }
             if let Some(u) = webhook {
                 t = Some(core.set_alert_webhook(actor, id, Some(u)).await?);
+            }
+            if let Some(m) = mail {
+                t = Some(core.set_alert_email(actor, id, Some(m)).await?);
             }
             let t = t.ok_or(CoreError::TokenNotFound)?;
             json!({ "token": token_json(site, &t) })
@@ -604,7 +607,7 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
 /// and transport parameters are not the kind's business and are left out.
 fn new_token(req: &Req) -> NewToken {
     let mut params: Params = req.params.clone();
-    for transport in ["auth_token", "factory_auth", "alert_webhook_url"] {
+    for transport in ["auth_token", "factory_auth", "alert_webhook_url", "alert_email"] {
         params.remove(transport);
     }
     NewToken {
@@ -614,6 +617,7 @@ fn new_token(req: &Req) -> NewToken {
         params,
         uploads: req.uploads.clone(),
         alert_webhook_url: req.opt("alert_webhook_url").map(str::to_string),
+        alert_email: req.opt("alert_email").map(str::to_string),
     }
 }
 
@@ -722,6 +726,9 @@ pub fn token_json(site: &kinds::Site, t: &Token) -> Value {
     m.insert("key".into(), json!(format!("canarydrop:{}", t.id)));
     if let Some(u) = &t.alert_webhook_url {
         m.insert("alert_webhook_url".into(), json!(u));
+    }
+    if let Some(e) = &t.alert_email {
+        m.insert("alert_email".into(), json!(e));
     }
     if let Some(kind) = kinds::find(&t.kind) {
         (kind.describe)(t, site, &mut m);

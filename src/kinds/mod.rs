@@ -290,6 +290,7 @@ pub(crate) mod testing {
             created_by: "t".into(),
             triggered_count: 0,
             alert_webhook_url: None,
+            alert_email: None,
         }
     }
 }

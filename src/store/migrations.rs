@@ -18,6 +18,8 @@
 //! Step 6 adds the alert outbox (`alerts`: one row per alert and output, written in the
 //! transaction of its hit) and `tokens.alert_webhook_url`.
 //!
+//! Step 7 adds `tokens.alert_email`.
+//!
 //! Conventions both schemas follow so one SQL text works on both: integers are BIGINT (SQLite
 //! INTEGER), booleans are BIGINT 0/1, times are BIGINT microseconds since the epoch (UTC), JSON
 //! is TEXT.
@@ -148,6 +150,9 @@ CREATE TABLE alerts (
 );
 CREATE INDEX alerts_due ON alerts (delivered_us, gave_up_us, next_attempt_us);
 "#,
+    r#"
+ALTER TABLE tokens ADD COLUMN alert_email TEXT;
+"#,
 ];
 
 /// Steps for PostgreSQL, one for one with [`SQLITE`].
@@ -275,6 +280,9 @@ CREATE TABLE alerts (
     gave_up_us BIGINT
 );
 CREATE INDEX alerts_due ON alerts (delivered_us, gave_up_us, next_attempt_us);
+"#,
+    r#"
+ALTER TABLE tokens ADD COLUMN alert_email TEXT;
 "#,
 ];
 

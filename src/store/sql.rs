@@ -53,10 +53,10 @@ impl Args {
 
 const TOKEN_COLS: &str = "t.id, t.kind, t.memo, t.flock_id, t.enabled, t.created_us, t.updated_id, \
      t.params, t.created_by, (SELECT COUNT(*) FROM hits h WHERE h.token_id = t.id AND h.incident_id > 0), \
-     t.alert_webhook_url";
+     t.alert_webhook_url, t.alert_email";
 /// The same columns with a constant in place of the hit count, for the hot path.
 const TOKEN_COLS_NO_COUNT: &str = "t.id, t.kind, t.memo, t.flock_id, t.enabled, t.created_us, t.updated_id, \
-     t.params, t.created_by, 0, t.alert_webhook_url";
+     t.params, t.created_by, 0, t.alert_webhook_url, t.alert_email";
 const INCIDENT_COLS: &str = "id, token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged";
 const HIT_COLS: &str = "id, incident_id, token_id, time_us, channel, src_ip, src_port, data";
 const KEY_COLS: &str = "key_id, secret_hash, role, flock_id, active, expire_us, description, \
@@ -88,6 +88,7 @@ fn token_from_row(r: &AnyRow) -> anyhow::Result<Token> {
         created_by: r.try_get(8)?,
         triggered_count: r.try_get(9)?,
         alert_webhook_url: r.try_get(10)?,
+        alert_email: r.try_get(11)?,
     })
 }
 
@@ -946,8 +947,8 @@ impl Store for SqlStore {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO tokens (id, kind, memo, memo_folded, flock_id, enabled, created_us, updated_id, params, created_by, alert_webhook_url) \
-             VALUES ($1, $2, $3, $10, $4, $5, $6, $7, $8, $9, $11)",
+            "INSERT INTO tokens (id, kind, memo, memo_folded, flock_id, enabled, created_us, updated_id, params, created_by, alert_webhook_url, alert_email) \
+             VALUES ($1, $2, $3, $10, $4, $5, $6, $7, $8, $9, $11, $12)",
         )
         .bind(t.id.as_str())
         .bind(t.kind.as_str())
@@ -960,6 +961,7 @@ impl Store for SqlStore {
         .bind(t.created_by.as_str())
         .bind(fold(&t.memo))
         .bind(t.alert_webhook_url.as_deref())
+        .bind(t.alert_email.as_deref())
         .execute(&mut *tx)
         .await?;
         for f in files {
@@ -1046,6 +1048,11 @@ impl Store for SqlStore {
         match &change.alert_webhook_url {
             Some(Some(u)) => sets.push(format!("alert_webhook_url = {}", args.push(Arg::S(u.clone())))),
             Some(None) => sets.push("alert_webhook_url = NULL".to_string()),
+            None => {}
+        }
+        match &change.alert_email {
+            Some(Some(e)) => sets.push(format!("alert_email = {}", args.push(Arg::S(e.clone())))),
+            Some(None) => sets.push("alert_email = NULL".to_string()),
             None => {}
         }
         let idp = args.push(Arg::S(id.to_string()));

@@ -269,3 +269,73 @@ def test_email_outputs_need_an_smtp_server():
     assert rc != 0 and "recipient" in err, err
     rc, out, err = start_failing(["--smtp-url", "http://mail.example.com"])
     assert rc != 0 and "smtp" in err.lower(), err
+
+
+def test_per_token_alert_email(api):
+    """`alert_email` on create (and update; empty clears) mails that token's alerts too."""
+    import email
+    import time
+    from email import policy
+
+    from aiosmtpd.controller import Controller
+
+    from conftest import free_port
+    from kindtools import assert_error
+
+    class Collect:
+        def __init__(self):
+            self.messages = []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.messages.append((list(envelope.rcpt_tos), envelope.content))
+            return "250 OK"
+
+    handler = Collect()
+    port = free_port()
+    smtpd = Controller(handler, hostname="127.0.0.1", port=port)
+    smtpd.start()
+    srv = Server(args=["--smtp-url", f"smtp://127.0.0.1:{port}"]).start()
+    try:
+        a = srv.api()
+        memo = unique("token mail")
+        tok = a.ok_post("canarytoken/create", kind="dns", memo=memo, alert_email="owner@example.com")["canarytoken"]
+        assert tok["alert_email"] == "owner@example.com"
+
+        def mails_for(text, n, timeout=5.0):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                got = [(r, m) for r, m in handler.messages if text.encode() in m]
+                if len(got) >= n:
+                    return got
+                time.sleep(0.05)
+            return [(r, m) for r, m in handler.messages if text.encode() in m]
+
+        lookup(srv, tok["hostname"], "A")
+        got = mails_for(memo, 1)
+        assert [r for r, _ in got] == [["owner@example.com"]]
+        msg = email.message_from_bytes(got[0][1], policy=policy.default)
+        assert f"Memo: {memo}" in msg.get_body(("plain",)).get_content()
+
+        # Changed, then cleared, with canarytoken/update (memo untouched).
+        t = a.ok_post("canarytoken/update", canarytoken=tok["canarytoken"], alert_email="a@example.com;b@example.com")["token"]
+        assert t["alert_email"] == "a@example.com;b@example.com" and t["memo"] == memo
+        lookup(srv, "x." + tok["hostname"], "A")
+        got = mails_for(memo, 2)
+        assert sorted(got[1][0]) == ["a@example.com", "b@example.com"]
+        t = a.ok_post("canarytoken/update", canarytoken=tok["canarytoken"], alert_email="")["token"]
+        assert "alert_email" not in t
+        lookup(srv, "y." + tok["hostname"], "A")
+        time.sleep(1.0)
+        assert len(mails_for(memo, 3, timeout=0.5)) == 2, "no mail once cleared"
+        assert_error(a.post("canarytoken/create", kind="dns", memo="m", alert_email="not an address"), 400,
+                     prefix="Could not process the parameters")
+    finally:
+        srv.close()
+        smtpd.stop()
+
+
+def test_alert_email_needs_an_smtp_server(api):
+    from kindtools import assert_error
+    body = assert_error(api.post("canarytoken/create", kind="dns", memo="m", alert_email="owner@example.com"), 400,
+                        prefix="Could not process the parameters")
+    assert "smtp" in body["detail"].lower()
