@@ -215,51 +215,68 @@ def test_bad_syslog_targets_refuse_to_start():
 
 # --- e-mail (SMTP) ---------------------------------------------------------------------------
 
-def test_email_alerts_reach_every_recipient(api):
-    import email
-    import time
-    from email import policy
+class _Collect:
+    """aiosmtpd handler keeping (recipients, raw message) of every mail."""
 
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append((list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_sink():
+    """A real SMTP receiver on 127.0.0.1; yields (port, handler)."""
     from aiosmtpd.controller import Controller
 
-    class Collect:
-        def __init__(self):
-            self.messages = []
-
-        async def handle_DATA(self, server, session, envelope):
-            self.messages.append((list(envelope.rcpt_tos), envelope.content))
-            return "250 OK"
-
-    handler = Collect()
     from conftest import free_port
+
+    handler = _Collect()
     port = free_port()
     smtpd = Controller(handler, hostname="127.0.0.1", port=port)
     smtpd.start()
+    yield port, handler
+    smtpd.stop()
+
+
+def _mails(handler, text, n, timeout=5.0):
+    """Mails containing `text`, waiting until there are `n` (or the time is up)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        got = [(r, m) for r, m in handler.messages if text.encode() in m]
+        if len(got) >= n or time.monotonic() >= deadline:
+            return got
+        time.sleep(0.05)
+
+
+def test_email_alerts_reach_every_recipient(smtp_sink):
+    import email
+    from email import policy
+
+    port, handler = smtp_sink
+    srv = Server(args=["--smtp-url", f"smtp://127.0.0.1:{port}", "--smtp-from", "Trapline <trapline@example.com>",
+                       "--alert-outputs", "email=sec@example.com;ops@example.com"]).start()
     try:
-        srv = Server(args=["--smtp-url", f"smtp://127.0.0.1:{port}", "--smtp-from", "Trapline <trapline@example.com>",
-                           "--alert-outputs", "email=sec@example.com;ops@example.com"]).start()
-        try:
-            memo = unique("e-mail")
-            tok = srv.api().create_token("dns", memo=memo)
-            lookup(srv, tok["hostname"], "A")
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and not handler.messages:
-                time.sleep(0.05)
-            assert len(handler.messages) == 1, handler.messages
-            rcpts, raw = handler.messages[0]
-            assert sorted(rcpts) == ["ops@example.com", "sec@example.com"]
-            msg = email.message_from_bytes(raw, policy=policy.default)
-            assert msg["Subject"] == "[Trapline] Canarytoken triggered: DNS"
-            assert "trapline@example.com" in msg["From"]
-            assert re.match(r"<hit-\d+-0@trapline>", msg["Message-ID"]), msg["Message-ID"]
-            text = msg.get_body(("plain",)).get_content()
-            html = msg.get_body(("html",)).get_content()
-            assert f"Memo: {memo}" in text and tok["canarytoken"] in text
-            assert memo in html and "<table>" in html
-        finally:
-            srv.close()
+        memo = unique("e-mail")
+        tok = srv.api().create_token("dns", memo=memo)
+        lookup(srv, tok["hostname"], "A")
+        got = _mails(handler, memo, 1)
+        assert len(got) == 1, handler.messages
+        rcpts, raw = got[0]
+        assert sorted(rcpts) == ["ops@example.com", "sec@example.com"]
+        msg = email.message_from_bytes(raw, policy=policy.default)
+        assert msg["Subject"] == "[Trapline] Canarytoken triggered: DNS"
+        assert "trapline@example.com" in msg["From"]
+        assert re.match(r"<hit-\d+-0@trapline>", msg["Message-ID"]), msg["Message-ID"]
+        text = msg.get_body(("plain",)).get_content()
+        html = msg.get_body(("html",)).get_content()
+        assert f"Memo: {memo}" in text and tok["canarytoken"] in text
+        assert memo in html and "<table>" in html
     finally:
-        smtpd.stop()
+        srv.close()
 
 
 def test_email_outputs_need_an_smtp_server():
@@ -271,47 +288,23 @@ def test_email_outputs_need_an_smtp_server():
     assert rc != 0 and "smtp" in err.lower(), err
 
 
-def test_per_token_alert_email(api):
+def test_per_token_alert_email(smtp_sink):
     """`alert_email` on create (and update; empty clears) mails that token's alerts too."""
     import email
     import time
     from email import policy
 
-    from aiosmtpd.controller import Controller
-
-    from conftest import free_port
     from kindtools import assert_error
 
-    class Collect:
-        def __init__(self):
-            self.messages = []
-
-        async def handle_DATA(self, server, session, envelope):
-            self.messages.append((list(envelope.rcpt_tos), envelope.content))
-            return "250 OK"
-
-    handler = Collect()
-    port = free_port()
-    smtpd = Controller(handler, hostname="127.0.0.1", port=port)
-    smtpd.start()
+    port, handler = smtp_sink
     srv = Server(args=["--smtp-url", f"smtp://127.0.0.1:{port}"]).start()
     try:
         a = srv.api()
         memo = unique("token mail")
         tok = a.ok_post("canarytoken/create", kind="dns", memo=memo, alert_email="owner@example.com")["canarytoken"]
         assert tok["alert_email"] == "owner@example.com"
-
-        def mails_for(text, n, timeout=5.0):
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                got = [(r, m) for r, m in handler.messages if text.encode() in m]
-                if len(got) >= n:
-                    return got
-                time.sleep(0.05)
-            return [(r, m) for r, m in handler.messages if text.encode() in m]
-
         lookup(srv, tok["hostname"], "A")
-        got = mails_for(memo, 1)
+        got = _mails(handler, memo, 1)
         assert [r for r, _ in got] == [["owner@example.com"]]
         msg = email.message_from_bytes(got[0][1], policy=policy.default)
         assert f"Memo: {memo}" in msg.get_body(("plain",)).get_content()
@@ -320,18 +313,17 @@ def test_per_token_alert_email(api):
         t = a.ok_post("canarytoken/update", canarytoken=tok["canarytoken"], alert_email="a@example.com;b@example.com")["token"]
         assert t["alert_email"] == "a@example.com;b@example.com" and t["memo"] == memo
         lookup(srv, "x." + tok["hostname"], "A")
-        got = mails_for(memo, 2)
+        got = _mails(handler, memo, 2)
         assert sorted(got[1][0]) == ["a@example.com", "b@example.com"]
         t = a.ok_post("canarytoken/update", canarytoken=tok["canarytoken"], alert_email="")["token"]
         assert "alert_email" not in t
         lookup(srv, "y." + tok["hostname"], "A")
         time.sleep(1.0)
-        assert len(mails_for(memo, 3, timeout=0.5)) == 2, "no mail once cleared"
+        assert len(_mails(handler, memo, 3, timeout=0.5)) == 2, "no mail once cleared"
         assert_error(a.post("canarytoken/create", kind="dns", memo="m", alert_email="not an address"), 400,
                      prefix="Could not process the parameters")
     finally:
         srv.close()
-        smtpd.stop()
 
 
 def test_alert_email_needs_an_smtp_server(api):
