@@ -122,6 +122,7 @@ fn token(kind: &str, memo: &str, flock: &str, created_us: Micros) -> Token {
         created_by: "tester".into(),
         triggered_count: 0,
         alert_webhook_url: None,
+        alert_email: None,
     }
 }
 
