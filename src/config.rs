@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// networks).
     #[arg(long, env = "TRAPLINE_ALLOW_PRIVATE_ALERT_TARGETS")]
     pub allow_private_alert_targets: bool,
+    /// Sources (addresses or networks, comma-separated) whose hits are stored but never alert,
+    /// e.g. your own scanners.
+    #[arg(long, env = "TRAPLINE_IGNORE_SOURCES", value_delimiter = ',')]
+    pub ignore_sources: Option<Vec<String>>,
     /// SMTP server for e-mail alerts: smtp://host:25, smtp+starttls://user:pass@host:587 or
     /// smtps://user:pass@host:465.
     #[arg(long, env = "TRAPLINE_SMTP_URL")]
@@ -94,6 +98,7 @@ struct FileConfig {
     alert_outputs: Option<Vec<String>>,
     smtp_url: Option<String>,
     smtp_from: Option<String>,
+    ignore_sources: Option<Vec<String>>,
     allow_private_alert_targets: Option<bool>,
     alert_give_up_secs: Option<i64>,
 }
@@ -118,6 +123,8 @@ pub struct Settings {
     pub alert_give_up_secs: i64,
     pub smtp_url: Option<String>,
     pub smtp_from: String,
+    /// Networks whose hits are kept but never alert.
+    pub ignore_sources: Vec<String>,
 }
 
 fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -207,6 +214,15 @@ impl Settings {
                 url
             },
             smtp_from: args.smtp_from.clone().or(file.smtp_from.clone()).unwrap_or("trapline@localhost".into()),
+            ignore_sources: args
+                .ignore_sources
+                .clone()
+                .or(file.ignore_sources)
+                .unwrap_or_default()
+                .iter()
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| crate::core::parse_cidr(p).map_err(|e| anyhow::anyhow!("ignore source: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?,
             alert_give_up_secs: {
                 let g = args.alert_give_up_secs.or(file.alert_give_up_secs).unwrap_or(86_400);
                 anyhow::ensure!(g > 0, "alert_give_up_secs must be positive");

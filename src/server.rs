@@ -159,7 +159,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let committed = Arc::new(tokio::sync::Notify::new());
     let (recorder, writer) = Recorder::start(
         store.clone(),
-        Arc::new(crate::kinds::judge),
+        Arc::new(crate::kinds::judge_ignoring(settings.ignore_sources.clone())),
         Arc::new(crate::alerts::alerter(alert_cfg.clone())),
         committed.clone(),
     );

@@ -194,6 +194,17 @@ pub fn judge(token: &Token, hit: &NewHit) -> Judgement {
     }
 }
 
+/// The judge of a server with an ignore list: hits from those networks are kept, marked
+/// ignored, and raise no alert; everything else goes to the kind's judge.
+pub fn judge_ignoring(ignored: Vec<String>) -> impl Fn(&Token, &NewHit) -> Judgement + Send + Sync {
+    move |token, hit| {
+        if !ignored.is_empty() && crate::core::ip_allowed(&ignored, &hit.src_ip) {
+            return Judgement::Ignore { reason: "source is on the ignore list".into() };
+        }
+        judge(token, hit)
+    }
+}
+
 /// How the HTTP listener answers for `token`.
 pub fn http_answer(token: &Token) -> HttpAnswer {
     find(&token.kind).map_or(HttpAnswer::Gif, |k| (k.http_answer)(token))
@@ -320,6 +331,27 @@ mod tests {
         assert!(u.starts_with("http://h:1/"));
         assert!(u.contains(&format!("/{id}/")));
         assert_eq!(site.hostname(id), format!("{id}.t.example"));
+    }
+
+    #[test]
+    fn ignore_list_keeps_hits_but_silences_them() {
+        let judge = judge_ignoring(vec!["10.0.0.0/8".into()]);
+        let token = testing::token("dns", serde_json::json!({}));
+        let hit = |ip: &str| NewHit {
+            token_id: token.id.clone(),
+            time_us: 0,
+            channel: Channel::Dns,
+            src_ip: ip.into(),
+            src_port: 1,
+            data: serde_json::json!({}),
+        };
+        assert!(matches!(judge(&token, &hit("10.1.2.3")), Judgement::Ignore { .. }));
+        assert_eq!(judge(&token, &hit("192.0.2.1")), Judgement::alert());
+        assert_eq!(
+            judge_ignoring(Vec::new())(&token, &hit("10.1.2.3")),
+            Judgement::alert(),
+            "empty list ignores nothing"
+        );
     }
 
     #[test]
