@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use crate::kinds;
 use crate::model::*;
-use crate::outputs::{self, webhook};
+use crate::outputs::{self, email_output, webhook, webhook_output};
 use crate::store::Store;
 
 /// Alert settings.
@@ -44,10 +44,6 @@ const MAX_IN_FLIGHT: i64 = 64;
 /// How often the worker looks for due deliveries when nobody wakes it.
 const POLL: Duration = Duration::from_millis(500);
 
-fn webhook_output(url: &str) -> Value {
-    json!({ "type": "webhook", "url": url })
-}
-
 /// Every output an alert of `token` goes to: the global ones, and the token's own webhook and
 /// e-mail recipients (once, if they are also global outputs).
 pub fn outputs_for(cfg: &AlertConfig, token: &Token) -> Vec<Value> {
@@ -60,7 +56,7 @@ pub fn outputs_for(cfg: &AlertConfig, token: &Token) -> Vec<Value> {
     }
     if let Some(list) = &token.alert_email {
         let to: Vec<&str> = list.split(';').filter(|a| !a.is_empty()).collect();
-        let own = json!({ "type": "email", "to": to });
+        let own = email_output(&to);
         if !out.contains(&own) {
             out.push(own);
         }

@@ -24,6 +24,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::Actor;
 use crate::core::Core;
+use crate::dialects::json_body::{self, opt_bool, opt_str, NotAnObject};
 use crate::error::{CoreError, CoreResult};
 use crate::http_serve;
 use crate::model::{AuditEvent, FactoryChange, FactoryToken, Micros, Query};
@@ -252,14 +253,10 @@ impl Params {
 }
 
 fn body_object(bytes: &[u8]) -> CoreResult<Map<String, Value>> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(CoreError::invalid("body", "must be a JSON object")),
-        Err(e) => Err(CoreError::invalid("body", format!("is not valid JSON: {e}"))),
-    }
+    json_body::object(bytes).map_err(|e| match e {
+        NotAnObject::WrongType => CoreError::invalid("body", "must be a JSON object"),
+        NotAnObject::Invalid(e) => CoreError::invalid("body", format!("is not valid JSON: {e}")),
+    })
 }
 
 /// `expires_timestamp`: RFC 3339 text, or null (never). None when absent.
@@ -274,22 +271,6 @@ fn expires(m: &Map<String, Value>) -> CoreResult<Option<Option<Micros>>> {
             })
         }
         Some(_) => Err(CoreError::invalid("expires_timestamp", "must be a string or null")),
-    }
-}
-
-fn opt_str<'a>(m: &'a Map<String, Value>, k: &'static str) -> CoreResult<Option<&'a str>> {
-    match m.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(CoreError::invalid(k, "must be a string")),
-    }
-}
-
-fn opt_bool(m: &Map<String, Value>, k: &'static str) -> CoreResult<Option<bool>> {
-    match m.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(CoreError::invalid(k, "must be a boolean")),
     }
 }
 

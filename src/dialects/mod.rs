@@ -4,4 +4,5 @@
 pub mod conjur;
 pub mod console;
 pub mod falcon;
+pub mod json_body;
 pub mod spacesiren;

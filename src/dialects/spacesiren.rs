@@ -22,6 +22,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::Actor;
 use crate::core::Core;
+use crate::dialects::json_body::{self, opt_bool, opt_str, NotAnObject};
 use crate::error::{CoreError, CoreResult};
 use crate::http_serve::{self, BodyError};
 use crate::model::{ApiKey, KeyChange, Role};
@@ -64,30 +65,14 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The JSON body as an object; an empty body is an empty object.
 fn body_object(bytes: &[u8]) -> Result<Map<String, Value>, Response> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(error(StatusCode::BAD_REQUEST, "Request body must be a JSON object.")),
-        Err(_) => Err(error(StatusCode::BAD_REQUEST, "Request body is not valid JSON.")),
-    }
-}
-
-fn opt_bool(m: &Map<String, Value>, name: &'static str) -> CoreResult<Option<bool>> {
-    match m.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(CoreError::invalid(name, "must be a boolean")),
-    }
+    json_body::object(bytes).map_err(|e| match e {
+        NotAnObject::WrongType => error(StatusCode::BAD_REQUEST, "Request body must be a JSON object."),
+        NotAnObject::Invalid(_) => error(StatusCode::BAD_REQUEST, "Request body is not valid JSON."),
+    })
 }
 
 fn opt_string(m: &Map<String, Value>, name: &'static str) -> CoreResult<Option<String>> {
-    match m.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(CoreError::invalid(name, "must be a string")),
-    }
+    Ok(opt_str(m, name)?.map(str::to_string))
 }
 
 /// `expire_time`: epoch seconds, 0 = never; returned as microseconds.

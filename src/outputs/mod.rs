@@ -23,6 +23,17 @@ pub struct Context {
     pub mail: Option<email::Mailer>,
 }
 
+/// The output description of a JSON webhook (outbox rows and configuration use this one form,
+/// so equal outputs compare equal).
+pub fn webhook_output(url: &str) -> Value {
+    json!({ "type": "webhook", "url": url })
+}
+
+/// The output description of an e-mail to `to`.
+pub fn email_output<S: AsRef<str>>(to: &[S]) -> Value {
+    json!({ "type": "email", "to": to.iter().map(|a| a.as_ref()).collect::<Vec<_>>() })
+}
+
 /// Parses one `--alert-outputs` entry: `TYPE=URL`, `pagerduty=ROUTING_KEY[@URL]`,
 /// `syslog=udp://host:port` / `syslog=tcp://host:port`, or `email=a@x;b@y`.
 pub fn parse_output(spec: &str, allow_private: bool) -> Result<Value, String> {
@@ -35,7 +46,7 @@ pub fn parse_output(spec: &str, allow_private: bool) -> Result<Value, String> {
         return Ok(json!({ "type": kind, "url": syslog::validate_url(rest)? }));
     }
     if kind == "email" {
-        return Ok(json!({ "type": kind, "to": email::parse_recipients(rest)? }));
+        return Ok(email_output(&email::parse_recipients(rest)?));
     }
     if kind == "pagerduty" {
         let (key, url) = match rest.split_once('@') {
@@ -47,7 +58,8 @@ pub fn parse_output(spec: &str, allow_private: bool) -> Result<Value, String> {
         }
         return Ok(json!({ "type": kind, "routing_key": key, "url": webhook::validate_url(url, allow_private)? }));
     }
-    Ok(json!({ "type": kind, "url": webhook::validate_url(rest, allow_private)? }))
+    let url = webhook::validate_url(rest, allow_private)?;
+    Ok(if kind == "webhook" { webhook_output(&url) } else { json!({ "type": kind, "url": url }) })
 }
 
 /// Delivers one alert. `Err` is a message for the outbox's `last_error` and the log.
