@@ -44,10 +44,16 @@ const MAX_IN_FLIGHT: i64 = 64;
 /// How often the worker looks for due deliveries when nobody wakes it.
 const POLL: Duration = Duration::from_millis(500);
 
-/// Every output an alert of `token` goes to: the global ones, and the token's own webhook and
-/// e-mail recipients (once, if they are also global outputs).
-pub fn outputs_for(cfg: &AlertConfig, token: &Token) -> Vec<Value> {
+/// Every output an alert of `token` goes to, each once: the configuration's, those set through
+/// the API for every token or for the token's flock, and the token's own webhook and e-mail
+/// recipients.
+pub fn outputs_for(cfg: &AlertConfig, token: &Token, managed: &[AlertOutput]) -> Vec<Value> {
     let mut out = cfg.outputs.clone();
+    for m in managed {
+        if m.flock_id.as_deref().is_none_or(|f| f == token.flock_id) && !out.contains(&m.output) {
+            out.push(m.output.clone());
+        }
+    }
     if let Some(u) = &token.alert_webhook_url {
         let own = webhook_output(u);
         if !out.contains(&own) {
@@ -93,15 +99,16 @@ pub fn payload(cfg: &AlertConfig, token: &Token, hit: &NewHit) -> Value {
 }
 
 /// The alerter the recorder hands the store.
-pub fn alerter(cfg: Arc<AlertConfig>) -> impl Fn(&Token, &NewHit) -> Vec<NewAlert> + Send + Sync {
-    move |token, hit| {
+pub fn alerter(cfg: Arc<AlertConfig>) -> impl Fn(&Token, &NewHit, &[AlertOutput]) -> Vec<NewAlert> + Send + Sync {
+    move |token, hit, managed| {
         let body = payload(&cfg, token, hit);
-        outputs_for(&cfg, token).into_iter().map(|output| NewAlert { output, payload: body.clone() }).collect()
+        outputs_for(&cfg, token, managed).into_iter().map(|output| NewAlert { output, payload: body.clone() }).collect()
     }
 }
 
-/// A clearly labelled test alert for every global output.
-pub fn test_alerts(cfg: &AlertConfig, by: &str) -> Vec<NewAlert> {
+/// A clearly labelled test alert for every output: the configuration's and every one set
+/// through the API (global or a flock's), each once.
+pub fn test_alerts(cfg: &AlertConfig, managed: &[AlertOutput], by: &str) -> Vec<NewAlert> {
     let body = json!({
         "trapline_alert": 1,
         "test": true,
@@ -109,7 +116,13 @@ pub fn test_alerts(cfg: &AlertConfig, by: &str) -> Vec<NewAlert> {
         "requested_by": by,
         "time": rfc3339(now_us()),
     });
-    cfg.outputs.iter().map(|o| NewAlert { output: o.clone(), payload: body.clone() }).collect()
+    let mut outputs = cfg.outputs.clone();
+    for m in managed {
+        if !outputs.contains(&m.output) {
+            outputs.push(m.output.clone());
+        }
+    }
+    outputs.into_iter().map(|output| NewAlert { output, payload: body.clone() }).collect()
 }
 
 /// Delay before the next attempt after `attempts` failures.
@@ -215,10 +228,42 @@ mod tests {
             smtp_from: "t@example.com".into(),
         };
         let mut t = crate::kinds::testing::token("dns", json!({}));
-        assert_eq!(outputs_for(&cfg, &t).len(), 1);
+        assert_eq!(outputs_for(&cfg, &t, &[]).len(), 1);
         t.alert_webhook_url = Some("https://b.example/h".into());
-        assert_eq!(outputs_for(&cfg, &t).len(), 2);
+        assert_eq!(outputs_for(&cfg, &t, &[]).len(), 2);
         t.alert_webhook_url = Some("https://a.example/h".into());
-        assert_eq!(outputs_for(&cfg, &t).len(), 1);
+        assert_eq!(outputs_for(&cfg, &t, &[]).len(), 1);
+    }
+
+    #[test]
+    fn api_outputs_reach_their_flock_only() {
+        let cfg = AlertConfig {
+            outputs: vec![],
+            allow_private: false,
+            give_up_secs: 60,
+            api_base: "http://api".into(),
+            smtp_url: None,
+            smtp_from: "t@example.com".into(),
+        };
+        let out = |flock: Option<&str>, url: &str| AlertOutput {
+            id: format!("out_{url}"),
+            flock_id: flock.map(str::to_string),
+            output: webhook_output(url),
+            created_us: 0,
+            created_by: "k".into(),
+        };
+        let managed = [
+            out(None, "https://all.example/"),
+            out(Some("flock:ops"), "https://ops.example/"),
+            out(Some("flock:ops"), "https://all.example/"),
+        ];
+        let mut t = crate::kinds::testing::token("dns", json!({}));
+        assert_eq!(outputs_for(&cfg, &t, &managed), vec![webhook_output("https://all.example/")]);
+        t.flock_id = "flock:ops".into();
+        assert_eq!(
+            outputs_for(&cfg, &t, &managed),
+            vec![webhook_output("https://all.example/"), webhook_output("https://ops.example/")]
+        );
+        assert_eq!(test_alerts(&cfg, &managed, "k").len(), 2, "each output tested once");
     }
 }

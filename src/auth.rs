@@ -38,6 +38,8 @@ pub enum Permission {
     ManageKeys,
     /// Create, list, revoke and delete factory tokens.
     ManageFactories,
+    /// Add and remove alert outputs (global or a flock's).
+    ManageOutputs,
 }
 
 impl Permission {
@@ -51,6 +53,7 @@ impl Permission {
             Permission::ManageFlocks => "manage flocks",
             Permission::ManageKeys => "manage API keys",
             Permission::ManageFactories => "manage factory tokens",
+            Permission::ManageOutputs => "manage alert outputs",
         }
     }
 }
@@ -126,8 +129,17 @@ mod tests {
     #[test]
     fn roles_are_least_privilege() {
         use Permission::*;
-        let all =
-            [Read, CreateTokens, ChangeTokens, Download, ManageIncidents, ManageFlocks, ManageKeys, ManageFactories];
+        let all = [
+            Read,
+            CreateTokens,
+            ChangeTokens,
+            Download,
+            ManageIncidents,
+            ManageFlocks,
+            ManageKeys,
+            ManageFactories,
+            ManageOutputs,
+        ];
         let allowed = |r: Role| all.iter().copied().filter(|p| role_allows(r, *p)).collect::<Vec<_>>();
         assert_eq!(allowed(Role::Admin), all);
         assert_eq!(allowed(Role::Analyst), [Read, CreateTokens, ChangeTokens, Download, ManageIncidents]);

@@ -78,6 +78,21 @@ pub struct ServeArgs {
     /// Seconds after which a failing alert delivery is given up (default one day).
     #[arg(long, env = "TRAPLINE_ALERT_GIVE_UP_SECS")]
     pub alert_give_up_secs: Option<i64>,
+    /// Repeat hits of a token from one source within this many seconds of the last join its
+    /// open incident instead of alerting again (default 60; 0 turns grouping off).
+    #[arg(long, env = "TRAPLINE_INCIDENT_WINDOW_SECS")]
+    pub incident_window_secs: Option<i64>,
+    /// Default per-token alert cooldown in seconds: 0 alerts on every incident (the default),
+    /// -1 only on a token's first; tokens may set their own.
+    #[arg(long, env = "TRAPLINE_ALERT_COOLDOWN_SECS", allow_hyphen_values = true)]
+    pub alert_cooldown_secs: Option<i64>,
+    /// Default most alerts per token and hour (0, the default: no limit); tokens may set
+    /// their own.
+    #[arg(long, env = "TRAPLINE_ALERT_MAX_PER_HOUR")]
+    pub alert_max_per_hour: Option<i64>,
+    /// PEM file of extra CA certificates to trust for the SMTP server (a private CA).
+    #[arg(long, env = "TRAPLINE_SMTP_CA_FILE")]
+    pub smtp_ca_file: Option<PathBuf>,
 }
 
 /// The TOML file: every key optional.
@@ -101,6 +116,10 @@ struct FileConfig {
     ignore_sources: Option<Vec<String>>,
     allow_private_alert_targets: Option<bool>,
     alert_give_up_secs: Option<i64>,
+    incident_window_secs: Option<i64>,
+    alert_cooldown_secs: Option<i64>,
+    alert_max_per_hour: Option<i64>,
+    smtp_ca_file: Option<PathBuf>,
 }
 
 /// Fully resolved settings.
@@ -125,6 +144,10 @@ pub struct Settings {
     pub smtp_from: String,
     /// Networks whose hits are kept but never alert.
     pub ignore_sources: Vec<String>,
+    /// Grouping window, default cooldown and rate limit.
+    pub noise: crate::noise::NoiseRules,
+    /// PEM text of extra CAs for the SMTP server.
+    pub smtp_ca_pem: Option<String>,
 }
 
 fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -227,6 +250,27 @@ impl Settings {
                 let g = args.alert_give_up_secs.or(file.alert_give_up_secs).unwrap_or(86_400);
                 anyhow::ensure!(g > 0, "alert_give_up_secs must be positive");
                 g
+            },
+            noise: {
+                use crate::noise;
+                let d = noise::NoiseRules::default();
+                let window = args.incident_window_secs.or(file.incident_window_secs).unwrap_or(d.group_window_secs);
+                let cooldown = args.alert_cooldown_secs.or(file.alert_cooldown_secs).unwrap_or(d.cooldown_secs);
+                let max = args.alert_max_per_hour.or(file.alert_max_per_hour).unwrap_or(d.max_per_hour);
+                noise::NoiseRules {
+                    group_window_secs: noise::check_window(window)
+                        .map_err(|e| anyhow::anyhow!("incident_window_secs {e}"))?,
+                    cooldown_secs: noise::check_cooldown(cooldown)
+                        .map_err(|e| anyhow::anyhow!("alert_cooldown_secs {e}"))?,
+                    max_per_hour: noise::check_max_per_hour(max)
+                        .map_err(|e| anyhow::anyhow!("alert_max_per_hour {e}"))?,
+                }
+            },
+            smtp_ca_pem: match args.smtp_ca_file.clone().or(file.smtp_ca_file) {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p).with_context(|| format!("cannot read SMTP CA file {}", p.display()))?,
+                ),
+                None => None,
             },
         })
     }

@@ -131,10 +131,35 @@ pub struct NewToken {
     pub params: Params,
     /// Files sent with the request (multipart), by field name.
     pub uploads: Uploads,
+    /// The token's own alert settings.
+    pub alerting: AlertSettings,
+}
+
+/// A token's own alert settings as a caller sends them, as text for the core to check. None
+/// leaves a setting as it is (or unset, on create); an empty text clears it (back to the
+/// server's default, for cooldown and rate limit).
+#[derive(Debug, Clone, Default)]
+pub struct AlertSettings {
     /// A webhook this token's alerts also go to.
-    pub alert_webhook_url: Option<String>,
+    pub webhook_url: Option<String>,
     /// Recipients (`a@x;b@y`) this token's alerts are also mailed to.
-    pub alert_email: Option<String>,
+    pub email: Option<String>,
+    /// Seconds between alerts: -1 once only, 0 every incident (see [`crate::noise`]).
+    pub cooldown: Option<String>,
+    /// Most alerts per hour, 0 for no limit.
+    pub max_per_hour: Option<String>,
+    /// Comma-separated addresses or networks whose hits of this token never alert.
+    pub ignore_sources: Option<String>,
+}
+
+impl AlertSettings {
+    pub fn is_empty(&self) -> bool {
+        self.webhook_url.is_none()
+            && self.email.is_none()
+            && self.cooldown.is_none()
+            && self.max_per_hour.is_none()
+            && self.ignore_sources.is_none()
+    }
 }
 
 /// A page of tokens and where the next one starts (None = no more).
@@ -235,52 +260,146 @@ impl Core {
         self
     }
 
-    fn check_webhook(&self, url: &str) -> CoreResult<String> {
-        crate::outputs::webhook::validate_url(url, self.alerts.allow_private)
-            .map_err(|e| CoreError::invalid("alert_webhook_url", e))
-    }
-
-    /// Sets (or, with None / empty, clears) the webhook a token's alerts also go to.
-    pub async fn set_alert_webhook(&self, actor: &Actor, id: &str, url: Option<&str>) -> CoreResult<Token> {
-        let url = url.map(str::trim).filter(|u| !u.is_empty()).map(|u| self.check_webhook(u)).transpose()?;
-        let description = match &url {
-            Some(u) => format!("alerts also to {u}"),
-            None => "token webhook removed".into(),
-        };
-        let change = TokenChange { alert_webhook_url: Some(url), ..Default::default() };
-        self.change_token(actor, id, change, "token_update", description).await
-    }
-
-    fn check_email(&self, list: &str) -> CoreResult<String> {
-        if self.alerts.smtp_url.is_none() {
-            return Err(CoreError::invalid("alert_email", "needs an SMTP server (--smtp-url)"));
+    /// Checks a token's alert settings and turns them into a change (and a description of it
+    /// for the audit log).
+    fn check_alert_settings(&self, a: &AlertSettings) -> CoreResult<(TokenChange, Vec<String>)> {
+        fn given(v: &Option<String>) -> Option<Option<&str>> {
+            v.as_deref().map(|t| Some(t.trim()).filter(|t| !t.is_empty()))
         }
-        crate::outputs::email::parse_recipients(list)
-            .map(|to| to.join(";"))
-            .map_err(|e| CoreError::invalid("alert_email", e))
+        fn number(field: &'static str, text: &str, check: fn(i64) -> Result<i64, String>) -> CoreResult<i64> {
+            let n: i64 = text.parse().map_err(|_| CoreError::invalid(field, "must be a whole number"))?;
+            check(n).map_err(|e| CoreError::invalid(field, e))
+        }
+        let mut change = TokenChange::default();
+        let mut said = Vec::new();
+        if let Some(url) = given(&a.webhook_url) {
+            let url = url
+                .map(|u| {
+                    crate::outputs::webhook::validate_url(u, self.alerts.allow_private)
+                        .map_err(|e| CoreError::invalid("alert_webhook_url", e))
+                })
+                .transpose()?;
+            said.push(url.as_ref().map_or("token webhook removed".into(), |u| format!("alerts also to {u}")));
+            change.alert_webhook_url = Some(url);
+        }
+        if let Some(list) = given(&a.email) {
+            let list = list
+                .map(|l| {
+                    if self.alerts.smtp_url.is_none() {
+                        return Err(CoreError::invalid("alert_email", "needs an SMTP server (--smtp-url)"));
+                    }
+                    crate::outputs::email::parse_recipients(l)
+                        .map(|to| to.join(";"))
+                        .map_err(|e| CoreError::invalid("alert_email", e))
+                })
+                .transpose()?;
+            said.push(list.as_ref().map_or("token e-mail removed".into(), |l| format!("alerts also mailed to {l}")));
+            change.alert_email = Some(list);
+        }
+        if let Some(v) = given(&a.cooldown) {
+            let v = v.map(|t| number("alert_cooldown", t, crate::noise::check_cooldown)).transpose()?;
+            said.push(v.map_or("default alert cooldown".into(), |n| format!("alert cooldown {n}")));
+            change.alert_cooldown_secs = Some(v);
+        }
+        if let Some(v) = given(&a.max_per_hour) {
+            let v = v.map(|t| number("alert_max_per_hour", t, crate::noise::check_max_per_hour)).transpose()?;
+            said.push(v.map_or("default alert rate limit".into(), |n| format!("at most {n} alerts per hour")));
+            change.alert_max_per_hour = Some(v);
+        }
+        if let Some(v) = given(&a.ignore_sources) {
+            let list: Vec<String> = v
+                .unwrap_or("")
+                .split(',')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| parse_cidr(p).map_err(|e| CoreError::invalid("ignore_sources", e.to_string())))
+                .collect::<CoreResult<_>>()?;
+            if list.len() > crate::noise::MAX_IGNORE_SOURCES {
+                return Err(CoreError::invalid(
+                    "ignore_sources",
+                    format!("at most {} networks", crate::noise::MAX_IGNORE_SOURCES),
+                ));
+            }
+            said.push(format!("ignore list: {}", if list.is_empty() { "none".into() } else { list.join(", ") }));
+            change.ignore_sources = Some(list);
+        }
+        Ok((change, said))
     }
 
-    /// Sets (or, with None / empty, clears) the addresses a token's alerts are also mailed to.
-    pub async fn set_alert_email(&self, actor: &Actor, id: &str, list: Option<&str>) -> CoreResult<Token> {
-        let list = list.map(str::trim).filter(|e| !e.is_empty()).map(|e| self.check_email(e)).transpose()?;
-        let description = match &list {
-            Some(l) => format!("alerts also mailed to {l}"),
-            None => "token e-mail removed".into(),
-        };
-        let change = TokenChange { alert_email: Some(list), ..Default::default() };
-        self.change_token(actor, id, change, "token_update", description).await
+    /// Changes a token's own alert settings (webhook, e-mail, cooldown, rate limit, ignore
+    /// list); fields left None stay as they are.
+    pub async fn set_alert_settings(&self, actor: &Actor, id: &str, settings: &AlertSettings) -> CoreResult<Token> {
+        self.require(actor, Permission::ChangeTokens).await?;
+        let (change, said) = self.check_alert_settings(settings)?;
+        self.change_token(actor, id, change, "token_update", said.join("; ")).await
     }
 
     /// Queues a clearly labelled test alert for every global output; returns how many.
     pub async fn send_test_alert(&self, actor: &Actor) -> CoreResult<usize> {
         self.require(actor, Permission::ManageIncidents).await?;
-        let alerts = crate::alerts::test_alerts(&self.alerts, &actor.id);
+        let managed = self.store.list_alert_outputs().await?;
+        let alerts = crate::alerts::test_alerts(&self.alerts, &managed, &actor.id);
         if alerts.is_empty() {
             return Err(CoreError::invalid("outputs", "none are configured (see alert_webhooks, alert_outputs)"));
         }
         let audit = self.audit(actor, "test_alert", "outputs", format!("test alert to {} outputs", alerts.len()));
         self.store.insert_alerts(&alerts, &format!("test-{}", ids::hex_id(8)), &audit).await?;
         Ok(alerts.len())
+    }
+
+    /// The alert outputs: those from the configuration (fixed while running) and those added
+    /// through the API.
+    pub async fn list_alert_outputs(&self, actor: &Actor) -> CoreResult<(Vec<serde_json::Value>, Vec<AlertOutput>)> {
+        self.require(actor, Permission::ManageOutputs).await?;
+        Ok((self.alerts.outputs.clone(), self.store.list_alert_outputs().await?))
+    }
+
+    /// Adds an output (`TYPE=TARGET`, as `--alert-outputs` takes it) for every token, or for
+    /// the tokens of `flock_id`. Webhook targets are checked now, and again at delivery.
+    pub async fn add_alert_output(&self, actor: &Actor, spec: &str, flock_id: Option<&str>) -> CoreResult<AlertOutput> {
+        self.require(actor, Permission::ManageOutputs).await?;
+        if spec.len() > 2048 {
+            return Err(CoreError::invalid("output", "is too long"));
+        }
+        let output = crate::outputs::parse_output(spec, self.alerts.allow_private)
+            .map_err(|e| CoreError::invalid("output", e))?;
+        if output["type"] == "email" && self.alerts.smtp_url.is_none() {
+            return Err(CoreError::invalid("output", "e-mail needs an SMTP server (--smtp-url)"));
+        }
+        let flock_id = flock_id.map(str::trim).filter(|f| !f.is_empty());
+        if let Some(f) = flock_id {
+            if self.store.get_flock(f).await?.is_none() {
+                return Err(CoreError::FlockNotFound);
+            }
+        }
+        let existing = self.store.list_alert_outputs().await?;
+        if existing.iter().any(|o| o.output == output && o.flock_id.as_deref() == flock_id) {
+            return Err(CoreError::invalid("output", "is already configured"));
+        }
+        let o = AlertOutput {
+            id: format!("out_{}", ids::hex_id(8)),
+            flock_id: flock_id.map(str::to_string),
+            output,
+            created_us: now_us(),
+            created_by: actor.id.clone(),
+        };
+        let scope = o.flock_id.as_deref().unwrap_or("every flock");
+        let audit = self.audit(actor, "output_add", &o.id, format!("{} output for {scope}", o.output["type"]));
+        self.store.insert_alert_output(&o, &audit).await?;
+        Ok(o)
+    }
+
+    /// Removes an output added through the API; false when there is none with that id.
+    pub async fn delete_alert_output(&self, actor: &Actor, id: &str) -> CoreResult<bool> {
+        self.require(actor, Permission::ManageOutputs).await?;
+        let audit = self.audit(actor, "output_delete", id, "output removed".into());
+        Ok(self.store.delete_alert_output(id.trim(), &audit).await?)
+    }
+
+    /// Every stored hit of a token, ignored and throttled ones included, newest first.
+    pub async fn token_hits(&self, actor: &Actor, id: &str, limit: i64) -> CoreResult<Vec<Hit>> {
+        self.require(actor, Permission::Read).await?;
+        let token = self.visible_token(actor, id).await?;
+        Ok(self.store.token_hits(&token.id, limit.clamp(1, 1000)).await?)
     }
 
     /// The alert outbox, newest first (deliveries still pending or given up, or all).
@@ -842,20 +961,7 @@ impl Core {
         if !actor.sees_flock(&flock_id) || self.store.get_flock(&flock_id).await?.is_none() {
             return Err(CoreError::FlockNotFound);
         }
-        let alert_webhook_url = req
-            .alert_webhook_url
-            .as_deref()
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(|u| self.check_webhook(u))
-            .transpose()?;
-        let alert_email = req
-            .alert_email
-            .as_deref()
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(|e| self.check_email(e))
-            .transpose()?;
+        let (alerting, _) = self.check_alert_settings(&req.alerting)?;
         let created = (kind.create)(&req.params, &req.uploads)?;
         let token = Token {
             id: ids::token_id(),
@@ -868,8 +974,11 @@ impl Core {
             params: created.params,
             created_by: actor.id.clone(),
             triggered_count: 0,
-            alert_webhook_url,
-            alert_email,
+            alert_webhook_url: alerting.alert_webhook_url.flatten(),
+            alert_email: alerting.alert_email.flatten(),
+            alert_cooldown_secs: alerting.alert_cooldown_secs.flatten(),
+            alert_max_per_hour: alerting.alert_max_per_hour.flatten(),
+            ignore_sources: alerting.ignore_sources.unwrap_or_default(),
         };
         let audit =
             self.audit(actor, "token_create", &token.id, format!("created {} token in {}", token.kind, token.flock_id));
@@ -1192,6 +1301,9 @@ mod tests {
             triggered_count: 0,
             alert_webhook_url: None,
             alert_email: None,
+            alert_cooldown_secs: None,
+            alert_max_per_hour: None,
+            ignore_sources: Vec::new(),
         };
         assert_eq!(parse_cursor(&cursor_after(&t)).unwrap(), (123, t.id.clone()));
         for bad in ["", "x", "12", "a.abcdefghijklmnopqrstuvwxy", "1.short", "1.'; drop table"] {

@@ -25,6 +25,8 @@ pub enum CoreError {
     KeyNotFound,
     #[error("factory token not found")]
     FactoryNotFound,
+    #[error("alert output not found")]
+    OutputNotFound,
     #[error("flock not found")]
     FlockNotFound,
     #[error("flock name cannot be empty")]

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod kinds;
 pub mod listeners;
 pub mod model;
+pub mod noise;
 pub mod outputs;
 pub mod recorder;
 pub mod server;

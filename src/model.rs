@@ -60,6 +60,13 @@ pub struct Token {
     pub alert_webhook_url: Option<String>,
     /// Recipients (`a@x;b@y`) this token's alerts are also mailed to.
     pub alert_email: Option<String>,
+    /// Seconds after an alert during which further incidents of this token stay silent
+    /// (0: alert on every incident, -1: only the first ever). None: the server's default.
+    pub alert_cooldown_secs: Option<i64>,
+    /// Most alerts this token raises in any hour (0: no limit). None: the server's default.
+    pub alert_max_per_hour: Option<i64>,
+    /// Networks (`a.b.c.d/n` text) whose hits of this token are kept but never alert.
+    pub ignore_sources: Vec<String>,
 }
 
 /// What may change on an existing token.
@@ -72,6 +79,12 @@ pub struct TokenChange {
     pub alert_webhook_url: Option<Option<String>>,
     /// `Some(None)` clears it.
     pub alert_email: Option<Option<String>>,
+    /// `Some(None)` returns to the server's default.
+    pub alert_cooldown_secs: Option<Option<i64>>,
+    /// `Some(None)` returns to the server's default.
+    pub alert_max_per_hour: Option<Option<i64>>,
+    /// `Some(vec![])` clears the list.
+    pub ignore_sources: Option<Vec<String>>,
 }
 
 /// Filter for token listings; `None` fields do not filter.
@@ -120,13 +133,49 @@ pub struct NewHit {
     pub data: Value,
 }
 
+/// What became of a stored hit's alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    /// A new incident, and its alerts are in the outbox.
+    Alerted,
+    /// A new incident, but the token's cooldown or rate limit kept it silent.
+    Throttled,
+    /// A repeat from the same source within the grouping window: a further event of the open
+    /// incident, no new alert.
+    Grouped,
+    /// Kept, but no incident and no alert (ignore lists, a kind's own verdict, a repeat of a
+    /// trigger already alerted). The hit's data says why under `ignored`.
+    Ignored,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Alerted => "alerted",
+            AlertStatus::Throttled => "throttled",
+            AlertStatus::Grouped => "grouped",
+            AlertStatus::Ignored => "ignored",
+        }
+    }
+    pub fn parse(s: &str) -> Option<AlertStatus> {
+        match s {
+            "alerted" => Some(AlertStatus::Alerted),
+            "throttled" => Some(AlertStatus::Throttled),
+            "grouped" => Some(AlertStatus::Grouped),
+            "ignored" => Some(AlertStatus::Ignored),
+            _ => None,
+        }
+    }
+}
+
 /// What recording a hit did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HitOutcome {
-    /// Stored. `incident_id` is None when the token's kind judged the hit not worth an alert
-    /// (it is kept, marked ignored). The token is returned so the listener can shape its
-    /// answer; its `triggered_count` is not filled in (0) on this path.
-    Recorded { hit_id: i64, incident_id: Option<i64>, token: Token },
+    /// Stored. `incident_id` is None when the hit was ignored (kept, no incident); `status`
+    /// says whether it alerted. The token is returned so the listener can shape its answer;
+    /// its `triggered_count` is not filled in (0) on this path.
+    Recorded { hit_id: i64, incident_id: Option<i64>, status: AlertStatus, token: Token },
     /// The token exists and is enabled, but its kind judged the request no hit at all (for
     /// example a cloned-css token loaded by the expected site): nothing stored.
     Dropped { token: Token },
@@ -171,6 +220,7 @@ pub struct Hit {
     pub src_ip: String,
     pub src_port: u16,
     pub data: Value,
+    pub alert_status: AlertStatus,
 }
 
 /// An incident groups the hits of one trigger. Kind and memo are the token's at the time of
@@ -187,6 +237,8 @@ pub struct Incident {
     pub created_us: Micros,
     pub updated_us: Micros,
     pub acknowledged: bool,
+    /// False when the token's cooldown or rate limit kept the incident silent.
+    pub alerted: bool,
     pub events: Vec<Hit>,
 }
 
@@ -327,6 +379,19 @@ pub struct FactoryChange {
 pub struct NewAlert {
     pub output: Value,
     pub payload: Value,
+}
+
+/// An alert output configured through the management API: for every token (`flock_id`
+/// None) or for the tokens of one flock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertOutput {
+    /// `out_` and 16 hex characters.
+    pub id: String,
+    pub flock_id: Option<String>,
+    /// The output description (see [`crate::outputs`]).
+    pub output: Value,
+    pub created_us: Micros,
+    pub created_by: String,
 }
 
 /// One alert delivery in the outbox.

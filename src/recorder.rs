@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::model::{HitOutcome, NewHit};
-use crate::store::{Alerter, Judge, Store};
+use crate::store::{HitRules, Store};
 
 /// Most hits committed in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -41,18 +41,17 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts the writer task; `judge` (the kinds' verdicts, [`crate::kinds::judge`] in the
-    /// server) decides per hit what is stored, `alerter` which alerts go into the outbox with
-    /// it, and `committed` is notified after each commit (it wakes the alert worker). The task ends once every `Recorder` clone is
-    /// dropped and the queue is drained.
+    /// Starts the writer task; `rules` decide per hit what is stored and which alerts go into
+    /// the outbox with it (see [`HitRules`]), and `committed` is notified after each commit
+    /// (it wakes the alert worker). The task ends once every `Recorder` clone is dropped and
+    /// the queue is drained.
     pub fn start(
         store: Arc<dyn Store>,
-        judge: Arc<Judge>,
-        alerter: Arc<Alerter>,
+        rules: Arc<HitRules>,
         committed: Arc<Notify>,
     ) -> (Recorder, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let handle = tokio::spawn(writer(store, judge, alerter, committed, rx));
+        let handle = tokio::spawn(writer(store, rules, committed, rx));
         (Recorder { tx }, handle)
     }
 
@@ -67,17 +66,11 @@ impl Recorder {
     }
 }
 
-async fn writer(
-    store: Arc<dyn Store>,
-    judge: Arc<Judge>,
-    alerter: Arc<Alerter>,
-    committed: Arc<Notify>,
-    mut rx: mpsc::Receiver<Pending>,
-) {
+async fn writer(store: Arc<dyn Store>, rules: Arc<HitRules>, committed: Arc<Notify>, mut rx: mpsc::Receiver<Pending>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (hits, waiters): (Vec<NewHit>, Vec<_>) = batch.drain(..).map(|p| (p.hit, p.done)).unzip();
-        match store.record_hits(&hits, &*judge, &*alerter).await {
+        match store.record_hits(&hits, &rules).await {
             Ok(outcomes) => {
                 committed.notify_one(); // new alerts may be in the outbox
                 for (done, o) in waiters.into_iter().zip(outcomes) {
@@ -88,7 +81,7 @@ async fn writer(
                 // One bad hit must not sink the others: commit them one by one.
                 tracing::warn!(error = %e, hits = hits.len(), "batch failed; recording its hits one at a time");
                 for (hit, done) in hits.into_iter().zip(waiters) {
-                    let result = store.record_hits(std::slice::from_ref(&hit), &*judge, &*alerter).await;
+                    let result = store.record_hits(std::slice::from_ref(&hit), &rules).await;
                     let _ = done.send(match result {
                         Ok(mut o) if o.len() == 1 => Ok(o.remove(0)),
                         Ok(_) => Err(RecordError::Storage("store returned no outcome".into())),

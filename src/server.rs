@@ -157,12 +157,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Arc::new(Core::new(store.clone(), site.clone()).with_provision_key(&provision).with_alerts(alert_cfg.clone()));
     let first_key = core.bootstrap_admin().await?;
     let committed = Arc::new(tokio::sync::Notify::new());
-    let (recorder, writer) = Recorder::start(
-        store.clone(),
-        Arc::new(crate::kinds::judge_ignoring(settings.ignore_sources.clone())),
-        Arc::new(crate::alerts::alerter(alert_cfg.clone())),
-        committed.clone(),
-    );
+    let rules = crate::store::HitRules::new(
+        crate::kinds::judge_ignoring(settings.ignore_sources.clone()),
+        crate::alerts::alerter(alert_cfg.clone()),
+    )
+    .with_noise(settings.noise)
+    .with_key_prefix(&format!("{}-", store.install_id().await?));
+    let (recorder, writer) = Recorder::start(store.clone(), Arc::new(rules), committed.clone());
     let outbox_task = tokio::spawn(crate::alerts::run_outbox(store.clone(), alert_cfg.clone(), committed));
     let dns_server =
         Arc::new(dns::DnsServer::new(&site.domain, &site.nx_domain, settings.public_ip, recorder.clone())?);

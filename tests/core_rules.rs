@@ -55,8 +55,10 @@ async fn every_management_action_is_audited_once() {
                 src_port: 1,
                 data: serde_json::json!({}),
             }],
-            &|_: &Token, _: &NewHit| Judgement::alert(),
-            &|_: &Token, _: &NewHit| Vec::new(),
+            &trapline::store::HitRules::new(
+                |_: &Token, _: &NewHit| Judgement::alert(),
+                |_: &Token, _: &NewHit, _: &[AlertOutput]| Vec::new(),
+            ),
         )
         .await
         .unwrap();

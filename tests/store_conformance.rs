@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 use trapline::model::*;
-use trapline::store::{self, FlockDeletion, Store};
+use trapline::noise::NoiseRules;
+use trapline::store::{self, FlockDeletion, HitRules, Store};
 
 struct Db {
     store: Arc<dyn Store>,
@@ -77,6 +78,10 @@ conformance!(
     first_key_only_once,
     token_insert_needs_its_flock,
     judgements_ignore_drop_and_dedupe,
+    repeats_from_one_source_join_the_open_incident,
+    cooldown_and_rate_limit_throttle_but_keep_incidents,
+    api_outputs_reach_the_alerter_and_go_with_their_flock,
+    install_id_is_made_once,
     token_files_round_trip,
     reports_attach_once_with_the_right_nonce,
     api_keys_manage,
@@ -88,8 +93,17 @@ conformance!(
 );
 
 /// No outputs configured: alerting hits queue nothing.
-fn no_alerts(_: &Token, _: &NewHit) -> Vec<NewAlert> {
+fn no_alerts(_: &Token, _: &NewHit, _: &[AlertOutput]) -> Vec<NewAlert> {
     Vec::new()
+}
+
+/// A judge and an alerter with grouping and throttling off: every alert-worthy hit is its own
+/// alerting incident (the noise cases turn the rules on).
+fn rules(
+    judge: impl Fn(&Token, &NewHit) -> Judgement + Send + Sync + 'static,
+    alerter: impl Fn(&Token, &NewHit, &[AlertOutput]) -> Vec<NewAlert> + Send + Sync + 'static,
+) -> HitRules {
+    HitRules::new(judge, alerter).with_noise(NoiseRules::none())
 }
 
 /// The judge of the plain kinds: every use is an alert.
@@ -123,6 +137,9 @@ fn token(kind: &str, memo: &str, flock: &str, created_us: Micros) -> Token {
         triggered_count: 0,
         alert_webhook_url: None,
         alert_email: None,
+        alert_cooldown_secs: None,
+        alert_max_per_hour: None,
+        ignore_sources: Vec::new(),
     }
 }
 
@@ -195,7 +212,7 @@ async fn flocks_lifecycle(s: Arc<dyn Store>) {
     assert_eq!(s.delete_flock("flock:abc", &audit("flock_delete")).await.unwrap(), FlockDeletion::NotEmpty);
     assert_eq!(s.delete_flock("flock:nope", &audit("flock_delete")).await.unwrap(), FlockDeletion::NotFound);
 
-    s.record_hits(&[hit(&t.id, "10.0.0.1", 5)], &alert_all, &no_alerts).await.unwrap();
+    s.record_hits(&[hit(&t.id, "10.0.0.1", 5)], &rules(alert_all, no_alerts)).await.unwrap();
     let sum = s.flock_summary("flock:abc").await.unwrap();
     assert_eq!(
         sum,
@@ -224,6 +241,32 @@ async fn tokens_round_trip_and_update(s: Arc<dyn Store>) {
     assert_eq!(u.params["browser_scanner_enabled"], false);
     assert_eq!(u.updated_id, 3);
     assert!(s.update_token("nosuchtoken0000000000000a", &change, &audit("x")).await.unwrap().is_none());
+
+    // The noise settings: set, kept by other changes, and cleared back to the defaults.
+    let noise = TokenChange {
+        alert_cooldown_secs: Some(Some(-1)),
+        alert_max_per_hour: Some(Some(12)),
+        ignore_sources: Some(vec!["10.0.0.0/8".into(), "192.0.2.7/32".into()]),
+        ..Default::default()
+    };
+    let u = s.update_token(&t.id, &noise, &audit("token_update")).await.unwrap().unwrap();
+    assert_eq!((u.alert_cooldown_secs, u.alert_max_per_hour), (Some(-1), Some(12)));
+    assert_eq!(u.ignore_sources, ["10.0.0.0/8", "192.0.2.7/32"]);
+    let u = s.update_token(&t.id, &change, &audit("token_update")).await.unwrap().unwrap();
+    assert_eq!((u.alert_cooldown_secs, u.ignore_sources.len()), (Some(-1), 2));
+    let clear = TokenChange {
+        alert_cooldown_secs: Some(None),
+        alert_max_per_hour: Some(None),
+        ignore_sources: Some(vec![]),
+        ..Default::default()
+    };
+    let u = s.update_token(&t.id, &clear, &audit("token_update")).await.unwrap().unwrap();
+    assert_eq!((u.alert_cooldown_secs, u.alert_max_per_hour, u.ignore_sources.len()), (None, None, 0));
+    let mut with_noise = token("dns", "born noisy", DEFAULT_FLOCK, 2_000);
+    with_noise.alert_cooldown_secs = Some(300);
+    with_noise.ignore_sources = vec!["198.51.100.0/24".into()];
+    s.insert_token(&with_noise, &[], &audit("token_create")).await.unwrap();
+    assert_eq!(s.get_token(&with_noise.id).await.unwrap(), Some(with_noise));
 }
 
 async fn token_listing_filters_and_pages(s: Arc<dyn Store>) {
@@ -305,8 +348,7 @@ async fn hits_record_only_for_enabled_tokens(s: Arc<dyn Store>) {
                 hit("nosuchtoken0000000000000a", "192.0.2.3", 12),
                 hit(&live.id, "192.0.2.4", 13),
             ],
-            &alert_all,
-            &no_alerts,
+            &rules(alert_all, no_alerts),
         )
         .await
         .unwrap();
@@ -352,8 +394,7 @@ async fn incidents_filter_acknowledge_delete(s: Arc<dyn Store>) {
     s.insert_token(&t2, &[], &audit("token_create")).await.unwrap();
     s.record_hits(
         &[hit(&t1.id, "198.51.100.1", 1_000), hit(&t1.id, "198.51.100.2", 2_000), hit(&t2.id, "198.51.100.1", 3_000)],
-        &alert_all,
-        &no_alerts,
+        &rules(alert_all, no_alerts),
     )
     .await
     .unwrap();
@@ -429,7 +470,7 @@ async fn token_delete_keeps_or_clears_incidents(s: Arc<dyn Store>) {
     let clear = token("http", "clear", DEFAULT_FLOCK, 2);
     s.insert_token(&keep, &[], &audit("token_create")).await.unwrap();
     s.insert_token(&clear, &[], &audit("token_create")).await.unwrap();
-    s.record_hits(&[hit(&keep.id, "203.0.113.1", 1), hit(&clear.id, "203.0.113.2", 2)], &alert_all, &no_alerts)
+    s.record_hits(&[hit(&keep.id, "203.0.113.1", 1), hit(&clear.id, "203.0.113.2", 2)], &rules(alert_all, no_alerts))
         .await
         .unwrap();
     assert!(s.delete_token(&keep.id, false, &audit("token_delete")).await.unwrap());
@@ -440,7 +481,7 @@ async fn token_delete_keeps_or_clears_incidents(s: Arc<dyn Store>) {
     assert_eq!(left[0].memo, "keep", "incidents keep the memo of their token");
     // A deleted token records nothing more.
     assert_eq!(
-        s.record_hits(&[hit(&keep.id, "203.0.113.1", 3)], &alert_all, &no_alerts).await.unwrap(),
+        s.record_hits(&[hit(&keep.id, "203.0.113.1", 3)], &rules(alert_all, no_alerts)).await.unwrap(),
         vec![HitOutcome::Unknown]
     );
 }
@@ -456,7 +497,7 @@ async fn concurrent_batches_all_commit(s: Arc<dyn Store>) {
             for b in 0..5 {
                 let batch: Vec<NewHit> =
                     (0..10).map(|i| hit(&id, "127.0.0.1", (w * 1000 + b * 10 + i) as i64)).collect();
-                let out = s.record_hits(&batch, &alert_all, &no_alerts).await.unwrap();
+                let out = s.record_hits(&batch, &rules(alert_all, no_alerts)).await.unwrap();
                 assert!(out.iter().all(|o| matches!(o, HitOutcome::Recorded { .. })));
             }
         }));
@@ -564,15 +605,17 @@ async fn judgements_ignore_drop_and_dedupe(s: Arc<dyn Store>) {
         }
     };
     let h = |v: &str| NewHit { data: json!({ "v": v }), ..hit(&t.id, "192.0.2.9", 1) };
-    let out =
-        s.record_hits(&[h("ignore"), h("drop"), h("inv1"), h("inv1"), h("inv2")], &judge, &no_alerts).await.unwrap();
+    let out = s
+        .record_hits(&[h("ignore"), h("drop"), h("inv1"), h("inv1"), h("inv2")], &rules(judge, no_alerts))
+        .await
+        .unwrap();
     assert!(matches!(&out[0], HitOutcome::Recorded { incident_id: None, .. }), "{:?}", out[0]);
     assert!(matches!(&out[1], HitOutcome::Dropped { token } if token.id == t.id));
     assert!(matches!(&out[2], HitOutcome::Recorded { incident_id: Some(_), .. }));
     assert!(matches!(&out[3], HitOutcome::Recorded { incident_id: None, .. }), "a repeat of inv1 is not a new alert");
     assert!(matches!(&out[4], HitOutcome::Recorded { incident_id: Some(_), .. }));
     // Dedupe holds across batches too.
-    let again = s.record_hits(&[h("inv2")], &judge, &no_alerts).await.unwrap();
+    let again = s.record_hits(&[h("inv2")], &rules(judge, no_alerts)).await.unwrap();
     assert!(matches!(&again[0], HitOutcome::Recorded { incident_id: None, .. }));
 
     let incidents =
@@ -600,7 +643,8 @@ async fn reports_attach_once_with_the_right_nonce(s: Arc<dyn Store>) {
     let t = token("http", "scanned", DEFAULT_FLOCK, 1);
     s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
     let h = NewHit { data: json!({ "method": "GET", "_report_nonce": "n0nce" }), ..hit(&t.id, "192.0.2.1", 1) };
-    let HitOutcome::Recorded { hit_id, .. } = s.record_hits(&[h], &alert_all, &no_alerts).await.unwrap().remove(0)
+    let HitOutcome::Recorded { hit_id, .. } =
+        s.record_hits(&[h], &rules(alert_all, no_alerts)).await.unwrap().remove(0)
     else {
         panic!("not recorded")
     };
@@ -800,7 +844,7 @@ async fn settings_round_trip(s: Arc<dyn Store>) {
 async fn alert_outbox_lifecycle(s: Arc<dyn Store>) {
     let t = token("dns", "alerting", DEFAULT_FLOCK, 1);
     s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
-    let two = |_: &Token, h: &NewHit| {
+    let two = |_: &Token, h: &NewHit, _: &[AlertOutput]| {
         ["https://a.example/h", "https://b.example/h"]
             .iter()
             .map(|u| NewAlert { output: json!({"type": "webhook", "url": u}), payload: json!({"src": h.src_ip}) })
@@ -808,10 +852,10 @@ async fn alert_outbox_lifecycle(s: Arc<dyn Store>) {
     };
     let ignore = |_: &Token, _: &NewHit| Judgement::Ignore { reason: "no".into() };
     // Ignored hits raise no alerts; alerting hits one per output, in the same commit.
-    s.record_hits(&[hit(&t.id, "192.0.2.50", 100)], &ignore, &two).await.unwrap();
+    s.record_hits(&[hit(&t.id, "192.0.2.50", 100)], &rules(ignore, two)).await.unwrap();
     assert!(s.due_alerts(now_us(), 10).await.unwrap().is_empty());
     let HitOutcome::Recorded { hit_id, incident_id: Some(inc), .. } =
-        s.record_hits(&[hit(&t.id, "192.0.2.51", 200)], &alert_all, &two).await.unwrap().remove(0)
+        s.record_hits(&[hit(&t.id, "192.0.2.51", 200)], &rules(alert_all, two)).await.unwrap().remove(0)
     else {
         panic!()
     };
@@ -852,4 +896,182 @@ async fn alert_outbox_lifecycle(s: Arc<dyn Store>) {
     .unwrap();
     let t = s.due_alerts(now_us(), 10).await.unwrap();
     assert_eq!((t.len(), t[0].idempotency_key.as_str(), t[0].incident_id), (1, "test-x-0", 0));
+}
+
+/// One alert output per call, naming the outputs it was given (to see them reach the alerter).
+fn one_alert(_: &Token, h: &NewHit, managed: &[AlertOutput]) -> Vec<NewAlert> {
+    let names: Vec<&str> = managed.iter().map(|o| o.id.as_str()).collect();
+    vec![NewAlert {
+        output: json!({"type": "webhook", "url": "https://a.example/"}),
+        payload: json!({"src": h.src_ip, "managed": names}),
+    }]
+}
+
+fn statuses(out: &[HitOutcome]) -> Vec<Option<AlertStatus>> {
+    out.iter()
+        .map(|o| match o {
+            HitOutcome::Recorded { status, .. } => Some(*status),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn repeats_from_one_source_join_the_open_incident(s: Arc<dyn Store>) {
+    let t = token("dns", "grouped", DEFAULT_FLOCK, 1);
+    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+    let r = HitRules::new(alert_all, one_alert).with_noise(NoiseRules { group_window_secs: 60, ..NoiseRules::none() });
+    let sec = 1_000_000;
+    // A then AAAA from one resolver in one batch, another source, then the first source again
+    // 59 s after its last hit (the window slides), then after a quiet minute.
+    let out = s
+        .record_hits(
+            &[
+                hit(&t.id, "192.0.2.1", 100 * sec),
+                hit(&t.id, "192.0.2.1", 101 * sec),
+                hit(&t.id, "192.0.2.2", 102 * sec),
+            ],
+            &r,
+        )
+        .await
+        .unwrap();
+    use AlertStatus::*;
+    assert_eq!(statuses(&out), [Some(Alerted), Some(Grouped), Some(Alerted)]);
+    let out = s.record_hits(&[hit(&t.id, "192.0.2.1", 160 * sec)], &r).await.unwrap();
+    assert_eq!(statuses(&out), [Some(Grouped)]);
+    let out = s.record_hits(&[hit(&t.id, "192.0.2.1", 221 * sec)], &r).await.unwrap();
+    assert_eq!(statuses(&out), [Some(Alerted)], "61 s after the last hit is a new incident");
+    assert_eq!(s.due_alerts(now_us(), 100).await.unwrap().len(), 3, "grouped hits raise no alert");
+
+    let incidents =
+        s.list_incidents(&IncidentFilter { token_id: Some(t.id.clone()), ..Default::default() }).await.unwrap();
+    let mut shape: Vec<(String, usize)> = incidents.iter().map(|i| (i.src_ip.clone(), i.events.len())).collect();
+    shape.sort();
+    assert_eq!(shape, [("192.0.2.1".to_string(), 1), ("192.0.2.1".to_string(), 3), ("192.0.2.2".to_string(), 1)]);
+    let big = incidents.iter().find(|i| i.events.len() == 3).unwrap();
+    assert_eq!(big.events.iter().map(|h| h.alert_status).collect::<Vec<_>>(), [Alerted, Grouped, Grouped]);
+    assert!(big.alerted);
+
+    // An acknowledged incident is closed: the next repeat opens a new one.
+    s.set_acknowledged(&IncidentFilter { id: Some(incidents[0].id), ..Default::default() }, true, &audit("ack"))
+        .await
+        .unwrap();
+    let out = s.record_hits(&[hit(&t.id, "192.0.2.1", 222 * sec)], &r).await.unwrap();
+    assert_eq!(statuses(&out), [Some(Alerted)]);
+
+    // Every hit is listed with its status, ignored ones too.
+    let ign = HitRules::new(|_: &Token, _: &NewHit| Judgement::Ignore { reason: "listed".into() }, one_alert);
+    assert_eq!(statuses(&s.record_hits(&[hit(&t.id, "192.0.2.9", 223 * sec)], &ign).await.unwrap()), [Some(Ignored)]);
+    let hits = s.token_hits(&t.id, 100).await.unwrap();
+    assert_eq!(hits.len(), 7);
+    assert_eq!(
+        (hits[0].alert_status, hits[0].incident_id, hits[0].data["ignored"].as_str()),
+        (Ignored, 0, Some("listed"))
+    );
+    assert_eq!(s.token_hits(&t.id, 2).await.unwrap().len(), 2);
+}
+
+async fn cooldown_and_rate_limit_throttle_but_keep_incidents(s: Arc<dyn Store>) {
+    use AlertStatus::*;
+    let sec = 1_000_000;
+    let r = HitRules::new(alert_all, one_alert).with_noise(NoiseRules::none());
+    // -1: the first incident alerts, later ones (other sources) are throttled but stored.
+    let mut once = token("dns", "once", DEFAULT_FLOCK, 1);
+    once.alert_cooldown_secs = Some(-1);
+    s.insert_token(&once, &[], &audit("token_create")).await.unwrap();
+    let out = s.record_hits(&[hit(&once.id, "192.0.2.1", sec), hit(&once.id, "192.0.2.2", 2 * sec)], &r).await.unwrap();
+    assert_eq!(statuses(&out), [Some(Alerted), Some(Throttled)]);
+    let out = s.record_hits(&[hit(&once.id, "192.0.2.3", 100_000 * sec)], &r).await.unwrap();
+    assert_eq!(statuses(&out), [Some(Throttled)]);
+    let inc =
+        s.list_incidents(&IncidentFilter { token_id: Some(once.id.clone()), ..Default::default() }).await.unwrap();
+    assert_eq!(inc.len(), 3, "throttled incidents are stored");
+    assert_eq!(inc.iter().filter(|i| i.alerted).count(), 1);
+    assert!(inc
+        .iter()
+        .filter(|i| !i.alerted)
+        .all(|i| i.events[0].data["throttled"].as_str().unwrap().contains("once")));
+
+    // 300 s cooldown from the server default, and back to alerting once it has passed.
+    let cool = token("dns", "cool", DEFAULT_FLOCK, 2);
+    s.insert_token(&cool, &[], &audit("token_create")).await.unwrap();
+    let r300 = HitRules::new(alert_all, one_alert).with_noise(NoiseRules { cooldown_secs: 300, ..NoiseRules::none() });
+    let out = s
+        .record_hits(
+            &[
+                hit(&cool.id, "192.0.2.1", 1_000 * sec),
+                hit(&cool.id, "192.0.2.2", 1_299 * sec),
+                hit(&cool.id, "192.0.2.3", 1_300 * sec),
+            ],
+            &r300,
+        )
+        .await
+        .unwrap();
+    assert_eq!(statuses(&out), [Some(Alerted), Some(Throttled), Some(Alerted)]);
+    // The token's own 0 overrides the default: every incident alerts.
+    s.update_token(&cool.id, &TokenChange { alert_cooldown_secs: Some(Some(0)), ..Default::default() }, &audit("u"))
+        .await
+        .unwrap();
+    let out = s.record_hits(&[hit(&cool.id, "192.0.2.4", 1_301 * sec)], &r300).await.unwrap();
+    assert_eq!(statuses(&out), [Some(Alerted)]);
+
+    // At most 2 alerts in any hour.
+    let mut capped = token("dns", "capped", DEFAULT_FLOCK, 3);
+    capped.alert_max_per_hour = Some(2);
+    s.insert_token(&capped, &[], &audit("token_create")).await.unwrap();
+    let hits: Vec<NewHit> =
+        (0..4).map(|i| hit(&capped.id, &format!("192.0.2.{}", 10 + i), (5_000 + i) * sec)).collect();
+    assert_eq!(
+        statuses(&s.record_hits(&hits, &r).await.unwrap()),
+        [Some(Alerted), Some(Alerted), Some(Throttled), Some(Throttled)]
+    );
+    let later = s.record_hits(&[hit(&capped.id, "192.0.2.20", 5_000 * sec + noise_hour())], &r).await.unwrap();
+    assert_eq!(statuses(&later), [Some(Alerted)], "an hour later the limit has room again");
+    let alerts = s.due_alerts(now_us(), 100).await.unwrap();
+    assert_eq!(alerts.len(), 1 + 3 + 3, "one outbox row per alerting incident, none for throttled ones");
+}
+
+fn noise_hour() -> Micros {
+    trapline::noise::HOUR_US
+}
+
+async fn api_outputs_reach_the_alerter_and_go_with_their_flock(s: Arc<dyn Store>) {
+    s.insert_flock(&Flock { id: "flock:ops".into(), name: "Ops".into(), created_us: 1 }, &audit("flock_create"))
+        .await
+        .unwrap();
+    let out = |id: &str, flock: Option<&str>| AlertOutput {
+        id: id.into(),
+        flock_id: flock.map(str::to_string),
+        output: json!({"type": "webhook", "url": format!("https://{id}.example/")}),
+        created_us: 5,
+        created_by: "tester".into(),
+    };
+    s.insert_alert_output(&out("out_all", None), &audit("output_add")).await.unwrap();
+    s.insert_alert_output(&out("out_ops", Some("flock:ops")), &audit("output_add")).await.unwrap();
+    assert_eq!(s.list_alert_outputs().await.unwrap(), vec![out("out_all", None), out("out_ops", Some("flock:ops"))]);
+
+    let t = token("dns", "routed", DEFAULT_FLOCK, 1);
+    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+    let r = HitRules::new(alert_all, one_alert).with_noise(NoiseRules::none()).with_key_prefix("inst1-");
+    let HitOutcome::Recorded { hit_id, .. } = s.record_hits(&[hit(&t.id, "192.0.2.1", 1)], &r).await.unwrap().remove(0)
+    else {
+        panic!()
+    };
+    let due = s.due_alerts(now_us(), 10).await.unwrap();
+    assert_eq!(due[0].payload["managed"], json!(["out_all", "out_ops"]), "the alerter sees every API output");
+    assert_eq!(due[0].idempotency_key, format!("inst1-hit-{hit_id}-0"));
+
+    assert!(s.delete_alert_output("out_all", &audit("output_delete")).await.unwrap());
+    assert!(!s.delete_alert_output("out_all", &audit("output_delete")).await.unwrap());
+    assert_eq!(s.delete_flock("flock:ops", &audit("flock_delete")).await.unwrap(), FlockDeletion::Deleted);
+    assert!(s.list_alert_outputs().await.unwrap().is_empty(), "a flock's outputs go with it");
+    let actions: Vec<String> = s.list_audit(10).await.unwrap().into_iter().map(|a| a.action).collect();
+    assert!(
+        actions.iter().filter(|a| *a == "output_add").count() == 2 && actions.contains(&"output_delete".to_string())
+    );
+}
+
+async fn install_id_is_made_once(s: Arc<dyn Store>) {
+    let a = s.install_id().await.unwrap();
+    assert_eq!(a.len(), 12);
+    assert_eq!(s.install_id().await.unwrap(), a);
 }

@@ -23,7 +23,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::auth::Actor;
-use crate::core::{Core, NewToken};
+use crate::core::{AlertSettings, Core, NewToken};
 use crate::error::{CoreError, CoreResult};
 use crate::http_serve::{self, BodyError};
 use crate::kinds::{self, Params, Upload, Uploads};
@@ -102,6 +102,7 @@ fn core_error(e: CoreError) -> Response {
         IncidentNotFound => error(StatusCode::NOT_FOUND, "Incident not found", None),
         KeyNotFound => error(StatusCode::NOT_FOUND, "API key not found", None),
         FactoryNotFound => error(StatusCode::NOT_FOUND, "Factory auth string not found", None),
+        OutputNotFound => error(StatusCode::NOT_FOUND, "Alert output not found", None),
         FlockNotFound => error(StatusCode::NOT_FOUND, "Flock does not exist.", None),
         FlockNameEmpty => error(StatusCode::BAD_REQUEST, "Flock name cannot be empty.", None),
         FlockNameTooLong => error(StatusCode::BAD_REQUEST, "Flock name longer than maximum (100 characters).", None),
@@ -299,7 +300,8 @@ fn methods(endpoint: &str) -> Option<&'static [Method]> {
         | "incidents/all"
         | "incidents/unacknowledged"
         | "incidents/acknowledged"
-        | "incident/fetch" => READ,
+        | "incident/fetch"
+        | "canarytoken/hits" => READ,
         "canarytoken/create"
         | "canarytoken/update"
         | "canarytoken/update/redirect_url"
@@ -314,14 +316,16 @@ fn methods(endpoint: &str) -> Option<&'static [Method]> {
         "canarytokens/factory/list"
         | "canarytoken/list_factories"
         | "canarytoken/factory/download"
-        | "alerts/outbox" => READ,
-        "alert/test" => WRITE,
+        | "alerts/outbox"
+        | "alerts/outputs" => READ,
+        "alert/test" | "alerts/outputs/add" => WRITE,
         "canarytoken/create_factory" | "canarytoken/factory/create" | "canarytoken/factory" => WRITE,
         "canarytoken/delete"
         | "flock/delete"
         | "incident/delete"
         | "incidents/delete"
-        | "canarytoken/delete_factory" => DELETE,
+        | "canarytoken/delete_factory"
+        | "alerts/outputs/delete" => DELETE,
         _ => return None,
     })
 }
@@ -471,21 +475,49 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
             json!({ "canarytokens": tokens, "cursor": page.cursor })
         }
         "canarytoken/update" => {
-            // memo, and/or the token's own alert webhook and e-mail (empty clears them).
+            // memo, and/or the token's own alert settings (an empty value clears one).
             let id = req.required("canarytoken")?;
-            let (webhook, mail) = (req.get("alert_webhook_url"), req.get("alert_email"));
+            let alerting = alert_settings(req);
             let mut t = None;
-            if req.get("memo").is_some() || (webhook.is_none() && mail.is_none()) {
+            if req.get("memo").is_some() || alerting.is_empty() {
                 t = Some(core.update_memo(actor, id, req.get("memo").unwrap_or("")).await?);
             }
-            if let Some(u) = webhook {
-                t = Some(core.set_alert_webhook(actor, id, Some(u)).await?);
-            }
-            if let Some(m) = mail {
-                t = Some(core.set_alert_email(actor, id, Some(m)).await?);
+            if !alerting.is_empty() {
+                t = Some(core.set_alert_settings(actor, id, &alerting).await?);
             }
             let t = t.ok_or(CoreError::TokenNotFound)?;
             json!({ "token": token_json(site, &t) })
+        }
+        "canarytoken/hits" => {
+            let hits = core.token_hits(actor, req.required("canarytoken")?, req.int("limit")?.unwrap_or(100)).await?;
+            let items: Vec<Value> = hits.iter().map(hit_json).collect();
+            json!({ "hits": items })
+        }
+        "alerts/outputs" => {
+            let (fixed, added) = core.list_alert_outputs(actor).await?;
+            let added: Vec<Value> = added
+                .iter()
+                .map(|o| {
+                    json!({
+                        "id": o.id,
+                        "flock_id": o.flock_id,
+                        "output": o.output,
+                        "created": epoch_text(o.created_us),
+                        "created_by": o.created_by,
+                    })
+                })
+                .collect();
+            json!({ "configured": fixed, "outputs": added })
+        }
+        "alerts/outputs/add" => {
+            let o = core.add_alert_output(actor, req.required("output")?, req.opt("flock_id")).await?;
+            json!({ "output": { "id": o.id, "flock_id": o.flock_id, "output": o.output, "created": epoch_text(o.created_us) } })
+        }
+        "alerts/outputs/delete" => {
+            if !core.delete_alert_output(actor, req.required("output_id")?).await? {
+                return Err(CoreError::OutputNotFound);
+            }
+            json!({})
         }
         "alert/test" => {
             let n = core.send_test_alert(actor).await?;
@@ -607,8 +639,8 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
 /// and transport parameters are not the kind's business and are left out.
 fn new_token(req: &Req) -> NewToken {
     let mut params: Params = req.params.clone();
-    for transport in ["auth_token", "factory_auth", "alert_webhook_url", "alert_email"] {
-        params.remove(transport);
+    for transport in ["auth_token", "factory_auth"].iter().chain(ALERT_PARAMS) {
+        params.remove(*transport);
     }
     NewToken {
         kind: req.get("kind").unwrap_or("").to_string(),
@@ -616,9 +648,44 @@ fn new_token(req: &Req) -> NewToken {
         flock_id: req.opt("flock_id").map(str::to_string),
         params,
         uploads: req.uploads.clone(),
-        alert_webhook_url: req.opt("alert_webhook_url").map(str::to_string),
-        alert_email: req.opt("alert_email").map(str::to_string),
+        alerting: alert_settings(req),
     }
+}
+
+/// The token's own alert settings, as create and update take them.
+const ALERT_PARAMS: &[&str] =
+    &["alert_webhook_url", "alert_email", "alert_cooldown", "alert_max_per_hour", "ignore_sources"];
+
+fn alert_settings(req: &Req) -> AlertSettings {
+    let given = |name: &str| req.get(name).map(str::to_string);
+    AlertSettings {
+        webhook_url: given("alert_webhook_url"),
+        email: given("alert_email"),
+        cooldown: given("alert_cooldown"),
+        max_per_hour: given("alert_max_per_hour"),
+        ignore_sources: given("ignore_sources"),
+    }
+}
+
+/// A stored hit as `canarytoken/hits` lists it, with what became of its alert.
+fn hit_json(h: &Hit) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(h.id));
+    m.insert(
+        "incident_id".into(),
+        if h.incident_id > 0 { json!(format!("incident:canarytoken:{}", h.incident_id)) } else { Value::Null },
+    );
+    m.insert("alert_status".into(), json!(h.alert_status.as_str()));
+    m.insert("type".into(), json!(h.channel.as_str()));
+    m.insert("src_host".into(), json!(h.src_ip));
+    m.insert("src_port".into(), json!(h.src_port));
+    m.insert("timestamp".into(), json!(epoch_text(h.time_us)));
+    if let Value::Object(data) = &h.data {
+        for (k, v) in data.iter().filter(|(k, _)| !k.starts_with('_')) {
+            m.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    Value::Object(m)
 }
 
 fn token_filter(req: &Req) -> CoreResult<TokenFilter> {
@@ -730,6 +797,15 @@ pub fn token_json(site: &kinds::Site, t: &Token) -> Value {
     if let Some(e) = &t.alert_email {
         m.insert("alert_email".into(), json!(e));
     }
+    if let Some(c) = t.alert_cooldown_secs {
+        m.insert("alert_cooldown".into(), json!(c));
+    }
+    if let Some(n) = t.alert_max_per_hour {
+        m.insert("alert_max_per_hour".into(), json!(n));
+    }
+    if !t.ignore_sources.is_empty() {
+        m.insert("ignore_sources".into(), json!(t.ignore_sources.join(",")));
+    }
     if let Some(kind) = kinds::find(&t.kind) {
         (kind.describe)(t, site, &mut m);
     }
@@ -757,6 +833,7 @@ fn event_json(i: &Incident, h: &Hit) -> Value {
     m.insert("src_port".into(), json!(h.src_port.to_string()));
     m.insert("timestamp".into(), json!(h.time_us.div_euclid(1_000_000)));
     m.insert("timestamp_std".into(), json!(std_time(h.time_us)));
+    m.insert("alert_status".into(), json!(h.alert_status.as_str()));
     if let Value::Object(data) = &h.data {
         // `_`-prefixed fields are the listeners' own bookkeeping (the scanner nonce).
         for (k, v) in data.iter().filter(|(k, _)| !k.starts_with('_')) {
@@ -787,6 +864,7 @@ fn incident_json(i: &Incident, feed: bool) -> Value {
     d.insert("kind".into(), json!(i.kind));
     d.insert("flock_id".into(), json!(i.flock_id));
     d.insert("events_count".into(), json!(i.events.len().to_string()));
+    d.insert("alerted".into(), json!(if i.alerted { "True" } else { "False" }));
     d.insert("description".into(), json!(SUMMARY));
     if feed {
         // The details again under `description` (canarytools flattens it), without the events,

@@ -194,12 +194,16 @@ pub fn judge(token: &Token, hit: &NewHit) -> Judgement {
     }
 }
 
-/// The judge of a server with an ignore list: hits from those networks are kept, marked
-/// ignored, and raise no alert; everything else goes to the kind's judge.
+/// The judge of a server with an ignore list: hits from those networks, or from the token's
+/// own ignore list, are kept, marked ignored, and raise no alert; everything else goes to the
+/// kind's judge.
 pub fn judge_ignoring(ignored: Vec<String>) -> impl Fn(&Token, &NewHit) -> Judgement + Send + Sync {
     move |token, hit| {
         if !ignored.is_empty() && crate::core::ip_allowed(&ignored, &hit.src_ip) {
             return Judgement::Ignore { reason: "source is on the ignore list".into() };
+        }
+        if !token.ignore_sources.is_empty() && crate::core::ip_allowed(&token.ignore_sources, &hit.src_ip) {
+            return Judgement::Ignore { reason: "source is on the token's ignore list".into() };
         }
         judge(token, hit)
     }
@@ -302,6 +306,9 @@ pub(crate) mod testing {
             triggered_count: 0,
             alert_webhook_url: None,
             alert_email: None,
+            alert_cooldown_secs: None,
+            alert_max_per_hour: None,
+            ignore_sources: Vec::new(),
         }
     }
 }
@@ -352,6 +359,13 @@ mod tests {
             Judgement::alert(),
             "empty list ignores nothing"
         );
+        let mut own = token.clone();
+        own.ignore_sources = vec!["192.0.2.0/24".into()];
+        let Judgement::Ignore { reason } = judge_ignoring(Vec::new())(&own, &hit("192.0.2.1")) else {
+            panic!("the token's own list is honoured")
+        };
+        assert!(reason.contains("token's ignore list"));
+        assert_eq!(judge(&own, &hit("198.51.100.1")), Judgement::alert());
     }
 
     #[test]

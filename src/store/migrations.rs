@@ -20,6 +20,12 @@
 //!
 //! Step 7 adds `tokens.alert_email`.
 //!
+//! Step 8 adds noise control: per-token `alert_cooldown_secs`, `alert_max_per_hour` and
+//! `ignore_sources` (comma-separated networks); `incidents.alerted` (0 when throttled) and
+//! `incidents.last_hit_us` and `incidents.group_key` (for grouping repeats, see
+//! `crate::noise`); `hits.alert_status`; and `alert_outputs`,
+//! the outputs configured through the API (global, or one flock's when `flock_id` is set).
+//!
 //! Conventions both schemas follow so one SQL text works on both: integers are BIGINT (SQLite
 //! INTEGER), booleans are BIGINT 0/1, times are BIGINT microseconds since the epoch (UTC), JSON
 //! is TEXT.
@@ -153,6 +159,26 @@ CREATE INDEX alerts_due ON alerts (delivered_us, gave_up_us, next_attempt_us);
     r#"
 ALTER TABLE tokens ADD COLUMN alert_email TEXT;
 "#,
+    r#"
+ALTER TABLE tokens ADD COLUMN alert_cooldown_secs INTEGER;
+ALTER TABLE tokens ADD COLUMN alert_max_per_hour INTEGER;
+ALTER TABLE tokens ADD COLUMN ignore_sources TEXT NOT NULL DEFAULT '';
+ALTER TABLE incidents ADD COLUMN alerted INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE incidents ADD COLUMN last_hit_us INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE incidents ADD COLUMN group_key TEXT NOT NULL DEFAULT '';
+UPDATE incidents SET last_hit_us = created_us;
+ALTER TABLE hits ADD COLUMN alert_status TEXT NOT NULL DEFAULT 'alerted';
+UPDATE hits SET alert_status = 'ignored' WHERE incident_id = 0;
+CREATE INDEX incidents_by_source ON incidents (token_id, src_ip, group_key, last_hit_us);
+CREATE INDEX incidents_alerted ON incidents (token_id, alerted, created_us);
+CREATE TABLE alert_outputs (
+    id TEXT PRIMARY KEY,
+    flock_id TEXT,
+    output TEXT NOT NULL,
+    created_us INTEGER NOT NULL,
+    created_by TEXT NOT NULL
+);
+"#,
 ];
 
 /// Steps for PostgreSQL, one for one with [`SQLITE`].
@@ -283,6 +309,26 @@ CREATE INDEX alerts_due ON alerts (delivered_us, gave_up_us, next_attempt_us);
 "#,
     r#"
 ALTER TABLE tokens ADD COLUMN alert_email TEXT;
+"#,
+    r#"
+ALTER TABLE tokens ADD COLUMN alert_cooldown_secs BIGINT;
+ALTER TABLE tokens ADD COLUMN alert_max_per_hour BIGINT;
+ALTER TABLE tokens ADD COLUMN ignore_sources TEXT NOT NULL DEFAULT '';
+ALTER TABLE incidents ADD COLUMN alerted BIGINT NOT NULL DEFAULT 1;
+ALTER TABLE incidents ADD COLUMN last_hit_us BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE incidents ADD COLUMN group_key TEXT NOT NULL DEFAULT '';
+UPDATE incidents SET last_hit_us = created_us;
+ALTER TABLE hits ADD COLUMN alert_status TEXT NOT NULL DEFAULT 'alerted';
+UPDATE hits SET alert_status = 'ignored' WHERE incident_id = 0;
+CREATE INDEX incidents_by_source ON incidents (token_id, src_ip, group_key, last_hit_us);
+CREATE INDEX incidents_alerted ON incidents (token_id, alerted, created_us);
+CREATE TABLE alert_outputs (
+    id TEXT PRIMARY KEY,
+    flock_id TEXT,
+    output TEXT NOT NULL,
+    created_us BIGINT NOT NULL,
+    created_by TEXT NOT NULL
+);
 "#,
 ];
 

@@ -22,8 +22,44 @@ pub use sql::SqlStore;
 /// Decides, for a token and a would-be hit, what to store. Pure: no I/O.
 pub type Judge = dyn Fn(&Token, &NewHit) -> Judgement + Send + Sync;
 
-/// The alerts an alerting hit raises (one per output). Pure: no I/O.
-pub type Alerter = dyn Fn(&Token, &NewHit) -> Vec<NewAlert> + Send + Sync;
+/// The alerts an alerting hit raises (one per output), given the outputs configured through
+/// the management API. Pure: no I/O.
+pub type Alerter = dyn Fn(&Token, &NewHit, &[AlertOutput]) -> Vec<NewAlert> + Send + Sync;
+
+/// Everything [`Store::record_hits`] needs to decide what a hit becomes.
+pub struct HitRules {
+    pub judge: Box<Judge>,
+    pub alerter: Box<Alerter>,
+    pub noise: crate::noise::NoiseRules,
+    /// Starts every idempotency key (the installation id), so that receivers shared by several
+    /// installations never see two alerts with one key.
+    pub key_prefix: String,
+}
+
+impl HitRules {
+    /// The given judge and alerter with the default noise rules and no key prefix.
+    pub fn new(
+        judge: impl Fn(&Token, &NewHit) -> Judgement + Send + Sync + 'static,
+        alerter: impl Fn(&Token, &NewHit, &[AlertOutput]) -> Vec<NewAlert> + Send + Sync + 'static,
+    ) -> HitRules {
+        HitRules {
+            judge: Box::new(judge),
+            alerter: Box::new(alerter),
+            noise: crate::noise::NoiseRules::default(),
+            key_prefix: String::new(),
+        }
+    }
+
+    pub fn with_noise(mut self, noise: crate::noise::NoiseRules) -> HitRules {
+        self.noise = noise;
+        self
+    }
+
+    pub fn with_key_prefix(mut self, prefix: &str) -> HitRules {
+        self.key_prefix = prefix.to_string();
+        self
+    }
+}
 
 /// Result of trying to delete a flock; the emptiness check and the delete are one transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,12 +156,24 @@ pub trait Store: Send + Sync + 'static {
 
     // --- hits: the hot path
     /// Records a batch of hits in ONE transaction (group commit). Each hit is checked against
-    /// its token inside that transaction (unknown or disabled tokens store nothing) and then
-    /// judged by `judge` (the token's kind): alert, ignore or drop. Returns one outcome per
-    /// hit, in order; when this returns Ok, every `Recorded` hit is durable.
-    /// Alerting hits also get their alerts (from `alerter`) into the outbox, in the same
-    /// transaction.
-    async fn record_hits(&self, hits: &[NewHit], judge: &Judge, alerter: &Alerter) -> anyhow::Result<Vec<HitOutcome>>;
+    /// its token inside that transaction (unknown or disabled tokens store nothing), judged by
+    /// `rules.judge` (ignore lists, the token's kind: alert, ignore or drop), and then put
+    /// through the noise rules ([`crate::noise`]): it joins its source's open incident, or
+    /// opens a new one that alerts or is throttled. Returns one outcome per hit, in order;
+    /// when this returns Ok, every `Recorded` hit is durable. Alerting hits also get their
+    /// alerts (from `rules.alerter`) into the outbox, in the same transaction.
+    async fn record_hits(&self, hits: &[NewHit], rules: &HitRules) -> anyhow::Result<Vec<HitOutcome>>;
+    /// Every stored hit of a token, ignored ones included, newest first.
+    async fn token_hits(&self, token_id: &str, limit: i64) -> anyhow::Result<Vec<Hit>>;
+
+    // --- alert outputs configured through the API
+    /// Oldest first.
+    async fn list_alert_outputs(&self) -> anyhow::Result<Vec<AlertOutput>>;
+    async fn insert_alert_output(&self, o: &AlertOutput, audit: &AuditEntry) -> anyhow::Result<()>;
+    /// False when there is no such output.
+    async fn delete_alert_output(&self, id: &str, audit: &AuditEntry) -> anyhow::Result<bool>;
+    /// This installation's id: made once, by whichever node asks first.
+    async fn install_id(&self) -> anyhow::Result<String>;
 
     // --- alert outbox
     /// Undelivered alerts whose next attempt is due, oldest first.

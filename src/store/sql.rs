@@ -10,7 +10,7 @@ use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
-use super::{fql_sql, migrations, Alerter, FlockDeletion, Judge, Store};
+use super::{fql_sql, migrations, FlockDeletion, HitRules, Store};
 use crate::model::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,12 +53,14 @@ impl Args {
 
 const TOKEN_COLS: &str = "t.id, t.kind, t.memo, t.flock_id, t.enabled, t.created_us, t.updated_id, \
      t.params, t.created_by, (SELECT COUNT(*) FROM hits h WHERE h.token_id = t.id AND h.incident_id > 0), \
-     t.alert_webhook_url, t.alert_email";
+     t.alert_webhook_url, t.alert_email, t.alert_cooldown_secs, t.alert_max_per_hour, t.ignore_sources";
 /// The same columns with a constant in place of the hit count, for the hot path.
 const TOKEN_COLS_NO_COUNT: &str = "t.id, t.kind, t.memo, t.flock_id, t.enabled, t.created_us, t.updated_id, \
-     t.params, t.created_by, 0, t.alert_webhook_url, t.alert_email";
-const INCIDENT_COLS: &str = "id, token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged";
-const HIT_COLS: &str = "id, incident_id, token_id, time_us, channel, src_ip, src_port, data";
+     t.params, t.created_by, 0, t.alert_webhook_url, t.alert_email, t.alert_cooldown_secs, t.alert_max_per_hour, \
+     t.ignore_sources";
+const INCIDENT_COLS: &str =
+    "id, token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged, alerted";
+const HIT_COLS: &str = "id, incident_id, token_id, time_us, channel, src_ip, src_port, data, alert_status";
 const KEY_COLS: &str = "key_id, secret_hash, role, flock_id, active, expire_us, description, \
      created_us, last_used_us, created_by";
 const FACTORY_COLS: &str = "id, value_hash, label, flock_id, created_us, expires_us, revoked_us, last_used_us, \
@@ -89,6 +91,9 @@ fn token_from_row(r: &AnyRow) -> anyhow::Result<Token> {
         triggered_count: r.try_get(9)?,
         alert_webhook_url: r.try_get(10)?,
         alert_email: r.try_get(11)?,
+        alert_cooldown_secs: r.try_get(12)?,
+        alert_max_per_hour: r.try_get(13)?,
+        ignore_sources: split_list(&r.try_get::<String, _>(14)?),
     })
 }
 
@@ -105,6 +110,7 @@ fn incident_from_row(r: &AnyRow) -> anyhow::Result<Incident> {
         created_us: r.try_get(7)?,
         updated_us: r.try_get(8)?,
         acknowledged: r.try_get::<i64, _>(9)? != 0,
+        alerted: r.try_get::<i64, _>(10)? != 0,
         events: Vec::new(),
     })
 }
@@ -121,7 +127,13 @@ fn hit_from_row(r: &AnyRow) -> anyhow::Result<Hit> {
         src_ip: r.try_get(5)?,
         src_port: u16::try_from(r.try_get::<i64, _>(6)?).unwrap_or(0),
         data: serde_json::from_str(&data).context("hit data is not JSON")?,
+        alert_status: AlertStatus::parse(&r.try_get::<String, _>(8)?).context("unknown alert status in hits")?,
     })
+}
+
+/// A comma-separated column (empty: no entries).
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect()
 }
 
 fn key_from_row(r: &AnyRow) -> anyhow::Result<ApiKey> {
@@ -211,6 +223,106 @@ async fn insert_key(tx: &mut Transaction<'static, Any>, k: &ApiKey, audit: &Audi
         .execute(&mut **tx)
         .await?;
     insert_audit(tx, audit).await
+}
+
+/// Puts an alert-worthy hit into an incident, by the noise rules ([`crate::noise`]): its
+/// source's open incident when one is within the grouping window, else a new incident that
+/// alerts unless the token's cooldown or rate limit holds it back (the reason goes into
+/// `data`). Returns the hit's status and its incident.
+async fn place_in_incident(
+    tx: &mut Transaction<'static, Any>,
+    rules: &crate::noise::NoiseRules,
+    token: &Token,
+    h: &NewHit,
+    data: &mut serde_json::Value,
+) -> anyhow::Result<(AlertStatus, i64)> {
+    let group = crate::noise::group_key(h);
+    if rules.group_window_secs > 0 {
+        let open = sqlx::query(
+            "SELECT id FROM incidents WHERE token_id = $1 AND src_ip = $2 AND group_key = $3 AND acknowledged = 0 \
+             AND last_hit_us >= $4 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(token.id.as_str())
+        .bind(h.src_ip.as_str())
+        .bind(group.as_str())
+        .bind(h.time_us - rules.group_window_secs * 1_000_000)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = open {
+            let id: i64 = row.try_get(0)?;
+            sqlx::query(
+                "UPDATE incidents SET last_hit_us = CASE WHEN last_hit_us > $1 THEN last_hit_us ELSE $1 END, \
+                 updated_us = CASE WHEN updated_us > $1 THEN updated_us ELSE $1 END WHERE id = $2",
+            )
+            .bind(h.time_us)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            return Ok((AlertStatus::Grouped, id));
+        }
+    }
+    let (cooldown, max_per_hour) = (rules.cooldown(token), rules.max_per_hour(token));
+    let mut history = crate::noise::AlertHistory::default();
+    if cooldown != 0 {
+        history.last_alert_us = sqlx::query(
+            "SELECT created_us FROM incidents WHERE token_id = $1 AND alerted = 1 ORDER BY created_us DESC LIMIT 1",
+        )
+        .bind(token.id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    }
+    if max_per_hour > 0 {
+        history.alerts_last_hour =
+            sqlx::query("SELECT COUNT(*) FROM incidents WHERE token_id = $1 AND alerted = 1 AND created_us > $2")
+                .bind(token.id.as_str())
+                .bind(h.time_us - crate::noise::HOUR_US)
+                .fetch_one(&mut **tx)
+                .await?
+                .try_get(0)?;
+    }
+    let why = crate::noise::throttled(cooldown, max_per_hour, history, h.time_us);
+    let alerted = why.is_none();
+    if let Some(why) = why {
+        data["throttled"] = why.into();
+    }
+    let id: i64 = sqlx::query(
+        "INSERT INTO incidents (token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged, \
+         alerted, last_hit_us, group_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0, $8, $7, $9) RETURNING id",
+    )
+    .bind(token.id.as_str())
+    .bind(token.flock_id.as_str())
+    .bind(token.kind.as_str())
+    .bind(token.memo.as_str())
+    .bind(h.channel.as_str())
+    .bind(h.src_ip.as_str())
+    .bind(h.time_us)
+    .bind(b(alerted))
+    .bind(group.as_str())
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get(0)?;
+    Ok((if alerted { AlertStatus::Alerted } else { AlertStatus::Throttled }, id))
+}
+
+async fn fetch_alert_outputs(conn: &mut sqlx::AnyConnection) -> anyhow::Result<Vec<AlertOutput>> {
+    let rows =
+        sqlx::query("SELECT id, flock_id, output, created_us, created_by FROM alert_outputs ORDER BY created_us, id")
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.iter()
+        .map(|r| {
+            let output: String = r.try_get(2)?;
+            Ok(AlertOutput {
+                id: r.try_get(0)?,
+                flock_id: r.try_get(1)?,
+                output: serde_json::from_str(&output).context("alert output is not JSON")?,
+                created_us: r.try_get(3)?,
+                created_by: r.try_get(4)?,
+            })
+        })
+        .collect()
 }
 
 async fn insert_alert(
@@ -913,6 +1025,7 @@ impl Store for SqlStore {
             return Ok(FlockDeletion::NotEmpty);
         }
         sqlx::query("DELETE FROM flocks WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM alert_outputs WHERE flock_id = $1").bind(id).execute(&mut *tx).await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(FlockDeletion::Deleted)
@@ -947,8 +1060,9 @@ impl Store for SqlStore {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO tokens (id, kind, memo, memo_folded, flock_id, enabled, created_us, updated_id, params, created_by, alert_webhook_url, alert_email) \
-             VALUES ($1, $2, $3, $10, $4, $5, $6, $7, $8, $9, $11, $12)",
+            "INSERT INTO tokens (id, kind, memo, memo_folded, flock_id, enabled, created_us, updated_id, params, created_by, \
+             alert_webhook_url, alert_email, alert_cooldown_secs, alert_max_per_hour, ignore_sources) \
+             VALUES ($1, $2, $3, $10, $4, $5, $6, $7, $8, $9, $11, $12, $13, $14, $15)",
         )
         .bind(t.id.as_str())
         .bind(t.kind.as_str())
@@ -962,6 +1076,9 @@ impl Store for SqlStore {
         .bind(fold(&t.memo))
         .bind(t.alert_webhook_url.as_deref())
         .bind(t.alert_email.as_deref())
+        .bind(t.alert_cooldown_secs)
+        .bind(t.alert_max_per_hour)
+        .bind(t.ignore_sources.join(","))
         .execute(&mut *tx)
         .await?;
         for f in files {
@@ -1055,6 +1172,18 @@ impl Store for SqlStore {
             Some(None) => sets.push("alert_email = NULL".to_string()),
             None => {}
         }
+        for (col, v) in
+            [("alert_cooldown_secs", change.alert_cooldown_secs), ("alert_max_per_hour", change.alert_max_per_hour)]
+        {
+            match v {
+                Some(Some(n)) => sets.push(format!("{col} = {}", args.push(Arg::I(n)))),
+                Some(None) => sets.push(format!("{col} = NULL")),
+                None => {}
+            }
+        }
+        if let Some(list) = &change.ignore_sources {
+            sets.push(format!("ignore_sources = {}", args.push(Arg::S(list.join(",")))));
+        }
         let idp = args.push(Arg::S(id.to_string()));
         let sql = format!("UPDATE tokens SET {} WHERE id = {idp}", sets.join(", "));
         let n = args.bind(sqlx::query(&sql)).execute(&mut *tx).await?.rows_affected();
@@ -1087,9 +1216,11 @@ impl Store for SqlStore {
         Ok(true)
     }
 
-    async fn record_hits(&self, hits: &[NewHit], judge: &Judge, alerter: &Alerter) -> anyhow::Result<Vec<HitOutcome>> {
+    async fn record_hits(&self, hits: &[NewHit], rules: &HitRules) -> anyhow::Result<Vec<HitOutcome>> {
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(hits.len());
+        // The API-configured outputs, read once per batch and only if some hit alerts.
+        let mut managed: Option<Vec<AlertOutput>> = None;
         for h in hits {
             // The token is read inside the write transaction, so a token disabled or deleted
             // a moment ago is seen as such. (No hit count here: it is not needed to answer.)
@@ -1105,14 +1236,14 @@ impl Store for SqlStore {
                 }
             };
             let mut data = h.data.clone();
-            let (alert, dedupe_key) = match judge(&token, h) {
+            let (status, incident_id, dedupe_key) = match (rules.judge)(&token, h) {
                 Judgement::Drop => {
                     out.push(HitOutcome::Dropped { token });
                     continue;
                 }
                 Judgement::Ignore { reason } => {
                     data["ignored"] = reason.into();
-                    (false, None)
+                    (AlertStatus::Ignored, None, None)
                 }
                 Judgement::Alert { extra, dedupe_key } => {
                     if let serde_json::Value::Object(m) = &mut data {
@@ -1129,32 +1260,16 @@ impl Store for SqlStore {
                     };
                     if seen {
                         data["ignored"] = "repeat of a trigger already alerted".into();
+                        (AlertStatus::Ignored, None, dedupe_key)
+                    } else {
+                        let (status, id) = place_in_incident(&mut tx, &rules.noise, &token, h, &mut data).await?;
+                        (status, Some(id), dedupe_key)
                     }
-                    (!seen, dedupe_key)
                 }
             };
-            let incident_id = if alert {
-                let id: i64 = sqlx::query(
-                    "INSERT INTO incidents (token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0) RETURNING id",
-                )
-                .bind(token.id.as_str())
-                .bind(token.flock_id.as_str())
-                .bind(token.kind.as_str())
-                .bind(token.memo.as_str())
-                .bind(h.channel.as_str())
-                .bind(h.src_ip.as_str())
-                .bind(h.time_us)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
-                Some(id)
-            } else {
-                None
-            };
             let hit_id: i64 = sqlx::query(
-                "INSERT INTO hits (incident_id, token_id, time_us, channel, src_ip, src_port, data, dedupe_key) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                "INSERT INTO hits (incident_id, token_id, time_us, channel, src_ip, src_port, data, dedupe_key, alert_status) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
             )
             .bind(incident_id.unwrap_or(0))
             .bind(h.token_id.as_str())
@@ -1164,21 +1279,83 @@ impl Store for SqlStore {
             .bind(h.src_port as i64)
             .bind(data.to_string())
             .bind(dedupe_key.as_deref())
+            .bind(status.as_str())
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
-            if let Some(incident_id) = incident_id {
+            if let (AlertStatus::Alerted, Some(incident_id)) = (status, incident_id) {
                 // The alerts are in the outbox in the same transaction as their hit: nothing
                 // acknowledged can lose its alert.
-                for (i, a) in alerter(&token, h).into_iter().enumerate() {
-                    insert_alert(&mut tx, incident_id, hit_id, &token.id, &format!("hit-{hit_id}-{i}"), &a, h.time_us)
-                        .await?;
+                if managed.is_none() {
+                    managed = Some(fetch_alert_outputs(&mut tx).await?);
+                }
+                let outputs = managed.as_deref().unwrap_or_default();
+                for (i, a) in (rules.alerter)(&token, h, outputs).into_iter().enumerate() {
+                    let key = format!("{}hit-{hit_id}-{i}", rules.key_prefix);
+                    insert_alert(&mut tx, incident_id, hit_id, &token.id, &key, &a, h.time_us).await?;
                 }
             }
-            out.push(HitOutcome::Recorded { hit_id, incident_id, token });
+            out.push(HitOutcome::Recorded { hit_id, incident_id, status, token });
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn token_hits(&self, token_id: &str, limit: i64) -> anyhow::Result<Vec<Hit>> {
+        let rows = sqlx::query(&format!("SELECT {HIT_COLS} FROM hits WHERE token_id = $1 ORDER BY id DESC LIMIT $2"))
+            .bind(token_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(hit_from_row).collect()
+    }
+
+    async fn list_alert_outputs(&self) -> anyhow::Result<Vec<AlertOutput>> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_alert_outputs(&mut conn).await
+    }
+
+    async fn insert_alert_output(&self, o: &AlertOutput, audit: &AuditEntry) -> anyhow::Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO alert_outputs (id, flock_id, output, created_us, created_by) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(o.id.as_str())
+        .bind(o.flock_id.as_deref())
+        .bind(o.output.to_string())
+        .bind(o.created_us)
+        .bind(o.created_by.as_str())
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_alert_output(&self, id: &str, audit: &AuditEntry) -> anyhow::Result<bool> {
+        let mut tx = self.begin().await?;
+        let n =
+            sqlx::query("DELETE FROM alert_outputs WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn install_id(&self) -> anyhow::Result<String> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO settings (name, value) VALUES ('install_id', $1) ON CONFLICT (name) DO NOTHING")
+            .bind(crate::ids::hex_id(6))
+            .execute(&mut *tx)
+            .await?;
+        let id: String = sqlx::query("SELECT value FROM settings WHERE name = 'install_id'")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn attach_hit_data(

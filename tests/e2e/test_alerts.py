@@ -21,6 +21,8 @@ from conftest import DOMAIN, Server, b32_labels, http_hit, random_token_id, uniq
 from kindtools import assert_error, lookup
 
 ALLOW = "--allow-private-alert-targets"
+# Every hit its own incident and alert (the default groups repeats from one source).
+NO_GROUPING = "--incident-window-secs=0"
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 PAYLOAD_FIELDS = {
     "trapline_alert", "test", "summary", "kind", "kind_name", "memo", "token_id", "flock_id", "time",
@@ -193,8 +195,10 @@ def hook():
 
 @pytest.fixture(scope="module")
 def server(hook):
-    """Overrides conftest's shared server: one global webhook, private targets allowed."""
-    srv = Server(args=["--alert-webhooks", hook.url(), ALLOW]).start()
+    """Overrides conftest's shared server: one global webhook, private targets allowed, and
+    grouping off, so that every hit is an alert of its own (this module tests delivery;
+    test_noise.py tests grouping)."""
+    srv = Server(args=["--alert-webhooks", hook.url(), ALLOW, NO_GROUPING]).start()
     yield srv
     srv.close()
 
@@ -508,7 +512,7 @@ def test_receiver_down_then_back_on_same_port(server, api, receiver):
 
 
 def test_queued_alerts_survive_kill9(receiver):
-    srv = Server(args=["--alert-webhooks", receiver.url(), ALLOW]).start()
+    srv = Server(args=["--alert-webhooks", receiver.url(), ALLOW, NO_GROUPING]).start()
     try:
         api = srv.api()
         http_tok = api.create_token("http", memo=unique("durable"))["canarytoken"]

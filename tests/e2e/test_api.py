@@ -1,6 +1,8 @@
 """Raw shapes of the Console dialect's endpoints (what scripts using plain HTTP,
 not canarytools, rely on)."""
 
+import subprocess
+
 import requests
 
 from conftest import (
@@ -297,7 +299,9 @@ def test_logtype_follows_the_kind_not_the_listener(server, api):
 def test_feed_sends_events_once_and_honours_limits(server, api):
     tok = api.create_token("http", memo=unique("feed shape"))
     for i in range(3):
-        requests.get(f"{server.http_base()}/x/{tok['canarytoken']}/y.gif?i={i}", timeout=10)
+        # Three sources, three incidents (repeats from one source would join one).
+        subprocess.run(["curl", "-sf", "-o", "/dev/null", "--interface", f"127.0.0.{i + 1}",
+                        f"{server.http_base()}/x/{tok['canarytoken']}/y.gif?i={i}"], check=True, timeout=10)
     api.wait_incidents(tok["canarytoken"], count=3)
     feed = api.ok_get("incidents/all", node_id=tok["canarytoken"])["incidents"]
     assert len(feed) == 3

@@ -1,0 +1,219 @@
+//! Noise control: which stored hits raise an alert. Pure rules; the store looks up the facts
+//! (the token's open incident, its recent alerts) inside the recording transaction and asks
+//! here.
+//!
+//! In order, for a hit its kind judged worth an alert:
+//! 1. **Ignore lists** (global `--ignore-sources`, and the token's own `ignore_sources`): the
+//!    hit is kept, marked ignored, no incident. This is part of the judge
+//!    ([`crate::kinds::judge_ignoring`]), since it needs nothing from storage.
+//! 2. **Grouping**: a hit of the same token from the same source address, carrying the same
+//!    decoded data ([`group_key`]), within [`NoiseRules::group_window_secs`] of that source's
+//!    last hit joins its open (not acknowledged) incident as a further event, with no new
+//!    alert — a resolver asking A then AAAA, a browser loading a page twice. The window slides
+//!    with each hit. Different data through one resolver (two hosts' log4shell lookups) stays
+//!    two incidents.
+//! 3. **Cooldown and rate limit**: a new incident is always stored, but stays silent
+//!    (`throttled`) while the token's cooldown runs (SpaceSiren's `alert_cooldown`: 0 alerts
+//!    on every incident, -1 only on the first ever, N waits N seconds after the last alert) or
+//!    once the token has raised its most alerts in the last hour.
+
+use serde_json::Value;
+
+use crate::model::{Channel, Micros, NewHit, Token};
+
+/// Default grouping window (seconds).
+pub const DEFAULT_GROUP_WINDOW_SECS: i64 = 60;
+/// Longest cooldown or grouping window accepted (30 days).
+pub const MAX_SECS: i64 = 30 * 86_400;
+/// Highest hourly alert limit accepted.
+pub const MAX_PER_HOUR: i64 = 100_000;
+/// Most entries in a token's ignore list.
+pub const MAX_IGNORE_SOURCES: usize = 100;
+
+/// The server-wide rules; tokens may override cooldown and rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoiseRules {
+    /// 0 turns grouping off.
+    pub group_window_secs: i64,
+    /// Default cooldown (see the module docs); 0 = none.
+    pub cooldown_secs: i64,
+    /// Default most alerts per token and hour; 0 = no limit.
+    pub max_per_hour: i64,
+}
+
+impl Default for NoiseRules {
+    fn default() -> Self {
+        NoiseRules { group_window_secs: DEFAULT_GROUP_WINDOW_SECS, cooldown_secs: 0, max_per_hour: 0 }
+    }
+}
+
+impl NoiseRules {
+    /// Every hit its own incident, every incident an alert.
+    pub fn none() -> NoiseRules {
+        NoiseRules { group_window_secs: 0, cooldown_secs: 0, max_per_hour: 0 }
+    }
+    pub fn cooldown(&self, t: &Token) -> i64 {
+        t.alert_cooldown_secs.unwrap_or(self.cooldown_secs)
+    }
+    pub fn max_per_hour(&self, t: &Token) -> i64 {
+        t.alert_max_per_hour.unwrap_or(self.max_per_hour)
+    }
+}
+
+/// What, besides its source, tells one trigger of a token from another: for DNS hits the
+/// data the kind decoded from the name (not the query type, transport or spelling, which
+/// differ between a resolver's A and AAAA lookups of one name); nothing for HTTP hits.
+/// Empty, or 32 hex characters.
+pub fn group_key(hit: &NewHit) -> String {
+    use sha2::Digest;
+    const NOT_DATA: &[&str] = &["query_name", "query_type", "transport"];
+    let Value::Object(m) = &hit.data else { return String::new() };
+    if hit.channel != Channel::Dns {
+        return String::new();
+    }
+    let mut fields: Vec<(&String, &Value)> =
+        m.iter().filter(|(k, _)| !k.starts_with('_') && !NOT_DATA.contains(&k.as_str())).collect();
+    if fields.is_empty() {
+        return String::new();
+    }
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    let text = serde_json::to_string(&fields).unwrap_or_default();
+    hex::encode(&sha2::Sha256::digest(text.as_bytes())[..16])
+}
+
+/// What the store found about a token's earlier alerts (only what the rules asked for).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AlertHistory {
+    /// When the token's latest alerting incident began.
+    pub last_alert_us: Option<Micros>,
+    /// Alerting incidents begun in the hour before the hit.
+    pub alerts_last_hour: i64,
+}
+
+pub const HOUR_US: Micros = 3_600 * 1_000_000;
+
+/// Why a new incident at `now` stays silent, or None when it alerts.
+pub fn throttled(cooldown: i64, max_per_hour: i64, history: AlertHistory, now: Micros) -> Option<String> {
+    match (cooldown, history.last_alert_us) {
+        (-1, Some(_)) => return Some("cooldown: this token alerts only once".into()),
+        (c, Some(last)) if c > 0 && now - last < c * 1_000_000 => {
+            return Some(format!("cooldown: one alert per {c} s"));
+        }
+        _ => {}
+    }
+    if max_per_hour > 0 && history.alerts_last_hour >= max_per_hour {
+        return Some(format!("rate limit: {max_per_hour} alerts per hour"));
+    }
+    None
+}
+
+/// A cooldown as given by a user: -1, 0, or up to [`MAX_SECS`].
+pub fn check_cooldown(v: i64) -> Result<i64, String> {
+    if (-1..=MAX_SECS).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be -1 (alert once), 0 (every incident) or up to {MAX_SECS} seconds"))
+    }
+}
+
+/// An hourly limit as given by a user: 0 (none) up to [`MAX_PER_HOUR`].
+pub fn check_max_per_hour(v: i64) -> Result<i64, String> {
+    if (0..=MAX_PER_HOUR).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be 0 (no limit) up to {MAX_PER_HOUR}"))
+    }
+}
+
+/// A grouping window as given by an operator: 0 (off) up to [`MAX_SECS`].
+pub fn check_window(v: i64) -> Result<i64, String> {
+    if (0..=MAX_SECS).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be 0 (off) up to {MAX_SECS} seconds"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Micros = 1_000_000;
+
+    fn hist(last: Option<Micros>, n: i64) -> AlertHistory {
+        AlertHistory { last_alert_us: last, alerts_last_hour: n }
+    }
+
+    #[test]
+    fn zero_cooldown_alerts_every_time() {
+        assert_eq!(throttled(0, 0, hist(Some(100 * S), 50), 100 * S), None);
+        assert_eq!(throttled(0, 0, hist(None, 0), 0), None);
+    }
+
+    #[test]
+    fn minus_one_alerts_only_once() {
+        assert_eq!(throttled(-1, 0, hist(None, 0), 5 * S), None);
+        assert!(throttled(-1, 0, hist(Some(S), 0), 1_000_000 * S).unwrap().contains("only once"));
+    }
+
+    #[test]
+    fn cooldown_waits_its_seconds() {
+        assert!(throttled(300, 0, hist(Some(1000 * S), 1), 1299 * S).is_some());
+        assert_eq!(throttled(300, 0, hist(Some(1000 * S), 1), 1300 * S), None);
+        assert_eq!(throttled(300, 0, hist(None, 0), 1000 * S), None);
+    }
+
+    #[test]
+    fn hourly_limit_counts_alerts() {
+        assert_eq!(throttled(0, 3, hist(Some(S), 2), 2 * S), None);
+        assert!(throttled(0, 3, hist(Some(S), 3), 2 * S).unwrap().contains("3 alerts per hour"));
+        assert_eq!(throttled(0, 0, hist(Some(S), 1_000), 2 * S), None, "0 is no limit");
+    }
+
+    #[test]
+    fn token_settings_override_the_defaults() {
+        let rules = NoiseRules { group_window_secs: 60, cooldown_secs: 30, max_per_hour: 10 };
+        let mut t = crate::kinds::testing::token("dns", serde_json::json!({}));
+        assert_eq!((rules.cooldown(&t), rules.max_per_hour(&t)), (30, 10));
+        t.alert_cooldown_secs = Some(0);
+        t.alert_max_per_hour = Some(0);
+        assert_eq!((rules.cooldown(&t), rules.max_per_hour(&t)), (0, 0));
+    }
+
+    #[test]
+    fn group_keys_tell_payloads_apart_not_lookups() {
+        let dns = |data: Value| NewHit {
+            token_id: "t".into(),
+            time_us: 0,
+            channel: Channel::Dns,
+            src_ip: "192.0.2.1".into(),
+            src_port: 53,
+            data,
+        };
+        let a = dns(
+            serde_json::json!({"query_name": "x.L4J.t.z", "query_type": "A", "transport": "udp", "log4shell_hostname": "alpha"}),
+        );
+        let aaaa = dns(
+            serde_json::json!({"query_name": "X.l4j.T.z", "query_type": "AAAA", "transport": "tcp", "log4shell_hostname": "alpha"}),
+        );
+        let other = dns(
+            serde_json::json!({"query_name": "y.L4J.t.z", "query_type": "A", "transport": "udp", "log4shell_hostname": "beta"}),
+        );
+        assert_eq!(group_key(&a), group_key(&aaaa));
+        assert_ne!(group_key(&a), group_key(&other));
+        assert_eq!(group_key(&a).len(), 32);
+        let plain = dns(serde_json::json!({"query_name": "t.z", "query_type": "A", "transport": "udp"}));
+        assert_eq!(group_key(&plain), "");
+        let mut http = a.clone();
+        http.channel = Channel::Http;
+        assert_eq!(group_key(&http), "", "HTTP hits group by source alone");
+    }
+
+    #[test]
+    fn user_values_are_bounded() {
+        assert!(check_cooldown(-1).is_ok() && check_cooldown(0).is_ok() && check_cooldown(MAX_SECS).is_ok());
+        assert!(check_cooldown(-2).is_err() && check_cooldown(MAX_SECS + 1).is_err());
+        assert!(check_max_per_hour(0).is_ok() && check_max_per_hour(-1).is_err());
+        assert!(check_window(0).is_ok() && check_window(-5).is_err());
+    }
+}
