@@ -19,7 +19,7 @@ use crate::outputs::{self, email_output, webhook, webhook_output};
 use crate::store::Store;
 
 /// Alert settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AlertConfig {
     /// Outputs every alert goes to (`{"type": ..., "url": ...}`, see [`crate::outputs`]).
     pub outputs: Vec<Value>,
@@ -32,6 +32,8 @@ pub struct AlertConfig {
     /// SMTP server for e-mail outputs (`smtp[+starttls]://…` or `smtps://…`) and the sender.
     pub smtp_url: Option<String>,
     pub smtp_from: String,
+    /// Extra CAs (PEM) to trust for the SMTP server.
+    pub smtp_ca_pem: Option<String>,
 }
 
 /// First retry delay; each further one doubles, up to [`MAX_BACKOFF_SECS`].
@@ -140,7 +142,12 @@ pub async fn run_outbox(store: Arc<dyn Store>, cfg: Arc<AlertConfig>, wake: Arc<
             return;
         }
     };
-    let mail = match cfg.smtp_url.as_deref().map(|u| crate::outputs::email::mailer(u, &cfg.smtp_from)).transpose() {
+    let mail = match cfg
+        .smtp_url
+        .as_deref()
+        .map(|u| crate::outputs::email::mailer(u, &cfg.smtp_from, cfg.smtp_ca_pem.as_deref()))
+        .transpose()
+    {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(error = %e, "cannot set up SMTP; e-mail alerts stay queued");
@@ -219,14 +226,7 @@ mod tests {
 
     #[test]
     fn token_webhook_joins_the_global_ones_once() {
-        let cfg = AlertConfig {
-            outputs: vec![webhook_output("https://a.example/h")],
-            allow_private: false,
-            give_up_secs: 60,
-            api_base: "http://api".into(),
-            smtp_url: None,
-            smtp_from: "t@example.com".into(),
-        };
+        let cfg = AlertConfig { outputs: vec![webhook_output("https://a.example/h")], ..Default::default() };
         let mut t = crate::kinds::testing::token("dns", json!({}));
         assert_eq!(outputs_for(&cfg, &t, &[]).len(), 1);
         t.alert_webhook_url = Some("https://b.example/h".into());
@@ -237,14 +237,7 @@ mod tests {
 
     #[test]
     fn api_outputs_reach_their_flock_only() {
-        let cfg = AlertConfig {
-            outputs: vec![],
-            allow_private: false,
-            give_up_secs: 60,
-            api_base: "http://api".into(),
-            smtp_url: None,
-            smtp_from: "t@example.com".into(),
-        };
+        let cfg = AlertConfig { outputs: vec![], ..Default::default() };
         let out = |flock: Option<&str>, url: &str| AlertOutput {
             id: format!("out_{url}"),
             flock_id: flock.map(str::to_string),

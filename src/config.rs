@@ -190,6 +190,12 @@ impl Settings {
             &args.nx_domain.clone().or(file.nx_domain).unwrap_or("nx.trapline.localhost".into()),
         )?;
         anyhow::ensure!(domain != nx_domain, "the NX domain must differ from the token domain ({domain})");
+        let smtp_ca_pem = match args.smtp_ca_file.clone().or(file.smtp_ca_file) {
+            Some(p) => {
+                Some(std::fs::read_to_string(&p).with_context(|| format!("cannot read SMTP CA file {}", p.display()))?)
+            }
+            None => None,
+        };
         Ok(Settings {
             database,
             data_dir,
@@ -232,7 +238,8 @@ impl Settings {
                 let url = args.smtp_url.clone().or(file.smtp_url.clone()).filter(|u| !u.trim().is_empty());
                 let from = args.smtp_from.clone().or(file.smtp_from.clone()).unwrap_or("trapline@localhost".into());
                 if let Some(u) = &url {
-                    crate::outputs::email::mailer(u, &from).map_err(|e| anyhow::anyhow!("smtp: {e}"))?;
+                    crate::outputs::email::mailer(u, &from, smtp_ca_pem.as_deref())
+                        .map_err(|e| anyhow::anyhow!("smtp: {e}"))?;
                 }
                 url
             },
@@ -266,12 +273,7 @@ impl Settings {
                         .map_err(|e| anyhow::anyhow!("alert_max_per_hour {e}"))?,
                 }
             },
-            smtp_ca_pem: match args.smtp_ca_file.clone().or(file.smtp_ca_file) {
-                Some(p) => Some(
-                    std::fs::read_to_string(&p).with_context(|| format!("cannot read SMTP CA file {}", p.display()))?,
-                ),
-                None => None,
-            },
+            smtp_ca_pem,
         })
     }
 }

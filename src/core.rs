@@ -243,14 +243,7 @@ fn parse_cursor(c: &str) -> CoreResult<(Micros, String)> {
 
 impl Core {
     pub fn new(store: Arc<dyn Store>, site: Site) -> Core {
-        let alerts = Arc::new(crate::alerts::AlertConfig {
-            outputs: Vec::new(),
-            allow_private: false,
-            give_up_secs: 86_400,
-            api_base: String::new(),
-            smtp_url: None,
-            smtp_from: String::new(),
-        });
+        let alerts = Arc::new(crate::alerts::AlertConfig::default());
         Core { store, site, failed_logins: FailedLogins::default(), provision_hash: None, alerts }
     }
 

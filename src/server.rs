@@ -148,6 +148,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         api_base: format!("http://{api_addr}"),
         smtp_url: settings.smtp_url.clone(),
         smtp_from: settings.smtp_from.clone(),
+        smtp_ca_pem: settings.smtp_ca_pem.clone(),
     });
     anyhow::ensure!(
         alert_cfg.smtp_url.is_some() || !alert_cfg.outputs.iter().any(|o| o["type"] == "email"),

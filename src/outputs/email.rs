@@ -1,12 +1,15 @@
 //! Output `email`: a text and HTML message to one or more recipients over SMTP — plain
 //! (`smtp://`), STARTTLS (`smtp+starttls://`) or implicit TLS (`smtps://`).
 //!
+//! TLS trusts the webpki roots, plus the CAs of `--smtp-ca-file` (a private mail relay's CA).
+//!
 //! The SMTP server and its credentials are configured once (`--smtp-url`, `--smtp-from`);
 //! outbox rows carry only the recipients, so no password is ever stored with an alert or shown
 //! by the outbox API.
 
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::card::Card;
@@ -19,8 +22,9 @@ pub struct Mailer {
     from: Mailbox,
 }
 
-/// Parses `smtp[+starttls]://[user:pass@]host[:port]` or `smtps://...` into a transport.
-pub fn mailer(url: &str, from: &str) -> Result<Mailer, String> {
+/// Parses `smtp[+starttls]://[user:pass@]host[:port]` or `smtps://...` into a transport;
+/// `extra_ca` (PEM) adds CAs to trust for TLS.
+pub fn mailer(url: &str, from: &str, extra_ca: Option<&str>) -> Result<Mailer, String> {
     let u = url::Url::parse(url.trim())
         .map_err(|_| "the SMTP URL is not a URL such as smtp+starttls://host:587".to_string())?;
     let host = u.host_str().filter(|h| !h.is_empty()).ok_or("the SMTP URL needs a host")?.to_string();
@@ -34,6 +38,17 @@ pub fn mailer(url: &str, from: &str) -> Result<Mailer, String> {
             .port(u.port().unwrap_or(465)),
         other => return Err(format!("SMTP URL scheme {other:?}: use smtp, smtp+starttls or smtps")),
     };
+    if let (Some(pem), "smtp+starttls" | "smtps") = (extra_ca, u.scheme()) {
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err("the SMTP CA file holds no PEM certificate".into());
+        }
+        let ca = Certificate::from_pem(pem.as_bytes()).map_err(|e| format!("SMTP CA file: {e}"))?;
+        let params = TlsParameters::builder(host.clone())
+            .add_root_certificate(ca)
+            .build()
+            .map_err(|e| format!("SMTP TLS to {host}: {e}"))?;
+        b = b.tls(if u.scheme() == "smtps" { Tls::Wrapper(params) } else { Tls::Required(params) });
+    }
     if !u.username().is_empty() {
         let user = percent_decode(u.username());
         let pass = percent_decode(u.password().unwrap_or(""));
@@ -112,9 +127,10 @@ mod tests {
         assert_eq!(parse_recipients("a@example.com; b@example.org").unwrap().len(), 2);
         assert!(parse_recipients("").is_err());
         assert!(parse_recipients("not an address").is_err());
-        assert!(mailer("smtp://127.0.0.1:2525", "trapline@example.com").is_ok());
-        assert!(mailer("smtps://user:p%40ss@mail.example.com", "Trapline <trapline@example.com>").is_ok());
-        assert!(mailer("http://x", "a@b.c").is_err());
-        assert!(mailer("smtp://127.0.0.1:25", "nope").is_err());
+        assert!(mailer("smtp://127.0.0.1:2525", "trapline@example.com", None).is_ok());
+        assert!(mailer("smtps://user:p%40ss@mail.example.com", "Trapline <trapline@example.com>", None).is_ok());
+        assert!(mailer("http://x", "a@b.c", None).is_err());
+        assert!(mailer("smtp://127.0.0.1:25", "nope", None).is_err());
+        assert!(mailer("smtps://mail.example.com", "a@b.c", Some("not a certificate")).is_err());
     }
 }

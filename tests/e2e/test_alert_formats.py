@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import Server, unique
+from conftest import Server, unique, wait_for
 from kindtools import lookup
 from test_alerts import ALLOW, Receiver, start_failing
 
@@ -277,6 +277,86 @@ def test_email_alerts_reach_every_recipient(smtp_sink):
         assert memo in html and "<table>" in html
     finally:
         srv.close()
+
+
+class _Auth:
+    """aiosmtpd authenticator accepting one user."""
+
+    def __init__(self):
+        self.logins = []
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult
+        ok = auth_data.login == b"alerts" and auth_data.password == b"s3cret pass"
+        self.logins.append((mechanism, auth_data.login, ok))
+        return AuthResult(success=ok)
+
+
+@pytest.mark.parametrize("mode", ["starttls", "tls"])
+def test_email_over_starttls_and_tls_with_a_private_ca(mode, tmp_path):
+    """`smtp+starttls://` and `smtps://` verify the server's certificate: a private CA given
+    with --smtp-ca-file is trusted, and the password travels only inside TLS."""
+    import ssl
+
+    import trustme
+    from aiosmtpd.controller import Controller
+
+    from conftest import free_port
+
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    handler, auth = _Collect(), _Auth()
+    port = free_port()
+    if mode == "starttls":
+        smtpd = Controller(handler, hostname="127.0.0.1", port=port, tls_context=ctx, require_starttls=True,
+                           authenticator=auth, auth_required=True)
+        url = f"smtp+starttls://alerts:s3cret%20pass@127.0.0.1:{port}"
+    else:
+        # aiosmtpd does not count implicit TLS as TLS for AUTH; the socket is TLS all the same.
+        smtpd = Controller(handler, hostname="127.0.0.1", port=port, ssl_context=ctx,
+                           authenticator=auth, auth_required=True, auth_require_tls=False)
+        url = f"smtps://alerts:s3cret%20pass@127.0.0.1:{port}"
+    smtpd.start()
+    trusting = Server(args=["--smtp-url", url, "--smtp-ca-file", str(ca_file),
+                            "--alert-outputs", "email=sec@example.com"]).start()
+    untrusting = Server(args=["--smtp-url", url, "--alert-outputs", "email=sec@example.com"]).start()
+    try:
+        memo = unique(f"mail over {mode}")
+        tok = trusting.api().create_token("dns", memo=memo)
+        lookup(trusting, tok["hostname"], "A")
+        got = _mails(handler, memo, 1)
+        assert [r for r, _ in got] == [["sec@example.com"]], trusting.api().ok_get("alerts/outbox")["alerts"]
+        assert (b"alerts", True) in [(login, ok) for _, login, ok in auth.logins], auth.logins
+
+        # Without the CA the certificate is not trusted: nothing is sent, the outbox says why.
+        memo2 = unique(f"untrusted {mode}")
+        api2 = untrusting.api()
+        tok2 = api2.create_token("dns", memo=memo2)
+        lookup(untrusting, tok2["hostname"], "A")
+
+        def failed():
+            rows = api2.ok_get("alerts/outbox")["alerts"]
+            return rows if rows and rows[0]["attempts"] >= 1 and rows[0]["last_error"] else None
+        rows = wait_for(failed, timeout=8, desc="a failed delivery to the untrusted server")
+        assert "cert" in rows[0]["last_error"].lower() or "tls" in rows[0]["last_error"].lower(), rows[0]
+        assert _mails(handler, memo2, 1, timeout=0.2) == []
+    finally:
+        trusting.close()
+        untrusting.close()
+        smtpd.stop()
+
+
+def test_unreadable_smtp_ca_file_refuses_to_start(tmp_path):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    rc, out, err = start_failing(["--smtp-url", "smtps://127.0.0.1:465", "--smtp-ca-file", str(bad)])
+    assert rc != 0 and "ca" in err.lower(), err
+    rc, out, err = start_failing(["--smtp-url", "smtps://127.0.0.1:465", "--smtp-ca-file", str(tmp_path / "missing.pem")])
+    assert rc != 0 and "cannot read smtp ca file" in err.lower(), err
 
 
 def test_email_outputs_need_an_smtp_server():
