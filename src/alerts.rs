@@ -42,7 +42,7 @@ const MAX_BACKOFF_SECS: i64 = 600;
 /// How long a claimed delivery is reserved before another worker may try it.
 const LEASE_SECS: i64 = 60;
 /// Deliveries in flight at once.
-const MAX_IN_FLIGHT: i64 = 64;
+const MAX_IN_FLIGHT: i64 = 256;
 /// How often the worker looks for due deliveries when nobody wakes it.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -156,26 +156,34 @@ pub async fn run_outbox(store: Arc<dyn Store>, cfg: Arc<AlertConfig>, wake: Arc<
     };
     let client = Arc::new(crate::outputs::Context { http, mail });
     // Deliveries stay in flight on their own; new due alerts are picked up as soon as they are
-    // queued, so one slow output never holds back the others.
+    // queued, so one slow output never holds back the others. Bookkeeping is batched: finished
+    // attempts are written in one transaction, and due alerts are claimed in one statement, so
+    // the outbox costs the hit writer a few commits per round, not two per alert.
     let mut in_flight = tokio::task::JoinSet::new();
+    let mut finished: Vec<AlertResult> = Vec::new();
     loop {
-        while in_flight.try_join_next().is_some() {}
+        while let Some(done) = in_flight.try_join_next() {
+            if let Ok(r) = done {
+                finished.push(r);
+            }
+        }
+        if !finished.is_empty() {
+            match store.finish_alerts(&finished).await {
+                Ok(()) => finished.clear(),
+                // Kept and written with the next round; if the process dies first, the lease
+                // runs out and the alert is tried again (the idempotency key lets the receiver
+                // drop the duplicate).
+                Err(e) => tracing::warn!(error = %e, pending = finished.len(), "cannot update the alert outbox"),
+            }
+        }
         let room = MAX_IN_FLIGHT - in_flight.len() as i64;
         if room > 0 {
             let now = now_us();
-            match store.due_alerts(now, room).await {
+            match store.claim_due_alerts(now, room, now + LEASE_SECS * 1_000_000).await {
                 Ok(due) => {
                     for a in due {
-                        // A claimed alert's next attempt moves past the lease, so it is not due
-                        // again while this delivery runs; another node that claimed it first wins.
-                        if !matches!(
-                            store.claim_alert(a.id, a.next_attempt_us, now + LEASE_SECS * 1_000_000).await,
-                            Ok(true)
-                        ) {
-                            continue;
-                        }
-                        let (store, client, cfg) = (store.clone(), client.clone(), cfg.clone());
-                        in_flight.spawn(async move { deliver_one(&*store, &client, &cfg, a).await });
+                        let (client, cfg) = (client.clone(), cfg.clone());
+                        in_flight.spawn(async move { deliver_one(&client, &cfg, a).await });
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot read the alert outbox"),
@@ -184,33 +192,36 @@ pub async fn run_outbox(store: Arc<dyn Store>, cfg: Arc<AlertConfig>, wake: Arc<
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(POLL) => {}
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                if let Ok(r) = done {
+                    finished.push(r);
+                }
+            }
         }
     }
 }
 
-async fn deliver_one(store: &dyn Store, client: &crate::outputs::Context, cfg: &AlertConfig, a: Alert) {
+async fn deliver_one(client: &crate::outputs::Context, cfg: &AlertConfig, a: Alert) -> AlertResult {
     let attempts = a.attempts + 1;
     let result = outputs::deliver(client, &a.output, &a.payload, &a.idempotency_key).await;
     let now = now_us();
-    let written = match result {
-        Ok(()) => store.alert_delivered(a.id, attempts, now).await,
-        Err(e) => {
+    let outcome = match result {
+        Ok(()) => AlertOutcome::Delivered { when: now },
+        Err(error) => {
             let give_up = now - a.created_us >= cfg.give_up_secs * 1_000_000;
             if give_up {
-                tracing::error!(alert = a.id, key = %a.idempotency_key, attempts, error = %e, "alert delivery given up");
+                tracing::error!(alert = a.id, key = %a.idempotency_key, attempts, error = %error, "alert delivery given up");
             } else {
-                tracing::warn!(alert = a.id, key = %a.idempotency_key, attempts, error = %e, "alert delivery failed; will retry");
+                tracing::warn!(alert = a.id, key = %a.idempotency_key, attempts, error = %error, "alert delivery failed; will retry");
             }
-            let next = now + backoff_secs(attempts) * 1_000_000;
-            store.alert_failed(a.id, attempts, &e, next, give_up.then_some(now)).await
+            AlertOutcome::Failed {
+                error,
+                next_attempt_us: now + backoff_secs(attempts) * 1_000_000,
+                gave_up_us: give_up.then_some(now),
+            }
         }
     };
-    if let Err(e) = written {
-        // The delivery happened (or failed) but could not be noted: the lease runs out and the
-        // alert is tried again; its idempotency key lets the receiver drop the duplicate.
-        tracing::warn!(alert = a.id, error = %e, "cannot update the alert outbox");
-    }
+    AlertResult { id: a.id, attempts, outcome }
 }
 
 #[cfg(test)]

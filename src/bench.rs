@@ -5,6 +5,12 @@
 //! Every hit is recorded durably (the server answers only after the commit), and the bench
 //! checks afterwards that the stored counts equal the answered requests, so the numbers are
 //! for real, durable recording.
+//!
+//! By default the server runs with its defaults and no alert outputs, so the bench's repeated
+//! hits from one source group into one incident each. `--alerts` measures the worst case
+//! instead: grouping off and a global webhook to a sink inside the bench, so every hit opens
+//! an incident and queues an alert in its transaction; it also reports how fast the outbox
+//! delivers them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +40,33 @@ pub struct BenchArgs {
     /// Database for the server (default: SQLite in a temporary directory).
     #[arg(long)]
     pub database: Option<String>,
+    /// Every hit its own alerting incident, delivered to a webhook sink in the bench.
+    #[arg(long)]
+    pub alerts: bool,
+}
+
+/// The `--alerts` webhook receiver: answers 200 to every request and counts them.
+async fn start_sink(count: std::sync::Arc<std::sync::atomic::AtomicU64>) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let count = count.clone();
+                    async move {
+                        let _ = req.into_body().collect().await;
+                        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    Ok(addr)
 }
 
 struct Server {
@@ -55,7 +88,7 @@ fn addr_of(url: &str) -> anyhow::Result<SocketAddr> {
     hostport.parse().with_context(|| format!("cannot read an address from {url:?}"))
 }
 
-async fn start(args: &BenchArgs) -> anyhow::Result<Server> {
+async fn start(args: &BenchArgs, sink: Option<SocketAddr>) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let binary = match &args.binary {
         Some(b) => b.clone(),
@@ -73,6 +106,10 @@ async fn start(args: &BenchArgs) -> anyhow::Result<Server> {
         .kill_on_drop(true);
     if let Some(db) = &args.database {
         cmd.arg("--database").arg(db);
+    }
+    if let Some(sink) = sink {
+        cmd.args(["--incident-window-secs", "0", "--allow-private-alert-targets", "--alert-webhooks"])
+            .arg(format!("http://{sink}/alert"));
     }
     let mut child = cmd.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
     let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
@@ -237,7 +274,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("note: this is a debug build; build with --release for meaningful numbers");
     }
-    let mut server = start(&args).await?;
+    let delivered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sink = if args.alerts { Some(start_sink(delivered.clone()).await?) } else { None };
+    let mut server = start(&args, sink).await?;
     let pid = server.child.id().unwrap_or(0);
     let http_tok = api_call(&server, "POST", "canarytoken/create", &[("kind", "http"), ("memo", "bench http")]).await?;
     let dns_tok = api_call(&server, "POST", "canarytoken/create", &[("kind", "dns"), ("memo", "bench dns")]).await?;
@@ -248,13 +287,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let idle_rss = peak_rss_kib(pid);
 
     println!(
-        "trapline bench: {} store, {} clients, {} s per phase, loopback",
+        "trapline bench: {} store, {} clients, {} s per phase, loopback, {}",
         args.database
             .as_deref()
             .map(|d| if d.starts_with("postgres") { "PostgreSQL" } else { "SQLite" })
             .unwrap_or("SQLite (WAL, synchronous=FULL)"),
         args.concurrency,
-        args.seconds
+        args.seconds,
+        if args.alerts {
+            "every hit an alerting incident with a webhook alert (--alerts)"
+        } else {
+            "default noise rules (repeats group), no alert outputs"
+        }
     );
 
     let http_addr = server.http;
@@ -339,6 +383,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         dns.ok,
         if hc >= http.ok && dc >= dns.ok { "  (all answered hits durable)" } else { "  (MISSING HITS)" }
     );
+    if args.alerts {
+        // Every answered hit queued one alert; wait (up to a minute) for the outbox to drain.
+        let queued = http.ok + dns.ok;
+        let at_end = delivered.load(std::sync::atomic::Ordering::Relaxed);
+        let t = Instant::now();
+        while delivered.load(std::sync::atomic::Ordering::Relaxed) < queued && t.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let done = delivered.load(std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "alerts:                {queued} queued, {at_end} delivered during the load, {done} after {:.1} s more{}",
+            t.elapsed().as_secs_f64(),
+            if done >= queued { "  (all delivered)" } else { "  (NOT ALL DELIVERED)" }
+        );
+    }
     match (idle_rss, peak_rss_kib(pid)) {
         (Some(idle), Some(peak)) => println!(
             "server memory:         peak RSS {:.1} MiB (after start-up {:.1} MiB)",

@@ -412,6 +412,29 @@ pub struct Alert {
     pub gave_up_us: Option<Micros>,
 }
 
+/// How one delivery attempt of an outbox alert ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertOutcome {
+    Delivered {
+        when: Micros,
+    },
+    /// Retried at `next_attempt_us`, unless `gave_up_us` is set.
+    Failed {
+        error: String,
+        next_attempt_us: Micros,
+        gave_up_us: Option<Micros>,
+    },
+}
+
+/// A finished delivery attempt, for the outbox's bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertResult {
+    pub id: i64,
+    /// Attempts so far, this one included.
+    pub attempts: i64,
+    pub outcome: AlertOutcome,
+}
+
 /// A filtered, sorted, paged query (Falcon's FQL queries).
 #[derive(Debug, Clone, Default)]
 pub struct Query {

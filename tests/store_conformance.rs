@@ -82,6 +82,7 @@ conformance!(
     cooldown_and_rate_limit_throttle_but_keep_incidents,
     api_outputs_reach_the_alerter_and_go_with_their_flock,
     install_id_is_made_once,
+    concurrent_claims_never_share_an_alert,
     token_files_round_trip,
     reports_attach_once_with_the_right_nonce,
     api_keys_manage,
@@ -868,18 +869,32 @@ async fn alert_outbox_lifecycle(s: Arc<dyn Store>) {
     assert_eq!(a.payload["incident_id"], inc);
     assert_ne!(due[0].idempotency_key, due[1].idempotency_key);
 
-    // Claiming is exclusive: a second worker holding the same snapshot loses.
+    // Claiming is exclusive: what one worker claimed is not due for the next.
     let lease = now_us() + 60_000_000;
-    assert!(s.claim_alert(a.id, a.next_attempt_us, lease).await.unwrap());
-    assert!(!s.claim_alert(a.id, a.next_attempt_us, lease).await.unwrap());
-    assert_eq!(s.due_alerts(now_us(), 10).await.unwrap().len(), 1, "a leased alert is not due");
+    let first = s.claim_due_alerts(now_us(), 1, lease).await.unwrap();
+    assert_eq!(first.iter().map(|x| x.id).collect::<Vec<_>>(), vec![a.id], "oldest first, at most `limit`");
+    assert_eq!(first[0].payload, a.payload);
+    let second = s.claim_due_alerts(now_us(), 10, lease).await.unwrap();
+    assert_eq!(second.iter().map(|x| x.id).collect::<Vec<_>>(), vec![due[1].id]);
+    assert!(s.claim_due_alerts(now_us(), 10, lease).await.unwrap().is_empty(), "leased alerts are not due");
+    assert!(s.due_alerts(now_us(), 10).await.unwrap().is_empty());
 
-    s.alert_failed(a.id, 1, "HTTP 503", now_us() - 1, None).await.unwrap();
+    let failed = |id, attempts, error: &str, gave_up| AlertResult {
+        id,
+        attempts,
+        outcome: AlertOutcome::Failed { error: error.into(), next_attempt_us: now_us() - 1, gave_up_us: gave_up },
+    };
+    s.finish_alerts(&[failed(a.id, 1, "HTTP 503", None)]).await.unwrap();
     let again = s.due_alerts(now_us(), 10).await.unwrap();
-    let failed = again.iter().find(|x| x.id == a.id).unwrap();
-    assert_eq!((failed.attempts, failed.last_error.as_deref()), (1, Some("HTTP 503")));
-    s.alert_delivered(a.id, 2, now_us()).await.unwrap();
-    s.alert_failed(due[1].id, 5, "timeout", now_us() - 1, Some(now_us())).await.unwrap();
+    let f = again.iter().find(|x| x.id == a.id).unwrap();
+    assert_eq!((f.attempts, f.last_error.as_deref()), (1, Some("HTTP 503")));
+    s.finish_alerts(&[
+        AlertResult { id: a.id, attempts: 2, outcome: AlertOutcome::Delivered { when: now_us() } },
+        failed(due[1].id, 5, "timeout", Some(now_us())),
+    ])
+    .await
+    .unwrap();
+    s.finish_alerts(&[]).await.unwrap();
     assert!(s.due_alerts(now_us(), 10).await.unwrap().is_empty(), "delivered and given-up alerts are done");
     let pending = s.list_alerts(true, 10).await.unwrap();
     assert_eq!(pending.iter().map(|x| x.id).collect::<Vec<_>>(), vec![due[1].id], "given up is still undelivered");
@@ -1074,4 +1089,35 @@ async fn install_id_is_made_once(s: Arc<dyn Store>) {
     let a = s.install_id().await.unwrap();
     assert_eq!(a.len(), 12);
     assert_eq!(s.install_id().await.unwrap(), a);
+}
+
+async fn concurrent_claims_never_share_an_alert(s: Arc<dyn Store>) {
+    let alerts: Vec<NewAlert> = (0..60)
+        .map(|i| NewAlert { output: json!({"type": "webhook", "url": "https://a.example/"}), payload: json!({"n": i}) })
+        .collect();
+    s.insert_alerts(&alerts, "many", &audit("test_alert")).await.unwrap();
+    let lease = now_us() + 60_000_000;
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = s.claim_due_alerts(now_us(), 7, lease).await.unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|a| a.id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    all.sort_unstable();
+    let before = all.len();
+    all.dedup();
+    assert_eq!((before, all.len()), (60, 60), "every alert claimed exactly once");
 }

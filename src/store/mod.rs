@@ -178,18 +178,12 @@ pub trait Store: Send + Sync + 'static {
     // --- alert outbox
     /// Undelivered alerts whose next attempt is due, oldest first.
     async fn due_alerts(&self, now: Micros, limit: i64) -> anyhow::Result<Vec<Alert>>;
-    /// Takes an alert for delivery by moving its next attempt to `lease_until`, if nobody else
-    /// moved it since it was read (several nodes may share the outbox).
-    async fn claim_alert(&self, id: i64, seen_next_attempt: Micros, lease_until: Micros) -> anyhow::Result<bool>;
-    async fn alert_delivered(&self, id: i64, attempts: i64, when: Micros) -> anyhow::Result<()>;
-    async fn alert_failed(
-        &self,
-        id: i64,
-        attempts: i64,
-        error: &str,
-        next_attempt_us: Micros,
-        gave_up_us: Option<Micros>,
-    ) -> anyhow::Result<()>;
+    /// Takes up to `limit` due alerts for delivery, in one statement, by moving their next
+    /// attempt to `lease_until`: an alert another node claimed a moment ago is no longer due
+    /// and is skipped (several nodes may share the outbox). Oldest first.
+    async fn claim_due_alerts(&self, now: Micros, limit: i64, lease_until: Micros) -> anyhow::Result<Vec<Alert>>;
+    /// Records finished delivery attempts, all in one transaction.
+    async fn finish_alerts(&self, results: &[AlertResult]) -> anyhow::Result<()>;
     /// Newest first.
     async fn list_alerts(&self, undelivered_only: bool, limit: i64) -> anyhow::Result<Vec<Alert>>;
     /// Alerts outside any hit (test alerts); keys are `<key_prefix>-<n>`.

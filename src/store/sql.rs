@@ -22,6 +22,36 @@ enum Engine {
 pub struct SqlStore {
     pool: AnyPool,
     engine: Engine,
+    /// SQLite allows one writer at a time. Writers of this process queue here, in order and
+    /// without sleeping, instead of in SQLite's busy handler, which backs off with sleeps of
+    /// up to 100 ms: the hit writer never waits behind the outbox or the API for longer than
+    /// their transaction takes. (Other processes still meet the busy timeout.)
+    write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A write transaction, holding the SQLite write gate until it commits or is dropped.
+pub(super) struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    async fn commit(self) -> anyhow::Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 /// A bind value for statements built at run time.
@@ -208,7 +238,7 @@ fn incident_where(f: &IncidentFilter, args: &mut Args) -> String {
     conds.join(" AND ")
 }
 
-async fn insert_key(tx: &mut Transaction<'static, Any>, k: &ApiKey, audit: &AuditEntry) -> anyhow::Result<()> {
+async fn insert_key(tx: &mut WriteTx, k: &ApiKey, audit: &AuditEntry) -> anyhow::Result<()> {
     sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
         .bind(k.key_id.as_str())
         .bind(k.secret_hash.as_str())
@@ -230,7 +260,7 @@ async fn insert_key(tx: &mut Transaction<'static, Any>, k: &ApiKey, audit: &Audi
 /// alerts unless the token's cooldown or rate limit holds it back (the reason goes into
 /// `data`). Returns the hit's status and its incident.
 async fn place_in_incident(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     rules: &crate::noise::NoiseRules,
     token: &Token,
     h: &NewHit,
@@ -326,7 +356,7 @@ async fn fetch_alert_outputs(conn: &mut sqlx::AnyConnection) -> anyhow::Result<V
 }
 
 async fn insert_alert(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     incident_id: i64,
     hit_id: i64,
     token_id: &str,
@@ -379,7 +409,7 @@ fn alert_from_row(r: &AnyRow) -> anyhow::Result<Alert> {
     })
 }
 
-async fn insert_audit(tx: &mut Transaction<'static, Any>, a: &AuditEntry) -> anyhow::Result<()> {
+async fn insert_audit(tx: &mut WriteTx, a: &AuditEntry) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO audit_log (time_us, actor, action, target, description, src_ip, dialect) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -439,16 +469,22 @@ impl SqlStore {
             .connect(&url)
             .await
             .with_context(|| format!("cannot open database {}", redact(database)))?;
-        let store = SqlStore { pool, engine };
+        let write_gate = (engine == Engine::Sqlite).then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
+        let store = SqlStore { pool, engine, write_gate };
         store.migrate().await?;
         Ok(store)
     }
 
-    async fn begin(&self) -> anyhow::Result<Transaction<'static, Any>> {
-        Ok(match self.engine {
+    async fn begin(&self) -> anyhow::Result<WriteTx> {
+        let gate = match &self.write_gate {
+            Some(g) => Some(g.clone().lock_owned().await),
+            None => None,
+        };
+        let tx = match self.engine {
             Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Engine::Postgres => self.pool.begin().await?,
-        })
+        };
+        Ok(WriteTx { tx, _gate: gate })
     }
 
     async fn migrate(&self) -> anyhow::Result<()> {
@@ -531,7 +567,7 @@ impl SqlStore {
     /// Several nodes may start at once against one PostgreSQL: each migration transaction
     /// holds this lock, so one applies a step and the others wait, then see it done. (SQLite's
     /// `BEGIN IMMEDIATE` already serialises writers.)
-    async fn lock_migrations(&self, tx: &mut Transaction<'static, Any>) -> anyhow::Result<()> {
+    async fn lock_migrations(&self, tx: &mut WriteTx) -> anyhow::Result<()> {
         if self.engine == Engine::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(7427776975)").execute(&mut **tx).await?;
         }
@@ -900,48 +936,61 @@ impl Store for SqlStore {
         rows.iter().map(alert_from_row).collect()
     }
 
-    async fn claim_alert(&self, id: i64, seen_next_attempt: Micros, lease_until: Micros) -> anyhow::Result<bool> {
-        let n = sqlx::query(
-            "UPDATE alerts SET next_attempt_us = $1 WHERE id = $2 AND next_attempt_us = $3 \
-             AND delivered_us IS NULL AND gave_up_us IS NULL",
-        )
+    async fn claim_due_alerts(&self, now: Micros, limit: i64, lease_until: Micros) -> anyhow::Result<Vec<Alert>> {
+        // The outer conditions are checked again on each row as it is updated, so a row another
+        // node claimed between the subquery and the update (PostgreSQL re-reads it after the
+        // row lock) is skipped rather than taken twice.
+        const DUE: &str = "delivered_us IS NULL AND gave_up_us IS NULL AND next_attempt_us <= $2";
+        let mut tx = self.begin().await?;
+        let mut rows = sqlx::query(&format!(
+            "UPDATE alerts SET next_attempt_us = $1 WHERE id IN \
+             (SELECT id FROM alerts WHERE {DUE} ORDER BY next_attempt_us, id LIMIT $3) AND {DUE} \
+             RETURNING {ALERT_COLS}"
+        ))
         .bind(lease_until)
-        .bind(id)
-        .bind(seen_next_attempt)
-        .execute(&self.pool)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
         .await?
-        .rows_affected();
-        Ok(n == 1)
+        .iter()
+        .map(alert_from_row)
+        .collect::<anyhow::Result<Vec<Alert>>>()?;
+        tx.commit().await?;
+        rows.sort_by_key(|a| (a.created_us, a.id));
+        Ok(rows)
     }
 
-    async fn alert_delivered(&self, id: i64, attempts: i64, when: Micros) -> anyhow::Result<()> {
-        sqlx::query("UPDATE alerts SET delivered_us = $1, attempts = $2, last_error = NULL WHERE id = $3")
-            .bind(when)
-            .bind(attempts)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn alert_failed(
-        &self,
-        id: i64,
-        attempts: i64,
-        error: &str,
-        next_attempt_us: Micros,
-        gave_up_us: Option<Micros>,
-    ) -> anyhow::Result<()> {
-        sqlx::query(
-            "UPDATE alerts SET attempts = $1, last_error = $2, next_attempt_us = $3, gave_up_us = $4 WHERE id = $5",
-        )
-        .bind(attempts)
-        .bind(error)
-        .bind(next_attempt_us)
-        .bind(gave_up_us)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+    async fn finish_alerts(&self, results: &[AlertResult]) -> anyhow::Result<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for r in results {
+            match &r.outcome {
+                AlertOutcome::Delivered { when } => {
+                    sqlx::query("UPDATE alerts SET delivered_us = $1, attempts = $2, last_error = NULL WHERE id = $3")
+                        .bind(*when)
+                        .bind(r.attempts)
+                        .bind(r.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                AlertOutcome::Failed { error, next_attempt_us, gave_up_us } => {
+                    sqlx::query(
+                        "UPDATE alerts SET attempts = $1, last_error = $2, next_attempt_us = $3, gave_up_us = $4 \
+                         WHERE id = $5",
+                    )
+                    .bind(r.attempts)
+                    .bind(error.as_str())
+                    .bind(*next_attempt_us)
+                    .bind(*gave_up_us)
+                    .bind(r.id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
         Ok(())
     }
 
