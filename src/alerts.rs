@@ -51,25 +51,24 @@ const POLL: Duration = Duration::from_millis(500);
 /// recipients.
 pub fn outputs_for(cfg: &AlertConfig, token: &Token, managed: &[AlertOutput]) -> Vec<Value> {
     let mut out = cfg.outputs.clone();
-    for m in managed {
-        if m.flock_id.as_deref().is_none_or(|f| f == token.flock_id) && !out.contains(&m.output) {
-            out.push(m.output.clone());
-        }
+    for m in managed.iter().filter(|m| m.flock_id.as_deref().is_none_or(|f| f == token.flock_id)) {
+        add_once(&mut out, m.output.clone());
     }
     if let Some(u) = &token.alert_webhook_url {
-        let own = webhook_output(u);
-        if !out.contains(&own) {
-            out.push(own);
-        }
+        add_once(&mut out, webhook_output(u));
     }
     if let Some(list) = &token.alert_email {
         let to: Vec<&str> = list.split(';').filter(|a| !a.is_empty()).collect();
-        let own = email_output(&to);
-        if !out.contains(&own) {
-            out.push(own);
-        }
+        add_once(&mut out, email_output(&to));
     }
     out
+}
+
+/// Adds an output unless an equal one is already there (each output gets an alert once).
+fn add_once(outputs: &mut Vec<Value>, output: Value) {
+    if !outputs.contains(&output) {
+        outputs.push(output);
+    }
 }
 
 /// The alert for a hit: what happened, where, by whom, and the kind's decoded data.
@@ -120,9 +119,7 @@ pub fn test_alerts(cfg: &AlertConfig, managed: &[AlertOutput], by: &str) -> Vec<
     });
     let mut outputs = cfg.outputs.clone();
     for m in managed {
-        if !outputs.contains(&m.output) {
-            outputs.push(m.output.clone());
-        }
+        add_once(&mut outputs, m.output.clone());
     }
     outputs.into_iter().map(|output| NewAlert { output, payload: body.clone() }).collect()
 }

@@ -495,23 +495,12 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
         }
         "alerts/outputs" => {
             let (fixed, added) = core.list_alert_outputs(actor).await?;
-            let added: Vec<Value> = added
-                .iter()
-                .map(|o| {
-                    json!({
-                        "id": o.id,
-                        "flock_id": o.flock_id,
-                        "output": o.output,
-                        "created": epoch_text(o.created_us),
-                        "created_by": o.created_by,
-                    })
-                })
-                .collect();
+            let added: Vec<Value> = added.iter().map(output_json).collect();
             json!({ "configured": fixed, "outputs": added })
         }
         "alerts/outputs/add" => {
             let o = core.add_alert_output(actor, req.required("output")?, req.opt("flock_id")).await?;
-            json!({ "output": { "id": o.id, "flock_id": o.flock_id, "output": o.output, "created": epoch_text(o.created_us) } })
+            json!({ "output": output_json(&o) })
         }
         "alerts/outputs/delete" => {
             if !core.delete_alert_output(actor, req.required("output_id")?).await? {
@@ -680,12 +669,29 @@ fn hit_json(h: &Hit) -> Value {
     m.insert("src_host".into(), json!(h.src_ip));
     m.insert("src_port".into(), json!(h.src_port));
     m.insert("timestamp".into(), json!(epoch_text(h.time_us)));
-    if let Value::Object(data) = &h.data {
+    add_hit_data(&mut m, &h.data);
+    Value::Object(m)
+}
+
+/// An alert output added through the API.
+fn output_json(o: &AlertOutput) -> Value {
+    json!({
+        "id": o.id,
+        "flock_id": o.flock_id,
+        "output": o.output,
+        "created": epoch_text(o.created_us),
+        "created_by": o.created_by,
+    })
+}
+
+/// A hit's data fields, under the fields already set. `_`-prefixed fields are the listeners'
+/// own bookkeeping (the scanner nonce) and stay out.
+fn add_hit_data(m: &mut Map<String, Value>, data: &Value) {
+    if let Value::Object(data) = data {
         for (k, v) in data.iter().filter(|(k, _)| !k.starts_with('_')) {
             m.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
-    Value::Object(m)
 }
 
 fn token_filter(req: &Req) -> CoreResult<TokenFilter> {
@@ -834,12 +840,7 @@ fn event_json(i: &Incident, h: &Hit) -> Value {
     m.insert("timestamp".into(), json!(h.time_us.div_euclid(1_000_000)));
     m.insert("timestamp_std".into(), json!(std_time(h.time_us)));
     m.insert("alert_status".into(), json!(h.alert_status.as_str()));
-    if let Value::Object(data) = &h.data {
-        // `_`-prefixed fields are the listeners' own bookkeeping (the scanner nonce).
-        for (k, v) in data.iter().filter(|(k, _)| !k.starts_with('_')) {
-            m.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-    }
+    add_hit_data(&mut m, &h.data);
     Value::Object(m)
 }
 

@@ -21,10 +21,10 @@
 //! Step 7 adds `tokens.alert_email`.
 //!
 //! Step 8 adds noise control: per-token `alert_cooldown_secs`, `alert_max_per_hour` and
-//! `ignore_sources` (comma-separated networks); `incidents.alerted` (0 when throttled) and
-//! `incidents.last_hit_us` and `incidents.group_key` (for grouping repeats, see
-//! `crate::noise`); `hits.alert_status`; and `alert_outputs`,
-//! the outputs configured through the API (global, or one flock's when `flock_id` is set).
+//! `ignore_sources` (a JSON list of networks, like `factory_tokens.cidrs`);
+//! `incidents.alerted` (0 when throttled), `incidents.last_hit_us` and `incidents.group_key`
+//! (for grouping repeats, see `crate::noise`); `hits.alert_status`; and `alert_outputs`, the
+//! outputs configured through the API (global, or one flock's when `flock_id` is set).
 //!
 //! Conventions both schemas follow so one SQL text works on both: integers are BIGINT (SQLite
 //! INTEGER), booleans are BIGINT 0/1, times are BIGINT microseconds since the epoch (UTC), JSON
@@ -162,7 +162,7 @@ ALTER TABLE tokens ADD COLUMN alert_email TEXT;
     r#"
 ALTER TABLE tokens ADD COLUMN alert_cooldown_secs INTEGER;
 ALTER TABLE tokens ADD COLUMN alert_max_per_hour INTEGER;
-ALTER TABLE tokens ADD COLUMN ignore_sources TEXT NOT NULL DEFAULT '';
+ALTER TABLE tokens ADD COLUMN ignore_sources TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE incidents ADD COLUMN alerted INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE incidents ADD COLUMN last_hit_us INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE incidents ADD COLUMN group_key TEXT NOT NULL DEFAULT '';
@@ -313,7 +313,7 @@ ALTER TABLE tokens ADD COLUMN alert_email TEXT;
     r#"
 ALTER TABLE tokens ADD COLUMN alert_cooldown_secs BIGINT;
 ALTER TABLE tokens ADD COLUMN alert_max_per_hour BIGINT;
-ALTER TABLE tokens ADD COLUMN ignore_sources TEXT NOT NULL DEFAULT '';
+ALTER TABLE tokens ADD COLUMN ignore_sources TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE incidents ADD COLUMN alerted BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE incidents ADD COLUMN last_hit_us BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE incidents ADD COLUMN group_key TEXT NOT NULL DEFAULT '';

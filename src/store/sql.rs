@@ -123,7 +123,8 @@ fn token_from_row(r: &AnyRow) -> anyhow::Result<Token> {
         alert_email: r.try_get(11)?,
         alert_cooldown_secs: r.try_get(12)?,
         alert_max_per_hour: r.try_get(13)?,
-        ignore_sources: split_list(&r.try_get::<String, _>(14)?),
+        ignore_sources: serde_json::from_str(&r.try_get::<String, _>(14)?)
+            .context("token ignore_sources are not a JSON list")?,
     })
 }
 
@@ -159,11 +160,6 @@ fn hit_from_row(r: &AnyRow) -> anyhow::Result<Hit> {
         data: serde_json::from_str(&data).context("hit data is not JSON")?,
         alert_status: AlertStatus::parse(&r.try_get::<String, _>(8)?).context("unknown alert status in hits")?,
     })
-}
-
-/// A comma-separated column (empty: no entries).
-fn split_list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect()
 }
 
 fn key_from_row(r: &AnyRow) -> anyhow::Result<ApiKey> {
@@ -1127,7 +1123,7 @@ impl Store for SqlStore {
         .bind(t.alert_email.as_deref())
         .bind(t.alert_cooldown_secs)
         .bind(t.alert_max_per_hour)
-        .bind(t.ignore_sources.join(","))
+        .bind(serde_json::to_string(&t.ignore_sources)?)
         .execute(&mut *tx)
         .await?;
         for f in files {
@@ -1231,7 +1227,7 @@ impl Store for SqlStore {
             }
         }
         if let Some(list) = &change.ignore_sources {
-            sets.push(format!("ignore_sources = {}", args.push(Arg::S(list.join(",")))));
+            sets.push(format!("ignore_sources = {}", args.push(Arg::S(serde_json::to_string(list)?))));
         }
         let idp = args.push(Arg::S(id.to_string()));
         let sql = format!("UPDATE tokens SET {} WHERE id = {idp}", sets.join(", "));
