@@ -16,7 +16,7 @@ import pytest
 from conftest import Server, unique, wait_for
 from kindtools import assert_error
 # `hook` (the main server's webhook receiver) and `receiver` (a test's own) are test_alerts' fixtures.
-from test_alerts import ALLOW, NO_GROUPING, PAYLOAD_FIELDS, hook, receiver, same_incident  # noqa: F401
+from test_alerts import ALLOW, NO_GROUPING, PAYLOAD_FIELDS, hook, receiver, same_incident, start_failing  # noqa: F401
 
 # The main server ignores this source outright (`--ignore-sources`); no other test uses it.
 SERVER_IGNORED = "127.0.0.9"
@@ -595,3 +595,14 @@ def test_outputs_api_refuses_internal_targets_without_the_allowance():
         assert outputs(api)["outputs"] == []
     finally:
         srv.close()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--incident-window-secs=-1"], "incident_window_secs"),
+    (["--alert-cooldown-secs=-2"], "alert_cooldown_secs"),
+    (["--alert-max-per-hour=-1"], "alert_max_per_hour"),
+    (["--alert-cooldown-secs=soon"], "alert-cooldown-secs"),
+])
+def test_bad_noise_settings_refuse_to_start(args, message):
+    rc, out, err = start_failing(args)
+    assert rc != 0 and message in err, err
