@@ -108,15 +108,19 @@ pub fn alerter(cfg: Arc<AlertConfig>) -> impl Fn(&Token, &NewHit, &[AlertOutput]
 }
 
 /// A clearly labelled test alert for every output: the configuration's and every one set
-/// through the API (global or a flock's), each once.
-pub fn test_alerts(cfg: &AlertConfig, managed: &[AlertOutput], by: &str) -> Vec<NewAlert> {
-    let body = json!({
+/// through the API (global or a flock's), each once. `description` is the caller's text about
+/// the would-be token (SpaceSiren's `/test-alert` takes one).
+pub fn test_alerts(cfg: &AlertConfig, managed: &[AlertOutput], by: &str, description: Option<&str>) -> Vec<NewAlert> {
+    let mut body = json!({
         "trapline_alert": 1,
         "test": true,
         "summary": "Trapline test alert: this is a test, no token was triggered",
         "requested_by": by,
         "time": rfc3339(now_us()),
     });
+    if let Some(d) = description {
+        body["description"] = d.into();
+    }
     let mut outputs = cfg.outputs.clone();
     for m in managed {
         add_once(&mut outputs, m.output.clone());
@@ -130,8 +134,15 @@ pub fn backoff_secs(attempts: i64) -> i64 {
     (FIRST_BACKOFF_SECS << shift).min(MAX_BACKOFF_SECS)
 }
 
-/// Delivers the outbox until the process ends. `wake` is notified after hits commit.
-pub async fn run_outbox(store: Arc<dyn Store>, cfg: Arc<AlertConfig>, wake: Arc<Notify>) {
+/// Delivers the outbox until the process ends. `wake` is notified after hits commit. `node`
+/// names this node in the leases it takes; alerts its previous run had claimed (the process
+/// died while delivering them) are taken back at once rather than after their lease.
+pub async fn run_outbox(store: Arc<dyn Store>, cfg: Arc<AlertConfig>, wake: Arc<Notify>, node: String) {
+    match store.release_claims(&node, now_us()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(alerts = n, "taking back the alerts this node's previous run was delivering"),
+        Err(e) => tracing::warn!(error = %e, "cannot take back this node's earlier claims; they wait out their lease"),
+    }
     let http = match webhook::Client::new(cfg.allow_private) {
         Ok(c) => c,
         Err(e) => {
@@ -176,7 +187,7 @@ pub async fn run_outbox(store: Arc<dyn Store>, cfg: Arc<AlertConfig>, wake: Arc<
         let room = MAX_IN_FLIGHT - in_flight.len() as i64;
         if room > 0 {
             let now = now_us();
-            match store.claim_due_alerts(now, room, now + LEASE_SECS * 1_000_000).await {
+            match store.claim_due_alerts(now, room, now + LEASE_SECS * 1_000_000, &node).await {
                 Ok(due) => {
                     for a in due {
                         let (client, cfg) = (client.clone(), cfg.clone());
@@ -265,6 +276,6 @@ mod tests {
             outputs_for(&cfg, &t, &managed),
             vec![webhook_output("https://all.example/"), webhook_output("https://ops.example/")]
         );
-        assert_eq!(test_alerts(&cfg, &managed, "k").len(), 2, "each output tested once");
+        assert_eq!(test_alerts(&cfg, &managed, "k", None).len(), 2, "each output tested once");
     }
 }

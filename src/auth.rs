@@ -160,6 +160,7 @@ mod tests {
             created_us: 0,
             last_used_us: None,
             created_by: "cli".into(),
+            annotations: Vec::new(),
         };
         assert_eq!(key_unusable(&k, 100), None);
         k.expire_us = 50;

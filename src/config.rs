@@ -37,7 +37,7 @@ pub struct ServeArgs {
     /// Authoritative DNS listener, UDP and TCP on the same port.
     #[arg(long, env = "TRAPLINE_DNS_LISTEN")]
     pub dns_listen: Option<SocketAddr>,
-    /// Token DNS zone: token hostnames are <id>.<domain>.
+    /// Token DNS zone: token hostnames are `<id>.<domain>`.
     #[arg(long, env = "TRAPLINE_DOMAIN")]
     pub domain: Option<String>,
     /// Zone answered with NXDOMAIN (after recording).
@@ -46,7 +46,7 @@ pub struct ServeArgs {
     /// Address the token zone's A/AAAA answers give.
     #[arg(long, env = "TRAPLINE_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,
-    /// Base of token URLs. Default: http://<http listener address>.
+    /// Base of token URLs. Default: `http://<http listener address>`.
     #[arg(long, env = "TRAPLINE_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed.

@@ -19,6 +19,9 @@ pub enum CoreError {
     InvalidParam { name: &'static str, reason: String },
     #[error("token not found")]
     TokenNotFound,
+    /// A token cannot be deleted while it has incidents, unless they are cleared with it.
+    #[error("the token has incidents")]
+    TokenHasIncidents,
     #[error("incident not found")]
     IncidentNotFound,
     #[error("key not found")]

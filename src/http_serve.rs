@@ -81,6 +81,11 @@ pub fn client_addr(peer: SocketAddr, headers: &axum::http::HeaderMap, trusted: &
     }
 }
 
+/// The local address a request's connection was accepted on (a request extension): the
+/// address the client reached, even when the listener is bound to all interfaces.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub SocketAddr);
+
 /// Resolves once `stop` is true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -116,6 +121,7 @@ pub async fn serve(
             _ = stopped(&mut stop) => break,
         };
         while conns.try_join_next().is_some() {}
+        let local = stream.local_addr().ok();
         let (router, mut stop, trusted) = (router.clone(), stop.clone(), trusted.clone());
         conns.spawn(async move {
             let _permit = permit;
@@ -123,6 +129,9 @@ pub async fn serve(
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 let client = client_addr(peer, req.headers(), &trusted);
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(client));
+                if let Some(l) = local {
+                    req.extensions_mut().insert(LocalAddr(l));
+                }
                 router.clone().oneshot(req.map(Body::new))
             });
             let mut builder = Builder::new(TokioExecutor::new()).http1_only();

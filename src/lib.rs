@@ -20,6 +20,7 @@ pub mod model;
 pub mod noise;
 pub mod outputs;
 pub mod recorder;
+pub mod sealed;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -35,8 +35,13 @@ pub struct Flock {
 pub struct FlockSummary {
     pub token_count: i64,
     pub enabled_token_count: i64,
+    /// Tokens with at least one incident.
+    pub triggered_token_count: i64,
     pub incident_count: i64,
     pub unacknowledged_incident_count: i64,
+    /// Kinds with the number of tokens of each, most tokens first (then by name); all of
+    /// them, so `len()` is the number of different kinds.
+    pub kinds: Vec<(String, i64)>,
 }
 
 /// A token as stored. `params` holds the kind-specific settings chosen at creation (for
@@ -56,6 +61,8 @@ pub struct Token {
     pub created_by: String,
     /// Number of hits recorded for it (derived, filled in by the store on reads).
     pub triggered_count: i64,
+    /// Number of its unacknowledged incidents (derived, filled in by the store on reads).
+    pub unacked_count: i64,
     /// Where this token's alerts also go, besides the global outputs.
     pub alert_webhook_url: Option<String>,
     /// Recipients (`a@x;b@y`) this token's alerts are also mailed to.
@@ -88,14 +95,35 @@ pub struct TokenChange {
 }
 
 /// Filter for token listings; `None` fields do not filter.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TokenFilter {
     pub kind: Option<String>,
     pub flock_id: Option<String>,
     /// Case-insensitive substring of the memo.
     pub memo_contains: Option<String>,
+    /// Word prefixes, all of which must start a word of the memo or the token id (see
+    /// [`search_words`]).
+    pub words: Vec<String>,
     pub enabled: Option<bool>,
 }
+
+/// The words a text is searched by: runs of letters and digits, case-folded. Folding happens
+/// in Rust, because the engines' own LOWER() disagree beyond ASCII.
+pub fn search_words(text: &str) -> Vec<String> {
+    text.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_string).collect()
+}
+
+/// Where a page of a listing starts: after (or, going back, before) the row at `key`, in
+/// the listing's order. Each listing says what its key is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageStart<K> {
+    pub key: Option<K>,
+    /// Rows before `key` (the previous page), still returned in the listing's order.
+    pub backwards: bool,
+}
+
+/// The key of a token in listings (newest first): its creation time and id.
+pub type TokenKey = (Micros, String);
 
 /// Where a hit came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +157,10 @@ pub struct NewHit {
     pub channel: Channel,
     pub src_ip: String,
     pub src_port: u16,
+    /// The listener's address as the client reached it (its public address when the
+    /// listener does not know a better one).
+    pub dst_ip: String,
+    pub dst_port: u16,
     /// Channel- and kind-specific details (headers, query name, decoded data...).
     pub data: Value,
 }
@@ -219,6 +251,8 @@ pub struct Hit {
     pub channel: Channel,
     pub src_ip: String,
     pub src_port: u16,
+    pub dst_ip: String,
+    pub dst_port: u16,
     pub data: Value,
     pub alert_status: AlertStatus,
 }
@@ -234,18 +268,40 @@ pub struct Incident {
     pub memo: String,
     pub channel: Channel,
     pub src_ip: String,
+    /// The first hit's source port and destination.
+    pub src_port: u16,
+    pub dst_ip: String,
+    pub dst_port: u16,
     pub created_us: Micros,
     pub updated_us: Micros,
+    /// Its place in the installation-wide change sequence: it gets a new, higher value when
+    /// it is created, when a repeat joins it, and when it is acknowledged or unacknowledged.
+    pub updated_id: i64,
+    /// An opaque, stable name of the incident (32 hex characters).
+    pub hash_id: String,
     pub acknowledged: bool,
     /// False when the token's cooldown or rate limit kept the incident silent.
     pub alerted: bool,
+    /// Whether one of its alerts has been delivered.
+    pub notified: bool,
     pub events: Vec<Hit>,
+}
+
+/// The order of an incident listing, and so what its page key is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IncidentOrder {
+    /// Newest first; the key is (created_us, id).
+    #[default]
+    Newest,
+    /// Oldest change first; the key is (updated_id, id). Incremental pollers read this way.
+    Updated,
 }
 
 /// Which incidents an incident query or bulk action touches.
 #[derive(Debug, Clone, Default)]
 pub struct IncidentFilter {
     pub id: Option<i64>,
+    pub hash_id: Option<String>,
     pub token_id: Option<String>,
     pub src_ip: Option<String>,
     /// Restrict to one flock (keys scoped to a flock always set this).
@@ -253,7 +309,17 @@ pub struct IncidentFilter {
     pub acknowledged: Option<bool>,
     pub created_before_us: Option<Micros>,
     pub created_after_us: Option<Micros>,
-    /// Most incidents returned (listing only).
+    /// Only these kinds (an empty list matches nothing).
+    pub kinds: Option<Vec<String>>,
+    /// Case-insensitive text that the incident's memo, source, token id or kind must contain
+    /// — or its kind must be one of `text_kinds` (the kinds whose human name contains it).
+    pub text: Option<String>,
+    pub text_kinds: Vec<String>,
+    /// Only incidents whose `updated_id` is greater.
+    pub updated_after: Option<i64>,
+    /// Listing only: order, where the page starts, most incidents returned.
+    pub order: IncidentOrder,
+    pub start: PageStart<(i64, i64)>,
     pub limit: Option<i64>,
     /// Most events returned per incident, earliest first (listing only; not a filter).
     pub event_limit: Option<i64>,
@@ -304,6 +370,8 @@ pub struct ApiKey {
     pub last_used_us: Option<Micros>,
     /// Who made it: a key id, `cli`, `bootstrap` or `provision`.
     pub created_by: String,
+    /// Name/value pairs its creator attached (Conjur host annotations).
+    pub annotations: Vec<(String, String)>,
 }
 
 /// What may change on an API key.
@@ -334,6 +402,9 @@ pub struct FactoryToken {
     pub use_count: i64,
     /// Key id (or `cli`) of whoever made it.
     pub created_by: String,
+    /// The value, encrypted (see [`crate::sealed`]); None for tokens made before values were
+    /// kept.
+    pub value_sealed: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -188,6 +188,8 @@ mod tests {
             channel: Channel::Dns,
             src_ip: "192.0.2.1".into(),
             src_port: 53,
+            dst_ip: String::new(),
+            dst_port: 0,
             data,
         };
         let a = dns(

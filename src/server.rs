@@ -100,6 +100,20 @@ fn provision_key(path: &std::path::Path) -> anyhow::Result<String> {
     }
 }
 
+/// This node's name in outbox leases, kept in the data directory so a restarted node knows
+/// the claims of its previous run (made on first start).
+fn node_id(path: &std::path::Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let id = format!("node-{}", crate::ids::hex_id(8));
+    std::fs::write(path, format!("{id}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
 /// Binds UDP and TCP on the same port. With port 0, retries until both get the same free port.
 async fn bind_dns(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
     let mut last_err = None;
@@ -154,8 +168,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         alert_cfg.smtp_url.is_some() || !alert_cfg.outputs.iter().any(|o| o["type"] == "email"),
         "e-mail alert outputs need an SMTP server: set --smtp-url"
     );
-    let core =
-        Arc::new(Core::new(store.clone(), site.clone()).with_provision_key(&provision).with_alerts(alert_cfg.clone()));
+    let secrets = Arc::new(crate::sealed::SecretBox::load_or_create(&settings.data_dir.join("secrets.key"))?);
+    let core = Arc::new(
+        Core::new(store.clone(), site.clone())
+            .with_provision_key(&provision)
+            .with_alerts(alert_cfg.clone())
+            .with_secrets(secrets),
+    );
     let first_key = core.bootstrap_admin().await?;
     let committed = Arc::new(tokio::sync::Notify::new());
     let rules = crate::store::HitRules::new(
@@ -165,9 +184,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     .with_noise(settings.noise)
     .with_key_prefix(&format!("{}-", store.install_id().await?));
     let (recorder, writer) = Recorder::start(store.clone(), Arc::new(rules), committed.clone());
-    let outbox_task = tokio::spawn(crate::alerts::run_outbox(store.clone(), alert_cfg.clone(), committed));
-    let dns_server =
-        Arc::new(dns::DnsServer::new(&site.domain, &site.nx_domain, settings.public_ip, recorder.clone())?);
+    let node = node_id(&settings.data_dir.join("node.id"))?;
+    let outbox_task = tokio::spawn(crate::alerts::run_outbox(store.clone(), alert_cfg.clone(), committed, node));
+    let dns_server = Arc::new(
+        dns::DnsServer::new(&site.domain, &site.nx_domain, settings.public_ip, recorder.clone())?
+            .with_local_addr(dns_addr),
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let trusted = Arc::new(settings.trusted_proxies.clone());

@@ -53,6 +53,8 @@ async fn every_management_action_is_audited_once() {
                 channel: Channel::Http,
                 src_ip: "198.51.100.9".into(),
                 src_port: 1,
+                dst_ip: String::new(),
+                dst_port: 0,
                 data: serde_json::json!({}),
             }],
             &trapline::store::HitRules::new(
@@ -62,7 +64,7 @@ async fn every_management_action_is_audited_once() {
         )
         .await
         .unwrap();
-    let inc = core.list_incidents(&admin, IncidentFilter::default()).await.unwrap()[0].id;
+    let inc = core.list_incidents(&admin, IncidentFilter::default()).await.unwrap().incidents[0].id;
     core.set_acknowledged(&admin, IncidentFilter { id: Some(inc), ..Default::default() }, true).await.unwrap();
     core.delete_incidents(&admin, IncidentFilter { id: Some(inc), ..Default::default() }).await.unwrap();
     core.delete_token(&admin, &t.id, false).await.unwrap();
@@ -158,10 +160,14 @@ async fn flock_scoped_keys_see_only_their_flock() {
 
     assert!(matches!(core.get_token(&scoped, &outside.id).await, Err(CoreError::TokenNotFound)));
     assert!(matches!(core.set_enabled(&scoped, &outside.id, false).await, Err(CoreError::TokenNotFound)));
-    let page = core.list_tokens(&scoped, TokenFilter::default(), None, None).await.unwrap();
+    let page = core.list_tokens(&scoped, TokenFilter::default(), &PageStart::default(), None).await.unwrap();
     assert_eq!(page.tokens.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), [inside.id.as_str()]);
+    assert_eq!(page.total, 1);
     let other = TokenFilter { flock_id: Some(DEFAULT_FLOCK.into()), ..Default::default() };
-    assert!(core.list_tokens(&scoped, other, None, None).await.unwrap().tokens.is_empty());
+    assert!(
+        matches!(core.list_tokens(&scoped, other, &PageStart::default(), None).await, Err(CoreError::FlockNotFound)),
+        "another flock is not revealed, not even as empty"
+    );
     assert_eq!(
         core.list_flocks(&scoped).await.unwrap().into_iter().map(|f| f.id).collect::<Vec<_>>(),
         vec![f.id.clone()]
@@ -222,7 +228,10 @@ async fn factory_tokens_mint_and_download_in_their_flock_only() {
     assert!(core.download(&f, &t.id).await.is_ok());
     // Nothing else: no reading, listing, changing, or reaching outside the flock.
     assert!(matches!(core.get_token(&f, &t.id).await, Err(CoreError::Forbidden(_))));
-    assert!(matches!(core.list_tokens(&f, TokenFilter::default(), None, None).await, Err(CoreError::Forbidden(_))));
+    assert!(matches!(
+        core.list_tokens(&f, TokenFilter::default(), &PageStart::default(), None).await,
+        Err(CoreError::Forbidden(_))
+    ));
     assert!(matches!(core.set_enabled(&f, &t.id, false).await, Err(CoreError::Forbidden(_))));
     assert!(matches!(core.delete_token(&f, &t.id, false).await, Err(CoreError::Forbidden(_))));
     assert!(matches!(core.list_incidents(&f, IncidentFilter::default()).await, Err(CoreError::Forbidden(_))));

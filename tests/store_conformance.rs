@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::json;
 use trapline::model::*;
 use trapline::noise::NoiseRules;
-use trapline::store::{self, FlockDeletion, HitRules, Store};
+use trapline::store::{self, FlockDeletion, HitRules, Store, TokenDeletion};
 
 struct Db {
     store: Arc<dyn Store>,
@@ -73,7 +73,11 @@ conformance!(
     token_listing_filters_and_pages,
     hits_record_only_for_enabled_tokens,
     incidents_filter_acknowledge_delete,
-    token_delete_keeps_or_clears_incidents,
+    token_delete_needs_cleared_incidents,
+    token_search_by_word_prefix,
+    incident_change_sequence,
+    incident_filters_text_kinds_hash_and_pages,
+    alert_claims_are_taken_back_by_their_node,
     concurrent_batches_all_commit,
     first_key_only_once,
     token_insert_needs_its_flock,
@@ -136,6 +140,7 @@ fn token(kind: &str, memo: &str, flock: &str, created_us: Micros) -> Token {
         params: json!({"browser_scanner_enabled": true}),
         created_by: "tester".into(),
         triggered_count: 0,
+        unacked_count: 0,
         alert_webhook_url: None,
         alert_email: None,
         alert_cooldown_secs: None,
@@ -151,6 +156,8 @@ fn hit(token_id: &str, ip: &str, time_us: Micros) -> NewHit {
         channel: Channel::Http,
         src_ip: ip.into(),
         src_port: 4242,
+        dst_ip: "192.0.2.200".into(),
+        dst_port: 8081,
         data: json!({"method": "GET", "headers": {"User-Agent": "curl/8"}, "ünïcode": "✓"}),
     }
 }
@@ -186,6 +193,7 @@ async fn api_keys_round_trip(s: Arc<dyn Store>) {
         created_us: 5,
         last_used_us: None,
         created_by: "cli".into(),
+        annotations: Vec::new(),
     };
     s.insert_api_key(&k, &audit("key_create")).await.unwrap();
     assert_eq!(s.count_api_keys().await.unwrap(), 1);
@@ -214,13 +222,30 @@ async fn flocks_lifecycle(s: Arc<dyn Store>) {
     assert_eq!(s.delete_flock("flock:nope", &audit("flock_delete")).await.unwrap(), FlockDeletion::NotFound);
 
     s.record_hits(&[hit(&t.id, "10.0.0.1", 5)], &rules(alert_all, no_alerts)).await.unwrap();
+    let mut idle = token("http", "idle", "flock:abc", 2);
+    idle.enabled = false;
+    s.insert_token(&idle, &[], &audit("token_create")).await.unwrap();
+    let other = token("dns", "idle too", "flock:abc", 3);
+    s.insert_token(&other, &[], &audit("token_create")).await.unwrap();
     let sum = s.flock_summary("flock:abc").await.unwrap();
     assert_eq!(
         sum,
-        FlockSummary { token_count: 1, enabled_token_count: 1, incident_count: 1, unacknowledged_incident_count: 1 }
+        FlockSummary {
+            token_count: 3,
+            enabled_token_count: 2,
+            triggered_token_count: 1,
+            incident_count: 1,
+            unacknowledged_incident_count: 1,
+            kinds: vec![("dns".into(), 2), ("http".into(), 1)],
+        }
     );
+    assert_eq!(s.flock_token_ids("flock:abc").await.unwrap(), vec![t.id.clone(), idle.id.clone(), other.id.clone()]);
+    assert!(s.flock_token_ids("flock:nope").await.unwrap().is_empty());
+    for x in [&idle, &other] {
+        assert_eq!(s.delete_token(&x.id, false, &audit("token_delete")).await.unwrap(), TokenDeletion::Deleted);
+    }
 
-    s.delete_token(&t.id, true, &audit("token_delete")).await.unwrap();
+    assert_eq!(s.delete_token(&t.id, true, &audit("token_delete")).await.unwrap(), TokenDeletion::Deleted);
     assert_eq!(s.delete_flock("flock:abc", &audit("flock_delete")).await.unwrap(), FlockDeletion::Deleted);
     assert_eq!(s.get_flock("flock:abc").await.unwrap(), None);
 }
@@ -283,54 +308,62 @@ async fn token_listing_filters_and_pages(s: Arc<dyn Store>) {
         s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
         all.push(t);
     }
-    all.sort_by(|a, b| (a.created_us, &a.id).cmp(&(b.created_us, &b.id)));
+    // Newest first, ties by id (descending).
+    all.sort_by(|a, b| (b.created_us, &b.id).cmp(&(a.created_us, &a.id)));
+    let first = PageStart::default();
 
-    let everything = s.list_tokens(&TokenFilter::default(), None, 100).await.unwrap();
+    let everything = s.list_tokens(&TokenFilter::default(), &first, 100).await.unwrap();
     assert_eq!(everything.iter().map(|t| &t.id).collect::<Vec<_>>(), all.iter().map(|t| &t.id).collect::<Vec<_>>());
+    assert_eq!(s.count_tokens(&TokenFilter::default()).await.unwrap(), 7);
 
-    // Pages of 3 walk the same order with no gaps or repeats.
-    let mut seen = Vec::new();
-    let mut after = None;
+    // Pages of 3 walk the same order with no gaps or repeats, forwards and back.
+    let mut pages: Vec<Vec<String>> = Vec::new();
+    let mut start = PageStart::default();
     loop {
-        let page = s.list_tokens(&TokenFilter::default(), after.clone(), 3).await.unwrap();
+        let page = s.list_tokens(&TokenFilter::default(), &start, 3).await.unwrap();
         if page.is_empty() {
             break;
         }
-        after = page.last().map(|t| (t.created_us, t.id.clone()));
-        seen.extend(page.into_iter().map(|t| t.id));
+        start = PageStart { key: page.last().map(|t| (t.created_us, t.id.clone())), backwards: false };
+        pages.push(page.into_iter().map(|t| t.id).collect());
     }
-    assert_eq!(seen, all.iter().map(|t| t.id.clone()).collect::<Vec<_>>());
+    assert_eq!(pages.concat(), all.iter().map(|t| t.id.clone()).collect::<Vec<_>>());
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
+    let last_first = all.iter().find(|t| t.id == pages[2][0]).unwrap();
+    let back = PageStart { key: Some((last_first.created_us, last_first.id.clone())), backwards: true };
+    let prev = s.list_tokens(&TokenFilter::default(), &back, 3).await.unwrap();
+    assert_eq!(prev.into_iter().map(|t| t.id).collect::<Vec<_>>(), pages[1], "the page before, in listing order");
 
     let by_kind =
-        s.list_tokens(&TokenFilter { kind: Some("dns".into()), ..Default::default() }, None, 100).await.unwrap();
+        s.list_tokens(&TokenFilter { kind: Some("dns".into()), ..Default::default() }, &first, 100).await.unwrap();
     assert_eq!(by_kind.len(), 3);
     assert!(by_kind.iter().all(|t| t.kind == "dns"));
     let by_flock = s
-        .list_tokens(&TokenFilter { flock_id: Some("flock:two".into()), ..Default::default() }, None, 100)
+        .list_tokens(&TokenFilter { flock_id: Some("flock:two".into()), ..Default::default() }, &first, 100)
         .await
         .unwrap();
     assert_eq!(by_flock.len(), 2);
     // Memo search is case-insensitive and takes % and _ literally.
     let memo = |m: &str| TokenFilter { memo_contains: Some(m.into()), ..Default::default() };
-    assert_eq!(s.list_tokens(&memo("MEMO 3"), None, 100).await.unwrap().len(), 1);
-    assert_eq!(s.list_tokens(&memo("100%_d"), None, 100).await.unwrap().len(), 7);
-    assert_eq!(s.list_tokens(&memo("1%0"), None, 100).await.unwrap().len(), 0);
-    assert_eq!(s.list_tokens(&memo("memo 1 100%_done!"), None, 100).await.unwrap().len(), 0);
+    assert_eq!(s.list_tokens(&memo("MEMO 3"), &first, 100).await.unwrap().len(), 1);
+    assert_eq!(s.list_tokens(&memo("100%_d"), &first, 100).await.unwrap().len(), 7);
+    assert_eq!(s.list_tokens(&memo("1%0"), &first, 100).await.unwrap().len(), 0);
+    assert_eq!(s.list_tokens(&memo("memo 1 100%_done!"), &first, 100).await.unwrap().len(), 0);
     // Beyond ASCII too, the same on both engines.
     let t = token("dns", "Serveur de l'ÉCOLE Ünïcode", DEFAULT_FLOCK, 999);
     s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
-    assert_eq!(s.list_tokens(&memo("école ünï"), None, 100).await.unwrap().len(), 1);
+    assert_eq!(s.list_tokens(&memo("école ünï"), &first, 100).await.unwrap().len(), 1);
     s.update_token(&t.id, &TokenChange { memo: Some("ÀÉÎ moved".into()), ..Default::default() }, &audit("u"))
         .await
         .unwrap();
-    assert_eq!(s.list_tokens(&memo("àéî"), None, 100).await.unwrap().len(), 1);
-    assert_eq!(s.list_tokens(&memo("école"), None, 100).await.unwrap().len(), 0);
+    assert_eq!(s.list_tokens(&memo("àéî"), &first, 100).await.unwrap().len(), 1);
+    assert_eq!(s.list_tokens(&memo("école"), &first, 100).await.unwrap().len(), 0);
     s.delete_token(&t.id, true, &audit("d")).await.unwrap();
 
     s.update_token(&all[0].id, &TokenChange { enabled: Some(false), ..Default::default() }, &audit("token_disable"))
         .await
         .unwrap();
-    let enabled = s.list_tokens(&TokenFilter { enabled: Some(true), ..Default::default() }, None, 100).await.unwrap();
+    let enabled = s.list_tokens(&TokenFilter { enabled: Some(true), ..Default::default() }, &first, 100).await.unwrap();
     assert_eq!(enabled.len(), 6);
 }
 
@@ -445,46 +478,104 @@ async fn incidents_filter_acknowledge_delete(s: Arc<dyn Store>) {
     let all = s.list_incidents(&IncidentFilter::default()).await.unwrap();
     let one = all.iter().find(|i| i.token_id == t2.id).unwrap().id;
     let by_id = IncidentFilter { id: Some(one), ..Default::default() };
-    assert_eq!(s.set_acknowledged(&by_id, true, &audit("incident_acknowledge")).await.unwrap(), 1);
+    assert_eq!(s.set_acknowledged(&by_id, true, &audit("incident_acknowledge")).await.unwrap(), vec![one]);
     let acked = s.list_incidents(&IncidentFilter { acknowledged: Some(true), ..Default::default() }).await.unwrap();
     assert_eq!(acked.iter().map(|i| i.id).collect::<Vec<_>>(), vec![one]);
-    assert_eq!(
-        s.set_acknowledged(&IncidentFilter { id: Some(-5), ..Default::default() }, true, &audit("x")).await.unwrap(),
-        0
-    );
+    assert!(s
+        .set_acknowledged(&IncidentFilter { id: Some(-5), ..Default::default() }, true, &audit("x"))
+        .await
+        .unwrap()
+        .is_empty());
 
     // Delete only acknowledged ones: the hits go with them.
     let acked_only = IncidentFilter { acknowledged: Some(true), ..Default::default() };
-    assert_eq!(s.delete_incidents(&acked_only, &audit("incident_delete")).await.unwrap(), 1);
+    assert_eq!(s.delete_incidents(&acked_only, &audit("incident_delete")).await.unwrap(), vec![one]);
     assert_eq!(s.list_incidents(&IncidentFilter::default()).await.unwrap().len(), 2);
     assert_eq!(s.get_token(&t2.id).await.unwrap().unwrap().triggered_count, 0, "hits deleted with their incident");
-    assert_eq!(s.set_acknowledged(&IncidentFilter::default(), true, &audit("incident_acknowledge")).await.unwrap(), 2);
     assert_eq!(
-        s.set_acknowledged(&IncidentFilter::default(), false, &audit("incident_unacknowledge")).await.unwrap(),
+        s.set_acknowledged(&IncidentFilter::default(), true, &audit("incident_acknowledge")).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        s.set_acknowledged(&IncidentFilter::default(), false, &audit("incident_unacknowledge")).await.unwrap().len(),
         2
     );
     assert!(s.list_incidents(&IncidentFilter::default()).await.unwrap().iter().all(|i| !i.acknowledged));
 }
 
-async fn token_delete_keeps_or_clears_incidents(s: Arc<dyn Store>) {
+async fn token_delete_needs_cleared_incidents(s: Arc<dyn Store>) {
     let keep = token("http", "keep", DEFAULT_FLOCK, 1);
     let clear = token("http", "clear", DEFAULT_FLOCK, 2);
-    s.insert_token(&keep, &[], &audit("token_create")).await.unwrap();
-    s.insert_token(&clear, &[], &audit("token_create")).await.unwrap();
+    let quiet = token("http", "quiet", DEFAULT_FLOCK, 3);
+    for t in [&keep, &clear, &quiet] {
+        s.insert_token(t, &[], &audit("token_create")).await.unwrap();
+    }
+    let ignore = |_: &Token, _: &NewHit| Judgement::Ignore { reason: "kept, no incident".into() };
     s.record_hits(&[hit(&keep.id, "203.0.113.1", 1), hit(&clear.id, "203.0.113.2", 2)], &rules(alert_all, no_alerts))
         .await
         .unwrap();
-    assert!(s.delete_token(&keep.id, false, &audit("token_delete")).await.unwrap());
-    assert!(s.delete_token(&clear.id, true, &audit("token_delete")).await.unwrap());
-    assert!(!s.delete_token(&clear.id, true, &audit("token_delete")).await.unwrap());
+    s.record_hits(&[hit(&quiet.id, "203.0.113.3", 3)], &rules(ignore, no_alerts)).await.unwrap();
+
+    // A token with incidents stays, with everything it had, unless they are cleared too.
+    assert_eq!(s.delete_token(&keep.id, false, &audit("token_delete")).await.unwrap(), TokenDeletion::HasIncidents);
+    assert!(s.get_token(&keep.id).await.unwrap().is_some());
+    assert_eq!(s.token_hits(&keep.id, 10).await.unwrap().len(), 1);
+    assert_eq!(s.delete_token(&clear.id, true, &audit("token_delete")).await.unwrap(), TokenDeletion::Deleted);
+    assert_eq!(s.delete_token(&clear.id, true, &audit("token_delete")).await.unwrap(), TokenDeletion::NotFound);
+    // Without incidents it simply goes, and its hits (which raised none) with it.
+    assert_eq!(s.delete_token(&quiet.id, false, &audit("token_delete")).await.unwrap(), TokenDeletion::Deleted);
+    assert!(s.token_hits(&quiet.id, 10).await.unwrap().is_empty());
     let left = s.list_incidents(&IncidentFilter::default()).await.unwrap();
-    assert_eq!(left.len(), 1);
-    assert_eq!(left[0].memo, "keep", "incidents keep the memo of their token");
+    assert_eq!(left.iter().map(|i| i.token_id.as_str()).collect::<Vec<_>>(), [keep.id.as_str()]);
+    let deletes = s.list_audit(10).await.unwrap().into_iter().filter(|a| a.action == "token_delete").count();
+    assert_eq!(deletes, 2, "a refused delete leaves no audit entry");
     // A deleted token records nothing more.
     assert_eq!(
-        s.record_hits(&[hit(&keep.id, "203.0.113.1", 3)], &rules(alert_all, no_alerts)).await.unwrap(),
+        s.record_hits(&[hit(&clear.id, "203.0.113.2", 4)], &rules(alert_all, no_alerts)).await.unwrap(),
         vec![HitOutcome::Unknown]
     );
+}
+
+async fn token_search_by_word_prefix(s: Arc<dyn Store>) {
+    let payroll = token("dns", "Payroll share (HR-2024)", DEFAULT_FLOCK, 1);
+    let backup = token("dns", "backup host: db-payroll", DEFAULT_FLOCK, 2);
+    let ecole = token("dns", "Serveur de l'ÉCOLE", DEFAULT_FLOCK, 3);
+    for t in [&payroll, &backup, &ecole] {
+        s.insert_token(t, &[], &audit("token_create")).await.unwrap();
+    }
+    let find = |words: &[&str]| {
+        let f = TokenFilter { words: words.iter().map(|w| w.to_string()).collect(), ..Default::default() };
+        let s = s.clone();
+        async move {
+            let mut ids: Vec<String> =
+                s.list_tokens(&f, &PageStart::default(), 100).await.unwrap().into_iter().map(|t| t.id).collect();
+            ids.sort();
+            assert_eq!(s.count_tokens(&f).await.unwrap(), ids.len() as i64);
+            ids
+        }
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(find(&["pay"]).await, sorted(vec![payroll.id.clone(), backup.id.clone()]));
+    assert_eq!(find(&["sha"]).await, vec![payroll.id.clone()]);
+    assert!(find(&["roll"]).await.is_empty(), "prefixes of words, not substrings");
+    assert_eq!(find(&["pay", "db"]).await, vec![backup.id.clone()], "every word must match");
+    assert_eq!(find(&["2024"]).await, vec![payroll.id.clone()]);
+    assert_eq!(find(&["école"]).await, vec![ecole.id.clone()], "folded beyond ASCII, on both engines");
+    assert_eq!(find(&[&payroll.id[..6]]).await, vec![payroll.id.clone()], "the token id's start");
+    assert!(find(&["%"]).await.is_empty());
+    // A changed memo is found by its new words only.
+    s.update_token(
+        &ecole.id,
+        &TokenChange { memo: Some("moved to the annex".into()), ..Default::default() },
+        &audit("u"),
+    )
+    .await
+    .unwrap();
+    assert!(find(&["école"]).await.is_empty());
+    assert_eq!(find(&["ann"]).await, vec![ecole.id.clone()]);
 }
 
 async fn concurrent_batches_all_commit(s: Arc<dyn Store>) {
@@ -539,6 +630,7 @@ async fn first_key_only_once(s: Arc<dyn Store>) {
         created_us: 1,
         last_used_us: None,
         created_by: "cli".into(),
+        annotations: Vec::new(),
     };
     // Several "nodes" race to make the first key: exactly one wins.
     let mut racers = Vec::new();
@@ -581,7 +673,11 @@ async fn token_insert_needs_its_flock(s: Arc<dyn Store>) {
     }
     let deletion = deleter.await.unwrap();
     let left = s
-        .list_tokens(&TokenFilter { flock_id: Some("flock:race".into()), ..Default::default() }, None, 100)
+        .list_tokens(
+            &TokenFilter { flock_id: Some("flock:race".into()), ..Default::default() },
+            &PageStart::default(),
+            100,
+        )
         .await
         .unwrap();
     assert_eq!(left.len(), inserted);
@@ -671,8 +767,14 @@ async fn api_keys_manage(s: Arc<dyn Store>) {
         created_us: 1,
         last_used_us: None,
         created_by: by.into(),
+        annotations: Vec::new(),
     };
     s.insert_api_key(&key("a", Role::Admin, "bootstrap"), &audit("key_create")).await.unwrap();
+    let mut host = key("h", Role::Deploy, "factory:f");
+    host.annotations = vec![("owner".into(), "ops ✓".into()), ("rack".into(), "12".into())];
+    s.insert_api_key(&host, &audit("host_enrol")).await.unwrap();
+    assert_eq!(s.get_api_key("h").await.unwrap(), Some(host.clone()), "annotations are kept, in order");
+    assert!(s.delete_api_key("h", &audit("key_delete")).await.unwrap());
     s.insert_api_key(&key("b", Role::Analyst, "provision"), &audit("key_create")).await.unwrap();
     assert!(!s.has_key_made_by("provision", Role::Admin).await.unwrap());
     assert!(s.has_key_made_by("provision", Role::Analyst).await.unwrap());
@@ -688,7 +790,11 @@ async fn api_keys_manage(s: Arc<dyn Store>) {
     assert!(!s.delete_api_key("b", &audit("key_delete")).await.unwrap());
     assert_eq!(s.get_api_key("b").await.unwrap(), None);
     let actions: Vec<String> = s.list_audit(10).await.unwrap().into_iter().map(|a| a.action).collect();
-    assert_eq!(actions, ["key_delete", "key_update", "key_create", "key_create"], "misses write no audit");
+    assert_eq!(
+        actions,
+        ["key_delete", "key_update", "key_create", "key_delete", "host_enrol", "key_create"],
+        "misses write no audit"
+    );
 }
 
 async fn factory_tokens_round_trip(s: Arc<dyn Store>) {
@@ -704,6 +810,7 @@ async fn factory_tokens_round_trip(s: Arc<dyn Store>) {
         cidrs: vec!["127.0.0.1/32".into(), "10.0.0.0/8".into()],
         use_count: 0,
         created_by: "k".into(),
+        value_sealed: Some("v1.sealed-value".into()),
     };
     s.insert_factory(&f, &audit("factory_create")).await.unwrap();
     assert_eq!(s.factory_by_hash(&f.value_hash).await.unwrap(), Some(f.clone()));
@@ -747,6 +854,7 @@ async fn fql_queries_over_factories_and_audit(s: Arc<dyn Store>) {
         cidrs: vec![],
         use_count: 0,
         created_by: "k".into(),
+        value_sealed: None,
     };
     for f in [
         mk("a1", "Alpha Fleet", now - 3 * day, None, None),
@@ -871,12 +979,12 @@ async fn alert_outbox_lifecycle(s: Arc<dyn Store>) {
 
     // Claiming is exclusive: what one worker claimed is not due for the next.
     let lease = now_us() + 60_000_000;
-    let first = s.claim_due_alerts(now_us(), 1, lease).await.unwrap();
+    let first = s.claim_due_alerts(now_us(), 1, lease, "node-a").await.unwrap();
     assert_eq!(first.iter().map(|x| x.id).collect::<Vec<_>>(), vec![a.id], "oldest first, at most `limit`");
     assert_eq!(first[0].payload, a.payload);
-    let second = s.claim_due_alerts(now_us(), 10, lease).await.unwrap();
+    let second = s.claim_due_alerts(now_us(), 10, lease, "node-a").await.unwrap();
     assert_eq!(second.iter().map(|x| x.id).collect::<Vec<_>>(), vec![due[1].id]);
-    assert!(s.claim_due_alerts(now_us(), 10, lease).await.unwrap().is_empty(), "leased alerts are not due");
+    assert!(s.claim_due_alerts(now_us(), 10, lease, "node-b").await.unwrap().is_empty(), "leased alerts are not due");
     assert!(s.due_alerts(now_us(), 10).await.unwrap().is_empty());
 
     let failed = |id, attempts, error: &str, gave_up| AlertResult {
@@ -1103,7 +1211,7 @@ async fn concurrent_claims_never_share_an_alert(s: Arc<dyn Store>) {
             tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
-                    let got = s.claim_due_alerts(now_us(), 7, lease).await.unwrap();
+                    let got = s.claim_due_alerts(now_us(), 7, lease, "node-x").await.unwrap();
                     if got.is_empty() {
                         return mine;
                     }
@@ -1120,4 +1228,165 @@ async fn concurrent_claims_never_share_an_alert(s: Arc<dyn Store>) {
     let before = all.len();
     all.dedup();
     assert_eq!((before, all.len()), (60, 60), "every alert claimed exactly once");
+}
+
+async fn incident_change_sequence(s: Arc<dyn Store>) {
+    let t = token("dns", "polled", DEFAULT_FLOCK, 1);
+    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+    let grouping = HitRules::new(alert_all, no_alerts).with_noise(NoiseRules {
+        group_window_secs: 60,
+        cooldown_secs: 0,
+        max_per_hour: 0,
+    });
+    let by_token = || IncidentFilter { token_id: Some(t.id.clone()), ..Default::default() };
+    let since = |n: i64| IncidentFilter { updated_after: Some(n), order: IncidentOrder::Updated, ..by_token() };
+    // One batch, two new incidents: one change, so one shared updated_id.
+    s.record_hits(&[hit(&t.id, "192.0.2.1", 1_000_000), hit(&t.id, "192.0.2.2", 1_000_001)], &grouping).await.unwrap();
+    let two = s.list_incidents(&since(0)).await.unwrap();
+    assert_eq!(two.len(), 2);
+    assert!(two[0].updated_id > 0 && two[0].updated_id == two[1].updated_id, "{two:?}");
+    let mark = two[0].updated_id;
+    assert!(s.list_incidents(&since(mark)).await.unwrap().is_empty(), "nothing changed since");
+    // A repeat joining the first incident moves it (and only it) past the mark.
+    s.record_hits(&[hit(&t.id, "192.0.2.1", 2_000_000)], &grouping).await.unwrap();
+    let moved = s.list_incidents(&since(mark)).await.unwrap();
+    assert_eq!(moved.len(), 1);
+    assert_eq!((moved[0].src_ip.as_str(), moved[0].events.len()), ("192.0.2.1", 2));
+    let mark = moved[0].updated_id;
+    // Acknowledging changes it; acknowledging it again changes nothing.
+    let one = IncidentFilter { id: Some(moved[0].id), ..Default::default() };
+    assert_eq!(s.set_acknowledged(&one, true, &audit("ack")).await.unwrap(), vec![moved[0].id]);
+    let acked = s.list_incidents(&since(mark)).await.unwrap();
+    assert_eq!(acked.iter().map(|i| (i.id, i.acknowledged)).collect::<Vec<_>>(), vec![(moved[0].id, true)]);
+    let mark = acked[0].updated_id;
+    assert_eq!(s.set_acknowledged(&one, true, &audit("ack")).await.unwrap(), vec![moved[0].id], "still named");
+    assert!(s.list_incidents(&since(mark)).await.unwrap().is_empty(), "but not changed");
+    s.set_acknowledged(&one, false, &audit("unack")).await.unwrap();
+    let back = s.list_incidents(&since(mark)).await.unwrap();
+    assert_eq!(back.iter().map(|i| (i.id, i.acknowledged)).collect::<Vec<_>>(), vec![(moved[0].id, false)]);
+    // Oldest change first; the greatest updated_id of a listing is the latest change.
+    let all = s.list_incidents(&since(0)).await.unwrap();
+    assert_eq!(s.count_incidents(&since(0)).await.unwrap(), (2, Some(back[0].updated_id)));
+    assert_eq!(s.count_incidents(&since(back[0].updated_id)).await.unwrap(), (0, None));
+    assert!(all.windows(2).all(|w| (w[0].updated_id, w[0].id) < (w[1].updated_id, w[1].id)), "{all:?}");
+    assert_eq!(all.last().unwrap().id, moved[0].id);
+    // The first hit's ports and destination are the incident's.
+    assert_eq!((all[0].src_port, all[0].dst_ip.as_str(), all[0].dst_port), (4242, "192.0.2.200", 8081));
+    assert_eq!((all[0].events[0].dst_ip.as_str(), all[0].events[0].dst_port), ("192.0.2.200", 8081));
+    assert!(!all[0].notified);
+}
+
+async fn incident_filters_text_kinds_hash_and_pages(s: Arc<dyn Store>) {
+    let web = token("fast-redirect", "Wiki ADMIN page", DEFAULT_FLOCK, 1);
+    let name = token("dns", "backup host", DEFAULT_FLOCK, 2);
+    s.insert_token(&web, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&name, &[], &audit("token_create")).await.unwrap();
+    let mut hits = Vec::new();
+    for i in 0..5 {
+        hits.push(hit(&web.id, &format!("198.51.100.{i}"), 100 + i));
+    }
+    hits.push(hit(&name.id, "203.0.113.9", 200));
+    hits.push(hit(&name.id, "203.0.113.9", 201));
+    s.record_hits(&hits, &rules(alert_all, no_alerts)).await.unwrap();
+    let ids = |v: Vec<Incident>| v.into_iter().map(|i| i.id).collect::<Vec<_>>();
+    let text = |t: &str| IncidentFilter { text: Some(t.into()), ..Default::default() };
+    assert_eq!(s.count_incidents(&text("admin")).await.unwrap().0, 5, "memo, folded");
+    assert_eq!(s.count_incidents(&text("203.0.113")).await.unwrap().0, 2, "source address");
+    assert_eq!(s.count_incidents(&text(&web.id[3..12])).await.unwrap().0, 5, "token id");
+    assert_eq!(s.count_incidents(&text("redirect")).await.unwrap().0, 5, "kind");
+    assert_eq!(s.count_incidents(&text("nomatch")).await.unwrap().0, 0);
+    assert_eq!(s.count_incidents(&text("%")).await.unwrap().0, 0, "wildcards are literal");
+    let by_name = IncidentFilter { text_kinds: vec!["dns".into()], ..text("No Such Memo") };
+    assert_eq!(s.count_incidents(&by_name).await.unwrap().0, 2, "or one of the kinds named");
+    let kinds =
+        |k: &[&str]| IncidentFilter { kinds: Some(k.iter().map(|x| x.to_string()).collect()), ..Default::default() };
+    assert_eq!(s.count_incidents(&kinds(&["dns"])).await.unwrap().0, 2);
+    assert_eq!(s.count_incidents(&kinds(&["dns", "fast-redirect"])).await.unwrap().0, 7);
+    assert_eq!(s.count_incidents(&kinds(&[])).await.unwrap().0, 0, "no kinds: nothing");
+    assert_eq!(
+        s.incident_sources(&IncidentFilter::default()).await.unwrap()[0],
+        ("203.0.113.9".to_string(), 2),
+        "most incidents first"
+    );
+
+    // By hash id, and hash ids differ.
+    let all = s.list_incidents(&IncidentFilter::default()).await.unwrap();
+    let mut hashes: Vec<&str> = all.iter().map(|i| i.hash_id.as_str()).collect();
+    assert!(hashes.iter().all(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit())));
+    hashes.sort_unstable();
+    hashes.dedup();
+    assert_eq!(hashes.len(), 7);
+    let found = s
+        .list_incidents(&IncidentFilter { hash_id: Some(all[3].hash_id.clone()), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(ids(found), vec![all[3].id]);
+
+    // Keyset pages, newest first, forwards and back; and by change order.
+    let page = |key: Option<(i64, i64)>, backwards: bool, order: IncidentOrder| IncidentFilter {
+        order,
+        start: PageStart { key, backwards },
+        limit: Some(3),
+        ..Default::default()
+    };
+    let p1 = s.list_incidents(&page(None, false, IncidentOrder::Newest)).await.unwrap();
+    let key = |i: &Incident| Some((i.created_us, i.id));
+    let p2 = s.list_incidents(&page(key(p1.last().unwrap()), false, IncidentOrder::Newest)).await.unwrap();
+    let p3 = s.list_incidents(&page(key(p2.last().unwrap()), false, IncidentOrder::Newest)).await.unwrap();
+    assert_eq!((p1.len(), p2.len(), p3.len()), (3, 3, 1));
+    assert_eq!([ids(p1.clone()), ids(p2.clone()), ids(p3)].concat(), ids(all.clone()));
+    let back = s.list_incidents(&page(key(&p2[0]), true, IncidentOrder::Newest)).await.unwrap();
+    assert_eq!(ids(back), ids(p1));
+    let up = s.list_incidents(&page(None, false, IncidentOrder::Updated)).await.unwrap();
+    assert_eq!(up.len(), 3);
+    let rest = s
+        .list_incidents(&IncidentFilter {
+            start: PageStart { key: Some((up[2].updated_id, up[2].id)), backwards: false },
+            ..page(None, false, IncidentOrder::Updated)
+        })
+        .await
+        .unwrap();
+    assert!(rest.iter().all(|i| (i.updated_id, i.id) > (up[2].updated_id, up[2].id)));
+
+    // Bulk actions name what they touched.
+    let deleted = s.delete_incidents(&kinds(&["dns"]), &audit("incident_delete")).await.unwrap();
+    assert_eq!(deleted.len(), 2);
+    assert!(s.delete_incidents(&text("nomatch"), &audit("incident_delete")).await.unwrap().is_empty());
+    assert_eq!(s.count_incidents(&IncidentFilter::default()).await.unwrap().0, 5);
+}
+
+async fn alert_claims_are_taken_back_by_their_node(s: Arc<dyn Store>) {
+    let alerts: Vec<NewAlert> = (0..3)
+        .map(|i| NewAlert { output: json!({"type": "webhook", "url": "https://a.example/"}), payload: json!({"n": i}) })
+        .collect();
+    s.insert_alerts(&alerts, "claims", &audit("test_alert")).await.unwrap();
+    let lease = now_us() + 600_000_000;
+    let mine = s.claim_due_alerts(now_us(), 2, lease, "node-1").await.unwrap();
+    let theirs = s.claim_due_alerts(now_us(), 2, lease, "node-2").await.unwrap();
+    assert_eq!((mine.len(), theirs.len()), (2, 1));
+    // node-1 finished one before it died; the other is taken back at once when it starts.
+    s.finish_alerts(&[AlertResult {
+        id: mine[0].id,
+        attempts: 1,
+        outcome: AlertOutcome::Delivered { when: now_us() },
+    }])
+    .await
+    .unwrap();
+    assert_eq!(s.release_claims("node-1", now_us()).await.unwrap(), 1);
+    let due = s.claim_due_alerts(now_us(), 10, lease, "node-1").await.unwrap();
+    assert_eq!(due.iter().map(|a| a.id).collect::<Vec<_>>(), vec![mine[1].id], "node-2's lease still holds");
+    // A failure in backoff is no claim: releasing does not make it due early.
+    s.finish_alerts(&[AlertResult {
+        id: due[0].id,
+        attempts: 1,
+        outcome: AlertOutcome::Failed {
+            error: "503".into(),
+            next_attempt_us: now_us() + 600_000_000,
+            gave_up_us: None,
+        },
+    }])
+    .await
+    .unwrap();
+    assert_eq!(s.release_claims("node-1", now_us()).await.unwrap(), 0);
+    assert!(s.claim_due_alerts(now_us(), 10, lease, "node-1").await.unwrap().is_empty());
 }

@@ -252,7 +252,7 @@ async fn enrol(
         Err(r) => return r,
     };
     let Some(host) = first(&p, "id") else { return argument_error("id is required") };
-    match state.core.enrol_host(&factory_actor, &factory, host).await {
+    match state.core.enrol_host(&factory_actor, &factory, host, Vec::new()).await {
         Ok(made) => {
             let owner = factory.label.clone();
             let account = owner.split(":host_factory:").next().unwrap_or("trapline");

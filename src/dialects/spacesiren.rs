@@ -191,7 +191,7 @@ async fn test_alert(
     let run = async {
         let actor =
             core.authenticate_pair(header(h, "x-key-id"), header(h, "x-secret-id"), &src_ip, "spacesiren").await?;
-        core.send_test_alert(&actor).await
+        core.send_test_alert(&actor, None).await
     };
     match run.await {
         Ok(n) => reply(StatusCode::OK, json!({ "message": format!("Test alert sent to {n} output(s).") })),

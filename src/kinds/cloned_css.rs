@@ -73,6 +73,8 @@ mod tests {
             channel: Channel::Http,
             src_ip: "1.2.3.4".into(),
             src_port: 1,
+            dst_ip: String::new(),
+            dst_port: 0,
             data: json!({ "headers": headers }),
         }
     }

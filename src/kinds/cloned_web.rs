@@ -47,16 +47,24 @@ fn domain(token: &Token) -> &str {
     token.params.get("cloned_web").and_then(Value::as_str).unwrap_or("")
 }
 
+/// The snippet for the page, wrapped in `<script>` as the Console renders it. The literals are
+/// JSON strings with `<`, `>` and `&` escaped, so no text can close the script element.
 pub fn script(expected: &str, token_url: &str) -> String {
-    let lit = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let lit = |s: &str| {
+        serde_json::to_string(s)
+            .unwrap_or_default()
+            .replace('<', "\\u003c")
+            .replace('>', "\\u003e")
+            .replace('&', "\\u0026")
+    };
     format!(
-        "(function () {{\n\
+        "<script>\n(function () {{\n\
          \x20 var expected = {expected};\n\
          \x20 var host = String(document.domain || location.hostname || \"\").toLowerCase();\n\
          \x20 if (host === expected || host.slice(-(expected.length + 1)) === \".\" + expected) {{ return; }}\n\
          \x20 var url = {url} + \"?l=\" + encodeURIComponent(location.href) + \"&r=\" + encodeURIComponent(document.referrer || \"\");\n\
          \x20 new Image().src = url;\n\
-         }})();\n",
+         }})();\n</script>",
         expected = lit(expected),
         url = lit(token_url),
     )

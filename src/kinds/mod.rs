@@ -304,6 +304,7 @@ pub(crate) mod testing {
             params,
             created_by: "t".into(),
             triggered_count: 0,
+            unacked_count: 0,
             alert_webhook_url: None,
             alert_email: None,
             alert_cooldown_secs: None,
@@ -350,6 +351,8 @@ mod tests {
             channel: Channel::Dns,
             src_ip: ip.into(),
             src_port: 1,
+            dst_ip: String::new(),
+            dst_port: 0,
             data: serde_json::json!({}),
         };
         assert!(matches!(judge(&token, &hit("10.1.2.3")), Judgement::Ignore { .. }));

@@ -1,22 +1,52 @@
 //! Kind `qr-code` (QR Code): a PNG QR code of the token URL, for posters, badges and
-//! stickers. Scanning it and opening the link is the hit.
+//! stickers. Scanning it and opening the link is the hit. With an optional
+//! `browser_redirect_url` the visitor is then sent on there (a 302), so the code still leads
+//! somewhere believable; `canarytoken/update/redirect_url` and `remove/redirect_url` change it.
+//! The token object carries the PNG as a `qr_code` data URI, as the Console's does.
 
+use base64::Engine;
 use image::ImageEncoder;
+use serde_json::{json, Map, Value};
 
-use super::{always_alert, gif_answer, no_fields, no_params, Artefact, Kind, Site};
+use super::{always_alert, redirect, Artefact, Created, HttpAnswer, Kind, Params, Site, Uploads};
+use crate::error::CoreResult;
 use crate::model::{Channel, Token};
 
 pub static KIND: Kind = Kind {
     name: "qr-code",
     human_name: "QR Code",
     channel: Channel::Http,
-    create: no_params,
-    describe: no_fields,
+    create,
+    describe,
     artefact: Some(artefact),
     dns_encoding: None,
     judge: always_alert,
-    http_answer: gif_answer,
+    http_answer,
 };
+
+fn create(params: &Params, _uploads: &Uploads) -> CoreResult<Created> {
+    match params.get(redirect::PARAM).map(|u| u.trim()).filter(|u| !u.is_empty()) {
+        Some(url) => Ok(Created::params(json!({ redirect::PARAM: redirect::validate_url(url)? }))),
+        None => Ok(Created::params(json!({}))),
+    }
+}
+
+fn target(token: &Token) -> Option<&str> {
+    token.params.get(redirect::PARAM).and_then(Value::as_str).filter(|u| !u.is_empty())
+}
+
+fn describe(token: &Token, site: &Site, out: &mut Map<String, Value>) {
+    out.insert(redirect::PARAM.into(), target(token).unwrap_or("").into());
+    let png = base64::engine::general_purpose::STANDARD.encode(qr_png(&site.url(&token.id)));
+    out.insert("qr_code".into(), format!("data:image/png;base64,{png}").into());
+}
+
+fn http_answer(token: &Token) -> HttpAnswer {
+    match target(token) {
+        Some(url) => HttpAnswer::Redirect(url.to_string()),
+        None => HttpAnswer::Gif,
+    }
+}
 
 /// Pixels per module, and the quiet zone around the code, in modules.
 const SCALE: u32 = 8;

@@ -39,6 +39,16 @@ pub static SLOW: Kind = Kind {
     http_answer: slow_answer,
 };
 
+/// Whether tokens of `kind` send visitors on to a `browser_redirect_url` that can be changed.
+pub fn takes_redirect(kind: &str) -> bool {
+    kind == FAST.name || kind == SLOW.name || redirect_is_optional(kind)
+}
+
+/// Whether the redirect of `kind` may be removed (it is optional there: a QR code).
+pub fn redirect_is_optional(kind: &str) -> bool {
+    kind == super::qr_code::KIND.name
+}
+
 /// A redirect target: an absolute http(s) URL with a host, at most 2048 characters.
 pub fn validate_url(raw: &str) -> CoreResult<String> {
     let raw = raw.trim();

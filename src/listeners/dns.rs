@@ -76,6 +76,8 @@ pub struct DnsServer {
     zones: Vec<Zone>,
     public_ip: IpAddr,
     recorder: Recorder,
+    /// What hits record as their destination (see [`DnsServer::with_local_addr`]).
+    dst: SocketAddr,
 }
 
 fn lower_labels(name: &Name) -> Vec<String> {
@@ -120,7 +122,16 @@ impl DnsServer {
         ];
         // Most specific first, so an NX zone inside the main zone wins.
         zones.sort_by_key(|z| std::cmp::Reverse(z.labels.len()));
-        Ok(DnsServer { zones, public_ip, recorder })
+        Ok(DnsServer { zones, public_ip, recorder, dst: SocketAddr::new(public_ip, 53) })
+    }
+
+    /// Sets the address hits name as their destination: the listener's own, with the public
+    /// address standing in for an unspecified one (a socket bound to all interfaces cannot
+    /// tell which address a datagram was sent to).
+    pub fn with_local_addr(mut self, addr: SocketAddr) -> DnsServer {
+        let ip = if addr.ip().is_unspecified() { self.public_ip } else { addr.ip() };
+        self.dst = SocketAddr::new(ip, addr.port());
+        self
     }
 
     /// The zone `labels` fall in, and how many labels stand left of it.
@@ -213,6 +224,8 @@ impl DnsServer {
             channel: Channel::Dns,
             src_ip: peer.ip().to_canonical().to_string(),
             src_port: peer.port(),
+            dst_ip: self.dst.ip().to_canonical().to_string(),
+            dst_port: self.dst.port(),
             data,
         }
     }

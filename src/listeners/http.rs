@@ -175,12 +175,15 @@ async fn trigger(
     if let Some(n) = &nonce {
         data["_report_nonce"] = n.clone().into();
     }
+    let local = req.extensions().get::<crate::http_serve::LocalAddr>().map(|l| l.0);
     let hit = NewHit {
         token_id: token,
         time_us: now_us(),
         channel: Channel::Http,
         src_ip: peer.ip().to_canonical().to_string(),
         src_port: peer.port(),
+        dst_ip: local.map(|l| l.ip().to_canonical().to_string()).unwrap_or_default(),
+        dst_port: local.map_or(0, |l| l.port()),
         data,
     };
     match state.recorder.record(hit).await {

@@ -35,7 +35,11 @@ pub fn from_payload(p: &Value) -> Card {
         return Card {
             title: "Trapline test alert".into(),
             text: s(p, "summary").to_string(),
-            facts: vec![("Requested by", s(p, "requested_by").to_string()), ("Time", s(p, "time").to_string())],
+            facts: [("Description", short(s(p, "description").to_string()))]
+                .into_iter()
+                .filter(|(_, d)| !d.is_empty())
+                .chain([("Requested by", s(p, "requested_by").to_string()), ("Time", s(p, "time").to_string())])
+                .collect(),
             link: None,
             test,
         };

@@ -26,6 +26,15 @@
 //! (for grouping repeats, see `crate::noise`); `hits.alert_status`; and `alert_outputs`, the
 //! outputs configured through the API (global, or one flock's when `flock_id` is set).
 //!
+//! Step 9 serves the documented Console feeds and searches: `incidents.updated_id` (one
+//! installation-wide change sequence, kept in `counters`, for `incidents_since` polling),
+//! `incidents.hash_id`, the first hit's ports and destination on the incident and
+//! `hits.dst_ip`/`dst_port`, the case-folded search texts `incidents.search_text` (for
+//! `filter_str`) and `tokens.search_words` (for word-prefix `search_string`), both filled by
+//! the store after migrating (see `SqlStore::backfill`); `factory_tokens.value_sealed` (the
+//! value, encrypted, so Falcon can show it again); `api_keys.annotations` (Conjur host
+//! annotations); and `alerts.claimed_by`, the node that holds an alert's delivery lease.
+//!
 //! Conventions both schemas follow so one SQL text works on both: integers are BIGINT (SQLite
 //! INTEGER), booleans are BIGINT 0/1, times are BIGINT microseconds since the epoch (UTC), JSON
 //! is TEXT.
@@ -179,6 +188,28 @@ CREATE TABLE alert_outputs (
     created_by TEXT NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE incidents ADD COLUMN updated_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE incidents ADD COLUMN hash_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE incidents ADD COLUMN search_text TEXT NOT NULL DEFAULT '';
+ALTER TABLE incidents ADD COLUMN src_port INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE incidents ADD COLUMN dst_ip TEXT NOT NULL DEFAULT '';
+ALTER TABLE incidents ADD COLUMN dst_port INTEGER NOT NULL DEFAULT 0;
+UPDATE incidents SET updated_id = id, hash_id = lower(hex(randomblob(16)));
+UPDATE incidents SET src_port = COALESCE((SELECT h.src_port FROM hits h WHERE h.incident_id = incidents.id ORDER BY h.id LIMIT 1), 0);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO counters (name, value) SELECT 'incident_updates', COALESCE(MAX(id), 0) FROM incidents;
+CREATE INDEX incidents_updated ON incidents (updated_id, id);
+CREATE INDEX incidents_hash ON incidents (hash_id);
+CREATE INDEX incidents_order ON incidents (created_us, id);
+ALTER TABLE hits ADD COLUMN dst_ip TEXT NOT NULL DEFAULT '';
+ALTER TABLE hits ADD COLUMN dst_port INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN search_words TEXT NOT NULL DEFAULT '';
+ALTER TABLE factory_tokens ADD COLUMN value_sealed TEXT;
+ALTER TABLE api_keys ADD COLUMN annotations TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE alerts ADD COLUMN claimed_by TEXT;
+CREATE INDEX alerts_incident ON alerts (incident_id);
+"#,
 ];
 
 /// Steps for PostgreSQL, one for one with [`SQLITE`].
@@ -329,6 +360,28 @@ CREATE TABLE alert_outputs (
     created_us BIGINT NOT NULL,
     created_by TEXT NOT NULL
 );
+"#,
+    r#"
+ALTER TABLE incidents ADD COLUMN updated_id BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE incidents ADD COLUMN hash_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE incidents ADD COLUMN search_text TEXT NOT NULL DEFAULT '';
+ALTER TABLE incidents ADD COLUMN src_port BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE incidents ADD COLUMN dst_ip TEXT NOT NULL DEFAULT '';
+ALTER TABLE incidents ADD COLUMN dst_port BIGINT NOT NULL DEFAULT 0;
+UPDATE incidents SET updated_id = id, hash_id = md5(random()::text || id::text);
+UPDATE incidents SET src_port = COALESCE((SELECT h.src_port FROM hits h WHERE h.incident_id = incidents.id ORDER BY h.id LIMIT 1), 0);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+INSERT INTO counters (name, value) SELECT 'incident_updates', COALESCE(MAX(id), 0) FROM incidents;
+CREATE INDEX incidents_updated ON incidents (updated_id, id);
+CREATE INDEX incidents_hash ON incidents (hash_id);
+CREATE INDEX incidents_order ON incidents (created_us, id);
+ALTER TABLE hits ADD COLUMN dst_ip TEXT NOT NULL DEFAULT '';
+ALTER TABLE hits ADD COLUMN dst_port BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN search_words TEXT NOT NULL DEFAULT '';
+ALTER TABLE factory_tokens ADD COLUMN value_sealed TEXT;
+ALTER TABLE api_keys ADD COLUMN annotations TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE alerts ADD COLUMN claimed_by TEXT;
+CREATE INDEX alerts_incident ON alerts (incident_id);
 "#,
 ];
 

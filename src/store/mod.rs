@@ -61,6 +61,16 @@ impl HitRules {
     }
 }
 
+/// Result of trying to delete a token; the check for incidents and the delete are one
+/// transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenDeletion {
+    Deleted,
+    NotFound,
+    /// It has incidents, and they were not to be cleared: nothing was deleted.
+    HasIncidents,
+}
+
 /// Result of trying to delete a flock; the emptiness check and the delete are one transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlockDeletion {
@@ -134,6 +144,8 @@ pub trait Store: Send + Sync + 'static {
     async fn rename_flock(&self, id: &str, name: &str, audit: &AuditEntry) -> anyhow::Result<bool>;
     async fn delete_flock(&self, id: &str, audit: &AuditEntry) -> anyhow::Result<FlockDeletion>;
     async fn flock_summary(&self, id: &str) -> anyhow::Result<FlockSummary>;
+    /// Ids of the flock's tokens, oldest first.
+    async fn flock_token_ids(&self, id: &str) -> anyhow::Result<Vec<String>>;
 
     // --- tokens
     /// Stores a token and its files. False (and nothing stored) when the token's flock does
@@ -141,18 +153,21 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_token(&self, token: &Token, files: &[TokenFile], audit: &AuditEntry) -> anyhow::Result<bool>;
     async fn get_token_file(&self, token_id: &str, name: &str) -> anyhow::Result<Option<TokenFile>>;
     async fn get_token(&self, id: &str) -> anyhow::Result<Option<Token>>;
-    /// Tokens matching `filter`, ordered by (created, id), starting after the `after` position
-    /// `(created_us, id)` of the last token of the previous page.
+    /// Up to `limit` tokens matching `filter`, newest first (by creation time, then id),
+    /// starting after (or, backwards, just before) `start`'s key.
     async fn list_tokens(
         &self,
         filter: &TokenFilter,
-        after: Option<(Micros, String)>,
+        start: &PageStart<TokenKey>,
         limit: i64,
     ) -> anyhow::Result<Vec<Token>>;
+    /// How many tokens match `filter`.
+    async fn count_tokens(&self, filter: &TokenFilter) -> anyhow::Result<i64>;
     /// Applies the change and bumps `updated_id`; None when there is no such token.
     async fn update_token(&self, id: &str, change: &TokenChange, audit: &AuditEntry) -> anyhow::Result<Option<Token>>;
-    /// False when there is no such token. With `clear_incidents` its incidents go too.
-    async fn delete_token(&self, id: &str, clear_incidents: bool, audit: &AuditEntry) -> anyhow::Result<bool>;
+    /// Deletes a token with its files and its hits. A token with incidents is deleted only
+    /// with `clear_incidents`, and then its incidents go too.
+    async fn delete_token(&self, id: &str, clear_incidents: bool, audit: &AuditEntry) -> anyhow::Result<TokenDeletion>;
 
     // --- hits: the hot path
     /// Records a batch of hits in ONE transaction (group commit). Each hit is checked against
@@ -181,7 +196,17 @@ pub trait Store: Send + Sync + 'static {
     /// Takes up to `limit` due alerts for delivery, in one statement, by moving their next
     /// attempt to `lease_until`: an alert another node claimed a moment ago is no longer due
     /// and is skipped (several nodes may share the outbox). Oldest first.
-    async fn claim_due_alerts(&self, now: Micros, limit: i64, lease_until: Micros) -> anyhow::Result<Vec<Alert>>;
+    /// `node` is recorded as the holder of the lease.
+    async fn claim_due_alerts(
+        &self,
+        now: Micros,
+        limit: i64,
+        lease_until: Micros,
+        node: &str,
+    ) -> anyhow::Result<Vec<Alert>>;
+    /// Makes the unfinished alerts whose lease `node` holds due at once (a node that starts
+    /// again takes back its previous run's claims); returns how many.
+    async fn release_claims(&self, node: &str, now: Micros) -> anyhow::Result<u64>;
     /// Records finished delivery attempts, all in one transaction.
     async fn finish_alerts(&self, results: &[AlertResult]) -> anyhow::Result<()>;
     /// Newest first.
@@ -200,15 +225,24 @@ pub trait Store: Send + Sync + 'static {
     ) -> anyhow::Result<bool>;
 
     // --- incidents
-    /// Newest first, each with its events.
+    /// The incidents matching `filter`, in its order from its page start, each with its
+    /// events.
     async fn list_incidents(&self, filter: &IncidentFilter) -> anyhow::Result<Vec<Incident>>;
+    /// How many incidents match `filter` (its order, page and limit aside), and the greatest
+    /// `updated_id` among them.
+    async fn count_incidents(&self, filter: &IncidentFilter) -> anyhow::Result<(i64, Option<i64>)>;
+    /// The sources of the incidents matching `filter`, with how many each, most first.
+    async fn incident_sources(&self, filter: &IncidentFilter) -> anyhow::Result<Vec<(String, i64)>>;
+    /// Sets the acknowledged state of every incident matching `filter`; returns their ids.
+    /// Those whose state changed get a new `updated_id`.
     async fn set_acknowledged(
         &self,
         filter: &IncidentFilter,
         acknowledged: bool,
         audit: &AuditEntry,
-    ) -> anyhow::Result<u64>;
-    async fn delete_incidents(&self, filter: &IncidentFilter, audit: &AuditEntry) -> anyhow::Result<u64>;
+    ) -> anyhow::Result<Vec<i64>>;
+    /// Deletes the incidents matching `filter` and their hits; returns their ids.
+    async fn delete_incidents(&self, filter: &IncidentFilter, audit: &AuditEntry) -> anyhow::Result<Vec<i64>>;
 
     // --- audit log
     async fn append_audit(&self, audit: &AuditEntry) -> anyhow::Result<()>;

@@ -10,7 +10,7 @@ use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
-use super::{fql_sql, migrations, FlockDeletion, HitRules, Store};
+use super::{fql_sql, migrations, FlockDeletion, HitRules, Store, TokenDeletion};
 use crate::model::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,18 +83,24 @@ impl Args {
 
 const TOKEN_COLS: &str = "t.id, t.kind, t.memo, t.flock_id, t.enabled, t.created_us, t.updated_id, \
      t.params, t.created_by, (SELECT COUNT(*) FROM hits h WHERE h.token_id = t.id AND h.incident_id > 0), \
-     t.alert_webhook_url, t.alert_email, t.alert_cooldown_secs, t.alert_max_per_hour, t.ignore_sources";
-/// The same columns with a constant in place of the hit count, for the hot path.
+     t.alert_webhook_url, t.alert_email, t.alert_cooldown_secs, t.alert_max_per_hour, t.ignore_sources, \
+     (SELECT COUNT(*) FROM incidents i WHERE i.token_id = t.id AND i.acknowledged = 0)";
+/// The same columns with constants in place of the counts, for the hot path.
 const TOKEN_COLS_NO_COUNT: &str = "t.id, t.kind, t.memo, t.flock_id, t.enabled, t.created_us, t.updated_id, \
      t.params, t.created_by, 0, t.alert_webhook_url, t.alert_email, t.alert_cooldown_secs, t.alert_max_per_hour, \
-     t.ignore_sources";
-const INCIDENT_COLS: &str =
-    "id, token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged, alerted";
-const HIT_COLS: &str = "id, incident_id, token_id, time_us, channel, src_ip, src_port, data, alert_status";
+     t.ignore_sources, 0";
+const INCIDENT_COLS: &str = "id, token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, \
+     acknowledged, alerted, updated_id, hash_id, src_port, dst_ip, dst_port, \
+     CAST(CASE WHEN EXISTS (SELECT 1 FROM alerts a WHERE a.incident_id = incidents.id \
+     AND a.delivered_us IS NOT NULL) THEN 1 ELSE 0 END AS BIGINT)";
+const HIT_COLS: &str =
+    "id, incident_id, token_id, time_us, channel, src_ip, src_port, data, alert_status, dst_ip, dst_port";
 const KEY_COLS: &str = "key_id, secret_hash, role, flock_id, active, expire_us, description, \
-     created_us, last_used_us, created_by";
+     created_us, last_used_us, created_by, annotations";
 const FACTORY_COLS: &str = "id, value_hash, label, flock_id, created_us, expires_us, revoked_us, last_used_us, \
-     cidrs, use_count, created_by";
+     cidrs, use_count, created_by, value_sealed";
+/// The counter behind `incidents.updated_id`.
+const INCIDENT_UPDATES: &str = "incident_updates";
 
 /// Case-folded text for case-insensitive search. Folding happens here, in Rust, because the
 /// engines disagree: SQLite's LOWER() folds ASCII only, PostgreSQL's all of Unicode.
@@ -125,7 +131,58 @@ fn token_from_row(r: &AnyRow) -> anyhow::Result<Token> {
         alert_max_per_hour: r.try_get(13)?,
         ignore_sources: serde_json::from_str(&r.try_get::<String, _>(14)?)
             .context("token ignore_sources are not a JSON list")?,
+        unacked_count: r.try_get(15)?,
     })
+}
+
+/// A port as stored (BIGINT) back to a port.
+fn port(r: &AnyRow, i: usize) -> anyhow::Result<u16> {
+    Ok(u16::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0))
+}
+
+/// The text a token is found by with word-prefix search: its memo's words and its id, each
+/// preceded by a space (so `LIKE '% word%'` matches at word starts only).
+fn search_words(memo: &str, id: &str) -> String {
+    let mut out = String::from(" ");
+    for w in crate::model::search_words(memo).iter().map(String::as_str).chain([id]) {
+        out.push_str(w);
+        out.push(' ');
+    }
+    out
+}
+
+/// The text an incident is found by with `filter_str`: memo, source, token id and kind, folded.
+fn incident_search_text(memo: &str, src_ip: &str, token_id: &str, kind: &str) -> String {
+    fold(&format!("{memo}\n{src_ip}\n{token_id}\n{kind}"))
+}
+
+/// `text` for a LIKE pattern, matching literally (`%` and `_` escaped with `\`).
+fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+/// A LIKE pattern matching `text` anywhere.
+fn contains_pattern(text: &str) -> String {
+    format!("%{}%", like_escape(text))
+}
+
+/// Keyset paging over a listing ordered by two columns. `descending` is the listing's own
+/// direction; going backwards, rows come in the opposite order (the caller reverses them).
+/// Returns the condition (or None for the first page) and the ORDER BY text.
+fn keyset(
+    cols: (&str, &str),
+    descending: bool,
+    start: &PageStart<(Arg, Arg)>,
+    args: &mut Args,
+) -> (Option<String>, String) {
+    let reverse = descending != start.backwards;
+    let (dir, cmp) = if reverse { ("DESC", "<") } else { ("ASC", ">") };
+    let order = format!("{} {dir}, {} {dir}", cols.0, cols.1);
+    let cond = start.key.as_ref().map(|(a, b)| {
+        let (a, b) = (args.push(a.clone()), args.push(b.clone()));
+        format!("({c0} {cmp} {a} OR ({c0} = {a} AND {c1} {cmp} {b}))", c0 = cols.0, c1 = cols.1)
+    });
+    (cond, order)
 }
 
 fn incident_from_row(r: &AnyRow) -> anyhow::Result<Incident> {
@@ -142,6 +199,12 @@ fn incident_from_row(r: &AnyRow) -> anyhow::Result<Incident> {
         updated_us: r.try_get(8)?,
         acknowledged: r.try_get::<i64, _>(9)? != 0,
         alerted: r.try_get::<i64, _>(10)? != 0,
+        updated_id: r.try_get(11)?,
+        hash_id: r.try_get(12)?,
+        src_port: port(r, 13)?,
+        dst_ip: r.try_get(14)?,
+        dst_port: port(r, 15)?,
+        notified: r.try_get::<i64, _>(16)? != 0,
         events: Vec::new(),
     })
 }
@@ -156,9 +219,11 @@ fn hit_from_row(r: &AnyRow) -> anyhow::Result<Hit> {
         time_us: r.try_get(3)?,
         channel: Channel::parse(&channel).context("unknown channel in hits")?,
         src_ip: r.try_get(5)?,
-        src_port: u16::try_from(r.try_get::<i64, _>(6)?).unwrap_or(0),
+        src_port: port(r, 6)?,
         data: serde_json::from_str(&data).context("hit data is not JSON")?,
         alert_status: AlertStatus::parse(&r.try_get::<String, _>(8)?).context("unknown alert status in hits")?,
+        dst_ip: r.try_get(9)?,
+        dst_port: port(r, 10)?,
     })
 }
 
@@ -175,6 +240,7 @@ fn key_from_row(r: &AnyRow) -> anyhow::Result<ApiKey> {
         created_us: r.try_get(7)?,
         last_used_us: r.try_get(8)?,
         created_by: r.try_get(9)?,
+        annotations: serde_json::from_str(&r.try_get::<String, _>(10)?).context("key annotations are not JSON")?,
     })
 }
 
@@ -192,6 +258,7 @@ fn factory_from_row(r: &AnyRow) -> anyhow::Result<FactoryToken> {
         cidrs: serde_json::from_str(&cidrs).context("factory cidrs are not a JSON list")?,
         use_count: r.try_get(9)?,
         created_by: r.try_get(10)?,
+        value_sealed: r.try_get(11)?,
     })
 }
 
@@ -212,6 +279,29 @@ fn incident_where(f: &IncidentFilter, args: &mut Args) -> String {
     let mut conds = vec!["1=1".to_string()];
     if let Some(id) = f.id {
         conds.push(format!("id = {}", args.push(Arg::I(id))));
+    }
+    if let Some(h) = &f.hash_id {
+        conds.push(format!("hash_id = {}", args.push(Arg::S(h.clone()))));
+    }
+    if let Some(kinds) = &f.kinds {
+        if kinds.is_empty() {
+            conds.push("1=0".into());
+        } else {
+            let list: Vec<String> = kinds.iter().map(|k| args.push(Arg::S(k.clone()))).collect();
+            conds.push(format!("kind IN ({})", list.join(", ")));
+        }
+    }
+    if let Some(t) = &f.text {
+        let text = format!("search_text LIKE {} ESCAPE '\\'", args.push(Arg::S(contains_pattern(&fold(t)))));
+        if f.text_kinds.is_empty() {
+            conds.push(text);
+        } else {
+            let list: Vec<String> = f.text_kinds.iter().map(|k| args.push(Arg::S(k.clone()))).collect();
+            conds.push(format!("({text} OR kind IN ({}))", list.join(", ")));
+        }
+    }
+    if let Some(u) = f.updated_after {
+        conds.push(format!("updated_id > {}", args.push(Arg::I(u))));
     }
     if let Some(t) = &f.token_id {
         conds.push(format!("token_id = {}", args.push(Arg::S(t.clone()))));
@@ -234,8 +324,31 @@ fn incident_where(f: &IncidentFilter, args: &mut Args) -> String {
     conds.join(" AND ")
 }
 
+/// WHERE conditions (over `tokens t`) for a token filter.
+fn token_conds(f: &TokenFilter, args: &mut Args) -> Vec<String> {
+    let mut conds = vec!["1=1".to_string()];
+    if let Some(k) = &f.kind {
+        conds.push(format!("t.kind = {}", args.push(Arg::S(k.clone()))));
+    }
+    if let Some(fl) = &f.flock_id {
+        conds.push(format!("t.flock_id = {}", args.push(Arg::S(fl.clone()))));
+    }
+    if let Some(m) = &f.memo_contains {
+        conds.push(format!("t.memo_folded LIKE {} ESCAPE '\\'", args.push(Arg::S(contains_pattern(&fold(m))))));
+    }
+    for w in &f.words {
+        // A word start: the stored text puts a space before every word.
+        let pat = format!("% {}%", like_escape(&fold(w)));
+        conds.push(format!("t.search_words LIKE {} ESCAPE '\\'", args.push(Arg::S(pat))));
+    }
+    if let Some(e) = f.enabled {
+        conds.push(format!("t.enabled = {}", args.push(Arg::I(b(e)))));
+    }
+    conds
+}
+
 async fn insert_key(tx: &mut WriteTx, k: &ApiKey, audit: &AuditEntry) -> anyhow::Result<()> {
-    sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
+    sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"))
         .bind(k.key_id.as_str())
         .bind(k.secret_hash.as_str())
         .bind(k.role.as_str())
@@ -246,6 +359,7 @@ async fn insert_key(tx: &mut WriteTx, k: &ApiKey, audit: &AuditEntry) -> anyhow:
         .bind(k.created_us)
         .bind(k.last_used_us)
         .bind(k.created_by.as_str())
+        .bind(serde_json::to_string(&k.annotations)?)
         .execute(&mut **tx)
         .await?;
     insert_audit(tx, audit).await
@@ -313,9 +427,11 @@ async fn place_in_incident(
     if let Some(why) = why {
         data["throttled"] = why.into();
     }
+    // `updated_id` is set when the batch commits (see `stamp_updates`).
     let id: i64 = sqlx::query(
         "INSERT INTO incidents (token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged, \
-         alerted, last_hit_us, group_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0, $8, $7, $9) RETURNING id",
+         alerted, last_hit_us, group_key, hash_id, search_text, src_port, dst_ip, dst_port, updated_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0, $8, $7, $9, $10, $11, $12, $13, $14, 0) RETURNING id",
     )
     .bind(token.id.as_str())
     .bind(token.flock_id.as_str())
@@ -326,10 +442,42 @@ async fn place_in_incident(
     .bind(h.time_us)
     .bind(b(alerted))
     .bind(group.as_str())
+    .bind(crate::ids::hex_id(16))
+    .bind(incident_search_text(&token.memo, &h.src_ip, &token.id, &token.kind))
+    .bind(h.src_port as i64)
+    .bind(h.dst_ip.as_str())
+    .bind(h.dst_port as i64)
     .fetch_one(&mut **tx)
     .await?
     .try_get(0)?;
     Ok((if alerted { AlertStatus::Alerted } else { AlertStatus::Throttled }, id))
+}
+
+/// Gives the incidents a transaction created or changed their new place in the change
+/// sequence: one value for all of them, taken last, just before the commit. The counter row
+/// stays locked until then, so transactions take their values in the order they commit and a
+/// poller that has seen `updated_id` N can never later find a change stamped N or lower.
+async fn stamp_updates(tx: &mut WriteTx, ids: &[i64]) -> anyhow::Result<Option<i64>> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let stamp = next_update_id(tx).await?;
+    for chunk in ids.chunks(500) {
+        let mut args = Args::default();
+        let s = args.push(Arg::I(stamp));
+        let list: Vec<String> = chunk.iter().map(|id| args.push(Arg::I(*id))).collect();
+        let sql = format!("UPDATE incidents SET updated_id = {s} WHERE id IN ({})", list.join(", "));
+        args.bind(sqlx::query(&sql)).execute(&mut **tx).await?;
+    }
+    Ok(Some(stamp))
+}
+
+async fn next_update_id(tx: &mut WriteTx) -> anyhow::Result<i64> {
+    Ok(sqlx::query("UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value")
+        .bind(INCIDENT_UPDATES)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get(0)?)
 }
 
 async fn fetch_alert_outputs(conn: &mut sqlx::AnyConnection) -> anyhow::Result<Vec<AlertOutput>> {
@@ -468,6 +616,7 @@ impl SqlStore {
         let write_gate = (engine == Engine::Sqlite).then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
         let store = SqlStore { pool, engine, write_gate };
         store.migrate().await?;
+        store.backfill().await?;
         Ok(store)
     }
 
@@ -511,6 +660,51 @@ impl SqlStore {
                 sqlx::query("INSERT INTO trapline_schema (version, applied_us) VALUES ($1, $2)")
                     .bind(version)
                     .bind(now_us())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Fills the search texts of rows written before migration 9 added them (they are
+    /// folded in Rust, so SQL cannot compute them). Idempotent: rows done have non-empty texts.
+    async fn backfill(&self) -> anyhow::Result<()> {
+        loop {
+            let rows = sqlx::query("SELECT id, memo FROM tokens WHERE search_words = '' LIMIT 500")
+                .fetch_all(&self.pool)
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut tx = self.begin().await?;
+            for r in &rows {
+                let (id, memo): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+                sqlx::query("UPDATE tokens SET search_words = $1 WHERE id = $2")
+                    .bind(search_words(&memo, &id))
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+        loop {
+            let rows =
+                sqlx::query("SELECT id, memo, src_ip, token_id, kind FROM incidents WHERE search_text = '' LIMIT 500")
+                    .fetch_all(&self.pool)
+                    .await?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut tx = self.begin().await?;
+            for r in &rows {
+                let id: i64 = r.try_get(0)?;
+                let (memo, src, token, kind): (String, String, String, String) =
+                    (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?);
+                sqlx::query("UPDATE incidents SET search_text = $1 WHERE id = $2")
+                    .bind(incident_search_text(&memo, &src, &token, &kind))
+                    .bind(id)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -572,15 +766,25 @@ impl SqlStore {
 
     async fn fetch_incidents(&self, filter: &IncidentFilter) -> anyhow::Result<Vec<Incident>> {
         let mut args = Args::default();
-        let mut sql = format!(
-            "SELECT {INCIDENT_COLS} FROM incidents WHERE {} ORDER BY created_us DESC, id DESC",
-            incident_where(filter, &mut args)
-        );
+        let mut cond = incident_where(filter, &mut args);
+        let start =
+            PageStart { key: filter.start.key.map(|(a, b)| (Arg::I(a), Arg::I(b))), backwards: filter.start.backwards };
+        let (page, order) = match filter.order {
+            IncidentOrder::Newest => keyset(("created_us", "id"), true, &start, &mut args),
+            IncidentOrder::Updated => keyset(("updated_id", "id"), false, &start, &mut args),
+        };
+        if let Some(p) = page {
+            cond = format!("{cond} AND {p}");
+        }
+        let mut sql = format!("SELECT {INCIDENT_COLS} FROM incidents WHERE {cond} ORDER BY {order}");
         if let Some(limit) = filter.limit {
             sql.push_str(&format!(" LIMIT {}", args.push(Arg::I(limit))));
         }
         let rows = args.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
         let mut incidents = rows.iter().map(incident_from_row).collect::<anyhow::Result<Vec<_>>>()?;
+        if start.backwards {
+            incidents.reverse();
+        }
         if incidents.is_empty() {
             return Ok(incidents);
         }
@@ -756,7 +960,7 @@ impl Store for SqlStore {
     async fn insert_factory(&self, f: &FactoryToken, audit: &AuditEntry) -> anyhow::Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(&format!(
-            "INSERT INTO factory_tokens ({FACTORY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            "INSERT INTO factory_tokens ({FACTORY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ))
         .bind(f.id.as_str())
         .bind(f.value_hash.as_str())
@@ -769,6 +973,7 @@ impl Store for SqlStore {
         .bind(serde_json::to_string(&f.cidrs)?)
         .bind(f.use_count)
         .bind(f.created_by.as_str())
+        .bind(f.value_sealed.as_deref())
         .execute(&mut *tx)
         .await?;
         insert_audit(&mut tx, audit).await?;
@@ -932,20 +1137,42 @@ impl Store for SqlStore {
         rows.iter().map(alert_from_row).collect()
     }
 
-    async fn claim_due_alerts(&self, now: Micros, limit: i64, lease_until: Micros) -> anyhow::Result<Vec<Alert>> {
+    async fn release_claims(&self, node: &str, now: Micros) -> anyhow::Result<u64> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query(
+            "UPDATE alerts SET next_attempt_us = $1, claimed_by = NULL \
+             WHERE claimed_by = $2 AND delivered_us IS NULL AND gave_up_us IS NULL",
+        )
+        .bind(now)
+        .bind(node)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn claim_due_alerts(
+        &self,
+        now: Micros,
+        limit: i64,
+        lease_until: Micros,
+        node: &str,
+    ) -> anyhow::Result<Vec<Alert>> {
         // The outer conditions are checked again on each row as it is updated, so a row another
         // node claimed between the subquery and the update (PostgreSQL re-reads it after the
         // row lock) is skipped rather than taken twice.
         const DUE: &str = "delivered_us IS NULL AND gave_up_us IS NULL AND next_attempt_us <= $2";
         let mut tx = self.begin().await?;
         let mut rows = sqlx::query(&format!(
-            "UPDATE alerts SET next_attempt_us = $1 WHERE id IN \
+            "UPDATE alerts SET next_attempt_us = $1, claimed_by = $4 WHERE id IN \
              (SELECT id FROM alerts WHERE {DUE} ORDER BY next_attempt_us, id LIMIT $3) AND {DUE} \
              RETURNING {ALERT_COLS}"
         ))
         .bind(lease_until)
         .bind(now)
         .bind(limit)
+        .bind(node)
         .fetch_all(&mut *tx)
         .await?
         .iter()
@@ -964,17 +1191,20 @@ impl Store for SqlStore {
         for r in results {
             match &r.outcome {
                 AlertOutcome::Delivered { when } => {
-                    sqlx::query("UPDATE alerts SET delivered_us = $1, attempts = $2, last_error = NULL WHERE id = $3")
-                        .bind(*when)
-                        .bind(r.attempts)
-                        .bind(r.id)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE alerts SET delivered_us = $1, attempts = $2, last_error = NULL, claimed_by = NULL \
+                         WHERE id = $3",
+                    )
+                    .bind(*when)
+                    .bind(r.attempts)
+                    .bind(r.id)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 AlertOutcome::Failed { error, next_attempt_us, gave_up_us } => {
                     sqlx::query(
-                        "UPDATE alerts SET attempts = $1, last_error = $2, next_attempt_us = $3, gave_up_us = $4 \
-                         WHERE id = $5",
+                        "UPDATE alerts SET attempts = $1, last_error = $2, next_attempt_us = $3, gave_up_us = $4, \
+                         claimed_by = NULL WHERE id = $5",
                     )
                     .bind(r.attempts)
                     .bind(error.as_str())
@@ -1081,18 +1311,39 @@ impl Store for SqlStore {
             "SELECT \
                (SELECT COUNT(*) FROM tokens WHERE flock_id = $1), \
                (SELECT COUNT(*) FROM tokens WHERE flock_id = $1 AND enabled = 1), \
+               (SELECT COUNT(*) FROM tokens t WHERE t.flock_id = $1 \
+                  AND EXISTS (SELECT 1 FROM incidents i WHERE i.token_id = t.id)), \
                (SELECT COUNT(*) FROM incidents WHERE flock_id = $1), \
                (SELECT COUNT(*) FROM incidents WHERE flock_id = $1 AND acknowledged = 0)",
         )
         .bind(id)
         .fetch_one(&self.pool)
         .await?;
+        let kinds = sqlx::query(
+            "SELECT kind, COUNT(*) FROM tokens WHERE flock_id = $1 GROUP BY kind ORDER BY COUNT(*) DESC, kind",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<anyhow::Result<Vec<(String, i64)>>>()?;
         Ok(FlockSummary {
             token_count: row.try_get(0)?,
             enabled_token_count: row.try_get(1)?,
-            incident_count: row.try_get(2)?,
-            unacknowledged_incident_count: row.try_get(3)?,
+            triggered_token_count: row.try_get(2)?,
+            incident_count: row.try_get(3)?,
+            unacknowledged_incident_count: row.try_get(4)?,
+            kinds,
         })
+    }
+
+    async fn flock_token_ids(&self, id: &str) -> anyhow::Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM tokens WHERE flock_id = $1 ORDER BY created_us, id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
     async fn insert_token(&self, t: &Token, files: &[TokenFile], audit: &AuditEntry) -> anyhow::Result<bool> {
@@ -1106,8 +1357,8 @@ impl Store for SqlStore {
         }
         sqlx::query(
             "INSERT INTO tokens (id, kind, memo, memo_folded, flock_id, enabled, created_us, updated_id, params, created_by, \
-             alert_webhook_url, alert_email, alert_cooldown_secs, alert_max_per_hour, ignore_sources) \
-             VALUES ($1, $2, $3, $10, $4, $5, $6, $7, $8, $9, $11, $12, $13, $14, $15)",
+             alert_webhook_url, alert_email, alert_cooldown_secs, alert_max_per_hour, ignore_sources, search_words) \
+             VALUES ($1, $2, $3, $10, $4, $5, $6, $7, $8, $9, $11, $12, $13, $14, $15, $16)",
         )
         .bind(t.id.as_str())
         .bind(t.kind.as_str())
@@ -1124,6 +1375,7 @@ impl Store for SqlStore {
         .bind(t.alert_cooldown_secs)
         .bind(t.alert_max_per_hour)
         .bind(serde_json::to_string(&t.ignore_sources)?)
+        .bind(search_words(&t.memo, &t.id))
         .execute(&mut *tx)
         .await?;
         for f in files {
@@ -1160,37 +1412,33 @@ impl Store for SqlStore {
     async fn list_tokens(
         &self,
         f: &TokenFilter,
-        after: Option<(Micros, String)>,
+        start: &PageStart<TokenKey>,
         limit: i64,
     ) -> anyhow::Result<Vec<Token>> {
         let mut args = Args::default();
-        let mut conds = vec!["1=1".to_string()];
-        if let Some(k) = &f.kind {
-            conds.push(format!("t.kind = {}", args.push(Arg::S(k.clone()))));
-        }
-        if let Some(fl) = &f.flock_id {
-            conds.push(format!("t.flock_id = {}", args.push(Arg::S(fl.clone()))));
-        }
-        if let Some(m) = &f.memo_contains {
-            // Escape LIKE wildcards so the user's text matches literally.
-            let pat = fold(m).replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-            conds.push(format!("t.memo_folded LIKE {} ESCAPE '\\'", args.push(Arg::S(format!("%{pat}%")))));
-        }
-        if let Some(e) = f.enabled {
-            conds.push(format!("t.enabled = {}", args.push(Arg::I(b(e)))));
-        }
-        if let Some((created, id)) = after {
-            let c = args.push(Arg::I(created));
-            let i = args.push(Arg::S(id));
-            conds.push(format!("(t.created_us > {c} OR (t.created_us = {c} AND t.id > {i}))"));
-        }
+        let mut conds = token_conds(f, &mut args);
+        let start = PageStart {
+            key: start.key.as_ref().map(|(c, i)| (Arg::I(*c), Arg::S(i.clone()))),
+            backwards: start.backwards,
+        };
+        let (page, order) = keyset(("t.created_us", "t.id"), true, &start, &mut args);
+        conds.extend(page);
         let lim = args.push(Arg::I(limit));
-        let sql = format!(
-            "SELECT {TOKEN_COLS} FROM tokens t WHERE {} ORDER BY t.created_us, t.id LIMIT {lim}",
-            conds.join(" AND ")
-        );
+        let sql =
+            format!("SELECT {TOKEN_COLS} FROM tokens t WHERE {} ORDER BY {order} LIMIT {lim}", conds.join(" AND "));
         let rows = args.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
-        rows.iter().map(token_from_row).collect()
+        let mut tokens = rows.iter().map(token_from_row).collect::<anyhow::Result<Vec<_>>>()?;
+        if start.backwards {
+            tokens.reverse();
+        }
+        Ok(tokens)
+    }
+
+    async fn count_tokens(&self, f: &TokenFilter) -> anyhow::Result<i64> {
+        let mut args = Args::default();
+        let conds = token_conds(f, &mut args);
+        let sql = format!("SELECT COUNT(*) FROM tokens t WHERE {}", conds.join(" AND "));
+        Ok(args.bind(sqlx::query(&sql)).fetch_one(&self.pool).await?.try_get(0)?)
     }
 
     async fn update_token(&self, id: &str, change: &TokenChange, audit: &AuditEntry) -> anyhow::Result<Option<Token>> {
@@ -1200,6 +1448,7 @@ impl Store for SqlStore {
         if let Some(m) = &change.memo {
             sets.push(format!("memo = {}", args.push(Arg::S(m.clone()))));
             sets.push(format!("memo_folded = {}", args.push(Arg::S(fold(m)))));
+            sets.push(format!("search_words = {}", args.push(Arg::S(search_words(m, id)))));
         }
         if let Some(e) = change.enabled {
             sets.push(format!("enabled = {}", args.push(Arg::I(b(e)))));
@@ -1245,34 +1494,51 @@ impl Store for SqlStore {
         Ok(Some(token))
     }
 
-    async fn delete_token(&self, id: &str, clear_incidents: bool, audit: &AuditEntry) -> anyhow::Result<bool> {
+    async fn delete_token(&self, id: &str, clear_incidents: bool, audit: &AuditEntry) -> anyhow::Result<TokenDeletion> {
         let mut tx = self.begin().await?;
+        // Deleting the row first locks it: a hit batch that has not read the token yet then
+        // finds it gone, one that has read it is waited for (it share-locks the row).
         let n = sqlx::query("DELETE FROM tokens WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
         if n == 0 {
-            return Ok(false);
+            return Ok(TokenDeletion::NotFound);
+        }
+        if !clear_incidents {
+            let incidents: i64 = sqlx::query("SELECT COUNT(*) FROM incidents WHERE token_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+            if incidents > 0 {
+                return Ok(TokenDeletion::HasIncidents); // dropping the transaction undoes the delete
+            }
         }
         sqlx::query("DELETE FROM token_files WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
-        if clear_incidents {
-            sqlx::query("DELETE FROM hits WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM incidents WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
-        }
+        sqlx::query("DELETE FROM hits WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM incidents WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(TokenDeletion::Deleted)
     }
 
     async fn record_hits(&self, hits: &[NewHit], rules: &HitRules) -> anyhow::Result<Vec<HitOutcome>> {
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(hits.len());
+        // Incidents created or joined by this batch: they get a new `updated_id` at the end.
+        let mut touched: Vec<i64> = Vec::new();
         // The API-configured outputs, read once per batch and only if some hit alerts.
         let mut managed: Option<Vec<AlertOutput>> = None;
         for h in hits {
             // The token is read inside the write transaction, so a token disabled or deleted
             // a moment ago is seen as such. (No hit count here: it is not needed to answer.)
-            let row = sqlx::query(&format!("SELECT {TOKEN_COLS_NO_COUNT} FROM tokens t WHERE t.id = $1"))
-                .bind(h.token_id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
+            // (On PostgreSQL the row is share-locked, so a delete waits for this batch and
+            // never leaves an incident without its token.)
+            let row = sqlx::query(&format!(
+                "SELECT {TOKEN_COLS_NO_COUNT} FROM tokens t WHERE t.id = $1{}",
+                self.row_lock(false)
+            ))
+            .bind(h.token_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
             let token = match row.as_ref().map(token_from_row).transpose()? {
                 Some(t) if t.enabled => t,
                 _ => {
@@ -1313,8 +1579,8 @@ impl Store for SqlStore {
                 }
             };
             let hit_id: i64 = sqlx::query(
-                "INSERT INTO hits (incident_id, token_id, time_us, channel, src_ip, src_port, data, dedupe_key, alert_status) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                "INSERT INTO hits (incident_id, token_id, time_us, channel, src_ip, src_port, data, dedupe_key, alert_status, \
+                 dst_ip, dst_port) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
             )
             .bind(incident_id.unwrap_or(0))
             .bind(h.token_id.as_str())
@@ -1325,9 +1591,14 @@ impl Store for SqlStore {
             .bind(data.to_string())
             .bind(dedupe_key.as_deref())
             .bind(status.as_str())
+            .bind(h.dst_ip.as_str())
+            .bind(h.dst_port as i64)
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
+            if let Some(id) = incident_id {
+                touched.push(id);
+            }
             if let (AlertStatus::Alerted, Some(incident_id)) = (status, incident_id) {
                 // The alerts are in the outbox in the same transaction as their hit: nothing
                 // acknowledged can lose its alert.
@@ -1342,6 +1613,9 @@ impl Store for SqlStore {
             }
             out.push(HitOutcome::Recorded { hit_id, incident_id, status, token });
         }
+        touched.sort_unstable();
+        touched.dedup();
+        stamp_updates(&mut tx, &touched).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -1438,41 +1712,80 @@ impl Store for SqlStore {
         self.fetch_incidents(filter).await
     }
 
+    async fn count_incidents(&self, filter: &IncidentFilter) -> anyhow::Result<(i64, Option<i64>)> {
+        let mut args = Args::default();
+        let sql =
+            format!("SELECT COUNT(*), MAX(updated_id) FROM incidents WHERE {}", incident_where(filter, &mut args));
+        let row = args.bind(sqlx::query(&sql)).fetch_one(&self.pool).await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    async fn incident_sources(&self, filter: &IncidentFilter) -> anyhow::Result<Vec<(String, i64)>> {
+        let mut args = Args::default();
+        let sql = format!(
+            "SELECT src_ip, COUNT(*) FROM incidents WHERE {} GROUP BY src_ip ORDER BY COUNT(*) DESC, src_ip",
+            incident_where(filter, &mut args)
+        );
+        let rows = args.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
     async fn set_acknowledged(
         &self,
         filter: &IncidentFilter,
         acknowledged: bool,
         audit: &AuditEntry,
-    ) -> anyhow::Result<u64> {
+    ) -> anyhow::Result<Vec<i64>> {
         let mut tx = self.begin().await?;
         let mut args = Args::default();
-        let ack = args.push(Arg::I(b(acknowledged)));
-        let now = args.push(Arg::I(now_us()));
-        let sql = format!(
-            "UPDATE incidents SET acknowledged = {ack}, updated_us = {now} WHERE {}",
-            incident_where(filter, &mut args)
-        );
-        let n = args.bind(sqlx::query(&sql)).execute(&mut *tx).await?.rows_affected();
-        if n > 0 {
-            insert_audit(&mut tx, audit).await?;
+        let cond = incident_where(filter, &mut args);
+        // Only incidents whose state changes move in the change sequence; nothing is stamped
+        // (or audited) when nothing matches.
+        let sql = format!("SELECT id, acknowledged FROM incidents WHERE {cond}{}", self.row_lock(true));
+        let rows = args.bind(sqlx::query(&sql)).fetch_all(&mut *tx).await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut changed = Vec::new();
+        for r in &rows {
+            let id: i64 = r.try_get(0)?;
+            ids.push(id);
+            if r.try_get::<i64, _>(1)? != b(acknowledged) {
+                changed.push(id);
+            }
         }
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        let now = now_us();
+        for chunk in changed.chunks(500) {
+            let mut args = Args::default();
+            let (a, t) = (args.push(Arg::I(b(acknowledged))), args.push(Arg::I(now)));
+            let list: Vec<String> = chunk.iter().map(|id| args.push(Arg::I(*id))).collect();
+            let sql =
+                format!("UPDATE incidents SET acknowledged = {a}, updated_us = {t} WHERE id IN ({})", list.join(", "));
+            args.bind(sqlx::query(&sql)).execute(&mut *tx).await?;
+        }
+        insert_audit(&mut tx, audit).await?;
+        stamp_updates(&mut tx, &changed).await?;
         tx.commit().await?;
-        Ok(n)
+        ids.sort_unstable();
+        Ok(ids)
     }
 
-    async fn delete_incidents(&self, filter: &IncidentFilter, audit: &AuditEntry) -> anyhow::Result<u64> {
+    async fn delete_incidents(&self, filter: &IncidentFilter, audit: &AuditEntry) -> anyhow::Result<Vec<i64>> {
         let mut tx = self.begin().await?;
         let mut args = Args::default();
         let cond = incident_where(filter, &mut args);
         let sql = format!("DELETE FROM hits WHERE incident_id IN (SELECT id FROM incidents WHERE {cond})");
         args.bind(sqlx::query(&sql)).execute(&mut *tx).await?;
-        let sql = format!("DELETE FROM incidents WHERE {cond}");
-        let n = args.bind(sqlx::query(&sql)).execute(&mut *tx).await?.rows_affected();
-        if n > 0 {
+        let sql = format!("DELETE FROM incidents WHERE {cond} RETURNING id");
+        let rows = args.bind(sqlx::query(&sql)).fetch_all(&mut *tx).await?;
+        let mut ids = rows.iter().map(|r| r.try_get::<i64, _>(0)).collect::<Result<Vec<_>, _>>()?;
+        if !ids.is_empty() {
             insert_audit(&mut tx, audit).await?;
         }
         tx.commit().await?;
-        Ok(n)
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     async fn append_audit(&self, audit: &AuditEntry) -> anyhow::Result<()> {

@@ -18,7 +18,7 @@ from conftest import DOMAIN, unique
 
 BAD_PARAMS = "Could not process the parameters"
 
-# The first digits of an incident's logtype, by the type of its event.
+# The first digits of an incident's logtype, by the channel of its event.
 LOGTYPE_PREFIX = {"http": "17", "dns": "16"}
 
 
@@ -79,7 +79,8 @@ def assert_one_incident(api, tok, kind, event_type, settle=0.0):
     assert inc["memo"] == tok["memo"]
     assert str(inc["logtype"]).startswith(LOGTYPE_PREFIX[event_type]), inc["logtype"]
     ev = inc["events"][0]
-    assert ev["type"] == event_type
+    # An event's type is the token's kind (as the Console's are); channel says which listener.
+    assert (ev["type"], ev["channel"]) == (kind, event_type), ev
     return inc, ev
 
 

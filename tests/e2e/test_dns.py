@@ -150,8 +150,9 @@ def test_http_token_fires_over_dns(server, api):
     tid = api.create_token("http")["canarytoken"]
     assert a_addresses(query(server, f"{tid}.{DOMAIN}")) == ["127.0.0.1"]
     ev = api.wait_events(tid)[0]
-    assert ev["type"] == "dns"
-    # logtype follows the kind (spec: "16xxx for DNS-triggered, 17xxx for HTTP-triggered kinds")
+    # The event's type is the token's kind; its channel says it came in over DNS. The logtype
+    # follows the kind (spec: "16xxx for DNS-triggered, 17xxx for HTTP-triggered kinds").
+    assert (ev["type"], ev["channel"]) == ("http", "dns")
     assert api.incidents_for(tid)[0]["logtype"] == "17000"
 
 

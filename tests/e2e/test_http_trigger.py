@@ -189,8 +189,9 @@ def test_hit_on_dns_token_via_http_is_recorded(server, api):
     tid = tok["canarytoken"]
     assert http_hit(server, tid).status_code == 200
     ev = api.wait_events(tid)[0]
-    assert ev["type"] == "http"
-    # logtype follows the kind (spec: "16xxx for DNS-triggered, 17xxx for HTTP-triggered kinds")
+    # The event's type is the token's kind; its channel says it came in over HTTP. The logtype
+    # follows the kind (spec: "16xxx for DNS-triggered, 17xxx for HTTP-triggered kinds").
+    assert (ev["type"], ev["channel"]) == ("dns", "http")
     assert api.incidents_for(tid)[0]["logtype"] == "16000"
 
 

@@ -53,7 +53,7 @@ def assert_image(r):
 # --- tests -----------------------------------------------------------------------------
 
 def test_listed_with_human_name(api):
-    assert api.ok_get("canarytokens/list")["tokens"][KIND] == "CSS cloned site"
+    assert api.ok_get("canarytokens/list")["canarytokens"][KIND] == "CSS cloned site"
 
 
 def test_expected_referrer_is_required(api):

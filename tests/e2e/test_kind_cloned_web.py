@@ -137,7 +137,7 @@ def make_token(api, domain=EXPECTED):
 # --- tests -----------------------------------------------------------------------------
 
 def test_listed_with_human_name(api):
-    assert api.ok_get("canarytokens/list")["tokens"][KIND] == "Cloned Website"
+    assert api.ok_get("canarytokens/list")["canarytokens"][KIND] == "Cloned Website"
 
 
 def test_cloned_web_is_required(api):

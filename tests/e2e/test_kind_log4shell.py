@@ -35,7 +35,7 @@ def jndi_host_template(tok):
 # --- tests -----------------------------------------------------------------------------
 
 def test_listed_with_human_name(api):
-    assert api.ok_get("canarytokens/list")["tokens"][KIND] == "Log4Shell"
+    assert api.ok_get("canarytokens/list")["canarytokens"][KIND] == "Log4Shell"
 
 
 def test_render_is_the_exact_jndi_string(api):

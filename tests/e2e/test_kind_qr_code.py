@@ -44,7 +44,7 @@ def png_chunks(data):
 
 
 def test_listed_with_human_name(api):
-    assert api.ok_get("canarytokens/list")["tokens"][KIND] == "QR Code"
+    assert api.ok_get("canarytokens/list")["canarytokens"][KIND] == "QR Code"
 
 
 def test_download_is_a_well_formed_png(api):

@@ -59,7 +59,7 @@ def make_token(api, kind, url):
 
 @each_kind
 def test_listed_with_human_name(api, kind):
-    assert api.ok_get("canarytokens/list")["tokens"][kind] == HUMAN[kind]
+    assert api.ok_get("canarytokens/list")["canarytokens"][kind] == HUMAN[kind]
 
 
 @each_kind

@@ -108,7 +108,7 @@ def lookup_name(tok, computer, user, inv):
 # --- tests -----------------------------------------------------------------------------
 
 def test_listed_with_human_name(api):
-    assert api.ok_get("canarytokens/list")["tokens"][KIND] == "Sensitive Command"
+    assert api.ok_get("canarytokens/list")["canarytokens"][KIND] == "Sensitive Command"
 
 
 def test_process_name_is_required(api):

@@ -48,7 +48,7 @@ def script(tok):
 # --- tests -----------------------------------------------------------------------------
 
 def test_listed_with_human_name(api):
-    assert api.ok_get("canarytokens/list")["tokens"][KIND] == "SQL Server"
+    assert api.ok_get("canarytokens/list")["canarytokens"][KIND] == "SQL Server"
 
 
 def test_default_is_an_insert_trigger_on_table1(api):

@@ -26,7 +26,7 @@ def externals_host(tok):
 
 
 def test_listed_with_human_name(api):
-    assert api.ok_get("canarytokens/list")["tokens"][KIND] == "SVN Repo"
+    assert api.ok_get("canarytokens/list")["canarytokens"][KIND] == "SVN Repo"
 
 
 def test_render_is_a_propset_line(api):

@@ -110,7 +110,7 @@ def test_generated_images_are_well_formed():
 
 
 def test_listed_with_human_name(api):
-    assert api.ok_get("canarytokens/list")["tokens"][KIND] == "Custom Web Image"
+    assert api.ok_get("canarytokens/list")["canarytokens"][KIND] == "Custom Web Image"
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "gif"])

@@ -85,7 +85,7 @@ def artefact_template(api, tok):
 # --- tests -----------------------------------------------------------------------------
 
 def test_listed_with_human_name(api):
-    assert api.ok_get("canarytokens/list")["tokens"][KIND] == "Windows Folder"
+    assert api.ok_get("canarytokens/list")["canarytokens"][KIND] == "Windows Folder"
 
 
 def test_download_is_a_zip_with_hidden_system_desktop_ini(api):

@@ -542,7 +542,7 @@ def test_flock_output_gets_only_its_flocks_alerts(server, api, hook, receiver):
     settled_posts(hook, outside, 1)
 
     # deleting the (emptied) flock deletes its output
-    api.ok_post("canarytoken/delete", canarytoken=inside)
+    api.ok_post("canarytoken/delete", canarytoken=inside, clear_incidents="true")
     api.ok_post("flock/delete", flock_id=fid)
     assert added["id"] not in {o["id"] for o in outputs(api)["outputs"]}, outputs(api)
 

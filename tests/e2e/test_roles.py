@@ -54,7 +54,7 @@ def test_read_only_can_read(server, keys):
     assert ro.ok_get("flocks/list")["flocks"][fid]
     assert ro.ok_get("flock/summary", flock_id=fid)["flock_id"] == fid
     assert isinstance(ro.ok_get("incidents/all")["incidents"], list)
-    assert ro.ok_get("canarytokens/list")["tokens"]["http"] == "Web Bug"
+    assert ro.ok_get("canarytokens/list")["canarytokens"]["http"] == "Web Bug"
 
 
 def test_read_only_cannot_write(server, keys):

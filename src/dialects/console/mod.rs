@@ -1,13 +1,20 @@
-//! Canary Console dialect: `/api/v1/...`, as the PyPI `canarytools` client and the Console API
-//! documentation use it.
+//! Canary Console dialect: `/api/v1/...`, as the PyPI `canarytools` client, Thinkst's
+//! canary-utils scripts and the Console API documentation use it.
 //!
 //! Parameters come from the query string and from a form (or JSON) body, merged; the secret
 //! from `auth_token` or the `X-Canary-Auth-Token` header. Answers are JSON with
-//! `"result": "success"`; errors are `{"result": "error", "message": ...}` with a 4xx status and
-//! the exact messages the client maps to typed exceptions.
+//! `"result": "success"`, laid out as the Console lays them out (indented, keys sorted, `": "`,
+//! a final newline: shell scripts grep them line by line); errors are
+//! `{"result": "error", "message": ...}` with a 4xx status and the exact messages the client
+//! maps to typed exceptions. Paged listings live in `listings`, their cursors in `cursor`,
+//! and the shapes of tokens and incidents in `shapes`.
 
 // Parsing helpers return a ready error `Response` (128 bytes) on a cold path; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
+
+mod cursor;
+mod listings;
+mod shapes;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,15 +26,17 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::NaiveDateTime;
 use serde_json::{json, Map, Value};
 
 use crate::auth::Actor;
 use crate::core::{AlertSettings, Core, NewToken};
 use crate::error::{CoreError, CoreResult};
 use crate::http_serve::{self, BodyError};
-use crate::kinds::{self, Params, Upload, Uploads};
+use crate::kinds::{self, Upload, Uploads};
 use crate::model::*;
+
+pub use shapes::token_json;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -50,13 +59,75 @@ async fn unknown_path(req: Request) -> Response {
     error(StatusCode::NOT_FOUND, "Unknown API endpoint", Some(req.uri().path().chars().take(200).collect()))
 }
 
-/// A parsed request: merged parameters and the caller's address.
+/// Request parameters, by name, with the typed readings every endpoint uses.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Params(BTreeMap<String, String>);
+
+impl Params {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// A present, non-empty value.
+    fn opt(&self, name: &str) -> Option<&str> {
+        self.get(name).map(str::trim).filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> CoreResult<&str> {
+        self.opt(name).ok_or_else(|| CoreError::invalid(name, "is required"))
+    }
+
+    fn bool(&self, name: &'static str) -> CoreResult<Option<bool>> {
+        self.opt(name).map(|v| kinds::parse_bool(name, v)).transpose()
+    }
+
+    fn int(&self, name: &'static str) -> CoreResult<Option<i64>> {
+        self.opt(name)
+            .map(|v| v.parse::<i64>().map_err(|_| CoreError::invalid(name, format!("must be an integer, not {v:?}"))))
+            .transpose()
+    }
+
+    fn non_negative(&self, name: &'static str) -> CoreResult<Option<i64>> {
+        match self.int(name)? {
+            Some(n) if n < 0 => Err(CoreError::invalid(name, "must not be negative")),
+            other => Ok(other),
+        }
+    }
+
+    /// Everything but credentials and the cursor: what a listing's cursor must remember.
+    fn listing(&self) -> BTreeMap<String, String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "auth_token" | "factory_auth" | "cursor"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// A parsed request: merged parameters, files, and where it came from.
 struct Req {
-    params: BTreeMap<String, String>,
+    params: Params,
     /// Files of a multipart body, by field name.
     uploads: Uploads,
     header_secret: Option<String>,
     src_ip: String,
+    /// `http://<Host>`: the base of links in answers (cursor links).
+    base: String,
+}
+
+impl std::ops::Deref for Req {
+    type Target = Params;
+    fn deref(&self) -> &Params {
+        &self.params
+    }
+}
+
+fn respond(status: StatusCode, body: &Value) -> Response {
+    // The Console's own layout: Python's json with indent, keys sorted (serde_json's maps are
+    // sorted), a final newline.
+    let mut text = serde_json::to_string_pretty(body).unwrap_or_default();
+    text.push('\n');
+    (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
 fn error(status: StatusCode, message: &str, detail: Option<String>) -> Response {
@@ -64,12 +135,12 @@ fn error(status: StatusCode, message: &str, detail: Option<String>) -> Response 
     if let Some(d) = detail {
         body["detail"] = Value::String(d);
     }
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    respond(status, &body)
 }
 
 fn success(mut body: Value) -> Response {
     body["result"] = Value::String("success".into());
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    respond(StatusCode::OK, &body)
 }
 
 const BAD_PARAMS: &str = "Could not process the parameters";
@@ -99,6 +170,11 @@ fn core_error(e: CoreError) -> Response {
         }
         InvalidParam { name, reason } => error(StatusCode::BAD_REQUEST, BAD_PARAMS, Some(format!("{name} {reason}"))),
         TokenNotFound => error(StatusCode::NOT_FOUND, "Could not find the Canarytoken", None),
+        TokenHasIncidents => error(
+            StatusCode::BAD_REQUEST,
+            "Could not delete Canarydrop",
+            Some("the token has incidents: send clear_incidents=true to delete them with it".into()),
+        ),
         IncidentNotFound => error(StatusCode::NOT_FOUND, "Incident not found", None),
         KeyNotFound => error(StatusCode::NOT_FOUND, "API key not found", None),
         FactoryNotFound => error(StatusCode::NOT_FOUND, "Factory auth string not found", None),
@@ -184,34 +260,32 @@ impl Req {
             return Err(error(StatusCode::BAD_REQUEST, BAD_PARAMS, Some(format!("{shown} contains a NUL character"))));
         }
         let header_secret = parts.headers.get("x-canary-auth-token").and_then(|v| v.to_str().ok()).map(str::to_string);
-        Ok(Req { params, uploads, header_secret, src_ip: peer.ip().to_canonical().to_string() })
+        // Only a plausible host name goes into links; anything else falls back to the address
+        // the request reached.
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .filter(|h| h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)))
+            .map(str::to_string)
+            .or_else(|| parts.extensions.get::<http_serve::LocalAddr>().map(|l| l.0.to_string()))
+            .unwrap_or_else(|| "localhost".into());
+        Ok(Req {
+            params: Params(params),
+            uploads,
+            header_secret,
+            src_ip: peer.ip().to_canonical().to_string(),
+            base: format!("http://{host}"),
+        })
     }
 
     fn secret(&self) -> Option<&str> {
-        self.params.get("auth_token").map(String::as_str).or(self.header_secret.as_deref())
+        self.get("auth_token").or(self.header_secret.as_deref())
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
-        self.params.get(name).map(String::as_str)
-    }
-
-    /// A present, non-empty value.
-    fn opt(&self, name: &str) -> Option<&str> {
-        self.get(name).map(str::trim).filter(|v| !v.is_empty())
-    }
-
-    fn required(&self, name: &'static str) -> CoreResult<&str> {
-        self.opt(name).ok_or_else(|| CoreError::invalid(name, "is required"))
-    }
-
-    fn bool(&self, name: &'static str) -> CoreResult<Option<bool>> {
-        self.opt(name).map(|v| kinds::parse_bool(name, v)).transpose()
-    }
-
-    fn int(&self, name: &'static str) -> CoreResult<Option<i64>> {
-        self.opt(name)
-            .map(|v| v.parse::<i64>().map_err(|_| CoreError::invalid(name, format!("must be an integer, not {v:?}"))))
-            .transpose()
+    /// The `auth_token` parameter, for links that must work fetched as they are.
+    fn auth_param(&self) -> Option<&str> {
+        self.get("auth_token")
     }
 }
 
@@ -296,15 +370,18 @@ fn methods(endpoint: &str) -> Option<&'static [Method]> {
         | "canarytokens/search"
         | "canarytoken/download"
         | "flocks/list"
+        | "flock/list"
         | "flock/summary"
         | "incidents/all"
         | "incidents/unacknowledged"
         | "incidents/acknowledged"
+        | "incidents/search"
         | "incident/fetch"
         | "canarytoken/hits" => READ,
         "canarytoken/create"
         | "canarytoken/update"
         | "canarytoken/update/redirect_url"
+        | "canarytoken/remove/redirect_url"
         | "canarytoken/enable"
         | "canarytoken/disable"
         | "flock/create"
@@ -321,6 +398,7 @@ fn methods(endpoint: &str) -> Option<&'static [Method]> {
         "alert/test" | "alerts/outputs/add" => WRITE,
         "canarytoken/create_factory" | "canarytoken/factory/create" | "canarytoken/factory" => WRITE,
         "canarytoken/delete"
+        | "canarytokens/delete"
         | "flock/delete"
         | "incident/delete"
         | "incidents/delete"
@@ -364,6 +442,10 @@ async fn handle(State(core): State<Arc<Core>>, ConnectInfo(peer): ConnectInfo<So
         Err(CoreError::Unauthenticated) if factory_endpoint => {
             return error(StatusCode::UNAUTHORIZED, "Invalid factory_auth", None)
         }
+        // The Console words a bad header differently from a bad parameter.
+        Err(CoreError::Unauthenticated) if req.get("auth_token").is_none() && req.header_secret.is_some() => {
+            return error(StatusCode::UNAUTHORIZED, "Unauthorized", None)
+        }
         Err(e) => return core_error(e),
     };
     if endpoint == "canarytoken/download" || endpoint == "canarytoken/factory/download" {
@@ -397,27 +479,47 @@ async fn download(core: &Core, actor: &Actor, req: &Req) -> CoreResult<Response>
         .into_response())
 }
 
+/// The kinds `canarytokens/list` and `canarytokens/factory/list` show: kind → human name.
+fn kind_names() -> Value {
+    let m: Map<String, Value> =
+        kinds::KINDS.iter().map(|k| (k.name.to_string(), Value::String(k.human_name.into()))).collect();
+    Value::Object(m)
+}
+
 async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResult<Value> {
+    match endpoint {
+        "ping" => Ok(json!({})),
+        "canarytokens/list" => Ok(json!({ "canarytokens": kind_names() })),
+        "canarytokens/factory/list" => Ok(json!({ "factory_canarytokens": kind_names() })),
+        "canarytokens/paginate" | "canarytokens/search" => listings::tokens(core, actor, endpoint, req).await,
+        "incidents/all" | "incidents/unacknowledged" | "incidents/acknowledged" | "incidents/search" => {
+            listings::incidents(core, actor, endpoint, req).await
+        }
+        e if e.starts_with("canarytoken") => tokens(core, actor, endpoint, req).await,
+        e if e.starts_with("flock") => flocks(core, actor, endpoint, req).await,
+        e if e.starts_with("incident") => incidents(core, actor, endpoint, req).await,
+        _ => alerts(core, actor, endpoint, req).await,
+    }
+}
+
+/// Tokens and factories.
+async fn tokens(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResult<Value> {
     let site = &core.site;
+    let one = |t: &Token| shapes::token_json(site, t, false);
     Ok(match endpoint {
-        "ping" => json!({}),
-        "canarytokens/list" => {
-            let m: Map<String, Value> =
-                kinds::KINDS.iter().map(|k| (k.name.to_string(), Value::String(k.human_name.into()))).collect();
-            json!({ "tokens": m })
-        }
-        "canarytoken/create" => {
-            let token = core.create_token(actor, new_token(req)).await?;
-            json!({ "canarytoken": token_json(site, &token) })
-        }
-        "canarytokens/factory/list" => {
-            let m: Map<String, Value> =
-                kinds::KINDS.iter().map(|k| (k.name.to_string(), Value::String(k.human_name.into()))).collect();
-            json!({ "factory_canarytokens": m })
-        }
+        "canarytoken/create" => json!({ "canarytoken": one(&core.create_token(actor, new_token(req)).await?) }),
         "canarytoken/create_factory" => {
-            let made =
-                core.create_factory(actor, req.get("memo").unwrap_or(""), req.opt("flock_id"), None, &[]).await?;
+            let memo = req.get("memo").unwrap_or("");
+            if memo.trim().is_empty() {
+                return Err(CoreError::EmptyMemo);
+            }
+            if memo.trim().chars().count() > crate::core::MAX_MEMO_CHARS {
+                return Err(CoreError::invalid(
+                    "memo",
+                    format!("longer than {} characters", crate::core::MAX_MEMO_CHARS),
+                ));
+            }
+            let made = core.create_factory(actor, memo, req.opt("flock_id"), None, &[]).await?;
             json!({
                 "factory_auth": made.value,
                 "factory_url": "/api/v1/canarytoken/factory",
@@ -426,7 +528,6 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
             })
         }
         "canarytoken/list_factories" => {
-            // Factory auth strings are stored hashed: the list names them by id.
             let now = now_us();
             let list: Vec<Value> = core
                 .list_factories(actor)
@@ -434,11 +535,12 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
                 .iter()
                 .map(|f| {
                     json!({
+                        "factory_auth": core.factory_value(f),
                         "factory_id": f.id,
                         "flock_id": f.flock_id,
                         "memo": f.label,
-                        "created": epoch_text(f.created_us),
-                        "last_used": f.last_used_us.map(epoch_text),
+                        "created": shapes::epoch_text(f.created_us),
+                        "last_used": f.last_used_us.map(shapes::epoch_text),
                         "use_count": f.use_count,
                         "status": f.status(now).as_str(),
                     })
@@ -452,27 +554,14 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
             json!({ "msg": "TokenFactory auth string deleted" })
         }
         "canarytoken/factory/create" | "canarytoken/factory" => {
-            let token = core.create_token(actor, new_token(req)).await?;
-            let mut t = token_json(site, &token);
+            let mut t = one(&core.create_token(actor, new_token(req)).await?);
             t["factory_auth"] = req.get("factory_auth").unwrap_or("").into();
             json!({ "canarytoken": t })
         }
-        "canarytoken/fetch" => {
-            let t = core.get_token(actor, req.required("canarytoken")?).await?;
-            json!({ "token": token_json(site, &t) })
-        }
+        "canarytoken/fetch" => json!({ "token": one(&core.get_token(actor, req.required("canarytoken")?).await?) }),
         "canarytokens/fetch" => {
-            let tokens = core.all_tokens(actor, token_filter(req)?).await?;
-            json!({ "tokens": tokens.iter().map(|t| token_json(site, t)).collect::<Vec<_>>() })
-        }
-        "canarytokens/paginate" | "canarytokens/search" => {
-            let filter = if endpoint == "canarytokens/search" { token_filter(req)? } else { TokenFilter::default() };
-            if let Some(v) = req.opt("render_transients") {
-                kinds::parse_bool("render_transients", v)?;
-            }
-            let page = core.list_tokens(actor, filter, req.opt("cursor"), req.int("limit")?).await?;
-            let tokens: Vec<Value> = page.tokens.iter().map(|t| token_json(site, t)).collect();
-            json!({ "canarytokens": tokens, "cursor": page.cursor })
+            let tokens = core.all_tokens(actor, listings::token_filter(&req.params)?).await?;
+            json!({ "tokens": tokens.iter().map(one).collect::<Vec<_>>() })
         }
         "canarytoken/update" => {
             // memo, and/or the token's own alert settings (an empty value clears one).
@@ -485,59 +574,18 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
             if !alerting.is_empty() {
                 t = Some(core.set_alert_settings(actor, id, &alerting).await?);
             }
-            let t = t.ok_or(CoreError::TokenNotFound)?;
-            json!({ "token": token_json(site, &t) })
+            json!({ "token": one(&t.ok_or(CoreError::TokenNotFound)?) })
         }
         "canarytoken/hits" => {
             let hits = core.token_hits(actor, req.required("canarytoken")?, req.int("limit")?.unwrap_or(100)).await?;
-            let items: Vec<Value> = hits.iter().map(hit_json).collect();
-            json!({ "hits": items })
-        }
-        "alerts/outputs" => {
-            let (fixed, added) = core.list_alert_outputs(actor).await?;
-            let added: Vec<Value> = added.iter().map(output_json).collect();
-            json!({ "configured": fixed, "outputs": added })
-        }
-        "alerts/outputs/add" => {
-            let o = core.add_alert_output(actor, req.required("output")?, req.opt("flock_id")).await?;
-            json!({ "output": output_json(&o) })
-        }
-        "alerts/outputs/delete" => {
-            if !core.delete_alert_output(actor, req.required("output_id")?).await? {
-                return Err(CoreError::OutputNotFound);
-            }
-            json!({})
-        }
-        "alert/test" => {
-            let n = core.send_test_alert(actor).await?;
-            json!({ "outputs": n, "msg": "test alert queued for every configured output" })
-        }
-        "alerts/outbox" => {
-            let pending = !matches!(req.opt("all"), Some("true" | "1"));
-            let alerts = core.list_alerts(actor, pending, req.int("limit")?.unwrap_or(100)).await?;
-            let items: Vec<Value> = alerts
-                .iter()
-                .map(|a| {
-                    json!({
-                        "id": a.id,
-                        "idempotency_key": a.idempotency_key,
-                        "output": a.output,
-                        "canarytoken": a.token_id,
-                        "incident_id": a.incident_id,
-                        "created": epoch_text(a.created_us),
-                        "attempts": a.attempts,
-                        "last_error": a.last_error,
-                        "next_attempt": epoch_text(a.next_attempt_us),
-                        "delivered": a.delivered_us.map(epoch_text),
-                        "gave_up": a.gave_up_us.map(epoch_text),
-                    })
-                })
-                .collect();
-            json!({ "alerts": items })
+            json!({ "hits": hits.iter().map(shapes::hit_json).collect::<Vec<_>>() })
         }
         "canarytoken/update/redirect_url" => {
             let t = core.set_redirect_url(actor, req.required("canarytoken")?, req.required("redirect_url")?).await?;
-            json!({ "token": token_json(site, &t) })
+            json!({ "token": one(&t) })
+        }
+        "canarytoken/remove/redirect_url" => {
+            json!({ "token": one(&core.remove_redirect_url(actor, req.required("canarytoken")?).await?) })
         }
         "canarytoken/enable" | "canarytoken/disable" => {
             core.set_enabled(actor, req.required("canarytoken")?, endpoint == "canarytoken/enable").await?;
@@ -548,6 +596,27 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
             core.delete_token(actor, req.required("canarytoken")?, clear).await?;
             json!({})
         }
+        "canarytokens/delete" => {
+            let domains: Vec<String> = req
+                .get("domains")
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+                .collect();
+            let clear = req.bool("clear_incidents")?.unwrap_or(false);
+            json!({ "deleted_count": core.delete_tokens_on_domains(actor, &domains, clear).await? })
+        }
+        other => return Err(CoreError::invalid("endpoint", format!("{other} is not handled"))),
+    })
+}
+
+/// Most kinds `flock/summary` lists under `top_tokens`.
+const MAX_TOP_TOKENS: i64 = 100;
+
+async fn flocks(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResult<Value> {
+    Ok(match endpoint {
         "flocks/list" => {
             let m: Map<String, Value> =
                 core.list_flocks(actor).await?.into_iter().map(|f| (f.id, Value::String(f.name))).collect();
@@ -565,61 +634,128 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
             core.delete_flock(actor, req.required("flock_id")?).await?;
             json!({})
         }
+        "flock/list" => json!({ "sensors": core.flock_token_ids(actor, req.required("flock_id")?).await? }),
         "flock/summary" => {
+            let top = req.non_negative("num_top_tokens")?.unwrap_or(3);
+            if top > MAX_TOP_TOKENS {
+                return Err(CoreError::invalid("num_top_tokens", format!("must be at most {MAX_TOP_TOKENS}")));
+            }
             let (f, s) = core.flock_summary(actor, req.required("flock_id")?).await?;
+            let top_tokens: Vec<Value> = s
+                .kinds
+                .iter()
+                .take(top as usize)
+                .map(|(kind, count)| json!({ "count": count, "kind": kind }))
+                .collect();
             json!({
                 "flock_id": f.id,
                 "name": f.name,
-                "summary": {
-                    "token_count": s.token_count,
-                    "enabled_token_count": s.enabled_token_count,
-                    "incident_count": s.incident_count,
-                    "unacknowledged_incident_count": s.unacknowledged_incident_count,
-                }
+                "total_tokens": s.token_count,
+                "disabled_tokens": s.token_count - s.enabled_token_count,
+                "different_token_num": s.kinds.len(),
+                "triggered_tokens": s.triggered_token_count,
+                "incident_count": s.incident_count,
+                "unacknowledged_incident_count": s.unacknowledged_incident_count,
+                "top_tokens": top_tokens,
             })
         }
-        "incidents/all" | "incidents/unacknowledged" | "incidents/acknowledged" => {
-            let mut filter = feed_filter(req)?;
-            filter.acknowledged = match endpoint {
-                "incidents/unacknowledged" => Some(false),
-                "incidents/acknowledged" => Some(true),
-                _ => None,
-            };
-            filter.event_limit = non_negative(req, "event_limit")?;
-            let incidents = core.list_incidents(actor, filter).await?;
-            let items: Vec<Value> = incidents.iter().map(|i| incident_json(i, true)).collect();
-            let feed = match endpoint {
-                "incidents/unacknowledged" => "Unacknowledged Incidents",
-                "incidents/acknowledged" => "Acknowledged Incidents",
-                _ => "All Incidents",
-            };
-            json!({ "feed": feed, "incidents": items })
-        }
+        other => return Err(CoreError::invalid("endpoint", format!("{other} is not handled"))),
+    })
+}
+
+/// One incident and bulk actions on incidents.
+async fn incidents(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResult<Value> {
+    let action = match endpoint {
+        "incident/acknowledge" | "incidents/acknowledge" => "acknowledged",
+        "incident/unacknowledge" | "incidents/unacknowledge" => "unacknowledged",
+        _ => "deleted",
+    };
+    Ok(match endpoint {
         "incident/fetch" => {
-            let inc = core.get_incident(actor, incident_id(req)?).await?;
-            json!({ "incident": incident_json(&inc, false) })
+            let which = match (req.opt("incident"), req.opt("hash_id")) {
+                (Some(_), _) => IncidentFilter { id: Some(incident_id(req)?), ..Default::default() },
+                (None, Some(h)) => IncidentFilter { hash_id: Some(h.to_string()), ..Default::default() },
+                (None, None) => return Err(CoreError::invalid("incident", "or hash_id is required")),
+            };
+            let clock = listings::clock(&req.params)?;
+            let inc = core.get_incident(actor, which).await?;
+            json!({ "incident": shapes::fetched_incident(&inc, &core.site, &clock) })
         }
-        "incident/acknowledge" | "incident/unacknowledge" => {
-            let filter = IncidentFilter { id: Some(incident_id(req)?), ..Default::default() };
-            core.set_acknowledged(actor, filter, endpoint == "incident/acknowledge").await?;
-            json!({})
+        "incident/acknowledge" | "incident/unacknowledge" | "incident/delete" => {
+            let id = incident_id(req)?;
+            let filter = IncidentFilter { id: Some(id), ..Default::default() };
+            match endpoint {
+                "incident/delete" => core.delete_incidents(actor, filter).await?,
+                e => core.set_acknowledged(actor, filter, e == "incident/acknowledge").await?,
+            };
+            json!({ "action": action, "key": shapes::incident_key(id) })
         }
-        "incident/delete" => {
-            let filter = IncidentFilter { id: Some(incident_id(req)?), ..Default::default() };
-            core.delete_incidents(actor, filter).await?;
-            json!({})
-        }
-        "incidents/acknowledge" | "incidents/unacknowledge" => {
-            let n = core.set_acknowledged(actor, bulk_filter(req)?, endpoint == "incidents/acknowledge").await?;
-            json!({ "incidents_affected": n })
-        }
-        "incidents/delete" => {
+        "incidents/acknowledge" | "incidents/unacknowledge" | "incidents/delete" => {
             let mut filter = bulk_filter(req)?;
-            filter.acknowledged = Some(true);
-            let n = core.delete_incidents(actor, filter).await?;
-            json!({ "incidents_affected": n })
+            let ids = match endpoint {
+                "incidents/delete" => {
+                    if !req.bool("include_unacknowledged")?.unwrap_or(false) {
+                        filter.acknowledged = Some(true);
+                    }
+                    core.delete_incidents(actor, filter).await?
+                }
+                e => core.set_acknowledged(actor, filter, e == "incidents/acknowledge").await?,
+            };
+            let keys: Vec<String> = ids.iter().map(|i| shapes::incident_key(*i)).collect();
+            json!({ "action": action, "keys": keys })
         }
-        // Only reachable if `methods` names an endpoint this match lacks.
+        other => return Err(CoreError::invalid("endpoint", format!("{other} is not handled"))),
+    })
+}
+
+/// Alert outputs, the outbox and test alerts (Trapline's own endpoints).
+async fn alerts(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResult<Value> {
+    Ok(match endpoint {
+        "alerts/outputs" => {
+            let (fixed, added) = core.list_alert_outputs(actor).await?;
+            let added: Vec<Value> = added.iter().map(output_json).collect();
+            json!({ "configured": fixed, "outputs": added })
+        }
+        "alerts/outputs/add" => {
+            let o = core.add_alert_output(actor, req.required("output")?, req.opt("flock_id")).await?;
+            json!({ "output": output_json(&o) })
+        }
+        "alerts/outputs/delete" => {
+            if !core.delete_alert_output(actor, req.required("output_id")?).await? {
+                return Err(CoreError::OutputNotFound);
+            }
+            json!({})
+        }
+        "alert/test" => {
+            let n = core.send_test_alert(actor, req.opt("description")).await?;
+            if n == 0 {
+                return Err(CoreError::invalid("outputs", "none are configured (see alert_webhooks, alert_outputs)"));
+            }
+            json!({ "outputs": n, "msg": "test alert queued for every configured output" })
+        }
+        "alerts/outbox" => {
+            let pending = !matches!(req.opt("all"), Some("true" | "1"));
+            let alerts = core.list_alerts(actor, pending, req.int("limit")?.unwrap_or(100)).await?;
+            let items: Vec<Value> = alerts
+                .iter()
+                .map(|a| {
+                    json!({
+                        "id": a.id,
+                        "idempotency_key": a.idempotency_key,
+                        "output": a.output,
+                        "canarytoken": a.token_id,
+                        "incident_id": a.incident_id,
+                        "created": shapes::epoch_text(a.created_us),
+                        "attempts": a.attempts,
+                        "last_error": a.last_error,
+                        "next_attempt": shapes::epoch_text(a.next_attempt_us),
+                        "delivered": a.delivered_us.map(shapes::epoch_text),
+                        "gave_up": a.gave_up_us.map(shapes::epoch_text),
+                    })
+                })
+                .collect();
+            json!({ "alerts": items })
+        }
         other => return Err(CoreError::invalid("endpoint", format!("{other} is not handled"))),
     })
 }
@@ -627,7 +763,7 @@ async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResul
 /// A create request: kind, memo, flock and the kind's own parameters and files. Credentials
 /// and transport parameters are not the kind's business and are left out.
 fn new_token(req: &Req) -> NewToken {
-    let mut params: Params = req.params.clone();
+    let mut params = req.params.0.clone();
     for transport in ["auth_token", "factory_auth"].iter().chain(ALERT_PARAMS) {
         params.remove(*transport);
     }
@@ -656,58 +792,15 @@ fn alert_settings(req: &Req) -> AlertSettings {
     }
 }
 
-/// A stored hit as `canarytoken/hits` lists it, with what became of its alert.
-fn hit_json(h: &Hit) -> Value {
-    let mut m = Map::new();
-    m.insert("id".into(), json!(h.id));
-    m.insert(
-        "incident_id".into(),
-        if h.incident_id > 0 { json!(format!("incident:canarytoken:{}", h.incident_id)) } else { Value::Null },
-    );
-    m.insert("alert_status".into(), json!(h.alert_status.as_str()));
-    m.insert("type".into(), json!(h.channel.as_str()));
-    m.insert("src_host".into(), json!(h.src_ip));
-    m.insert("src_port".into(), json!(h.src_port));
-    m.insert("timestamp".into(), json!(epoch_text(h.time_us)));
-    add_hit_data(&mut m, &h.data);
-    Value::Object(m)
-}
-
 /// An alert output added through the API.
 fn output_json(o: &AlertOutput) -> Value {
     json!({
         "id": o.id,
         "flock_id": o.flock_id,
         "output": o.output,
-        "created": epoch_text(o.created_us),
+        "created": shapes::epoch_text(o.created_us),
         "created_by": o.created_by,
     })
-}
-
-/// A hit's data fields, under the fields already set. `_`-prefixed fields are the listeners'
-/// own bookkeeping (the scanner nonce) and stay out.
-fn add_hit_data(m: &mut Map<String, Value>, data: &Value) {
-    if let Value::Object(data) = data {
-        for (k, v) in data.iter().filter(|(k, _)| !k.starts_with('_')) {
-            m.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-    }
-}
-
-fn token_filter(req: &Req) -> CoreResult<TokenFilter> {
-    Ok(TokenFilter {
-        kind: req.opt("kind").map(str::to_string),
-        flock_id: req.opt("flock_id").map(str::to_string),
-        memo_contains: req.opt("memo").or(req.opt("search")).map(str::to_string),
-        enabled: req.bool("enabled")?,
-    })
-}
-
-fn non_negative(req: &Req, name: &'static str) -> CoreResult<Option<i64>> {
-    match req.int(name)? {
-        Some(n) if n < 0 => Err(CoreError::invalid(name, "must not be negative")),
-        other => Ok(other),
-    }
 }
 
 /// Incident ids look like `incident:canarytoken:<n>`; a bare number is accepted too.
@@ -716,20 +809,7 @@ fn incident_id(req: &Req) -> CoreResult<i64> {
     raw.rsplit(':').next().and_then(|n| n.parse::<i64>().ok()).ok_or(CoreError::IncidentNotFound)
 }
 
-fn feed_filter(req: &Req) -> CoreResult<IncidentFilter> {
-    let mut f = IncidentFilter {
-        token_id: req.opt("node_id").map(str::to_string),
-        src_ip: req.opt("src_host").map(str::to_string),
-        flock_id: req.opt("flock_id").map(str::to_string),
-        limit: non_negative(req, "limit")?,
-        ..Default::default()
-    };
-    if let Some(v) = req.opt("newer_than") {
-        f.created_after_us = Some(parse_newer_than(v)?);
-    }
-    Ok(f)
-}
-
+/// The filters of the bulk incident actions.
 fn bulk_filter(req: &Req) -> CoreResult<IncidentFilter> {
     let (node, src) = (req.opt("node_id"), req.opt("src_host"));
     if node.is_some() && src.is_some() {
@@ -744,6 +824,7 @@ fn bulk_filter(req: &Req) -> CoreResult<IncidentFilter> {
     if let Some(v) = req.opt("older_than") {
         f.created_before_us = Some(now_us() - parse_period(v).ok_or_else(|| CoreError::invalid("older_than", v))?);
     }
+    listings::text_filters(&req.params, &mut f)?;
     Ok(f)
 }
 
@@ -759,125 +840,14 @@ fn parse_period(v: &str) -> Option<i64> {
     n.checked_mul(unit)?.checked_mul(1_000_000)
 }
 
-/// `2019-12-25-12:00:00` (UTC) or epoch seconds.
-fn parse_newer_than(v: &str) -> CoreResult<Micros> {
+/// `2019-12-25-12:00:00` (UTC) or epoch seconds, as `newer_than` and `older_than` take them.
+fn parse_time(name: &'static str, v: &str) -> CoreResult<Micros> {
     if let Ok(secs) = v.parse::<i64>() {
-        return secs.checked_mul(1_000_000).ok_or_else(|| CoreError::invalid("newer_than", "is out of range"));
+        return secs.checked_mul(1_000_000).ok_or_else(|| CoreError::invalid(name, "is out of range"));
     }
     NaiveDateTime::parse_from_str(v, "%Y-%m-%d-%H:%M:%S")
         .map(|t| t.and_utc().timestamp_micros())
-        .map_err(|_| CoreError::invalid("newer_than", format!("must look like 2019-12-25-12:00:00, not {v:?}")))
-}
-
-fn datetime(us: Micros) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(us).unwrap_or_default()
-}
-
-/// `"1586161315.087693"`
-fn epoch_text(us: Micros) -> String {
-    format!("{}.{:06}", us.div_euclid(1_000_000), us.rem_euclid(1_000_000))
-}
-
-/// `2020-04-07 08:53:43 UTC+0000`
-fn std_time(us: Micros) -> String {
-    datetime(us).format("%Y-%m-%d %H:%M:%S UTC+0000").to_string()
-}
-
-pub fn token_json(site: &kinds::Site, t: &Token) -> Value {
-    let mut m = Map::new();
-    m.insert("canarytoken".into(), json!(t.id));
-    m.insert("kind".into(), json!(t.kind));
-    m.insert("memo".into(), json!(t.memo));
-    m.insert("flock_id".into(), json!(t.flock_id));
-    m.insert("enabled".into(), json!(t.enabled));
-    m.insert("created".into(), json!(epoch_text(t.created_us)));
-    m.insert("created_printable".into(), json!(datetime(t.created_us).format("%Y-%m-%d %H:%M:%S (UTC)").to_string()));
-    m.insert("triggered_count".into(), json!(t.triggered_count));
-    m.insert("updated_id".into(), json!(t.updated_id));
-    m.insert("url".into(), json!(site.url(&t.id)));
-    m.insert("hostname".into(), json!(site.hostname(&t.id)));
-    m.insert("key".into(), json!(format!("canarydrop:{}", t.id)));
-    if let Some(u) = &t.alert_webhook_url {
-        m.insert("alert_webhook_url".into(), json!(u));
-    }
-    if let Some(e) = &t.alert_email {
-        m.insert("alert_email".into(), json!(e));
-    }
-    if let Some(c) = t.alert_cooldown_secs {
-        m.insert("alert_cooldown".into(), json!(c));
-    }
-    if let Some(n) = t.alert_max_per_hour {
-        m.insert("alert_max_per_hour".into(), json!(n));
-    }
-    if !t.ignore_sources.is_empty() {
-        m.insert("ignore_sources".into(), json!(t.ignore_sources.join(",")));
-    }
-    if let Some(kind) = kinds::find(&t.kind) {
-        (kind.describe)(t, site, &mut m);
-    }
-    Value::Object(m)
-}
-
-/// Console log types: 16xxx for DNS-triggered kinds, 17xxx for HTTP-triggered kinds.
-fn logtype(c: Channel) -> &'static str {
-    match c {
-        Channel::Dns => "16000",
-        Channel::Http => "17000",
-    }
-}
-
-fn event_json(i: &Incident, h: &Hit) -> Value {
-    let mut m = Map::new();
-    // canarytools keeps only a fixed set of incident attributes (no memo), but every event
-    // attribute: the memo rides on each event so its users can see where the token was placed.
-    m.insert("memo".into(), json!(i.memo));
-    m.insert("kind".into(), json!(i.kind));
-    m.insert("canarytoken".into(), json!(h.token_id));
-    m.insert("type".into(), json!(h.channel.as_str()));
-    m.insert("src_host".into(), json!(h.src_ip));
-    // Event values are strings (or objects): canarytools measures them with len().
-    m.insert("src_port".into(), json!(h.src_port.to_string()));
-    m.insert("timestamp".into(), json!(h.time_us.div_euclid(1_000_000)));
-    m.insert("timestamp_std".into(), json!(std_time(h.time_us)));
-    m.insert("alert_status".into(), json!(h.alert_status.as_str()));
-    add_hit_data(&mut m, &h.data);
-    Value::Object(m)
-}
-
-const SUMMARY: &str = "Canarytoken triggered";
-
-/// An incident; in feeds `description` is an object holding the details (the client flattens
-/// it), in `incident/fetch` it is the summary string.
-fn incident_json(i: &Incident, feed: bool) -> Value {
-    let events: Vec<Value> = i.events.iter().map(|h| event_json(i, h)).collect();
-    let mut d = Map::new();
-    d.insert("id".into(), json!(format!("incident:canarytoken:{}", i.id)));
-    d.insert("summary".into(), json!(SUMMARY));
-    d.insert("acknowledged".into(), json!(if i.acknowledged { "True" } else { "False" }));
-    d.insert("created".into(), json!(epoch_text(i.created_us)));
-    d.insert("created_std".into(), json!(std_time(i.created_us)));
-    d.insert("updated_std".into(), json!(std_time(i.updated_us)));
-    d.insert("src_host".into(), json!(i.src_ip));
-    d.insert("logtype".into(), json!(logtype(kinds::find(&i.kind).map_or(i.channel, |k| k.channel))));
-    d.insert("memo".into(), json!(i.memo));
-    d.insert("canarytoken".into(), json!(i.token_id));
-    d.insert("node_id".into(), json!(i.token_id));
-    d.insert("kind".into(), json!(i.kind));
-    d.insert("flock_id".into(), json!(i.flock_id));
-    d.insert("events_count".into(), json!(i.events.len().to_string()));
-    d.insert("alerted".into(), json!(if i.alerted { "True" } else { "False" }));
-    d.insert("description".into(), json!(SUMMARY));
-    if feed {
-        // The details again under `description` (canarytools flattens it), without the events,
-        // which are sent once, at the top.
-        let mut top = d.clone();
-        top.insert("description".into(), Value::Object(d));
-        top.insert("events".into(), Value::Array(events));
-        Value::Object(top)
-    } else {
-        d.insert("events".into(), Value::Array(events));
-        Value::Object(d)
-    }
+        .map_err(|_| CoreError::invalid(name, format!("must look like 2019-12-25-12:00:00, not {v:?}")))
 }
 
 #[cfg(test)]
@@ -895,12 +865,24 @@ mod tests {
     }
 
     #[test]
-    fn times_have_console_formats() {
-        let us = 1_586_161_315_087_693;
-        assert_eq!(epoch_text(us), "1586161315.087693");
-        assert_eq!(std_time(us), "2020-04-06 08:21:55 UTC+0000");
-        assert_eq!(parse_newer_than("2020-04-06-08:21:55").unwrap(), 1_586_161_315_000_000);
-        assert!(parse_newer_than("yesterday").is_err());
+    fn times() {
+        assert_eq!(parse_time("newer_than", "2020-04-06-08:21:55").unwrap(), 1_586_161_315_000_000);
+        assert_eq!(parse_time("older_than", "1586161315").unwrap(), 1_586_161_315_000_000);
+        assert!(parse_time("newer_than", "yesterday").is_err());
+        assert!(parse_time("newer_than", "2020-01-01 00:00").is_err());
+    }
+
+    #[test]
+    fn answers_are_laid_out_as_the_console_does() {
+        let r = success(json!({ "b": 1, "a": { "d": "x", "c": [1] } }));
+        let body = futures_util::FutureExt::now_or_never(axum::body::to_bytes(r.into_body(), 1 << 20))
+            .expect("a ready body")
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert_eq!(
+            text,
+            "{\n  \"a\": {\n    \"c\": [\n      1\n    ],\n    \"d\": \"x\"\n  },\n  \"b\": 1,\n  \"result\": \"success\"\n}\n"
+        );
     }
 
     #[test]
@@ -915,11 +897,14 @@ mod tests {
             "canarytokens/search",
             "canarytoken/update",
             "canarytoken/update/redirect_url",
+            "canarytoken/remove/redirect_url",
             "canarytoken/enable",
             "canarytoken/disable",
             "canarytoken/delete",
+            "canarytokens/delete",
             "canarytoken/download",
             "flocks/list",
+            "flock/list",
             "flock/create",
             "flock/rename",
             "flock/delete",
@@ -927,6 +912,7 @@ mod tests {
             "incidents/all",
             "incidents/unacknowledged",
             "incidents/acknowledged",
+            "incidents/search",
             "incident/fetch",
             "incident/acknowledge",
             "incident/unacknowledge",
