@@ -8,14 +8,20 @@
 //! and        := unit ( '+' unit )*        -- '+' is AND
 //! unit       := '(' or ')' | comparison
 //! comparison := field ':' op? value
-//! op         := '!' | '>' | '>=' | '<' | '<=' | '~' | '!~'
+//!             | field ':' '!'? '*'        -- has a value / has none
+//! op         := '!' | '>' | '>=' | '<' | '<=' | '~' | '!~' | '*' | '!*'
 //! value      := 'quoted' | "quoted" | '[' value (',' value)* ']' | null | true | false | number | word
 //! ```
+//!
+//! `*` and `!*` directly before a value are the wildcard operator as Falcon's own examples write
+//! it (`label:*'batch*'`): the same as `:` and `:!`, the wildcards being in the value. With no
+//! value after them, `field:*` means the field has a value (not null and, for text, not empty)
+//! and `field:!*` that it has none.
 //!
 //! Quoted text may hold `*` wildcards; `\` escapes a quote. Times are written as text
 //! (`'2021-09-22T02:28:11Z'`) or relative (`'now-7d'`, units s m h d w). Every error names the
 //! character position where parsing stopped. The store compiles the tree into parameterised
-//! SQL (`store::sql`), so no filter text ever reaches a statement.
+//! SQL (`store::fql_sql`), so no filter text ever reaches a statement.
 
 use std::fmt;
 
@@ -47,7 +53,18 @@ pub enum Value {
 pub enum Expr {
     And(Vec<Expr>),
     Or(Vec<Expr>),
-    Cmp { field: String, op: Op, value: Value, position: usize },
+    Cmp {
+        field: String,
+        op: Op,
+        value: Value,
+        position: usize,
+    },
+    /// `field:*` (`present`) or `field:!*`: the field has a value / has none.
+    Present {
+        field: String,
+        present: bool,
+        position: usize,
+    },
 }
 
 /// A filter that does not parse (or names a field or value the query cannot use).
@@ -166,6 +183,9 @@ impl Parser {
         if !self.eat(':') {
             return Err(self.error("expected ':' after the field name"));
         }
+        if let Some(present) = self.presence() {
+            return Ok(Expr::Present { field, present, position });
+        }
         let op = self.op();
         let value = self.value()?;
         if matches!(value, Value::List(_)) && !matches!(op, Op::Eq | Op::Ne) {
@@ -174,13 +194,32 @@ impl Parser {
         Ok(Expr::Cmp { field, op, value, position })
     }
 
+    /// `*` or `!*` not followed by a value (`field:*`, `field:!*`): Some(has a value).
+    /// Otherwise nothing is consumed: `field:*'x*'` is the wildcard operator, read by
+    /// [`Parser::op`].
+    fn presence(&mut self) -> Option<bool> {
+        let (present, len) = match (self.peek(), self.chars.get(self.pos + 1)) {
+            (Some('*'), _) => (true, 1),
+            (Some('!'), Some('*')) => (false, 2),
+            _ => return None,
+        };
+        if self.chars.get(self.pos + len).is_some_and(|&c| matches!(c, '\'' | '"' | '[') || word_char(c)) {
+            return None;
+        }
+        self.pos += len;
+        Some(present)
+    }
+
     fn op(&mut self) -> Op {
         let two: String = self.chars[self.pos..self.chars.len().min(self.pos + 2)].iter().collect();
         let (op, len) = match two.as_str() {
             ">=" => (Op::Ge, 2),
             "<=" => (Op::Le, 2),
             "!~" => (Op::NotLike, 2),
+            // The wildcard operator: the same as ':' and ':!' (the wildcards are in the value).
+            "!*" => (Op::Ne, 2),
             _ => match self.peek() {
+                Some('*') => (Op::Eq, 1),
                 Some('!') => (Op::Ne, 1),
                 Some('>') => (Op::Gt, 1),
                 Some('<') => (Op::Lt, 1),
@@ -239,7 +278,7 @@ impl Parser {
             }
             Some(_) => {
                 let start = self.pos;
-                while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':')) {
+                while self.peek().is_some_and(word_char) {
                     self.pos += 1;
                 }
                 if self.pos == start {
@@ -258,6 +297,11 @@ impl Parser {
             }
         }
     }
+}
+
+/// A character of an unquoted value (a number, a word, an unquoted time).
+fn word_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':')
 }
 
 /// A time value: RFC 3339 text, a date, `now`, or `now-<n><unit>` / `now+<n><unit>`
@@ -357,6 +401,83 @@ mod tests {
         }
         assert!(parse(&"(".repeat(40)).is_err());
         assert!(parse(&"a".repeat(MAX_LEN + 1)).is_err());
+    }
+
+    fn present(field: &str, present: bool, position: usize) -> Expr {
+        Expr::Present { field: field.into(), present, position }
+    }
+
+    #[test]
+    fn has_a_value_and_has_none() {
+        assert_eq!(parse("label:*").unwrap(), present("label", true, 0));
+        assert_eq!(parse("label:!*").unwrap(), present("label", false, 0));
+        assert_eq!(parse(" label:*  ").unwrap(), present("label", true, 1));
+        assert_eq!(parse("expires_timestamp:!*").unwrap(), present("expires_timestamp", false, 0));
+        // Ends the term before '+', ',' and ')', with or without spaces.
+        assert_eq!(
+            parse("label:*+status:'valid'").unwrap(),
+            Expr::And(vec![present("label", true, 0), cmp("status", Op::Eq, Value::Text("valid".into()), 8)])
+        );
+        assert_eq!(
+            parse("label:!* , id:*").unwrap(),
+            Expr::Or(vec![present("label", false, 0), present("id", true, 11)])
+        );
+        assert_eq!(
+            parse("(label:!*)+revoked_timestamp:*").unwrap(),
+            Expr::And(vec![present("label", false, 1), present("revoked_timestamp", true, 11)])
+        );
+    }
+
+    #[test]
+    fn wildcard_operator_is_plain_equality() {
+        // `field:*'v'` is `field:'v'` and `field:!*'v'` is `field:!'v'`; the wildcards stay in v.
+        for (with, without) in [
+            ("label:*'batch*'", "label:'batch*'"),
+            ("label:*\"*mid*\"", "label:'*mid*'"),
+            ("label:!*'batch*'", "label:!'batch*'"),
+            ("label:*5", "label:5"),
+            ("label:*word", "label:word"),
+            ("label:*null", "label:null"),
+            ("status:*['valid','expired']", "status:['valid','expired']"),
+            ("status:!*['revoked']", "status:!['revoked']"),
+            ("label:*'a*'+status:*'valid'", "label:'a*'+status:'valid'"),
+        ] {
+            let (a, b) = (parse(with).unwrap(), parse(without).unwrap());
+            // Same tree; only the positions of later terms may differ.
+            match (&a, &b) {
+                (Expr::Cmp { op: oa, value: va, .. }, Expr::Cmp { op: ob, value: vb, .. }) => {
+                    assert_eq!((oa, va), (ob, vb), "{with}")
+                }
+                (Expr::And(x), Expr::And(y)) => assert_eq!(x.len(), y.len(), "{with}"),
+                _ => panic!("{with}: {a:?} vs {b:?}"),
+            }
+        }
+        assert_eq!(parse("label:*'batch*'").unwrap(), cmp("label", Op::Eq, Value::Text("batch*".into()), 0));
+        assert_eq!(parse("label:!*'b*'").unwrap(), cmp("label", Op::Ne, Value::Text("b*".into()), 0));
+        assert_eq!(parse("label:*5").unwrap(), cmp("label", Op::Eq, Value::Number(5.0), 0));
+    }
+
+    #[test]
+    fn presence_and_wildcard_errors_name_the_position() {
+        for (f, pos) in [
+            ("label:*'", 8),         // unterminated quote after the wildcard operator
+            ("label:!*'abc", 12),    // the same, negated
+            ("label:**", 7),         // '*' is no value
+            ("label:*!", 7),         // nor is '!'
+            ("label:!**'x'", 8),     // '!*' then '*'
+            ("label:*)", 7),         // ')' with no '(' open
+            ("label:* status:*", 8), // two terms without '+' or ','
+            ("label:* 'x'", 8),      // the wildcard operator touches its value
+            ("label:*+", 8),         // '+' needs a right-hand side
+            ("label:*,", 8),         // ',' too
+            ("label:*[1", 9),        // unclosed list
+            ("label:>*", 7),         // comparisons take no wildcard operator
+            ("label: *", 7),         // no space between ':' and the operator
+            ("(label:*", 8),
+        ] {
+            let e = parse(f).unwrap_err();
+            assert_eq!(e.position, pos, "{f:?}: {e}");
+        }
     }
 
     #[test]

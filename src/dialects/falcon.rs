@@ -4,10 +4,16 @@
 //! **201** with a bearer token (a [`crate::session`] token, 30 minutes); `POST /oauth2/revoke`
 //! (Basic auth, form `token`) revokes one. Installation tokens are factory tokens. Every answer
 //! is the Falcon envelope `{"meta": {"query_time", "trace_id", "pagination"?}, "resources",
-//! "errors": [{"code", "message"}]}`; creates answer 201, everything else (DELETE too) 200.
-//! `ids` arrive repeated (`?ids=a&ids=b`) or comma-separated. Filters are FQL ([`crate::fql`]);
-//! a filter that does not parse is a 400 naming the position. No `X-Cs-Region` header is ever
-//! sent: the client would redirect itself to a public cloud.
+//! "errors": [{"code", "message", "id"?}]}`; creates answer 201, everything else (DELETE too) 200.
+//! `ids` arrive repeated (`?ids=a&ids=b`) or comma-separated. An id that does not exist gets an
+//! error of its own (`{"code": 404, "message", "id"}`) next to the resources found: the answer is
+//! 200 when at least one id was found and 404 when none was. Every token shown carries its
+//! `value` (kept sealed, so it can be shown again; `null` for tokens made before values were
+//! kept). Queries page 50 at a time unless `limit` says otherwise. Filters are FQL
+//! ([`crate::fql`]); a filter that does not parse is a 400 naming the position. Timestamps are
+//! RFC 3339 in UTC, with milliseconds unless they are zero (`2030-01-01T00:00:00Z`, as Falcon's
+//! own samples parse them). No `X-Cs-Region` header is ever sent: the client would redirect
+//! itself to a public cloud.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,8 +39,10 @@ use crate::session::Sessions;
 /// Life of a bearer token: the client refreshes it before it runs out.
 const TOKEN_LIFE_SECS: i64 = 1800;
 const MAX_BODY: usize = 64 * 1024;
-/// Page size when the caller names none.
-const DEFAULT_LIMIT: i64 = 100;
+/// Page size when the caller names none (Falcon's documented default).
+const DEFAULT_LIMIT: i64 = 50;
+/// Most ids looked up at once by the core; longer lists are read in chunks.
+const IDS_PER_READ: usize = crate::core::MAX_QUERY_PAGE as usize;
 
 pub struct FalconState {
     core: Arc<Core>,
@@ -54,7 +62,8 @@ pub fn router(core: Arc<Core>) -> Router {
 struct Answer {
     status: StatusCode,
     resources: Vec<Value>,
-    errors: Vec<(u16, String)>,
+    /// (code, message, the id it is about).
+    errors: Vec<(u16, String, Option<String>)>,
     pagination: Option<(i64, i64, i64)>,
 }
 
@@ -63,7 +72,23 @@ impl Answer {
         Answer { status: StatusCode::OK, resources, errors: Vec::new(), pagination: None }
     }
     fn error(status: StatusCode, message: impl Into<String>) -> Answer {
-        Answer { status, resources: Vec::new(), errors: vec![(status.as_u16(), message.into())], pagination: None }
+        Answer {
+            status,
+            resources: Vec::new(),
+            errors: vec![(status.as_u16(), message.into(), None)],
+            pagination: None,
+        }
+    }
+    /// A 404 for `id`, next to whatever else the answer holds.
+    fn not_found(&mut self, what: &str, id: &str) {
+        self.errors.push((404, format!("{what} {id} not found"), Some(id.to_string())));
+    }
+    /// 404 when ids were asked for and none of them was found.
+    fn none_found(mut self, found: usize) -> Answer {
+        if found == 0 && !self.errors.is_empty() {
+            self.status = StatusCode::NOT_FOUND;
+        }
+        self
     }
     fn into_response(self, started: Instant) -> Response {
         let mut meta = json!({
@@ -73,7 +98,17 @@ impl Answer {
         if let Some((offset, limit, total)) = self.pagination {
             meta["pagination"] = json!({ "offset": offset, "limit": limit, "total": total });
         }
-        let errors: Vec<Value> = self.errors.iter().map(|(c, m)| json!({ "code": c, "message": m })).collect();
+        let errors: Vec<Value> = self
+            .errors
+            .iter()
+            .map(|(c, m, id)| {
+                let mut e = json!({ "code": c, "message": m });
+                if let Some(id) = id {
+                    e["id"] = id.as_str().into();
+                }
+                e
+            })
+            .collect();
         let body = json!({ "meta": meta, "resources": self.resources, "errors": errors });
         (self.status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
     }
@@ -180,14 +215,23 @@ async fn bearer_actor(state: &FalconState, h: &HeaderMap, src_ip: &str) -> CoreR
     state.core.authenticate_key_id(&key_id, src_ip, "falcon").await
 }
 
-/// Falcon's timestamps: RFC 3339 with milliseconds.
+/// Falcon's timestamps: RFC 3339 in UTC with milliseconds, or whole seconds when the
+/// milliseconds are zero (`2030-01-01T00:00:00Z`: Falcon's samples read `expires_timestamp`
+/// with `%Y-%m-%dT%H:%M:%SZ`).
 fn falcon_time(us: Micros) -> String {
-    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    let t = chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();
+    if us.rem_euclid(1_000_000) < 1_000 {
+        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    }
 }
 
+/// A token as Falcon shows it; `value` is None for tokens made before values were kept.
 fn token_json(f: &FactoryToken, value: Option<&str>) -> Value {
-    let mut t = json!({
+    json!({
         "id": f.id,
+        "value": value,
         "label": f.label,
         "status": f.status(crate::model::now_us()).as_str(),
         "type": "customer_managed",
@@ -195,12 +239,11 @@ fn token_json(f: &FactoryToken, value: Option<&str>) -> Value {
         "expires_timestamp": f.expires_us.map(falcon_time),
         "last_used_timestamp": f.last_used_us.map(falcon_time),
         "revoked_timestamp": f.revoked_us.map(falcon_time),
-    });
-    // The value is stored hashed: only the answer to the create carries it.
-    if let Some(v) = value {
-        t["value"] = v.into();
-    }
-    t
+    })
+}
+
+fn stored_token_json(core: &Core, f: &FactoryToken) -> Value {
+    token_json(f, core.factory_value(f).as_deref())
 }
 
 fn event_json(e: &AuditEvent) -> Value {
@@ -221,14 +264,15 @@ impl Params {
     fn get(&self, k: &str) -> Option<&str> {
         self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).filter(|v| !v.trim().is_empty())
     }
+    /// The ids asked for, each once, in the order given.
     fn ids(&self) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(n, _)| n == "ids")
-            .flat_map(|(_, v)| v.split(','))
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
+        let mut out: Vec<String> = Vec::new();
+        for id in self.0.iter().filter(|(n, _)| n == "ids").flat_map(|(_, v)| v.split(',')).map(str::trim) {
+            if !id.is_empty() && !out.iter().any(|o| o == id) {
+                out.push(id.to_string());
+            }
+        }
+        out
     }
     fn int(&self, k: &'static str, default: i64) -> CoreResult<i64> {
         match self.get(k) {
@@ -319,10 +363,23 @@ async fn handle(
             }
         }
         ("GET", "entities/tokens") => {
-            Answer::ok(core.get_factories(actor, &p.ids()).await?.iter().map(|f| token_json(f, None)).collect())
+            let ids = p.ids();
+            let mut found = Vec::new();
+            for chunk in ids.chunks(IDS_PER_READ) {
+                found.extend(core.get_factories(actor, chunk).await?);
+            }
+            let mut out = Answer::ok(Vec::new());
+            for id in &ids {
+                match found.iter().find(|f| &f.id == id) {
+                    Some(f) => out.resources.push(stored_token_json(core, f)),
+                    None => out.not_found("token", id),
+                }
+            }
+            out.none_found(found.len())
         }
         ("POST", "entities/tokens") => {
             let m = body_object(body)?;
+            // falconpy leaves out an empty label: a token without one is labelled "".
             let label = opt_str(&m, "label")?.unwrap_or("");
             let made = core.create_factory(actor, label, None, expires(&m)?.flatten(), &[]).await?;
             Answer { status: StatusCode::CREATED, ..Answer::ok(vec![token_json(&made.factory, Some(&made.value))]) }
@@ -341,15 +398,13 @@ async fn handle(
             let mut out = Answer::ok(Vec::new());
             for id in ids {
                 match core.update_factory(actor, &id, change.clone()).await {
-                    Ok(f) => out.resources.push(token_json(&f, None)),
-                    Err(CoreError::FactoryNotFound) => out.errors.push((404, format!("token {id} not found"))),
+                    Ok(f) => out.resources.push(stored_token_json(core, &f)),
+                    Err(CoreError::FactoryNotFound) => out.not_found("token", &id),
                     Err(e) => return Err(e),
                 }
             }
-            if out.resources.is_empty() {
-                out.status = StatusCode::NOT_FOUND;
-            }
-            out
+            let found = out.resources.len();
+            out.none_found(found)
         }
         ("DELETE", "entities/tokens") => {
             let ids = p.ids();
@@ -364,14 +419,11 @@ async fn handle(
                         core.delete_factory(actor, &f).await?;
                         deleted += 1;
                     }
-                    Err(CoreError::FactoryNotFound) => out.errors.push((404, format!("token {id} not found"))),
+                    Err(CoreError::FactoryNotFound) => out.not_found("token", &id),
                     Err(e) => return Err(e),
                 }
             }
-            if deleted == 0 {
-                out.status = StatusCode::NOT_FOUND;
-            }
-            out
+            out.none_found(deleted)
         }
         ("GET", "queries/audit-events") => {
             let q = p.query()?;
@@ -380,8 +432,20 @@ async fn handle(
             Answer { pagination: Some((q.offset, q.limit, total)), ..Answer::ok(resources) }
         }
         ("GET", "entities/audit-events") => {
-            let ids: Vec<i64> = p.ids().iter().filter_map(|i| i.parse().ok()).collect();
-            Answer::ok(core.factory_audit_events(actor, &ids).await?.iter().map(event_json).collect())
+            let ids = p.ids();
+            let numbers: Vec<i64> = ids.iter().filter_map(|i| i.parse().ok()).collect();
+            let mut found = Vec::new();
+            for chunk in numbers.chunks(IDS_PER_READ) {
+                found.extend(core.factory_audit_events(actor, chunk).await?);
+            }
+            let mut out = Answer::ok(Vec::new());
+            for id in &ids {
+                match found.iter().find(|e| id.parse::<i64>() == Ok(e.id)) {
+                    Some(e) => out.resources.push(event_json(e)),
+                    None => out.not_found("audit event", id),
+                }
+            }
+            out.none_found(found.len())
         }
         ("GET", "entities/customer-settings") => {
             let (max, required) = core.factory_settings(actor).await?;

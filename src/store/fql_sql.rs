@@ -1,9 +1,11 @@
 //! Compiling FQL expression trees ([`crate::fql`]) into SQL WHERE clauses for both engines.
 //!
 //! Text matching with `*` wildcards and with `~` is case-insensitive (on both engines); plain
-//! `:` comparisons are exact. Every value becomes a bind parameter; field names map, through a fixed table per entity,
-//! to column expressions written here. So a filter can select rows but never change the
-//! statement. A field or value the entity cannot use is an [`FqlError`] naming its position.
+//! `:` comparisons are exact. `field:*` (has a value) is NOT NULL and, for text, not empty;
+//! `field:!*` is the opposite. Every value becomes a bind parameter; field names map, through a
+//! fixed table per entity, to column expressions written here. So a filter can select rows but
+//! never change the statement. A field or value the entity cannot use is an [`FqlError`] naming
+//! its position.
 
 use super::sql::{Arg, Args};
 use crate::fql::{parse_time, Expr, FqlError, Op, Value};
@@ -80,16 +82,30 @@ pub(super) fn compile(expr: &Expr, fields: &[Field], args: &mut Args, now_us: i6
             format!("({})", sql?.join(" OR "))
         }
         Expr::Cmp { field, op, value, position } => {
-            let f = find(fields, field).ok_or_else(|| FqlError {
-                position: *position,
-                message: format!(
-                    "unknown field {field:?} (known: {})",
-                    fields.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
-                ),
-            })?;
+            let f = known(fields, field, *position)?;
             let col = field_sql(f, args, now_us);
             comparison(f, &col, *op, value, *position, args, now_us)?
         }
+        Expr::Present { field, present, position } => {
+            let f = known(fields, field, *position)?;
+            let col = field_sql(f, args, now_us);
+            match (f.kind, present) {
+                (Kind::Text, true) => format!("({col} IS NOT NULL AND {col} <> {})", args.push(Arg::S(String::new()))),
+                (Kind::Text, false) => format!("({col} IS NULL OR {col} = {})", args.push(Arg::S(String::new()))),
+                (_, true) => format!("{col} IS NOT NULL"),
+                (_, false) => format!("{col} IS NULL"),
+            }
+        }
+    })
+}
+
+fn known<'a>(fields: &'a [Field], name: &str, position: usize) -> Result<&'a Field, FqlError> {
+    find(fields, name).ok_or_else(|| FqlError {
+        position,
+        message: format!(
+            "unknown field {name:?} (known: {})",
+            fields.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
+        ),
     })
 }
 
@@ -197,4 +213,94 @@ pub(super) fn order_by(sort: &str, fields: &[Field], args: &mut Args, now_us: i6
     };
     let f = find(fields, name).ok_or_else(|| FqlError { position: 0, message: format!("cannot sort by {name:?}") })?;
     Ok(format!("{} {dir}", field_sql(f, args, now_us)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fql::parse;
+
+    const NOW: i64 = 1_700_000_000_000_000;
+
+    /// `filter` compiled over `fields`: (SQL, how many values it binds).
+    fn compiled(fields: &[Field], filter: &str) -> Result<(String, usize), FqlError> {
+        let mut args = Args::default();
+        let sql = compile(&parse(filter).unwrap(), fields, &mut args, NOW)?;
+        // The next placeholder's number tells how many were handed out.
+        let next = args.push(Arg::I(0));
+        Ok((sql, next.trim_start_matches('$').parse::<usize>().unwrap() - 1))
+    }
+
+    fn token_sql(filter: &str) -> (String, usize) {
+        compiled(FACTORY_FIELDS, filter).unwrap_or_else(|e| panic!("{filter}: {e}"))
+    }
+
+    #[test]
+    fn has_a_value_and_has_none() {
+        // Text: not null and not empty (the empty text is bound too).
+        assert_eq!(token_sql("label:*"), ("(label IS NOT NULL AND label <> $1)".into(), 1));
+        assert_eq!(token_sql("label:!*"), ("(label IS NULL OR label = $1)".into(), 1));
+        // Times and numbers: null checks only.
+        assert_eq!(token_sql("expires_timestamp:*"), ("expires_us IS NOT NULL".into(), 0));
+        assert_eq!(token_sql("expires_timestamp:!*"), ("expires_us IS NULL".into(), 0));
+        assert_eq!(
+            token_sql("revoked_timestamp:!*+last_used_timestamp:*"),
+            ("(revoked_us IS NULL AND last_used_us IS NOT NULL)".into(), 0)
+        );
+        assert_eq!(compiled(AUDIT_FIELDS, "id:*").unwrap(), ("id IS NOT NULL".into(), 0));
+        assert_eq!(compiled(AUDIT_FIELDS, "timestamp:!*").unwrap(), ("time_us IS NULL".into(), 0));
+        // A computed field: its $NOW is bound once, then the empty text.
+        let (sql, bound) = token_sql("status:*");
+        assert_eq!(bound, 2, "{sql}");
+        assert!(sql.starts_with("((CASE WHEN") && sql.ends_with("<> $2)"), "{sql}");
+        assert!(!sql.contains("$NOW"), "{sql}");
+        // Mixed with other terms, the placeholders keep counting.
+        assert_eq!(
+            token_sql("label:*+label:'x',label:!*"),
+            ("(((label IS NOT NULL AND label <> $1) AND label = $2) OR (label IS NULL OR label = $3))".into(), 3)
+        );
+    }
+
+    #[test]
+    fn wildcard_operator_compiles_like_plain_equality() {
+        for (with, without) in [
+            ("label:*'batch*'", "label:'batch*'"),
+            ("label:!*'batch*'", "label:!'batch*'"),
+            ("label:*'exact'", "label:'exact'"),
+            ("label:*5", "label:'5'"),
+            ("status:*['valid','expired']", "status:['valid','expired']"),
+            ("created_timestamp:*'2021-09-22T02:28:11Z'", "created_timestamp:'2021-09-22T02:28:11Z'"),
+        ] {
+            assert_eq!(token_sql(with), token_sql(without), "{with}");
+        }
+        assert_eq!(token_sql("label:*'batch*'"), ("LOWER(label) LIKE $1 ESCAPE '\\'".into(), 1));
+        assert_eq!(token_sql("label:*5"), ("label = $1".into(), 1));
+    }
+
+    #[test]
+    fn values_are_always_bound() {
+        for filter in
+            ["label:*'x\\' OR 1=1 --*'", "label:!*'x\\' OR 1=1 --'", "label:*'%_x\\' OR 1=1'", "id:*'1=1',label:!*"]
+        {
+            let (sql, bound) = token_sql(filter);
+            assert!(!sql.contains("1=1") && !sql.contains("--") && !sql.contains('%'), "{filter}: {sql}");
+            assert!(bound >= 1, "{filter}: {sql}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_position() {
+        for (fields, filter, position, needle) in [
+            (FACTORY_FIELDS, "nosuch:*", 0, "unknown field"),
+            (FACTORY_FIELDS, "label:*+nosuch:!*", 8, "unknown field"),
+            (FACTORY_FIELDS, "created_timestamp:*'2021*'", 0, "is not a time"),
+            (FACTORY_FIELDS, "label:*'a'+expires_timestamp:!*'soon'", 11, "is not a time"),
+            (AUDIT_FIELDS, "id:*'x'", 0, "whole number"),
+            (AUDIT_FIELDS, "timestamp:*+id:!*'1.5'", 12, "whole number"),
+        ] {
+            let e = compiled(fields, filter).unwrap_err();
+            assert_eq!(e.position, position, "{filter}: {e}");
+            assert!(e.message.contains(needle), "{filter}: {e}");
+        }
+    }
 }

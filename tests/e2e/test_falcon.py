@@ -2,11 +2,14 @@
 `crowdstrike-falconpy` client (`InstallationTokens`) pointed at the management API listener's root.
 
 Covered: OAuth2 login (201, expires_in, no `X-Cs-Region`), wrong secrets, logout revoking the
-bearer; the `{meta, resources, errors}` envelope on every answer; token create / read / update
-(revoke, restore, label, expiry set and cleared, several ids) / delete; FQL filters, sorting and
-paging on a dedicated server whose token set is fully known (including an `expired` token); the
-audit log of every change; customer settings (`max_active_tokens`, `tokens_required`); roles; and
-the fact that an installation token is a Console factory token (`canarytoken/factory/create`).
+bearer; the `{meta, resources, errors}` envelope on every answer; token create / read (with its
+`value`; unknown ids answered with errors) / update (revoke, restore, label, expiry set and
+cleared, several ids) / delete; FQL filters, sorting and paging on a dedicated server whose token
+set is fully known (including an `expired` token); the audit log of every change; customer
+settings (`max_active_tokens`, `tokens_required`); roles; and the fact that an installation token
+is a Console factory token (`canarytoken/factory/create`). The documented details added for
+issue 9 (value on read, default limit 50, `label:*` / `label:!*` / `label:*'x*'`, create without a
+label, 404s per unknown id, timestamps) are in test_falcon_fidelity.py.
 """
 
 import re
@@ -274,10 +277,13 @@ def test_create_without_expiry(f):
 
 
 @pytest.mark.parametrize("how", ["kwarg", "body"])
-def test_create_empty_label_is_400(f, how):
-    r = f.tokens_create(label="") if how == "kwarg" else f.tokens_create(body={"label": ""})
+def test_create_too_long_label_is_400(f, how):
+    label = "x" * 10_001  # labels go up to 10,000 characters, as Console memos do
+    before = query(f, limit=1)["meta"]["pagination"]["total"]
+    r = f.tokens_create(label=label) if how == "kwarg" else f.tokens_create(body={"label": label})
     body = env(r, 400)
     assert "label" in err_msg(body).lower(), body
+    assert query(f, limit=1)["meta"]["pagination"]["total"] == before
 
 
 @pytest.mark.parametrize("expiry", ["2001-01-01T00:00:00Z", "yesterday", "2030-13-45T99:00:00Z", "12345"])
@@ -287,21 +293,22 @@ def test_create_bad_expiry_is_400(f, expiry):
     assert query_ids(f, f"label:'{label}'") == []
 
 
-def test_read_never_shows_value(server, f):
+def test_read(server, f):
     a, b = create(f), create(f, expires_timestamp=FUTURE)
-    toks = read(f, [a["id"], UNKNOWN_ID, b["id"]])
+    body = env(f.tokens_read(ids=[a["id"], UNKNOWN_ID, b["id"]]), 200)
+    toks = {t["id"]: t for t in body["resources"]}
     assert set(toks) == {a["id"], b["id"]}, toks
+    assert [(e["code"], e["id"]) for e in body["errors"]] == [(404, UNKNOWN_ID)], body
     for src in (a, b):
         t = toks[src["id"]]
-        assert "value" not in t, t
-        assert TOKEN_FIELDS <= set(t), t
-        for k in TOKEN_FIELDS:
+        assert TOKEN_FIELDS | {"value"} <= set(t), t
+        for k in TOKEN_FIELDS | {"value"}:
             assert t[k] == src[k], (k, t, src)
     # Repeated `ids` query keys, as the spec describes them, sent by hand.
     r = requests.get(root(server) + TOKENS_ENTITIES, params=[("ids", a["id"]), ("ids", b["id"])],
                      headers=f.headers, timeout=15)
     assert {t["id"] for t in raw_env(r, 200)["resources"]} == {a["id"], b["id"]}
-    assert env(f.tokens_read(ids=UNKNOWN_ID), 200)["resources"] == []
+    assert env(f.tokens_read(ids=UNKNOWN_ID), 404)["resources"] == []
 
 
 def test_update_revoke_and_restore(f):
@@ -310,7 +317,7 @@ def test_update_revoke_and_restore(f):
     [u] = body["resources"]
     assert u["id"] == t["id"] and u["status"] == "revoked", u
     assert u["revoked_timestamp"] and RFC3339_RE.match(u["revoked_timestamp"]), u
-    assert "value" not in u, u
+    assert u["value"] == t["value"], u
     assert read_one(f, t["id"])["status"] == "revoked"
     body = env(f.tokens_update(ids=t["id"], revoked=False), 200)
     assert body["resources"][0]["status"] == "valid", body
@@ -595,8 +602,9 @@ def test_audit_query_by_action(f):
     # Combined with the token id: exactly one event.
     one = env(f.audit_events_query(filter=f"action:'token_create'+token_id:'{t['id']}'"), 200)
     assert len(one["resources"]) == 1, one
-    # Unknown audit ids are simply absent.
-    assert env(f.audit_events_read(ids=["no-such-event"]), 200)["resources"] == []
+    # Unknown audit ids: 404, with an error naming the id.
+    body = env(f.audit_events_read(ids=["no-such-event"]), 404)
+    assert body["resources"] == [] and body["errors"][0]["id"] == "no-such-event", body
 
 
 # --- customer settings -------------------------------------------------------------------------------
