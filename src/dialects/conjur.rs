@@ -3,16 +3,25 @@
 //!
 //! A Conjur host factory is a Trapline flock: `<account>:host_factory:<flock id>`, e.g.
 //! `myorg:host_factory:flock:default`. Host-factory tokens are factory tokens. Enrolling a
-//! host returns, as its `api_key`, the auth token of a new deploy key for that flock.
+//! host returns, as its `api_key`, the auth token of a new deploy key for that flock; the
+//! host's `annotations[<name>]=<value>` are kept on that key and returned as Conjur lists them,
+//! `[{"name", "value"}]`.
 //!
 //! Conjur clients log in with `POST /authn/{account}/{login}/authenticate` (login = key id,
-//! body = the key's secret) and send the answer back base64-encoded as
-//! `Authorization: Token token="..."`. That access token ([`crate::session`]) lives 8 minutes. Errors are Conjur's shapes: 422
-//! `{"error": {"code": "argument_error", "message": ...}}`, bare 401, 403 and 404.
+//! body = the key's secret). The answer is the access token's JSON, or with
+//! `Accept-Encoding: base64` that JSON base64-encoded (`Content-Encoding: base64`), and it goes
+//! back base64-encoded as `Authorization: Token token="..."`. That access token
+//! ([`crate::session`]) lives 8 minutes.
+//!
+//! Errors are Conjur's shapes and texts: 422 `{"error": {"code": "argument_error", "message":
+//! ...}}` (`expiration`, `host_factory`, `Input is invalid ISO8601 datetime string: <v>`,
+//! `Value for parameter expiration must be in the future: <v>`, `Invalid value for parameter
+//! 'count': <v>`, `Invalid id: <id>`), 404 `{"error": {"code": "not_found", "message":
+//! "<Kind> '<id>' not found in account '<account>'", ...}}`, and bare 401 and 403. Unlike
+//! Conjur, one request makes at most [`MAX_COUNT`] tokens.
 
 // Parsing helpers return a ready error `Response` on a cold path; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,21 +33,22 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::Router;
 use base64::Engine;
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime};
 use serde_json::{json, Value};
 
-use crate::auth::Actor;
+use crate::auth::{Actor, Permission};
 use crate::core::Core;
 use crate::error::{CoreError, CoreResult};
 use crate::http_serve;
-use crate::model::rfc3339;
+use crate::model::{now_us, rfc3339};
 use crate::session::Sessions;
 
 /// Life of an access token.
 const TOKEN_LIFE_SECS: i64 = 8 * 60;
 /// Largest body accepted.
 const MAX_BODY: usize = 64 * 1024;
-/// Most tokens one request may create.
-const MAX_COUNT: i64 = 100;
+/// Most tokens one request may create (Conjur has no limit).
+pub const MAX_COUNT: i64 = 100;
 
 pub struct ConjurState {
     core: Arc<Core>,
@@ -55,9 +65,28 @@ pub fn router(core: Arc<Core>) -> Router {
         .with_state(state)
 }
 
+fn json_reply(status: StatusCode, body: &Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
 fn argument_error(message: &str) -> Response {
-    let body = json!({ "error": { "code": "argument_error", "message": message } });
-    (StatusCode::UNPROCESSABLE_ENTITY, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    json_reply(StatusCode::UNPROCESSABLE_ENTITY, &json!({ "error": { "code": "argument_error", "message": message } }))
+}
+
+/// Conjur's 404 for a record that does not exist (or that the caller cannot see): the
+/// message names the record by kind, identifier and account, as Conjur's `RecordNotFound` does.
+fn not_found(account: &str, kind: &str, id: &str) -> Response {
+    let mut kind_word = kind.to_string();
+    if let Some(first) = kind_word.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    let body = json!({ "error": {
+        "code": "not_found",
+        "message": format!("{kind_word} '{id}' not found in account '{account}'"),
+        "target": kind,
+        "details": { "code": "not_found", "target": "id", "message": format!("{account}:{kind}:{id}") },
+    }});
+    json_reply(StatusCode::NOT_FOUND, &body)
 }
 
 fn core_error(e: CoreError) -> Response {
@@ -67,7 +96,6 @@ fn core_error(e: CoreError) -> Response {
         Forbidden(_) => StatusCode::FORBIDDEN.into_response(),
         FlockNotFound | FactoryNotFound => StatusCode::NOT_FOUND.into_response(),
         InvalidParam { name, reason } => argument_error(&format!("{name} {reason}")),
-        EmptyMemo => argument_error("host_factory is required"),
         Storage(e) => {
             tracing::error!(error = %e, "storage failure in Conjur API");
             StatusCode::SERVICE_UNAVAILABLE.into_response()
@@ -82,6 +110,16 @@ fn token_header(h: &HeaderMap) -> Option<&str> {
     let rest = v.strip_prefix("Token")?.trim_start();
     let rest = rest.strip_prefix("token=")?;
     Some(rest.trim().trim_matches('"'))
+}
+
+/// Whether the client asked for a base64 access token: `base64` among its `Accept-Encoding`
+/// values (any case, as Conjur matches it).
+fn wants_base64(h: &HeaderMap) -> bool {
+    h.get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|e| e.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("base64"))
 }
 
 /// The key behind a Conjur access token in the Authorization header.
@@ -99,23 +137,39 @@ async fn body_bytes(body: Body) -> Result<axum::body::Bytes, Response> {
         .map_err(|_| argument_error("request body is too large or did not arrive"))
 }
 
-/// Parameters from the query string and a form or JSON body; repeated names (`cidr[]`) kept.
+/// Parameters from the query string and a form or JSON body, as Rails reads them: repeated
+/// names (`cidr[]`) kept, a JSON array as repeated values, a JSON object `{"k": v}` under `name`
+/// as `name[k]=v`, and JSON nulls left out (absent).
 fn params(uri: &axum::http::Uri, h: &HeaderMap, bytes: &[u8]) -> Result<Vec<(String, String)>, Response> {
     let mut out: Vec<(String, String)> =
         uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
     let json = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.contains("json"));
-    if json && !bytes.is_empty() {
-        let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(bytes) else {
-            return Err(argument_error("request body is not a JSON object"));
-        };
-        for (k, v) in m {
-            match v {
-                Value::Array(items) => out.extend(items.iter().map(|i| (k.clone(), scalar(i)))),
-                other => out.push((k, scalar(&other))),
-            }
-        }
-    } else {
+    if !json || bytes.is_empty() {
         out.extend(form_urlencoded::parse(bytes).into_owned());
+        return Ok(out);
+    }
+    let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(bytes) else {
+        return Err(argument_error("request body is not a JSON object"));
+    };
+    for (k, v) in m {
+        match v {
+            Value::Null => {}
+            Value::Array(items) => {
+                out.extend(items.iter().filter(|i| !i.is_null()).map(|i| (k.clone(), scalar(i))));
+            }
+            Value::Object(inner) => {
+                for (ik, iv) in inner {
+                    match iv {
+                        Value::Null => {}
+                        Value::Array(_) | Value::Object(_) => {
+                            return Err(argument_error(&format!("{k}[{ik}] must be a string, number or boolean")));
+                        }
+                        other => out.push((format!("{k}[{ik}]"), scalar(&other))),
+                    }
+                }
+            }
+            other => out.push((k, scalar(&other))),
+        }
     }
     Ok(out)
 }
@@ -127,8 +181,23 @@ fn scalar(v: &Value) -> String {
     }
 }
 
+/// The first non-empty value of `name` (Conjur treats an empty one as missing).
 fn first<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    p.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    p.iter().find(|(k, v)| k == name && !v.trim().is_empty()).map(|(_, v)| v.as_str())
+}
+
+/// `annotations[<name>]=<value>` pairs, in the order first given; a repeated name keeps its
+/// last value (as Rails does).
+fn annotations(p: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in p {
+        let Some(name) = k.strip_prefix("annotations[").and_then(|r| r.strip_suffix(']')) else { continue };
+        match out.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = v.clone(),
+            None => out.push((name.to_string(), v.clone())),
+        }
+    }
+    out
 }
 
 fn src(peer: SocketAddr) -> String {
@@ -139,6 +208,7 @@ async fn authenticate(
     State(state): State<Arc<ConjurState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((_account, login)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
     let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_secs(30), axum::body::to_bytes(body, 4096)).await else {
@@ -146,6 +216,11 @@ async fn authenticate(
     };
     let api_key = String::from_utf8_lossy(&bytes).trim().to_string();
     match state.core.authenticate_pair(Some(&login), Some(&api_key), &src(peer), "conjur").await {
+        Ok(a) if wants_base64(&headers) => {
+            let token = base64::engine::general_purpose::STANDARD.encode(state.sessions.issue(&a.id));
+            let h = [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CONTENT_ENCODING, "base64")];
+            (StatusCode::OK, h, token).into_response()
+        }
         Ok(a) => {
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], state.sessions.issue(&a.id)).into_response()
         }
@@ -153,12 +228,110 @@ async fn authenticate(
     }
 }
 
-/// `<account>:host_factory:<flock id>` → (account, flock id).
-fn host_factory(id: &str) -> CoreResult<(&str, &str)> {
-    match id.split_once(":host_factory:") {
-        Some((account, flock)) if !account.is_empty() && !flock.is_empty() => Ok((account, flock)),
-        _ => Err(CoreError::invalid("host_factory", "must look like <account>:host_factory:<flock id>")),
+/// A parsed `host_factory` id: `<account>:host_factory:<id>` (the id is a flock id).
+struct HostFactoryId<'a> {
+    account: &'a str,
+    flock: &'a str,
+}
+
+/// Splits a host-factory id as Conjur does (`account:kind:id`, the id keeping any further
+/// colons); another kind, or a malformed id, is a 422.
+fn host_factory(id: &str) -> Result<HostFactoryId<'_>, Response> {
+    let mut parts = id.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(account), Some("host_factory"), Some(flock)) if !account.is_empty() && !flock.is_empty() => {
+            Ok(HostFactoryId { account, flock })
+        }
+        (Some(account), Some(kind), Some(rest)) if !account.is_empty() && !kind.is_empty() && !rest.is_empty() => {
+            Err(argument_error(&format!("Invalid resource kind: {kind}")))
+        }
+        _ => {
+            Err(argument_error(&format!("Invalid host_factory id: {id} (expected <account>:host_factory:<flock id>)")))
+        }
     }
+}
+
+/// An ISO 8601 time as Conjur (Ruby's `DateTime.iso8601`) takes it for `expiration`: a date
+/// alone (`2050-12-31`, midnight UTC), or a date and time (`T`, or a space) with minutes,
+/// optional seconds and fraction, and an optional zone (`Z`, `±HH:MM`, `±HHMM`, `±HH`; none
+/// means UTC).
+fn parse_iso8601(raw: &str) -> Option<DateTime<FixedOffset>> {
+    let s = raw.trim();
+    let utc = FixedOffset::east_opt(0)?;
+    if s.len() == 10 {
+        let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+        return d.and_time(NaiveTime::MIN).and_local_timezone(utc).single();
+    }
+    let (date, rest) = (s.get(..10)?, s.get(10..)?);
+    let time = rest.strip_prefix(['T', 't', ' '])?;
+    let (clock, offset) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
+        (c, utc)
+    } else if let Some(at) = time.rfind(['+', '-']) {
+        (&time[..at], parse_offset(&time[at..])?)
+    } else {
+        (time, utc)
+    };
+    let joined = format!("{date}T{clock}");
+    let naive = NaiveDateTime::parse_from_str(&joined, "%Y-%m-%dT%H:%M:%S%.f")
+        .or_else(|_| NaiveDateTime::parse_from_str(&joined, "%Y-%m-%dT%H:%M"))
+        .ok()?;
+    naive.and_local_timezone(offset).single()
+}
+
+/// `+HH:MM`, `-HHMM` or `+HH` → the offset.
+fn parse_offset(z: &str) -> Option<FixedOffset> {
+    let (sign, rest) = match z.as_bytes().first()? {
+        b'+' => (1, &z[1..]),
+        b'-' => (-1, &z[1..]),
+        _ => return None,
+    };
+    if !rest.is_ascii() {
+        return None;
+    }
+    let (hh, mm) = match rest.len() {
+        2 => (rest, "00"),
+        4 => (&rest[..2], &rest[2..]),
+        5 if rest.as_bytes()[2] == b':' => (&rest[..2], &rest[3..]),
+        _ => return None,
+    };
+    if !hh.bytes().chain(mm.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (hours, minutes): (i32, i32) = (hh.parse().ok()?, mm.parse().ok()?);
+    if hours > 23 || minutes > 59 {
+        return None;
+    }
+    FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
+}
+
+/// A count as Conjur takes it: a positive whole number (here also at most [`MAX_COUNT`]).
+fn parse_count(raw: &str) -> Option<i64> {
+    raw.trim().parse::<i64>().ok().filter(|n| (1..=MAX_COUNT).contains(n))
+}
+
+/// A `cidr[]` value, normalised; refused with Conjur's wording.
+fn parse_cidr(raw: &str) -> Result<String, Response> {
+    crate::core::parse_cidr(raw).map_err(|_| {
+        let raw = raw.trim();
+        match raw.parse::<ipnet::IpNet>() {
+            Ok(net) => argument_error(&format!(
+                "Invalid IP address or CIDR range '{raw}': Value has bits set to right of mask. Did you mean '{}'?",
+                net.trunc()
+            )),
+            Err(_) => argument_error(&format!("Invalid IP address or CIDR range '{raw}'")),
+        }
+    })
+}
+
+/// Whether `actor` can see flock `flock` (checked first, as Conjur answers 404 for a host
+/// factory the caller cannot see before it looks at the other parameters). Callers that may
+/// not even read are left to the core, which refuses them (403).
+async fn host_factory_visible(core: &Core, actor: &Actor, flock: &str) -> Result<bool, Response> {
+    if !actor.may(Permission::Read) {
+        return Ok(true);
+    }
+    let flocks = core.list_flocks(actor).await.map_err(core_error)?;
+    Ok(flocks.iter().any(|f| f.id == flock))
 }
 
 async fn create_tokens(
@@ -175,42 +348,51 @@ async fn create_tokens(
         Ok(a) => a,
         Err(e) => return core_error(e),
     };
-    let p = match params(&parts.uri, &parts.headers, &bytes) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
     let run = async {
-        let hf = first(&p, "host_factory").ok_or_else(|| CoreError::invalid("host_factory", "is required"))?;
-        let (account, flock) = host_factory(hf)?;
-        let expiration = first(&p, "expiration").ok_or_else(|| CoreError::invalid("expiration", "is required"))?;
-        let expires = chrono::DateTime::parse_from_rfc3339(expiration.trim())
-            .map_err(|_| CoreError::invalid("expiration", "must be an ISO 8601 time such as 2030-01-01T00:00:00Z"))?
-            .timestamp_micros();
-        let count =
-            match first(&p, "count") {
-                None => 1,
-                Some(c) => c.trim().parse::<i64>().ok().filter(|n| (1..=MAX_COUNT).contains(n)).ok_or_else(|| {
-                    CoreError::invalid("count", format!("must be a whole number from 1 to {MAX_COUNT}"))
-                })?,
-            };
-        let cidrs: Vec<String> =
-            p.iter().filter(|(k, _)| k == "cidr[]" || k == "cidr").map(|(_, v)| v.clone()).collect();
-        let label = format!("{account}:host_factory:{flock}");
+        // Conjur's order: the host factory (422, 404), then expiration, count, the time itself.
+        let p = params(&parts.uri, &parts.headers, &bytes)?;
+        let hf_raw = first(&p, "host_factory").ok_or_else(|| argument_error("host_factory"))?;
+        let hf = host_factory(hf_raw.trim())?;
+        if !host_factory_visible(&state.core, &actor, hf.flock).await? {
+            return Err(not_found(hf.account, "host_factory", hf.flock));
+        }
+        let expiration = first(&p, "expiration").ok_or_else(|| argument_error("expiration"))?;
+        let count = match p.iter().find(|(k, _)| k == "count") {
+            None => 1,
+            Some((_, c)) => {
+                parse_count(c).ok_or_else(|| argument_error(&format!("Invalid value for parameter 'count': {c}")))?
+            }
+        };
+        let expires = parse_iso8601(expiration)
+            .ok_or_else(|| argument_error(&format!("Input is invalid ISO8601 datetime string: {expiration}")))?;
+        let expires_us = expires.timestamp_micros();
+        if expires_us <= now_us() {
+            // Ruby's DateTime#to_s: seconds, in the offset it was given with.
+            let shown = expires.format("%Y-%m-%dT%H:%M:%S%:z");
+            return Err(argument_error(&format!("Value for parameter expiration must be in the future: {shown}")));
+        }
+        let cidrs = p
+            .iter()
+            .filter(|(k, _)| k == "cidr[]" || k == "cidr")
+            .map(|(_, v)| parse_cidr(v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let label = format!("{}:host_factory:{}", hf.account, hf.flock);
         let mut out = Vec::new();
         for _ in 0..count {
-            let made = state.core.create_factory(&actor, &label, Some(flock), Some(expires), &cidrs).await?;
+            let made = match state.core.create_factory(&actor, &label, Some(hf.flock), Some(expires_us), &cidrs).await {
+                Ok(m) => m,
+                Err(CoreError::FlockNotFound) => return Err(not_found(hf.account, "host_factory", hf.flock)),
+                Err(e) => return Err(core_error(e)),
+            };
             out.push(json!({
-                "expiration": rfc3339(expires),
+                "expiration": rfc3339(expires_us),
                 "cidr": made.factory.cidrs,
                 "token": made.value,
             }));
         }
-        CoreResult::Ok(Value::Array(out))
+        Ok(json_reply(StatusCode::OK, &Value::Array(out)))
     };
-    match run.await {
-        Ok(v) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
-        Err(e) => core_error(e),
-    }
+    run.await.unwrap_or_else(|r| r)
 }
 
 async fn delete_token(
@@ -226,6 +408,7 @@ async fn delete_token(
     };
     match run.await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(CoreError::FactoryNotFound) => not_found("*", "host_factory_token", &token),
         Err(e) => core_error(e),
     }
 }
@@ -251,15 +434,26 @@ async fn enrol(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let Some(host) = first(&p, "id") else { return argument_error("id is required") };
-    match state.core.enrol_host(&factory_actor, &factory, host, Vec::new()).await {
+    let Some(host) = first(&p, "id").map(str::trim) else { return argument_error("id is required") };
+    if host.starts_with("conjur/") || host.starts_with("/conjur/") {
+        return argument_error(&format!("Invalid id: {host}"));
+    }
+    let annotations = annotations(&p);
+    match state.core.enrol_host(&factory_actor, &factory, host, annotations.clone()).await {
         Ok(made) => {
-            let owner = factory.label.clone();
-            let account = owner.split(":host_factory:").next().unwrap_or("trapline");
-            let annotations: BTreeMap<&str, &str> = BTreeMap::new();
+            // Tokens made here are labelled with their host factory; others (Console, Falcon)
+            // answer for their flock under the account `trapline`.
+            let (account, owner) = match factory.label.split_once(":host_factory:") {
+                Some((account, flock)) if !account.is_empty() && flock == factory.flock_id => {
+                    (account.to_string(), factory.label.clone())
+                }
+                _ => ("trapline".to_string(), format!("trapline:host_factory:{}", factory.flock_id)),
+            };
+            let annotations: Vec<Value> =
+                annotations.iter().map(|(name, value)| json!({ "name": name, "value": value })).collect();
             let body = json!({
                 "created_at": rfc3339(made.key.created_us),
-                "id": format!("{account}:host:{}", host.trim()),
+                "id": format!("{account}:host:{host}"),
                 "owner": owner,
                 "permissions": [],
                 "annotations": annotations,
@@ -267,8 +461,68 @@ async fn enrol(
                 "api_key": made.secret,
                 "key_id": made.key.key_id,
             });
-            (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+            json_reply(StatusCode::CREATED, &body)
         }
         Err(e) => core_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iso(s: &str) -> Option<String> {
+        parse_iso8601(s).map(|t| t.to_rfc3339())
+    }
+
+    #[test]
+    fn expiration_forms() {
+        assert_eq!(iso("2050-12-31").as_deref(), Some("2050-12-31T00:00:00+00:00"));
+        assert_eq!(iso("2050-12-31T10:20:30Z").as_deref(), Some("2050-12-31T10:20:30+00:00"));
+        assert_eq!(iso("2050-12-31T10:20:30+02:00").as_deref(), Some("2050-12-31T10:20:30+02:00"));
+        assert_eq!(iso("2050-12-31T10:20:30-0530").as_deref(), Some("2050-12-31T10:20:30-05:30"));
+        assert_eq!(iso("2050-12-31T10:20:30+02").as_deref(), Some("2050-12-31T10:20:30+02:00"));
+        assert_eq!(iso("2050-12-31T10:20:30.250Z").as_deref(), Some("2050-12-31T10:20:30.250+00:00"));
+        assert_eq!(iso("2050-12-31T10:20").as_deref(), Some("2050-12-31T10:20:00+00:00"));
+        assert_eq!(iso("2050-12-31 10:20:30").as_deref(), Some("2050-12-31T10:20:30+00:00"));
+        for bad in [
+            "",
+            "tomorrow",
+            "12345",
+            "2050-13-01",
+            "2050-12-32",
+            "2050-12-31T",
+            "2050-12-31T25:00:00Z",
+            "2050-12-31T10:20:30+2:00",
+            "2050-12-31T10:20:30+123",
+            "2050-12-31x",
+        ] {
+            assert_eq!(iso(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn counts_and_annotations() {
+        assert_eq!(parse_count("1"), Some(1));
+        assert_eq!(parse_count(" 100 "), Some(100));
+        for bad in ["0", "-1", "1.5", "abc", "101", ""] {
+            assert_eq!(parse_count(bad), None, "{bad}");
+        }
+        let p: Vec<(String, String)> =
+            [("id", "h"), ("annotations[a]", "1"), ("annotations[b]", "2"), ("annotations[a]", "3")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        assert_eq!(annotations(&p), vec![("a".to_string(), "3".to_string()), ("b".to_string(), "2".to_string())]);
+    }
+
+    #[test]
+    fn base64_is_asked_for_by_name() {
+        let mut h = HeaderMap::new();
+        assert!(!wants_base64(&h));
+        h.insert(header::ACCEPT_ENCODING, "gzip, deflate".parse().unwrap());
+        assert!(!wants_base64(&h));
+        h.insert(header::ACCEPT_ENCODING, "gzip, Base64".parse().unwrap());
+        assert!(wants_base64(&h));
     }
 }

@@ -1,11 +1,18 @@
-//! SpaceSiren dialect: `/key` — API keys, JSON in and out, as SpaceSiren's API documents it.
+//! SpaceSiren dialect: `/key` (API keys), `/test-alert`, and SpaceSiren-shaped answers on
+//! `/token` and `/event` — JSON in and out, as SpaceSiren's API documents it.
 //!
 //! Keys authenticate with `X-Key-ID` and `X-Secret-ID` (the same key id and secret every other
 //! dialect uses). `POST /key` also takes `X-Provision-Key`, the value of `provision.key` in the
 //! data directory, so the first keys can be made without one. Parameters travel in a JSON body
-//! even on GET and DELETE. Errors are `{"error": "..."}`. A SpaceSiren admin key is an
-//! `admin` key; a non-admin one an `analyst` key. Secrets are stored hashed, so only the
-//! answer to `POST /key` carries one.
+//! even on GET and DELETE. A SpaceSiren admin key is an `admin` key; a non-admin one an
+//! `analyst` key. Secrets are stored hashed, so only the answer to `POST /key` carries one.
+//!
+//! Errors are `{"error": "..."}` with SpaceSiren's texts: 401 `Authentication failed.`, 403
+//! `Access denied.`, 404 `Key not found.`, and, once the caller is known, the 400s for the body:
+//! `Content-Type header must be application/json.` (a body with another media type),
+//! `Could not decode json request.`, `Parameter '<name>' must be of type string|bool|int.` and
+//! `Parameter 'key_id' is required.` `/token` and `/event` (honey AWS keys) need the aws-id
+//! kind, which Trapline does not have yet: after authentication they answer 501 in this shape.
 
 // Parsing helpers return a ready error `Response` on a cold path; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
@@ -22,8 +29,8 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::Actor;
 use crate::core::Core;
-use crate::dialects::json_body::{self, opt_bool, opt_str, NotAnObject};
-use crate::error::{CoreError, CoreResult};
+use crate::dialects::json_body::{self, field_bool, field_int, field_str, FieldType, WrongType};
+use crate::error::CoreError;
 use crate::http_serve::{self, BodyError};
 use crate::model::{ApiKey, KeyChange, Role};
 
@@ -31,9 +38,19 @@ use crate::model::{ApiKey, KeyChange, Role};
 const MAX_BODY: usize = 64 * 1024;
 /// Time a client has to send its body.
 const BODY_DEADLINE: Duration = Duration::from_secs(30);
+/// Latest `expire_time` accepted (9999-12-31T23:59:59Z).
+const MAX_EXPIRE_SECS: i64 = 253_402_300_799;
+/// The answer on `/token` and `/event`.
+const NO_AWS_KIND: &str = "Honey AWS tokens (/token and /event) need the aws-id token kind, \
+which this server does not have yet.";
 
 pub fn router(core: Arc<Core>) -> Router {
-    Router::new().route("/key", any(key)).route("/test-alert", axum::routing::post(test_alert)).with_state(core)
+    Router::new()
+        .route("/key", any(key))
+        .route("/test-alert", any(test_alert))
+        .route("/token", any(not_built))
+        .route("/event", any(not_built))
+        .with_state(core)
 }
 
 fn reply(status: StatusCode, body: Value) -> Response {
@@ -44,52 +61,88 @@ fn error(status: StatusCode, message: &str) -> Response {
     reply(status, json!({ "error": message }))
 }
 
+fn bad_request(message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, message)
+}
+
 fn core_error(e: CoreError) -> Response {
     use CoreError::*;
     match e {
         Unauthenticated => error(StatusCode::UNAUTHORIZED, "Authentication failed."),
         Forbidden(_) => error(StatusCode::FORBIDDEN, "Access denied."),
         KeyNotFound => error(StatusCode::NOT_FOUND, "Key not found."),
-        InvalidParam { name, reason } => error(StatusCode::BAD_REQUEST, &format!("{name} {reason}")),
+        InvalidParam { name, reason } => bad_request(&format!("Parameter '{name}' is invalid: {reason}.")),
         Storage(e) => {
             tracing::error!(error = %e, "storage failure in SpaceSiren API");
             error(StatusCode::SERVICE_UNAVAILABLE, "Storage is unavailable, try again.")
         }
-        other => error(StatusCode::BAD_REQUEST, &other.to_string()),
+        other => bad_request(&other.to_string()),
     }
+}
+
+/// `Parameter '<name>' must be of type <type>.`
+fn wrong_type(e: WrongType) -> Response {
+    let wanted = match e.wanted {
+        FieldType::String => "string",
+        FieldType::Bool => "bool",
+        FieldType::Int => "int",
+    };
+    bad_request(&format!("Parameter '{}' must be of type {wanted}.", e.name))
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The JSON body as an object; an empty body is an empty object.
-fn body_object(bytes: &[u8]) -> Result<Map<String, Value>, Response> {
-    json_body::object(bytes).map_err(|e| match e {
-        NotAnObject::WrongType => error(StatusCode::BAD_REQUEST, "Request body must be a JSON object."),
-        NotAnObject::Invalid(_) => error(StatusCode::BAD_REQUEST, "Request body is not valid JSON."),
+/// Reads (not yet parses) the body, so the connection stays usable whatever the answer.
+async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, Response> {
+    http_serve::read_body(body, MAX_BODY, BODY_DEADLINE).await.map_err(|e| match e {
+        BodyError::TimedOut => error(StatusCode::REQUEST_TIMEOUT, "Request body did not arrive in time."),
+        _ => error(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large or unreadable."),
     })
 }
 
-fn opt_string(m: &Map<String, Value>, name: &'static str) -> CoreResult<Option<String>> {
-    Ok(opt_str(m, name)?.map(str::to_string))
+/// The body as SpaceSiren reads it: a body needs `Content-Type: application/json` (parameters
+/// such as `; charset=utf-8` are accepted) and must decode to a JSON object. No body (or a
+/// blank one) is an empty object.
+fn body_object(h: &HeaderMap, bytes: &[u8]) -> Result<Map<String, Value>, Response> {
+    if bytes.is_empty() {
+        return Ok(Map::new());
+    }
+    let media = header(h, "content-type").map(|c| c.split(';').next().unwrap_or_default().trim());
+    if !media.is_some_and(|m| m.eq_ignore_ascii_case("application/json")) {
+        return Err(bad_request("Content-Type header must be application/json."));
+    }
+    json_body::object(bytes).map_err(|_| bad_request("Could not decode json request."))
+}
+
+fn opt_string(m: &Map<String, Value>, name: &'static str) -> Result<Option<String>, Response> {
+    Ok(field_str(m, name).map_err(wrong_type)?.map(str::to_string))
+}
+
+fn opt_flag(m: &Map<String, Value>, name: &'static str) -> Result<Option<bool>, Response> {
+    field_bool(m, name).map_err(wrong_type)
 }
 
 /// `expire_time`: epoch seconds, 0 = never; returned as microseconds.
-fn opt_expire(m: &Map<String, Value>) -> CoreResult<Option<i64>> {
-    match m.get("expire_time") {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_i64() {
-            Some(secs) if (0..=253_402_300_799).contains(&secs) => Ok(Some(secs * 1_000_000)),
-            _ => Err(CoreError::invalid("expire_time", "must be an epoch time in seconds (0 = never)")),
-        },
+fn opt_expire(m: &Map<String, Value>) -> Result<Option<i64>, Response> {
+    match field_int(m, "expire_time").map_err(wrong_type)? {
+        None => Ok(None),
+        Some(secs) if (0..=MAX_EXPIRE_SECS).contains(&secs) => Ok(Some(secs * 1_000_000)),
+        Some(_) => Err(bad_request(&format!(
+            "Parameter 'expire_time' must be an epoch time in seconds, from 0 (never) to {MAX_EXPIRE_SECS}."
+        ))),
     }
 }
 
-fn key_id(m: &Map<String, Value>, required: bool) -> CoreResult<Option<String>> {
-    match opt_string(m, "key_id")?.filter(|k| !k.trim().is_empty()) {
-        None if required => Err(CoreError::invalid("key_id", "is required")),
-        other => Ok(other),
+/// `key_id`: a string on every method (null included: SpaceSiren checks its type first);
+/// absent is an error only where it is `required`.
+fn key_id(m: &Map<String, Value>, required: bool) -> Result<Option<String>, Response> {
+    match m.get("key_id") {
+        None if required => Err(bad_request("Parameter 'key_id' is required.")),
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(wrong_type(WrongType { name: "key_id", wanted: FieldType::String })),
     }
 }
 
@@ -104,97 +157,124 @@ fn key_json(k: &ApiKey) -> Value {
     })
 }
 
+fn src(peer: SocketAddr) -> String {
+    peer.ip().to_canonical().to_string()
+}
+
+/// The caller of `X-Key-ID` / `X-Secret-ID`.
+async fn key_pair(core: &Core, h: &HeaderMap, src_ip: &str) -> Result<Actor, Response> {
+    core.authenticate_pair(header(h, "x-key-id"), header(h, "x-secret-id"), src_ip, "spacesiren")
+        .await
+        .map_err(core_error)
+}
+
 async fn key(State(core): State<Arc<Core>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
-    let src_ip = peer.ip().to_canonical().to_string();
+    let src_ip = src(peer);
     let (parts, body) = req.into_parts();
-    // Read (not yet parse) the body first, so the connection stays usable whatever the answer.
-    let bytes = match http_serve::read_body(body, MAX_BODY, BODY_DEADLINE).await {
-        Ok(b) => b,
-        Err(BodyError::TimedOut) => return error(StatusCode::REQUEST_TIMEOUT, "Request body did not arrive in time."),
-        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large or unreadable."),
-    };
-    let h = &parts.headers;
-    let actor = match (parts.method == Method::POST, header(h, "x-provision-key")) {
-        (true, Some(p)) => core.authenticate_provision(p, &src_ip, "spacesiren").await,
-        _ => core.authenticate_pair(header(h, "x-key-id"), header(h, "x-secret-id"), &src_ip, "spacesiren").await,
-    };
-    let actor = match actor {
-        Ok(a) => a,
-        Err(e) => return core_error(e),
-    };
-    // The caller is known before the body is looked at.
-    let body = match body_object(&bytes) {
+    let bytes = match read_body(body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    match handle(&core, &actor, &parts.method, &body).await {
-        Ok(r) => r,
-        Err(e) => core_error(e),
-    }
+    let h = &parts.headers;
+    let actor = match (parts.method == Method::POST, header(h, "x-provision-key")) {
+        (true, Some(p)) => core.authenticate_provision(p, &src_ip, "spacesiren").await.map_err(core_error),
+        _ => key_pair(&core, h, &src_ip).await,
+    };
+    // The caller is known before the body is looked at.
+    let run = async {
+        let actor = actor?;
+        let body = body_object(h, &bytes)?;
+        handle(&core, &actor, &parts.method, &body).await
+    };
+    run.await.unwrap_or_else(|r| r)
 }
 
-async fn handle(core: &Core, actor: &Actor, method: &Method, body: &Map<String, Value>) -> CoreResult<Response> {
+async fn handle(core: &Core, actor: &Actor, method: &Method, body: &Map<String, Value>) -> Result<Response, Response> {
+    // SpaceSiren checks the type of `key_id` on every method before anything else.
+    key_id(body, false)?;
     Ok(match *method {
         Method::POST => {
-            let role = if opt_bool(body, "admin")?.unwrap_or(false) { Role::Admin } else { Role::Analyst };
-            let made = core
-                .create_key_with(
-                    actor,
-                    role,
-                    None,
-                    opt_string(body, "description")?.unwrap_or_default(),
-                    opt_bool(body, "active")?.unwrap_or(true),
-                    opt_expire(body)?.unwrap_or(0),
-                )
-                .await?;
+            let role = if opt_flag(body, "admin")?.unwrap_or(false) { Role::Admin } else { Role::Analyst };
+            let active = opt_flag(body, "active")?.unwrap_or(true);
+            let expire_us = opt_expire(body)?.unwrap_or(0);
+            let description = opt_string(body, "description")?.unwrap_or_default();
+            let made =
+                core.create_key_with(actor, role, None, description, active, expire_us).await.map_err(core_error)?;
             let mut k = key_json(&made.key);
             k["secret_id"] = made.secret.into();
             reply(StatusCode::OK, json!({ "key": k }))
         }
-        Method::GET => match key_id(body, false)? {
-            Some(id) => reply(StatusCode::OK, json!({ "key": key_json(&core.get_key(actor, &id).await?) })),
+        Method::GET => match key_id(body, false)?.filter(|k| !k.trim().is_empty()) {
+            Some(id) => {
+                let k = core.get_key(actor, &id).await.map_err(core_error)?;
+                reply(StatusCode::OK, json!({ "key": key_json(&k) }))
+            }
             None => {
-                let keys: Vec<Value> = core.list_keys(actor).await?.iter().map(key_json).collect();
+                let keys: Vec<Value> = core.list_keys(actor).await.map_err(core_error)?.iter().map(key_json).collect();
                 reply(StatusCode::OK, json!({ "count": keys.len(), "keys": keys }))
             }
         },
         Method::PATCH => {
             let id = key_id(body, true)?.unwrap_or_default();
             let change = KeyChange {
-                role: opt_bool(body, "admin")?.map(|a| if a { Role::Admin } else { Role::Analyst }),
-                active: opt_bool(body, "active")?,
+                role: opt_flag(body, "admin")?.map(|a| if a { Role::Admin } else { Role::Analyst }),
+                active: opt_flag(body, "active")?,
                 expire_us: opt_expire(body)?,
                 description: opt_string(body, "description")?,
             };
-            reply(StatusCode::OK, json!({ "key": key_json(&core.update_key(actor, &id, change).await?) }))
+            let k = core.update_key(actor, &id, change).await.map_err(core_error)?;
+            reply(StatusCode::OK, json!({ "key": key_json(&k) }))
         }
         Method::DELETE => {
-            core.delete_key(actor, &key_id(body, true)?.unwrap_or_default()).await?;
+            let id = key_id(body, true)?.unwrap_or_default();
+            core.delete_key(actor, &id).await.map_err(core_error)?;
             StatusCode::NO_CONTENT.into_response()
         }
         _ => error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed."),
     })
 }
 
-/// `POST /test-alert`: a clearly labelled test alert through every configured output.
+/// `POST /test-alert` `{"description"?: string}`: a clearly labelled test alert, carrying the
+/// description, through every configured output. The answer is SpaceSiren's
+/// `Test alert sent.` whether or not any output is configured (the core logs when none is).
 async fn test_alert(
     State(core): State<Arc<Core>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
-    let src_ip = peer.ip().to_canonical().to_string();
+    let src_ip = src(peer);
     let (parts, body) = req.into_parts();
-    if http_serve::read_body(body, MAX_BODY, BODY_DEADLINE).await.is_err() {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large or unreadable.");
-    }
-    let h = &parts.headers;
-    let run = async {
-        let actor =
-            core.authenticate_pair(header(h, "x-key-id"), header(h, "x-secret-id"), &src_ip, "spacesiren").await?;
-        core.send_test_alert(&actor, None).await
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
-    match run.await {
-        Ok(n) => reply(StatusCode::OK, json!({ "message": format!("Test alert sent to {n} output(s).") })),
-        Err(e) => core_error(e),
+    let run = async {
+        let actor = key_pair(&core, &parts.headers, &src_ip).await?;
+        if parts.method != Method::POST {
+            return Err(error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed."));
+        }
+        let body = body_object(&parts.headers, &bytes)?;
+        let description = field_str(&body, "description").map_err(wrong_type)?;
+        core.send_test_alert(&actor, description).await.map_err(core_error)?;
+        Ok(reply(StatusCode::OK, json!({ "message": "Test alert sent." })))
+    };
+    run.await.unwrap_or_else(|r| r)
+}
+
+/// `/token` and `/event`, any method: known callers learn, in SpaceSiren's shape, that honey
+/// AWS keys are not available here yet (501); unknown ones get the usual 401.
+async fn not_built(
+    State(core): State<Arc<Core>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let src_ip = src(peer);
+    let (parts, body) = req.into_parts();
+    if let Err(r) = read_body(body).await {
+        return r;
+    }
+    match key_pair(&core, &parts.headers, &src_ip).await {
+        Ok(_) => error(StatusCode::NOT_IMPLEMENTED, NO_AWS_KIND),
+        Err(r) => r,
     }
 }
