@@ -34,6 +34,13 @@ NOT_DECODED = "Could not decode json request."
 KEY_ID_REQUIRED = "Parameter 'key_id' is required."
 
 
+
+def wrong_secret(key):
+    """The key's secret with its last character changed (never to the same character)."""
+    s = key["secret_id"]
+    return s[:-1] + ("A" if s[-1] != "A" else "B")
+
+
 def must_be(name, kind):
     return f"Parameter '{name}' must be of type {kind}."
 
@@ -158,7 +165,7 @@ def test_test_alert_errors(server, hook, admin):
     r = raw(server, "POST", "test-alert", None, "{", "text/plain")
     assert_ss_error(r, 401, AUTH_FAILED)
     r = raw(server, "POST", "test-alert", None, "{", "text/plain",
-            headers={"X-Key-ID": admin["key_id"], "X-Secret-ID": admin["secret_id"][:-1] + "A"})
+            headers={"X-Key-ID": admin["key_id"], "X-Secret-ID": wrong_secret(admin)})
     assert_ss_error(r, 401, AUTH_FAILED)
     # a charset parameter is fine
     r = raw(server, "POST", "test-alert", admin, json.dumps({"description": "charset"}),
@@ -253,7 +260,7 @@ def test_token_and_event_answer_in_spacesiren_shape(server, admin):
             code, parsed, text = curl(method, root(server) + path, creds(admin))
             assert code == 501 and set(parsed) == {"error"}, (path, method, code, text)
             # unauthenticated: SpaceSiren's 401, not another dialect's 404
-            for h in ({}, {"X-Key-ID": admin["key_id"], "X-Secret-ID": admin["secret_id"][:-1] + "A"},
+            for h in ({}, {"X-Key-ID": admin["key_id"], "X-Secret-ID": wrong_secret(admin)},
                       {"X-Key-ID": "00000000-0000-4000-8000-000000000000", "X-Secret-ID": admin["secret_id"]}):
                 code, parsed, text = curl(method, root(server) + path, h, body)
                 assert (code, parsed) == (401, {"error": AUTH_FAILED}), (path, method, h, code, text)
