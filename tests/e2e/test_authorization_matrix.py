@@ -88,6 +88,10 @@ GRID = [
     ("console-canarytoken_download", "401  401  401  401     ok   ok   ok   404   401  401  401  401"),
     ("console-flock_create",         "401  401  401  401     403  403  ok   403   401  401  401  401"),
     ("console-incidents_all",        "401  401  401  401     ok   ok   ok   403   401  401  401  401"),
+    ("console-incidents_search",     "401  401  401  401     ok   ok   ok   403   401  401  401  401"),
+    ("console-incidents_acknowledge", "401  401  401  401    403  ok   ok   403   401  401  401  401"),
+    ("console-flock_list",           "401  401  401  401     ok   ok   ok   403   401  401  401  401"),
+    ("console-canarytokens_delete",  "401  401  401  401     403  ok   ok   403   401  401  401  401"),
     ("console-create_factory",       "401  401  401  401     403  403  ok   403   401  401  401  401"),
     ("console-list_factories",       "401  401  401  401     403  403  ok   403   401  401  401  401"),
     ("console-factory_create",       "401  401  401  401     401  401  401  401   ok   401  401  401"),
@@ -396,6 +400,13 @@ CALLS = {
         w, c, "GET", "canarytoken/download", canarytoken=w.win_tid),
     "console-flock_create": lambda w, c: console_call(w, c, "POST", "flock/create", name=f"matrix-{c.kind}"),
     "console-incidents_all": lambda w, c: console_call(w, c, "GET", "incidents/all"),
+    "console-incidents_search": lambda w, c: console_call(w, c, "GET", "incidents/search", filter_incident_state="all"),
+    # A filter that matches nothing: allowed callers get an empty list of keys, and nothing changes.
+    "console-incidents_acknowledge": lambda w, c: console_call(
+        w, c, "POST", "incidents/acknowledge", filter_str=f"matrix-no-such-memo-{c.kind}"),
+    "console-flock_list": lambda w, c: console_call(w, c, "GET", "flock/list", flock_id=DEFAULT_FLOCK),
+    "console-canarytokens_delete": lambda w, c: console_call(
+        w, c, "POST", "canarytokens/delete", domains="tokens.example.com"),
     "console-create_factory": lambda w, c: console_call(
         w, c, "POST", "canarytoken/create_factory", memo=f"matrix-{c.kind}"),
     "console-list_factories": lambda w, c: console_call(w, c, "GET", "canarytoken/list_factories"),
@@ -457,6 +468,15 @@ def verify_allowed(w, endpoint, cred, r):
         assert console_ok(r)["flock_id"].startswith("flock:")
     elif endpoint == "console-incidents_all":
         assert isinstance(console_ok(r)["incidents"], list)
+    elif endpoint == "console-incidents_search":
+        body = console_ok(r)
+        assert isinstance(body["incidents"], list) and body["total_results"] == len(body["incidents"]), body
+    elif endpoint == "console-incidents_acknowledge":
+        assert console_ok(r)["keys"] == []
+    elif endpoint == "console-flock_list":
+        assert w.win_tid in console_ok(r)["sensors"]
+    elif endpoint == "console-canarytokens_delete":
+        assert console_ok(r)["deleted_count"] == 0
     elif endpoint == "console-create_factory":
         body = console_ok(r)
         assert HEX64_RE.match(body["factory_auth"]) and body["flock_id"] == DEFAULT_FLOCK, body
