@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod core;
+pub mod datadir;
 pub mod dialects;
 pub mod error;
 pub mod fql;

@@ -45,30 +45,16 @@ impl SecretBox {
 
     /// The key in `path` (64 hex characters), made there (mode 0600) when the file is missing.
     pub fn load_or_create(path: &Path) -> anyhow::Result<SecretBox> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let raw = hex::decode(text.trim()).ok().filter(|b| b.len() == 32);
-                let raw = raw.with_context(|| format!("{} does not hold a 256-bit key in hex", path.display()))?;
-                let mut k = [0u8; 32];
-                k.copy_from_slice(&raw);
-                Ok(SecretBox::from_key(&k))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut k = [0u8; 32];
-                rand::rngs::OsRng.fill_bytes(&mut k);
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .with_context(|| format!("cannot create {}", path.display()))?;
-                writeln!(f, "{}", hex::encode(k))?;
-                Ok(SecretBox::from_key(&k))
-            }
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
+        let text = crate::datadir::read_or_create(path, || {
+            let mut k = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut k);
+            hex::encode(k)
+        })?;
+        let raw = hex::decode(&text).ok().filter(|b| b.len() == 32);
+        let raw = raw.with_context(|| format!("{} does not hold a 256-bit key in hex", path.display()))?;
+        let mut k = [0u8; 32];
+        k.copy_from_slice(&raw);
+        Ok(SecretBox::from_key(&k))
     }
 
     /// `plain` encrypted for `context`.

@@ -77,40 +77,16 @@ pub fn site(settings: &Settings, http_addr: SocketAddr) -> Site {
 
 /// Reads the provision key, making it (mode 0600) on first start.
 fn provision_key(path: &std::path::Path) -> anyhow::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let key = text.trim().to_string();
-            anyhow::ensure!(key.len() >= 32, "{} holds no usable provision key", path.display());
-            Ok(key)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = crate::ids::hex_id(32);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            writeln!(f, "{key}")?;
-            Ok(key)
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
+    let key = crate::datadir::read_or_create(path, || crate::ids::hex_id(32))?;
+    anyhow::ensure!(key.len() >= 32, "{} holds no usable provision key", path.display());
+    Ok(key)
 }
 
 /// This node's name in outbox leases, kept in the data directory so a restarted node knows
 /// the claims of its previous run (made on first start).
 fn node_id(path: &std::path::Path) -> anyhow::Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-    let id = format!("node-{}", crate::ids::hex_id(8));
-    std::fs::write(path, format!("{id}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+    let id = crate::datadir::read_or_create(path, || format!("node-{}", crate::ids::hex_id(8)))?;
+    anyhow::ensure!(!id.is_empty(), "{} holds no node id", path.display());
     Ok(id)
 }
 
