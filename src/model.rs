@@ -277,7 +277,7 @@ pub struct Incident {
     /// Its place in the installation-wide change sequence: it gets a new, higher value when
     /// it is created, when a repeat joins it, and when it is acknowledged or unacknowledged.
     pub updated_id: i64,
-    /// An opaque, stable name of the incident (32 hex characters).
+    /// Another stable name of the incident (see [`incident_hash`]).
     pub hash_id: String,
     pub acknowledged: bool,
     /// False when the token's cooldown or rate limit kept the incident silent.
@@ -285,6 +285,51 @@ pub struct Incident {
     /// Whether one of its alerts has been delivered.
     pub notified: bool,
     pub events: Vec<Hit>,
+}
+
+/// An incident's hash id: 32 hex characters that name it as stably as its id does. Derived
+/// from the id (a check, then the id), so it needs no column, index or random draw of its own;
+/// [`incident_by_hash`] reads it back. It grants nothing the id does not.
+pub fn incident_hash(id: i64) -> String {
+    use sha2::Digest;
+    let check = sha2::Sha256::digest(format!("trapline incident {id}").as_bytes());
+    format!("{}{:016x}", hex::encode(&check[..8]), id)
+}
+
+/// The incident a hash id names, if it is one.
+pub fn incident_by_hash(hash: &str) -> Option<i64> {
+    let hash = hash.trim().to_ascii_lowercase();
+    if hash.len() != 32 || !hash.is_ascii() {
+        return None;
+    }
+    let id = i64::from_str_radix(&hash[16..], 16).ok()?;
+    (id > 0 && incident_hash(id) == hash).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incident_hashes_name_their_incident_only() {
+        let h = incident_hash(42);
+        assert_eq!(h.len(), 32);
+        assert!(h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(incident_by_hash(&h), Some(42));
+        assert_eq!(incident_by_hash(&h.to_uppercase()), Some(42));
+        assert_ne!(incident_hash(43), h);
+        let forged = format!("{}{:016x}", &h[..16], 43);
+        assert_eq!(incident_by_hash(&forged), None, "the check must fit the id");
+        for junk in ["", "x", &h[..31], "ééééééééééééééééé", &format!("{h}0")] {
+            assert_eq!(incident_by_hash(junk), None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn search_words_split_and_fold() {
+        assert_eq!(search_words("Payroll share (HR-2024) ÉCOLE"), ["payroll", "share", "hr", "2024", "école"]);
+        assert!(search_words(" ,.; ").is_empty());
+    }
 }
 
 /// The order of an incident listing, and so what its page key is.

@@ -1004,6 +1004,8 @@ async fn alert_outbox_lifecycle(s: Arc<dyn Store>) {
     .unwrap();
     s.finish_alerts(&[]).await.unwrap();
     assert!(s.due_alerts(now_us(), 10).await.unwrap().is_empty(), "delivered and given-up alerts are done");
+    let one = IncidentFilter { id: Some(inc), ..Default::default() };
+    assert!(s.list_incidents(&one).await.unwrap()[0].notified, "an alert of it was delivered");
     let pending = s.list_alerts(true, 10).await.unwrap();
     assert_eq!(pending.iter().map(|x| x.id).collect::<Vec<_>>(), vec![due[1].id], "given up is still undelivered");
     assert!(pending[0].gave_up_us.is_some());

@@ -28,7 +28,8 @@
 //!
 //! Step 9 serves the documented Console feeds and searches: `incidents.updated_id` (one
 //! installation-wide change sequence, kept in `counters`, for `incidents_since` polling),
-//! `incidents.hash_id`, the first hit's ports and destination on the incident and
+//! `incidents.notified` (set once one of its alerts is delivered), the first hit's ports and
+//! destination on the incident and
 //! `hits.dst_ip`/`dst_port`, the case-folded search texts `incidents.search_text` (for
 //! `filter_str`) and `tokens.search_words` (for word-prefix `search_string`), both filled by
 //! the store after migrating (see `SqlStore::backfill`); `factory_tokens.value_sealed` (the
@@ -190,25 +191,23 @@ CREATE TABLE alert_outputs (
 "#,
     r#"
 ALTER TABLE incidents ADD COLUMN updated_id INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE incidents ADD COLUMN hash_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE incidents ADD COLUMN notified INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE incidents ADD COLUMN search_text TEXT NOT NULL DEFAULT '';
 ALTER TABLE incidents ADD COLUMN src_port INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE incidents ADD COLUMN dst_ip TEXT NOT NULL DEFAULT '';
 ALTER TABLE incidents ADD COLUMN dst_port INTEGER NOT NULL DEFAULT 0;
-UPDATE incidents SET updated_id = id, hash_id = lower(hex(randomblob(16)));
+UPDATE incidents SET updated_id = id;
+UPDATE incidents SET notified = 1 WHERE id IN (SELECT incident_id FROM alerts WHERE delivered_us IS NOT NULL);
 UPDATE incidents SET src_port = COALESCE((SELECT h.src_port FROM hits h WHERE h.incident_id = incidents.id ORDER BY h.id LIMIT 1), 0);
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO counters (name, value) SELECT 'incident_updates', COALESCE(MAX(id), 0) FROM incidents;
 CREATE INDEX incidents_updated ON incidents (updated_id, id);
-CREATE INDEX incidents_hash ON incidents (hash_id);
-CREATE INDEX incidents_order ON incidents (created_us, id);
 ALTER TABLE hits ADD COLUMN dst_ip TEXT NOT NULL DEFAULT '';
 ALTER TABLE hits ADD COLUMN dst_port INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tokens ADD COLUMN search_words TEXT NOT NULL DEFAULT '';
 ALTER TABLE factory_tokens ADD COLUMN value_sealed TEXT;
 ALTER TABLE api_keys ADD COLUMN annotations TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE alerts ADD COLUMN claimed_by TEXT;
-CREATE INDEX alerts_incident ON alerts (incident_id);
 "#,
 ];
 
@@ -363,25 +362,23 @@ CREATE TABLE alert_outputs (
 "#,
     r#"
 ALTER TABLE incidents ADD COLUMN updated_id BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE incidents ADD COLUMN hash_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE incidents ADD COLUMN notified BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE incidents ADD COLUMN search_text TEXT NOT NULL DEFAULT '';
 ALTER TABLE incidents ADD COLUMN src_port BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE incidents ADD COLUMN dst_ip TEXT NOT NULL DEFAULT '';
 ALTER TABLE incidents ADD COLUMN dst_port BIGINT NOT NULL DEFAULT 0;
-UPDATE incidents SET updated_id = id, hash_id = md5(random()::text || id::text);
+UPDATE incidents SET updated_id = id;
+UPDATE incidents SET notified = 1 WHERE id IN (SELECT incident_id FROM alerts WHERE delivered_us IS NOT NULL);
 UPDATE incidents SET src_port = COALESCE((SELECT h.src_port FROM hits h WHERE h.incident_id = incidents.id ORDER BY h.id LIMIT 1), 0);
 CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
 INSERT INTO counters (name, value) SELECT 'incident_updates', COALESCE(MAX(id), 0) FROM incidents;
 CREATE INDEX incidents_updated ON incidents (updated_id, id);
-CREATE INDEX incidents_hash ON incidents (hash_id);
-CREATE INDEX incidents_order ON incidents (created_us, id);
 ALTER TABLE hits ADD COLUMN dst_ip TEXT NOT NULL DEFAULT '';
 ALTER TABLE hits ADD COLUMN dst_port BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE tokens ADD COLUMN search_words TEXT NOT NULL DEFAULT '';
 ALTER TABLE factory_tokens ADD COLUMN value_sealed TEXT;
 ALTER TABLE api_keys ADD COLUMN annotations TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE alerts ADD COLUMN claimed_by TEXT;
-CREATE INDEX alerts_incident ON alerts (incident_id);
 "#,
 ];
 

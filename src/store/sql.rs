@@ -90,9 +90,7 @@ const TOKEN_COLS_NO_COUNT: &str = "t.id, t.kind, t.memo, t.flock_id, t.enabled, 
      t.params, t.created_by, 0, t.alert_webhook_url, t.alert_email, t.alert_cooldown_secs, t.alert_max_per_hour, \
      t.ignore_sources, 0";
 const INCIDENT_COLS: &str = "id, token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, \
-     acknowledged, alerted, updated_id, hash_id, src_port, dst_ip, dst_port, \
-     CAST(CASE WHEN EXISTS (SELECT 1 FROM alerts a WHERE a.incident_id = incidents.id \
-     AND a.delivered_us IS NOT NULL) THEN 1 ELSE 0 END AS BIGINT)";
+     acknowledged, alerted, updated_id, notified, src_port, dst_ip, dst_port";
 const HIT_COLS: &str =
     "id, incident_id, token_id, time_us, channel, src_ip, src_port, data, alert_status, dst_ip, dst_port";
 const KEY_COLS: &str = "key_id, secret_hash, role, flock_id, active, expire_us, description, \
@@ -200,11 +198,11 @@ fn incident_from_row(r: &AnyRow) -> anyhow::Result<Incident> {
         acknowledged: r.try_get::<i64, _>(9)? != 0,
         alerted: r.try_get::<i64, _>(10)? != 0,
         updated_id: r.try_get(11)?,
-        hash_id: r.try_get(12)?,
+        hash_id: incident_hash(r.try_get(0)?),
+        notified: r.try_get::<i64, _>(12)? != 0,
         src_port: port(r, 13)?,
         dst_ip: r.try_get(14)?,
         dst_port: port(r, 15)?,
-        notified: r.try_get::<i64, _>(16)? != 0,
         events: Vec::new(),
     })
 }
@@ -281,7 +279,10 @@ fn incident_where(f: &IncidentFilter, args: &mut Args) -> String {
         conds.push(format!("id = {}", args.push(Arg::I(id))));
     }
     if let Some(h) = &f.hash_id {
-        conds.push(format!("hash_id = {}", args.push(Arg::S(h.clone()))));
+        match incident_by_hash(h) {
+            Some(id) => conds.push(format!("id = {}", args.push(Arg::I(id)))),
+            None => conds.push("1=0".into()),
+        }
     }
     if let Some(kinds) = &f.kinds {
         if kinds.is_empty() {
@@ -371,6 +372,7 @@ async fn insert_key(tx: &mut WriteTx, k: &ApiKey, audit: &AuditEntry) -> anyhow:
 /// `data`). Returns the hit's status and its incident.
 async fn place_in_incident(
     tx: &mut WriteTx,
+    stamping: &mut Stamping,
     rules: &crate::noise::NoiseRules,
     token: &Token,
     h: &NewHit,
@@ -390,14 +392,18 @@ async fn place_in_incident(
         .await?;
         if let Some(row) = open {
             let id: i64 = row.try_get(0)?;
+            let stamp = stamping.value(tx).await?;
             sqlx::query(
                 "UPDATE incidents SET last_hit_us = CASE WHEN last_hit_us > $1 THEN last_hit_us ELSE $1 END, \
-                 updated_us = CASE WHEN updated_us > $1 THEN updated_us ELSE $1 END WHERE id = $2",
+                 updated_us = CASE WHEN updated_us > $1 THEN updated_us ELSE $1 END, \
+                 updated_id = COALESCE($3, updated_id) WHERE id = $2",
             )
             .bind(h.time_us)
             .bind(id)
+            .bind(stamp)
             .execute(&mut **tx)
             .await?;
+            stamping.touched(id);
             return Ok((AlertStatus::Grouped, id));
         }
     }
@@ -427,11 +433,11 @@ async fn place_in_incident(
     if let Some(why) = why {
         data["throttled"] = why.into();
     }
-    // `updated_id` is set when the batch commits (see `stamp_updates`).
+    let stamp = stamping.value(tx).await?;
     let id: i64 = sqlx::query(
         "INSERT INTO incidents (token_id, flock_id, kind, memo, channel, src_ip, created_us, updated_us, acknowledged, \
-         alerted, last_hit_us, group_key, hash_id, search_text, src_port, dst_ip, dst_port, updated_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0, $8, $7, $9, $10, $11, $12, $13, $14, 0) RETURNING id",
+         alerted, last_hit_us, group_key, search_text, src_port, dst_ip, dst_port, updated_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0, $8, $7, $9, $10, $11, $12, $13, COALESCE($14, 0)) RETURNING id",
     )
     .bind(token.id.as_str())
     .bind(token.flock_id.as_str())
@@ -442,15 +448,65 @@ async fn place_in_incident(
     .bind(h.time_us)
     .bind(b(alerted))
     .bind(group.as_str())
-    .bind(crate::ids::hex_id(16))
     .bind(incident_search_text(&token.memo, &h.src_ip, &token.id, &token.kind))
     .bind(h.src_port as i64)
     .bind(h.dst_ip.as_str())
     .bind(h.dst_port as i64)
+    .bind(stamp)
     .fetch_one(&mut **tx)
     .await?
     .try_get(0)?;
+    stamping.touched(id);
     Ok((if alerted { AlertStatus::Alerted } else { AlertStatus::Throttled }, id))
+}
+
+/// How a hit batch gives the incidents it creates or joins their new `updated_id`: one value
+/// for the whole batch, in either case.
+enum Stamping {
+    /// SQLite runs one writer at a time, so the value is taken at the first touch and written
+    /// with the change itself (no second pass over the rows and their index).
+    Early(Option<i64>),
+    /// PostgreSQL: taken last, just before the commit (see [`stamp_updates`]), so the counter
+    /// row is locked only for the commit and nodes do not queue on it for a whole batch.
+    Late(Vec<i64>),
+}
+
+impl Stamping {
+    fn for_engine(engine: Engine) -> Stamping {
+        match engine {
+            Engine::Sqlite => Stamping::Early(None),
+            Engine::Postgres => Stamping::Late(Vec::new()),
+        }
+    }
+
+    /// The value to write with a change now (None: stamped at the end).
+    async fn value(&mut self, tx: &mut WriteTx) -> anyhow::Result<Option<i64>> {
+        match self {
+            Stamping::Early(Some(v)) => Ok(Some(*v)),
+            Stamping::Early(taken) => {
+                let v = next_update_id(tx).await?;
+                *taken = Some(v);
+                Ok(Some(v))
+            }
+            Stamping::Late(_) => Ok(None),
+        }
+    }
+
+    fn touched(&mut self, id: i64) {
+        if let Stamping::Late(ids) = self {
+            ids.push(id);
+        }
+    }
+
+    /// Stamps what is still to stamp; call last before the commit.
+    async fn finish(self, tx: &mut WriteTx) -> anyhow::Result<()> {
+        if let Stamping::Late(mut ids) = self {
+            ids.sort_unstable();
+            ids.dedup();
+            stamp_updates(tx, &ids).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Gives the incidents a transaction created or changed their new place in the change
@@ -1188,18 +1244,24 @@ impl Store for SqlStore {
             return Ok(());
         }
         let mut tx = self.begin().await?;
+        // Incidents one of whose alerts went out are `notified` (kept on the incident, so
+        // listings need not look through the outbox).
+        let mut notified: Vec<i64> = Vec::new();
         for r in results {
             match &r.outcome {
                 AlertOutcome::Delivered { when } => {
-                    sqlx::query(
+                    let row = sqlx::query(
                         "UPDATE alerts SET delivered_us = $1, attempts = $2, last_error = NULL, claimed_by = NULL \
-                         WHERE id = $3",
+                         WHERE id = $3 RETURNING incident_id",
                     )
                     .bind(*when)
                     .bind(r.attempts)
                     .bind(r.id)
-                    .execute(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
+                    if let Some(incident) = row.map(|r| r.try_get::<i64, _>(0)).transpose()?.filter(|i| *i > 0) {
+                        notified.push(incident);
+                    }
                 }
                 AlertOutcome::Failed { error, next_attempt_us, gave_up_us } => {
                     sqlx::query(
@@ -1215,6 +1277,14 @@ impl Store for SqlStore {
                     .await?;
                 }
             }
+        }
+        notified.sort_unstable();
+        notified.dedup();
+        for chunk in notified.chunks(500) {
+            let mut args = Args::default();
+            let list: Vec<String> = chunk.iter().map(|id| args.push(Arg::I(*id))).collect();
+            let sql = format!("UPDATE incidents SET notified = 1 WHERE notified = 0 AND id IN ({})", list.join(", "));
+            args.bind(sqlx::query(&sql)).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1523,8 +1593,8 @@ impl Store for SqlStore {
     async fn record_hits(&self, hits: &[NewHit], rules: &HitRules) -> anyhow::Result<Vec<HitOutcome>> {
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(hits.len());
-        // Incidents created or joined by this batch: they get a new `updated_id` at the end.
-        let mut touched: Vec<i64> = Vec::new();
+        // Incidents created or joined by this batch get a new `updated_id`.
+        let mut stamping = Stamping::for_engine(self.engine);
         // The API-configured outputs, read once per batch and only if some hit alerts.
         let mut managed: Option<Vec<AlertOutput>> = None;
         for h in hits {
@@ -1573,7 +1643,8 @@ impl Store for SqlStore {
                         data["ignored"] = "repeat of a trigger already alerted".into();
                         (AlertStatus::Ignored, None, dedupe_key)
                     } else {
-                        let (status, id) = place_in_incident(&mut tx, &rules.noise, &token, h, &mut data).await?;
+                        let (status, id) =
+                            place_in_incident(&mut tx, &mut stamping, &rules.noise, &token, h, &mut data).await?;
                         (status, Some(id), dedupe_key)
                     }
                 }
@@ -1596,9 +1667,6 @@ impl Store for SqlStore {
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
-            if let Some(id) = incident_id {
-                touched.push(id);
-            }
             if let (AlertStatus::Alerted, Some(incident_id)) = (status, incident_id) {
                 // The alerts are in the outbox in the same transaction as their hit: nothing
                 // acknowledged can lose its alert.
@@ -1613,9 +1681,7 @@ impl Store for SqlStore {
             }
             out.push(HitOutcome::Recorded { hit_id, incident_id, status, token });
         }
-        touched.sort_unstable();
-        touched.dedup();
-        stamp_updates(&mut tx, &touched).await?;
+        stamping.finish(&mut tx).await?;
         tx.commit().await?;
         Ok(out)
     }
