@@ -24,6 +24,21 @@ pub const MAX_QUERY_PAGE: i64 = 1000;
 pub const PROVISION: &str = "provision";
 /// Longest memo accepted, in characters (the Console documents 10,000).
 pub const MAX_MEMO_CHARS: usize = 10_000;
+/// Pages are read one row past their `limit` to learn whether more follow: drops that extra
+/// row (the first when paging backwards, as rows come in listing order) and says whether it was
+/// there.
+fn drop_lookahead<T>(rows: &mut Vec<T>, limit: i64, backwards: bool) -> bool {
+    let more = rows.len() as i64 > limit;
+    if more {
+        if backwards {
+            rows.remove(0);
+        } else {
+            rows.truncate(limit as usize);
+        }
+    }
+    more
+}
+
 /// Longest description of a key, in characters (factory labels are memos: [`MAX_MEMO_CHARS`]).
 pub const MAX_LABEL_CHARS: usize = 1000;
 /// Longest flock name accepted, in characters.
@@ -1101,15 +1116,7 @@ impl Core {
             return Err(CoreError::invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
         }
         let mut tokens = self.store.list_tokens(&filter, start, limit + 1).await?;
-        let more = tokens.len() as i64 > limit;
-        if more {
-            // Going backwards the extra row is the first one (rows come in listing order).
-            if start.backwards {
-                tokens.remove(0);
-            } else {
-                tokens.truncate(limit as usize);
-            }
-        }
+        let more = drop_lookahead(&mut tokens, limit, start.backwards);
         let total = self.store.count_tokens(&filter).await?;
         Ok(TokenPage { tokens, more, total })
     }
@@ -1359,14 +1366,7 @@ impl Core {
         }
         filter.limit = Some(limit + 1);
         let mut incidents = self.store.list_incidents(&filter).await?;
-        let more = incidents.len() as i64 > limit;
-        if more {
-            if filter.start.backwards {
-                incidents.remove(0);
-            } else {
-                incidents.truncate(limit as usize);
-            }
-        }
+        let more = drop_lookahead(&mut incidents, limit, filter.start.backwards);
         let (total, max_updated_id) = self.store.count_incidents(&filter).await?;
         Ok(IncidentPage { incidents, more, total, max_updated_id })
     }

@@ -70,6 +70,10 @@ impl Args {
         self.0.push(a);
         format!("${}", self.0.len())
     }
+    /// Placeholders for a list of values, for `IN (…)`: `$3, $4, $5`.
+    fn list(&mut self, items: impl IntoIterator<Item = Arg>) -> String {
+        items.into_iter().map(|a| self.push(a)).collect::<Vec<_>>().join(", ")
+    }
     fn bind<'q>(&'q self, mut q: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
         for a in &self.0 {
             q = match a {
@@ -288,8 +292,7 @@ fn incident_where(f: &IncidentFilter, args: &mut Args) -> String {
         if kinds.is_empty() {
             conds.push("1=0".into());
         } else {
-            let list: Vec<String> = kinds.iter().map(|k| args.push(Arg::S(k.clone()))).collect();
-            conds.push(format!("kind IN ({})", list.join(", ")));
+            conds.push(format!("kind IN ({})", args.list(kinds.iter().map(|k| Arg::S(k.clone())))));
         }
     }
     if let Some(t) = &f.text {
@@ -297,8 +300,8 @@ fn incident_where(f: &IncidentFilter, args: &mut Args) -> String {
         if f.text_kinds.is_empty() {
             conds.push(text);
         } else {
-            let list: Vec<String> = f.text_kinds.iter().map(|k| args.push(Arg::S(k.clone()))).collect();
-            conds.push(format!("({text} OR kind IN ({}))", list.join(", ")));
+            let kinds = args.list(f.text_kinds.iter().map(|k| Arg::S(k.clone())));
+            conds.push(format!("({text} OR kind IN ({kinds}))"));
         }
     }
     if let Some(u) = f.updated_after {
@@ -518,14 +521,20 @@ async fn stamp_updates(tx: &mut WriteTx, ids: &[i64]) -> anyhow::Result<Option<i
         return Ok(None);
     }
     let stamp = next_update_id(tx).await?;
+    update_incidents(tx, ids, |args| format!("updated_id = {}", args.push(Arg::I(stamp)))).await?;
+    Ok(Some(stamp))
+}
+
+/// `UPDATE incidents SET <set> WHERE id IN (<ids>)`, in chunks of ids; `set` binds its own
+/// values into the chunk's arguments.
+async fn update_incidents(tx: &mut WriteTx, ids: &[i64], set: impl Fn(&mut Args) -> String) -> anyhow::Result<()> {
     for chunk in ids.chunks(500) {
         let mut args = Args::default();
-        let s = args.push(Arg::I(stamp));
-        let list: Vec<String> = chunk.iter().map(|id| args.push(Arg::I(*id))).collect();
-        let sql = format!("UPDATE incidents SET updated_id = {s} WHERE id IN ({})", list.join(", "));
+        let set = set(&mut args);
+        let sql = format!("UPDATE incidents SET {set} WHERE id IN ({})", args.list(chunk.iter().map(|id| Arg::I(*id))));
         args.bind(sqlx::query(&sql)).execute(&mut **tx).await?;
     }
-    Ok(Some(stamp))
+    Ok(())
 }
 
 async fn next_update_id(tx: &mut WriteTx) -> anyhow::Result<i64> {
@@ -727,46 +736,49 @@ impl SqlStore {
     /// Fills the search texts of rows written before migration 9 added them (they are
     /// folded in Rust, so SQL cannot compute them). Idempotent: rows done have non-empty texts.
     async fn backfill(&self) -> anyhow::Result<()> {
+        self.fill_empty("tokens", "search_words", "id, memo", |r| {
+            let (id, memo): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            Ok((search_words(&memo, &id), Arg::S(id)))
+        })
+        .await?;
+        self.fill_empty("incidents", "search_text", "id, memo, src_ip, token_id, kind", |r| {
+            let text = incident_search_text(
+                &r.try_get::<String, _>(1)?,
+                &r.try_get::<String, _>(2)?,
+                &r.try_get::<String, _>(3)?,
+                &r.try_get::<String, _>(4)?,
+            );
+            Ok((text, Arg::I(r.try_get(0)?)))
+        })
+        .await
+    }
+
+    /// Sets `column` of the rows of `table` where it is empty, 500 rows a transaction: `value`
+    /// reads a row's `cols` (its key first) and gives the text and the key.
+    async fn fill_empty(
+        &self,
+        table: &str,
+        column: &str,
+        cols: &str,
+        value: impl Fn(&AnyRow) -> anyhow::Result<(String, Arg)>,
+    ) -> anyhow::Result<()> {
         loop {
-            let rows = sqlx::query("SELECT id, memo FROM tokens WHERE search_words = '' LIMIT 500")
+            let rows = sqlx::query(&format!("SELECT {cols} FROM {table} WHERE {column} = '' LIMIT 500"))
                 .fetch_all(&self.pool)
                 .await?;
             if rows.is_empty() {
-                break;
+                return Ok(());
             }
             let mut tx = self.begin().await?;
             for r in &rows {
-                let (id, memo): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-                sqlx::query("UPDATE tokens SET search_words = $1 WHERE id = $2")
-                    .bind(search_words(&memo, &id))
-                    .bind(id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
+                let (text, key) = value(r)?;
+                let mut args = Args::default();
+                let (t, k) = (args.push(Arg::S(text)), args.push(key));
+                let sql = format!("UPDATE {table} SET {column} = {t} WHERE id = {k}");
+                args.bind(sqlx::query(&sql)).execute(&mut *tx).await?;
             }
             tx.commit().await?;
         }
-        loop {
-            let rows =
-                sqlx::query("SELECT id, memo, src_ip, token_id, kind FROM incidents WHERE search_text = '' LIMIT 500")
-                    .fetch_all(&self.pool)
-                    .await?;
-            if rows.is_empty() {
-                break;
-            }
-            let mut tx = self.begin().await?;
-            for r in &rows {
-                let id: i64 = r.try_get(0)?;
-                let (memo, src, token, kind): (String, String, String, String) =
-                    (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?);
-                sqlx::query("UPDATE incidents SET search_text = $1 WHERE id = $2")
-                    .bind(incident_search_text(&memo, &src, &token, &kind))
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        }
-        Ok(())
     }
 
     /// The first column of the rows of `table` within `scope` matching the query's filter,
@@ -850,15 +862,14 @@ impl SqlStore {
         let ids: Vec<i64> = incidents.iter().map(|i| i.id).collect();
         for chunk in ids.chunks(500) {
             let mut args = Args::default();
-            let list: Vec<String> = chunk.iter().map(|id| args.push(Arg::I(*id))).collect();
+            let list = args.list(chunk.iter().map(|id| Arg::I(*id)));
             let source = match filter.event_limit {
                 Some(n) => format!(
                     "(SELECT {HIT_COLS}, ROW_NUMBER() OVER (PARTITION BY incident_id ORDER BY time_us, id) AS rn \
-                     FROM hits WHERE incident_id IN ({})) ranked WHERE rn <= {}",
-                    list.join(", "),
+                     FROM hits WHERE incident_id IN ({list})) ranked WHERE rn <= {}",
                     args.push(Arg::I(n))
                 ),
-                None => format!("hits WHERE incident_id IN ({})", list.join(", ")),
+                None => format!("hits WHERE incident_id IN ({list})"),
             };
             let sql = format!("SELECT {HIT_COLS} FROM {source} ORDER BY time_us, id");
             let rows = args.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
@@ -1135,12 +1146,11 @@ impl Store for SqlStore {
             return Ok(Vec::new());
         }
         let mut args = Args::default();
-        let list: Vec<String> = ids.iter().take(1000).map(|i| args.push(Arg::I(*i))).collect();
+        let list = args.list(ids.iter().take(1000).map(|i| Arg::I(*i)));
         let sql = format!(
             "SELECT id, time_us, actor, {}, target, description, src_ip, dialect FROM audit_log \
-             WHERE id IN ({}) AND action LIKE 'factory\\_%' ESCAPE '\\' ORDER BY id",
+             WHERE id IN ({list}) AND action LIKE 'factory\\_%' ESCAPE '\\' ORDER BY id",
             fql_sql::AUDIT_ACTION,
-            list.join(", ")
         );
         let rows = args.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
         rows.iter()
@@ -1280,12 +1290,7 @@ impl Store for SqlStore {
         }
         notified.sort_unstable();
         notified.dedup();
-        for chunk in notified.chunks(500) {
-            let mut args = Args::default();
-            let list: Vec<String> = chunk.iter().map(|id| args.push(Arg::I(*id))).collect();
-            let sql = format!("UPDATE incidents SET notified = 1 WHERE notified = 0 AND id IN ({})", list.join(", "));
-            args.bind(sqlx::query(&sql)).execute(&mut *tx).await?;
-        }
+        update_incidents(&mut tx, &notified, |_| "notified = 1".into()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1822,14 +1827,10 @@ impl Store for SqlStore {
             return Ok(ids);
         }
         let now = now_us();
-        for chunk in changed.chunks(500) {
-            let mut args = Args::default();
-            let (a, t) = (args.push(Arg::I(b(acknowledged))), args.push(Arg::I(now)));
-            let list: Vec<String> = chunk.iter().map(|id| args.push(Arg::I(*id))).collect();
-            let sql =
-                format!("UPDATE incidents SET acknowledged = {a}, updated_us = {t} WHERE id IN ({})", list.join(", "));
-            args.bind(sqlx::query(&sql)).execute(&mut *tx).await?;
-        }
+        update_incidents(&mut tx, &changed, |args| {
+            format!("acknowledged = {}, updated_us = {}", args.push(Arg::I(b(acknowledged))), args.push(Arg::I(now)))
+        })
+        .await?;
         insert_audit(&mut tx, audit).await?;
         stamp_updates(&mut tx, &changed).await?;
         tx.commit().await?;
@@ -1875,12 +1876,57 @@ impl Store for SqlStore {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::*;
 
     #[test]
     fn redact_hides_only_the_password() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
         assert_eq!(redact("/tmp/x.db"), "/tmp/x.db");
+    }
+
+    /// Rows from before migration 9 (empty search texts) are found once the store reopens.
+    #[tokio::test]
+    async fn reopening_fills_the_search_texts_of_older_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let path = path.to_str().unwrap();
+        let store = SqlStore::open(path).await.unwrap();
+        let audit = AuditEntry {
+            time_us: 1,
+            actor: "t".into(),
+            action: "token_create".into(),
+            target: "t".into(),
+            description: String::new(),
+            src_ip: String::new(),
+            dialect: "test".into(),
+        };
+        let mut t = crate::kinds::testing::token("dns", serde_json::json!({}));
+        t.memo = "Payroll share".into();
+        store.insert_token(&t, &[], &audit).await.unwrap();
+        let hit = NewHit {
+            token_id: t.id.clone(),
+            time_us: 5,
+            channel: Channel::Dns,
+            src_ip: "192.0.2.1".into(),
+            src_port: 53,
+            dst_ip: String::new(),
+            dst_port: 0,
+            data: serde_json::json!({}),
+        };
+        let rules = HitRules::new(
+            |_: &Token, _: &NewHit| Judgement::alert(),
+            |_: &Token, _: &NewHit, _: &[AlertOutput]| Vec::new(),
+        );
+        store.record_hits(&[hit], &rules).await.unwrap();
+        sqlx::query("UPDATE tokens SET search_words = ''").execute(&store.pool).await.unwrap();
+        sqlx::query("UPDATE incidents SET search_text = ''").execute(&store.pool).await.unwrap();
+        drop(store);
+
+        let store = SqlStore::open(path).await.unwrap();
+        let words = TokenFilter { words: vec!["pay".into()], ..Default::default() };
+        assert_eq!(store.count_tokens(&words).await.unwrap(), 1);
+        let text = IncidentFilter { text: Some("PAYROLL".into()), ..Default::default() };
+        assert_eq!(store.count_incidents(&text).await.unwrap().0, 1);
     }
 }

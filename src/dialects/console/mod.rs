@@ -513,12 +513,6 @@ async fn tokens(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreRe
             if memo.trim().is_empty() {
                 return Err(CoreError::EmptyMemo);
             }
-            if memo.trim().chars().count() > crate::core::MAX_MEMO_CHARS {
-                return Err(CoreError::invalid(
-                    "memo",
-                    format!("longer than {} characters", crate::core::MAX_MEMO_CHARS),
-                ));
-            }
             let made = core.create_factory(actor, memo, req.opt("flock_id"), None, &[]).await?;
             json!({
                 "factory_auth": made.value,
