@@ -22,6 +22,8 @@ const TOKENS_REQUIRED: &str = "tokens_required";
 pub const MAX_QUERY_PAGE: i64 = 1000;
 /// Actor id (and `created_by`) of the provision key.
 pub const PROVISION: &str = "provision";
+/// The setting that records, for good, that the provision key has made an admin key.
+const PROVISION_SPENT: &str = "provision_spent";
 /// Longest memo accepted, in characters (the Console documents 10,000).
 pub const MAX_MEMO_CHARS: usize = 10_000;
 /// Pages are read one row past their `limit` to learn whether more follow: drops that extra
@@ -458,7 +460,7 @@ impl Core {
         Ok(self.store.list_alerts(undelivered_only, limit.clamp(1, 1000)).await?)
     }
 
-    /// Arms the provision key: it may create keys until an admin key made with it exists.
+    /// Arms the provision key: it may create keys until it has made an admin key.
     pub fn with_provision_key(mut self, value: &str) -> Core {
         self.provision_hash = Some(auth::hash_secret(value));
         self
@@ -583,6 +585,14 @@ impl Core {
                 key.flock_id.as_ref().map(|f| format!(" for {f}")).unwrap_or_default()
             ),
         );
+        if by.id == PROVISION && role == Role::Admin {
+            // Spent for good once it has made an admin, whatever becomes of that key.
+            if !self.store.insert_api_key_once(&key, &audit, PROVISION_SPENT).await? {
+                self.failed_logins.note(&by.src_ip, "provision key already used for an admin key", "", by.dialect);
+                return Err(CoreError::Unauthenticated);
+            }
+            return Ok(CreatedKey { key, secret });
+        }
         self.store.insert_api_key(&key, &audit).await?;
         Ok(CreatedKey { key, secret })
     }
@@ -696,15 +706,15 @@ impl Core {
         Ok(CreatedKey { key, secret })
     }
 
-    /// The provision key, which can only create keys, and only until an admin key made with
-    /// it exists.
+    /// The provision key, which can only create keys, and only until it has made an admin key
+    /// (for good: demoting or deleting that key does not re-arm it).
     pub async fn authenticate_provision(&self, value: &str, src_ip: &str, dialect: &'static str) -> CoreResult<Actor> {
         let matches = self.provision_hash.as_deref().is_some_and(|h| auth::ct_eq(h, &auth::hash_secret(value.trim())));
         if !matches {
             self.failed_logins.note(src_ip, "wrong provision key", "", dialect);
             return Err(CoreError::Unauthenticated);
         }
-        if self.store.has_key_made_by(PROVISION, Role::Admin).await? {
+        if self.store.get_setting(PROVISION_SPENT).await?.is_some() {
             self.failed_logins.note(src_ip, "provision key already used for an admin key", "", dialect);
             return Err(CoreError::Unauthenticated);
         }

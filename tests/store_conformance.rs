@@ -776,23 +776,36 @@ async fn api_keys_manage(s: Arc<dyn Store>) {
     assert_eq!(s.get_api_key("h").await.unwrap(), Some(host.clone()), "annotations are kept, in order");
     assert!(s.delete_api_key("h", &audit("key_delete")).await.unwrap());
     s.insert_api_key(&key("b", Role::Analyst, "provision"), &audit("key_create")).await.unwrap();
-    assert!(!s.has_key_made_by("provision", Role::Admin).await.unwrap());
-    assert!(s.has_key_made_by("provision", Role::Analyst).await.unwrap());
     assert_eq!(s.list_api_keys().await.unwrap().iter().map(|k| k.key_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     let change =
         KeyChange { role: Some(Role::Admin), active: Some(false), expire_us: Some(5), description: Some("d".into()) };
     let k = s.update_api_key("b", &change, &audit("key_update")).await.unwrap().unwrap();
     assert_eq!((k.role, k.active, k.expire_us, k.description.as_str()), (Role::Admin, false, 5, "d"));
     assert_eq!(s.get_api_key("b").await.unwrap(), Some(k));
-    assert!(s.has_key_made_by("provision", Role::Admin).await.unwrap());
     assert!(s.update_api_key("zz", &change, &audit("key_update")).await.unwrap().is_none());
     assert!(s.delete_api_key("b", &audit("key_delete")).await.unwrap());
     assert!(!s.delete_api_key("b", &audit("key_delete")).await.unwrap());
     assert_eq!(s.get_api_key("b").await.unwrap(), None);
+    // A key that may be made once: the mark outlives the key.
+    assert!(s.insert_api_key_once(&key("p", Role::Admin, "provision"), &audit("key_create"), "once").await.unwrap());
+    assert_eq!(s.get_setting("once").await.unwrap().as_deref(), Some("p"));
+    assert!(s.delete_api_key("p", &audit("key_delete")).await.unwrap());
+    let again = s.insert_api_key_once(&key("q", Role::Admin, "provision"), &audit("key_create"), "once").await;
+    assert!(!again.unwrap(), "the mark stays after its key is deleted");
+    assert_eq!(s.get_api_key("q").await.unwrap(), None, "and nothing was written");
     let actions: Vec<String> = s.list_audit(10).await.unwrap().into_iter().map(|a| a.action).collect();
     assert_eq!(
         actions,
-        ["key_delete", "key_update", "key_create", "key_delete", "host_enrol", "key_create"],
+        [
+            "key_delete",
+            "key_create",
+            "key_delete",
+            "key_update",
+            "key_create",
+            "key_delete",
+            "host_enrol",
+            "key_create"
+        ],
         "misses write no audit"
     );
 }

@@ -36,6 +36,9 @@
 //! value, encrypted, so Falcon can show it again); `api_keys.annotations` (Conjur host
 //! annotations); and `alerts.claimed_by`, the node that holds an alert's delivery lease.
 //!
+//! Step 10 records in `settings` that the provision key is spent when an admin key it made
+//! exists (from now on the mark is written with that key, so it outlives the key).
+//!
 //! Conventions both schemas follow so one SQL text works on both: integers are BIGINT (SQLite
 //! INTEGER), booleans are BIGINT 0/1, times are BIGINT microseconds since the epoch (UTC), JSON
 //! is TEXT.
@@ -209,6 +212,10 @@ ALTER TABLE factory_tokens ADD COLUMN value_sealed TEXT;
 ALTER TABLE api_keys ADD COLUMN annotations TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE alerts ADD COLUMN claimed_by TEXT;
 "#,
+    r#"
+INSERT INTO settings (name, value)
+SELECT 'provision_spent', key_id FROM api_keys WHERE created_by = 'provision' AND role = 'admin' ORDER BY key_id LIMIT 1;
+"#,
 ];
 
 /// Steps for PostgreSQL, one for one with [`SQLITE`].
@@ -379,6 +386,10 @@ ALTER TABLE tokens ADD COLUMN search_words TEXT NOT NULL DEFAULT '';
 ALTER TABLE factory_tokens ADD COLUMN value_sealed TEXT;
 ALTER TABLE api_keys ADD COLUMN annotations TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE alerts ADD COLUMN claimed_by TEXT;
+"#,
+    r#"
+INSERT INTO settings (name, value)
+SELECT 'provision_spent', key_id FROM api_keys WHERE created_by = 'provision' AND role = 'admin' ORDER BY key_id LIMIT 1;
 "#,
 ];
 

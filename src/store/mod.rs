@@ -104,8 +104,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> anyhow::Result<Option<ApiKey>>;
     /// False when there is no such key.
     async fn delete_api_key(&self, key_id: &str, audit: &AuditEntry) -> anyhow::Result<bool>;
-    /// Whether a key of `role` made by `created_by` exists.
-    async fn has_key_made_by(&self, created_by: &str, role: Role) -> anyhow::Result<bool>;
+    /// Inserts `k` and sets the setting `mark` (to the key's id) in one transaction, unless
+    /// `mark` is set already: then nothing is written and the answer is false. For keys that may
+    /// be made once for good (the provision key's admin), even after that key is gone.
+    async fn insert_api_key_once(&self, k: &ApiKey, audit: &AuditEntry, mark: &str) -> anyhow::Result<bool>;
 
     // --- factory tokens
     async fn insert_factory(&self, f: &FactoryToken, audit: &AuditEntry) -> anyhow::Result<()>;

@@ -1014,14 +1014,20 @@ impl Store for SqlStore {
         Ok(true)
     }
 
-    async fn has_key_made_by(&self, created_by: &str, role: Role) -> anyhow::Result<bool> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM api_keys WHERE created_by = $1 AND role = $2")
-            .bind(created_by)
-            .bind(role.as_str())
-            .fetch_one(&self.pool)
+    async fn insert_api_key_once(&self, k: &ApiKey, audit: &AuditEntry, mark: &str) -> anyhow::Result<bool> {
+        let mut tx = self.begin().await?;
+        let marked = sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(mark)
+            .bind(k.key_id.as_str())
+            .execute(&mut *tx)
             .await?
-            .try_get(0)?;
-        Ok(n > 0)
+            .rows_affected();
+        if marked == 0 {
+            return Ok(false);
+        }
+        insert_key(&mut tx, k, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn insert_factory(&self, f: &FactoryToken, audit: &AuditEntry) -> anyhow::Result<()> {

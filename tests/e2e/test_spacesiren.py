@@ -216,6 +216,29 @@ def test_provision_non_admin_first_then_admin_then_nothing(fresh_server):
     assert_ss_error(call(srv, "GET", reader), 403, DENIED)
 
 
+def test_provision_key_stays_spent_after_its_admin_is_demoted_or_deleted(fresh_server):
+    """Audit F6: once the provision key has made an admin key it is spent for good, even when
+    that admin is demoted or deleted, and across restarts."""
+    srv = fresh_server
+    pk = provision_key(srv)
+    code, body, text = provision(srv, {"admin": True, "description": "made by the provision key"})
+    assert code == 200, (code, text)
+    made = body["key"]
+    boss = new_key(srv, made, admin=True, description="second admin")
+    # demoted
+    r = call(srv, "PATCH", boss, {"key_id": made["key_id"], "admin": False})
+    assert r.status_code == 200, r.text
+    assert_ss_error(provision(srv, {"admin": True}, pk), 401, AUTH_FAILED)
+    assert_ss_error(provision(srv, {"admin": False}, pk), 401, AUTH_FAILED)
+    # deleted
+    r = call(srv, "DELETE", boss, {"key_id": made["key_id"]})
+    assert r.status_code == 204, r.text
+    assert_ss_error(provision(srv, {"admin": True}, pk), 401, AUTH_FAILED)
+    srv.restart()
+    assert_ss_error(provision(srv, {"admin": True}, pk), 401, AUTH_FAILED)
+    assert works(srv, boss)
+
+
 def test_wrong_provision_key_and_other_methods(fresh_server):
     srv = fresh_server
     pk = provision_key(srv)
