@@ -185,6 +185,14 @@ impl AlertSettings {
             && self.max_per_hour.is_none()
             && self.ignore_sources.is_none()
     }
+
+    /// Whether any setting is given a value (blank texts, which on create change nothing,
+    /// do not count).
+    pub fn sets_anything(&self) -> bool {
+        [&self.webhook_url, &self.email, &self.cooldown, &self.max_per_hour, &self.ignore_sources]
+            .iter()
+            .any(|v| v.as_deref().is_some_and(|t| !t.trim().is_empty()))
+    }
 }
 
 /// A page of tokens: those asked for, whether more lie beyond them in the direction asked,
@@ -1046,6 +1054,12 @@ impl Core {
         };
         if !actor.sees_flock(&flock_id) || self.store.get_flock(&flock_id).await?.is_none() {
             return Err(CoreError::FlockNotFound);
+        }
+        if req.alerting.sets_anything() {
+            // Routing or silencing alerts is changing the token: a credential that may only
+            // create (deploy keys, factory strings) must not mail anyone its own text, post to
+            // its own webhook or mint tokens that never alert. The flock's outputs apply.
+            self.require(actor, Permission::ChangeTokens).await?;
         }
         let (alerting, _) = self.check_alert_settings(&req.alerting)?;
         let created = (kind.create)(&req.params, &req.uploads)?;

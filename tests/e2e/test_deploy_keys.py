@@ -9,7 +9,7 @@ import zipfile
 import pytest
 import requests
 
-from conftest import TOKEN_RE, random_token_id, run_key_create, unique
+from conftest import TOKEN_RE, Api, random_token_id, run_key_create, unique
 from kindtools import assert_error, attachment_re
 
 NO_FLOCK = "Flock does not exist."
@@ -163,3 +163,48 @@ def test_two_deploy_keys_are_kept_apart(server, dep, flock):
     assert_error(dep.get("canarytoken/download", canarytoken=t2["canarytoken"]), 404, NO_TOKEN)
     assert_error(dep2.get("canarytoken/download", canarytoken=t1["canarytoken"]), 404, NO_TOKEN)
     assert_error(dep2.post("canarytoken/create", kind="dns", memo="x", flock_id=flock), 404, NO_FLOCK)
+
+
+# --- audit F5: credentials that may only create cannot route or silence alerts --------------------
+
+ALERT_SETTINGS = [
+    {"alert_email": "victim1@example.com;victim2@example.com"},
+    {"alert_webhook_url": "https://attacker.example/x"},
+    {"ignore_sources": "0.0.0.0/0"},
+    {"alert_cooldown": "-1"},
+    {"alert_max_per_hour": "1"},
+]
+
+
+def _count_tokens(server):
+    return len(server.api().ok_get("canarytokens/fetch")["tokens"])
+
+
+@pytest.mark.parametrize("setting", ALERT_SETTINGS, ids=lambda s: next(iter(s)))
+def test_deploy_key_may_not_set_alert_settings(server, dep, flock, setting):
+    before = _count_tokens(server)
+    r = dep.post("canarytoken/create", kind="dns", memo=unique("routed"), flock_id=flock, **setting)
+    assert_error(r, 403, "Permission denied")
+    assert _count_tokens(server) == before, "nothing was created"
+    # blank values change nothing on create, so they are no reason to refuse
+    blank = {k: "" for k in setting}
+    tok = dep.ok_post("canarytoken/create", kind="dns", memo=unique("plain"), flock_id=flock, **blank)["canarytoken"]
+    assert TOKEN_RE.match(tok["canarytoken"]), tok
+
+
+@pytest.mark.parametrize("setting", ALERT_SETTINGS, ids=lambda s: next(iter(s)))
+def test_factory_string_may_not_set_alert_settings(server, flock, setting):
+    admin = server.api()
+    fac = admin.ok_post("canarytoken/create_factory", memo=unique("fleet"), flock_id=flock)
+    before = _count_tokens(server)
+    r = Api(server.api_url, None).post("canarytoken/factory/create", auth=None, factory_auth=fac["factory_auth"], kind="dns",
+                              memo=unique("routed"), **setting)
+    assert_error(r, 403, "Permission denied")
+    assert _count_tokens(server) == before, "nothing was created"
+
+
+def test_analyst_may_set_alert_settings_on_create(server, flock):
+    analyst = server.api(server.create_key("analyst")["auth_token"])
+    tok = analyst.ok_post("canarytoken/create", kind="dns", memo=unique("routed"), flock_id=flock,
+                          alert_cooldown="-1", ignore_sources="10.0.0.0/8")["canarytoken"]
+    assert TOKEN_RE.match(tok["canarytoken"]), tok
