@@ -93,6 +93,14 @@ pub struct ServeArgs {
     /// PEM file of extra CA certificates to trust for the SMTP server (a private CA).
     #[arg(long, env = "TRAPLINE_SMTP_CA_FILE")]
     pub smtp_ca_file: Option<PathBuf>,
+    /// Delete stored hits older than this many days (0, the default: keep them all). Hits of
+    /// unacknowledged incidents are always kept.
+    #[arg(long, env = "TRAPLINE_HIT_RETENTION_DAYS")]
+    pub hit_retention_days: Option<i64>,
+    /// Keep at most this many hits per token, deleting the oldest (0, the default: no limit).
+    /// Hits of unacknowledged incidents are always kept.
+    #[arg(long, env = "TRAPLINE_HIT_RETENTION_PER_TOKEN")]
+    pub hit_retention_per_token: Option<i64>,
 }
 
 /// The TOML file: every key optional.
@@ -120,6 +128,8 @@ struct FileConfig {
     alert_cooldown_secs: Option<i64>,
     alert_max_per_hour: Option<i64>,
     smtp_ca_file: Option<PathBuf>,
+    hit_retention_days: Option<i64>,
+    hit_retention_per_token: Option<i64>,
 }
 
 /// Fully resolved settings.
@@ -148,6 +158,8 @@ pub struct Settings {
     pub noise: crate::noise::NoiseRules,
     /// PEM text of extra CAs for the SMTP server.
     pub smtp_ca_pem: Option<String>,
+    /// Which stored hits may be deleted.
+    pub retention: crate::retention::Retention,
 }
 
 fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -274,6 +286,16 @@ impl Settings {
                 }
             },
             smtp_ca_pem,
+            retention: {
+                let days = args.hit_retention_days.or(file.hit_retention_days).unwrap_or(0);
+                let per_token = args.hit_retention_per_token.or(file.hit_retention_per_token).unwrap_or(0);
+                anyhow::ensure!(days >= 0, "hit_retention_days must be 0 (keep all) or more");
+                anyhow::ensure!(per_token >= 0, "hit_retention_per_token must be 0 (no limit) or more");
+                crate::retention::Retention {
+                    max_age_days: (days > 0).then_some(days),
+                    max_per_token: (per_token > 0).then_some(per_token),
+                }
+            },
         })
     }
 }

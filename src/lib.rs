@@ -21,6 +21,7 @@ pub mod model;
 pub mod noise;
 pub mod outputs;
 pub mod recorder;
+pub mod retention;
 pub mod sealed;
 pub mod server;
 pub mod session;

@@ -165,6 +165,74 @@ pub struct NewHit {
     pub data: Value,
 }
 
+/// Longest text of a hit's data that is stored, in bytes (cut at a character boundary).
+pub const MAX_HIT_FIELD: usize = 2048;
+/// Most text a hit's data keeps in all (keys and values), in bytes.
+pub const MAX_HIT_TEXT: usize = 16 * 1024;
+/// Most entries of one object or list in a hit's data, and how deep they nest.
+const MAX_HIT_ENTRIES: usize = 64;
+const MAX_HIT_DEPTH: usize = 6;
+
+impl NewHit {
+    /// The hit with its data bounded, whatever the listener or kind put there: every text cut
+    /// to [`MAX_HIT_FIELD`], at most [`MAX_HIT_TEXT`] of text in all (later fields get less),
+    /// at most 64 entries an object or list and 6 levels deep. The address fields come from
+    /// the socket and are short already. Applied once, where every listener hands hits over,
+    /// so no field of any listener (the HTTP method was one) is stored uncut.
+    pub fn bounded(mut self) -> NewHit {
+        let mut budget = MAX_HIT_TEXT;
+        bound_value(&mut self.data, 0, &mut budget);
+        self
+    }
+}
+
+fn cut_text(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+fn bound_value(v: &mut Value, depth: usize, budget: &mut usize) {
+    match v {
+        Value::String(s) => {
+            cut_text(s, MAX_HIT_FIELD.min(*budget));
+            *budget -= s.len();
+        }
+        Value::Array(items) => {
+            if depth >= MAX_HIT_DEPTH {
+                items.clear();
+            }
+            items.truncate(MAX_HIT_ENTRIES);
+            for item in items.iter_mut() {
+                bound_value(item, depth + 1, budget);
+            }
+        }
+        Value::Object(map) => {
+            if depth >= MAX_HIT_DEPTH {
+                map.clear();
+            }
+            // Plain values first, then nested ones, so a flood of headers cannot crowd out the
+            // method or the path; an entry whose key no longer fits is dropped.
+            let entries: Vec<(String, Value)> = std::mem::take(map).into_iter().take(MAX_HIT_ENTRIES).collect();
+            let (plain, nested): (Vec<_>, Vec<_>) =
+                entries.into_iter().partition(|(_, v)| !matches!(v, Value::Array(_) | Value::Object(_)));
+            for (key, mut value) in plain.into_iter().chain(nested) {
+                if key.len() > MAX_HIT_FIELD || key.len() > *budget {
+                    continue;
+                }
+                *budget -= key.len();
+                bound_value(&mut value, depth + 1, budget);
+                map.insert(key, value);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
 /// What became of a stored hit's alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -308,6 +376,46 @@ pub fn incident_by_hash(hash: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
+    fn hit(data: Value) -> NewHit {
+        NewHit {
+            token_id: "t".into(),
+            time_us: 1,
+            channel: Channel::Http,
+            src_ip: "127.0.0.1".into(),
+            src_port: 1,
+            dst_ip: "127.0.0.1".into(),
+            dst_port: 2,
+            data,
+        }
+    }
+
+    #[test]
+    fn a_hit_keeps_bounded_data() {
+        // the audit's 300 KB method, a multi-byte text cut inside a character, many headers
+        let many: serde_json::Map<String, Value> =
+            (0..500).map(|i| (format!("h{i}"), Value::String("v".repeat(1000)))).collect();
+        let data = json!({ "method": "A".repeat(300_000), "ua": "é".repeat(5000), "headers": many });
+        let got = hit(data).bounded().data;
+        assert_eq!(got["method"].as_str().unwrap().len(), MAX_HIT_FIELD);
+        let ua = got["ua"].as_str().unwrap();
+        assert!(ua.len() <= MAX_HIT_FIELD && ua.len() >= MAX_HIT_FIELD - 1 && ua.chars().all(|c| c == 'é'));
+        assert!(got["headers"].as_object().unwrap().len() <= 64);
+        let text = serde_json::to_string(&got).unwrap();
+        assert!(text.len() < MAX_HIT_TEXT + 64 * 8, "{}", text.len());
+        // small data is untouched, numbers and nesting too
+        let small = json!({ "path": "/x", "n": 5, "ok": true, "list": [1, "a", { "b": null }] });
+        assert_eq!(hit(small.clone()).bounded().data, small);
+        // deep nesting stops
+        let mut deep = json!("leaf");
+        for _ in 0..50 {
+            deep = json!([deep]);
+        }
+        let text = serde_json::to_string(&hit(deep).bounded().data).unwrap();
+        assert!(text.len() < 20, "{text}");
+    }
+
     use super::*;
 
     #[test]

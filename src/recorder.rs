@@ -55,10 +55,11 @@ impl Recorder {
         (Recorder { tx }, handle)
     }
 
-    /// Records one hit; returns once it is committed (or known to be ignored).
+    /// Records one hit, its data bounded (see [`NewHit::bounded`]); returns once it is
+    /// committed (or known to be ignored).
     pub async fn record(&self, hit: NewHit) -> Result<HitOutcome, RecordError> {
         let (done, wait) = oneshot::channel();
-        self.tx.try_send(Pending { hit, done }).map_err(|e| match e {
+        self.tx.try_send(Pending { hit: hit.bounded(), done }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => RecordError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => RecordError::Closed,
         })?;

@@ -162,6 +162,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let (recorder, writer) = Recorder::start(store.clone(), Arc::new(rules), committed.clone());
     let node = node_id(&settings.data_dir.join("node.id"))?;
     let outbox_task = tokio::spawn(crate::alerts::run_outbox(store.clone(), alert_cfg.clone(), committed, node));
+    let retention_task = tokio::spawn(crate::retention::run(store.clone(), settings.retention));
     let dns_server = Arc::new(
         dns::DnsServer::new(&site.domain, &site.nx_domain, settings.public_ip, recorder.clone())?
             .with_local_addr(dns_addr),
@@ -218,6 +219,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     };
     println!("  alert outputs:    {outputs}");
+    println!("  retention:        {}", settings.retention.describe());
     println!(
         "  provision key:    {} (SpaceSiren X-Provision-Key on POST /key; creates keys until it has made an admin key)",
         provision_path.display()
@@ -260,6 +262,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tcp_task.abort();
     // Undelivered alerts stay in the outbox and go out after the next start.
     outbox_task.abort();
+    retention_task.abort();
     let _ = api_task.await;
     let _ = http_task.await;
     // Queued hits are committed before the writer stops (none is acknowledged before that).

@@ -95,6 +95,7 @@ conformance!(
     settings_round_trip,
     alert_outbox_lifecycle,
     audit_log_newest_first,
+    retention_spares_unacknowledged_incidents,
 );
 
 /// No outputs configured: alerting hits queue nothing.
@@ -1404,4 +1405,50 @@ async fn alert_claims_are_taken_back_by_their_node(s: Arc<dyn Store>) {
     .unwrap();
     assert_eq!(s.release_claims("node-1", now_us()).await.unwrap(), 0);
     assert!(s.claim_due_alerts(now_us(), 10, lease, "node-1").await.unwrap().is_empty());
+}
+
+async fn retention_spares_unacknowledged_incidents(s: Arc<dyn Store>) {
+    let t = token("http", "kept", DEFAULT_FLOCK, 1);
+    let other = token("http", "other", DEFAULT_FLOCK, 2);
+    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&other, &[], &audit("token_create")).await.unwrap();
+    let r = rules(alert_all, no_alerts);
+    // t: ten incidents of one hit each (grouping is off), at times 1..=10; other: one old one
+    let hits: Vec<NewHit> = (1..=10).map(|i| hit(&t.id, "192.0.2.1", i * 1_000)).collect();
+    s.record_hits(&hits, &r).await.unwrap();
+    s.record_hits(&[hit(&other.id, "192.0.2.2", 500)], &r).await.unwrap();
+    let ignore = |_: &Token, _: &NewHit| Judgement::Ignore { reason: "test".into() };
+    s.record_hits(&[hit(&t.id, "192.0.2.3", 1_500)], &rules(ignore, no_alerts)).await.unwrap();
+    // acknowledge t's first six incidents (hits at 1..=6) and other's
+    let first_six = IncidentFilter { created_before_us: Some(6_500), ..Default::default() };
+    s.set_acknowledged(&first_six, true, &audit("ack")).await.unwrap();
+    let times = |hits: Vec<Hit>| {
+        let mut v: Vec<Micros> = hits.iter().map(|h| h.time_us).collect();
+        v.sort_unstable();
+        v
+    };
+    let all = IncidentFilter { limit: Some(100), ..Default::default() };
+    assert_eq!(s.list_incidents(&all).await.unwrap().len(), 11);
+
+    // nothing to do: no rule given, or nothing old enough
+    assert_eq!(s.prune(None, None, 2).await.unwrap(), 0);
+    assert_eq!(s.prune(Some(100), None, 2).await.unwrap(), 0);
+
+    // by age: hits before 3.5 go if their incident is acknowledged, or they raised none
+    // (the ignored hit at 1.5); chunks of 2 take several rounds
+    assert_eq!(s.prune(Some(3_500), None, 2).await.unwrap(), 5, "1, 1.5, 2, 3 of t and 0.5 of other");
+    assert_eq!(times(s.token_hits(&t.id, 100).await.unwrap()), [4_000, 5_000, 6_000, 7_000, 8_000, 9_000, 10_000]);
+    assert!(s.token_hits(&other.id, 100).await.unwrap().is_empty());
+    assert_eq!(s.list_incidents(&all).await.unwrap().len(), 7, "acknowledged incidents with no hits left go");
+
+    // by count: keep the newest 2 of each token, but never a hit of an unacknowledged incident
+    assert_eq!(s.prune(None, Some(2), 2).await.unwrap(), 3, "4, 5 and 6 are acknowledged");
+    assert_eq!(times(s.token_hits(&t.id, 100).await.unwrap()), [7_000, 8_000, 9_000, 10_000]);
+    // once acknowledged, they go too
+    s.set_acknowledged(&IncidentFilter::default(), true, &audit("ack")).await.unwrap();
+    assert_eq!(s.prune(None, Some(2), 100).await.unwrap(), 2);
+    assert_eq!(times(s.token_hits(&t.id, 100).await.unwrap()), [9_000, 10_000]);
+    assert_eq!(s.list_incidents(&all).await.unwrap().len(), 2);
+    assert_eq!(s.prune(Some(i64::MAX), Some(0), 100).await.unwrap(), 2, "everything acknowledged may go");
+    assert!(s.list_incidents(&all).await.unwrap().is_empty());
 }

@@ -180,6 +180,17 @@ pub trait Store: Send + Sync + 'static {
     /// when this returns Ok, every `Recorded` hit is durable. Alerting hits also get their
     /// alerts (from `rules.alerter`) into the outbox, in the same transaction.
     async fn record_hits(&self, hits: &[NewHit], rules: &HitRules) -> anyhow::Result<Vec<HitOutcome>>;
+    /// Deletes stored hits that the retention rules let go: older than `older_than_us`, or
+    /// beyond the newest `keep_per_token` of their token. Hits of unacknowledged incidents are
+    /// never deleted; an acknowledged incident left with no hits goes too, and so do delivered
+    /// or abandoned outbox alerts older than `older_than_us`. Works in small transactions (at
+    /// most `chunk` rows each) so hits never wait long for the writer. Returns the hits deleted.
+    async fn prune(
+        &self,
+        older_than_us: Option<Micros>,
+        keep_per_token: Option<i64>,
+        chunk: i64,
+    ) -> anyhow::Result<u64>;
     /// Every stored hit of a token, ignored ones included, newest first.
     async fn token_hits(&self, token_id: &str, limit: i64) -> anyhow::Result<Vec<Hit>>;
 

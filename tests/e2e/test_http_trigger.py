@@ -292,3 +292,13 @@ def test_slow_headers_are_cut_off_and_do_not_block_others(server, api):
     assert 8 <= elapsed <= 15, elapsed
     assert not data.startswith(b"HTTP/1.1 200"), data[:100]
     assert api.events_for(tid) == [], "an unfinished request is not a hit"
+
+
+def test_huge_method_is_stored_cut(server, api):
+    """Audit F7: a 300 KB method name was stored uncut; every stored text is cut to 2 KiB."""
+    tid = api.create_token("http")["canarytoken"]
+    resp = raw_http(server, b"A" * 300_000 + f" /{tid}/m HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
+    assert resp.startswith(b"HTTP/1.1 "), resp[:100]
+    hits = api.ok_get("canarytoken/hits", canarytoken=tid)["hits"]
+    assert len(hits) == 1, hits
+    assert hits[0]["method"] == "A" * 2048
