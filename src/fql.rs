@@ -87,18 +87,22 @@ impl fmt::Display for FqlError {
 pub const MAX_LEN: usize = 4096;
 /// Deepest nesting of parentheses accepted.
 const MAX_DEPTH: usize = 32;
+/// Most comparisons in one filter, each value of a list counting as one. Each becomes a term
+/// of an SQL condition, and SQLite refuses conditions nested deeper than 1000.
+pub const MAX_TERMS: usize = 256;
 
 struct Parser {
     chars: Vec<char>,
     pos: usize,
     depth: usize,
+    terms: usize,
 }
 
 pub fn parse(filter: &str) -> Result<Expr, FqlError> {
     if filter.chars().count() > MAX_LEN {
         return Err(FqlError { position: MAX_LEN, message: format!("the filter is longer than {MAX_LEN} characters") });
     }
-    let mut p = Parser { chars: filter.chars().collect(), pos: 0, depth: 0 };
+    let mut p = Parser { chars: filter.chars().collect(), pos: 0, depth: 0, terms: 0 };
     p.skip_ws();
     if p.at_end() {
         return Err(p.error("the filter is empty"));
@@ -169,9 +173,22 @@ impl Parser {
         self.comparison()
     }
 
+    /// Counts one more comparison; refuses past [`MAX_TERMS`].
+    fn count_term(&mut self, position: usize) -> Result<(), FqlError> {
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            return Err(FqlError {
+                position,
+                message: format!("the filter has more than {MAX_TERMS} comparisons (each value of a list counts)"),
+            });
+        }
+        Ok(())
+    }
+
     fn comparison(&mut self) -> Result<Expr, FqlError> {
         self.skip_ws();
         let position = self.pos;
+        self.count_term(position)?;
         let start = self.pos;
         while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
             self.pos += 1;
@@ -241,6 +258,9 @@ impl Parser {
                 loop {
                     self.skip_ws();
                     let item = self.pos;
+                    if !items.is_empty() {
+                        self.count_term(item)?; // the first is the comparison's own
+                    }
                     let v = self.value()?;
                     if matches!(v, Value::List(_)) {
                         return Err(FqlError { position: item, message: "lists do not nest".into() });
@@ -401,6 +421,14 @@ mod tests {
         }
         assert!(parse(&"(".repeat(40)).is_err());
         assert!(parse(&"a".repeat(MAX_LEN + 1)).is_err());
+        // many comparisons, as a list or as plain terms (audit F11: SQLite refused them deep)
+        let list = |n: usize| format!("id:[{}]", vec!["1"; n].join(","));
+        let terms = |n: usize| vec!["id:1"; n].join(",");
+        assert!(parse(&list(MAX_TERMS)).is_ok() && parse(&terms(MAX_TERMS)).is_ok());
+        for f in [list(MAX_TERMS + 1), terms(MAX_TERMS + 1), format!("{}+{}", list(200), terms(57))] {
+            let e = parse(&f).unwrap_err();
+            assert!(e.message.contains("more than 256 comparisons"), "{e}");
+        }
     }
 
     fn present(field: &str, present: bool, position: usize) -> Expr {

@@ -305,3 +305,20 @@ def test_whole_second_timestamps_parse_as_falconpy_sample_does(f):
         assert RFC3339_RE.match(got[k]) and got[k].endswith("Z"), got
     created = datetime.fromisoformat(got["created_timestamp"].replace("Z", "+00:00"))
     assert abs(created - datetime.now(timezone.utc)) < timedelta(minutes=5), got
+
+
+# --- audit F11: long FQL lists are refused with a 400 that names the limit ----------------------
+
+@pytest.mark.parametrize("flt", [
+    "id:[" + ",".join(["'1'"] * 1000) + "]",
+    "label:[" + ",".join(["'*'"] * 1000) + "]",
+    ",".join(["label:'a'"] * 300),
+], ids=["1000 ids", "1000 labels", "300 terms"])
+def test_fql_too_many_comparisons_is_400(fset, flt):
+    body = env(fset["f"].tokens_query(filter=flt), 400)
+    assert "more than 256 comparisons" in err_msg(body), body
+
+
+def test_fql_256_comparisons_work(fset):
+    flt = "label:[" + ",".join(["'zq'"] * 256) + "]"
+    assert env(fset["f"].tokens_query(filter=flt), 200)["resources"] == []
