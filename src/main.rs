@@ -90,7 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let role = Role::parse(&role)
                 .ok_or_else(|| anyhow::anyhow!("unknown role {role:?}: use admin, analyst, read-only or deploy"))?;
             let settings = Settings::resolve(&ServeArgs { store, ..Default::default() })?;
-            server::make_data_dir(&settings.data_dir)?;
+            trapline::datadir::prepare_dir(&settings.data_dir)?;
             let store = trapline::store::open(&settings.database).await?;
             let core = Core::new(store, server::site(&settings, settings.http_listen));
             let key = core

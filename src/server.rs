@@ -50,19 +50,6 @@ impl<'a> KeyOut<'a> {
     }
 }
 
-/// Creates the data directory, private to the service's user.
-pub fn make_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-    }
-    Ok(())
-}
-
 /// The site (zones and URL base) a set of settings describes. Without a public URL, token
 /// URLs point at the HTTP listener; when that listens on all interfaces, at the public IP.
 pub fn site(settings: &Settings, http_addr: SocketAddr) -> Site {
@@ -116,7 +103,7 @@ async fn shutdown_signal() {
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    make_data_dir(&settings.data_dir)?;
+    crate::datadir::prepare_dir(&settings.data_dir)?;
     let store = store::open(&settings.database).await?;
 
     let api = TcpListener::bind(settings.api_listen)

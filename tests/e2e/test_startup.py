@@ -207,3 +207,54 @@ def test_database_and_data_dir_are_private(tmp_path):
                 assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, (f.name, oct(f.stat().st_mode))
     finally:
         srv.close()
+
+
+def _refused(data_dir, *needles):
+    """Starting on `data_dir` fails at once with a message holding every needle."""
+    import pytest
+    srv = Server(data_dir=str(data_dir))
+    try:
+        with pytest.raises(pytest.fail.Exception):
+            srv.start()
+        out = srv.output()
+        for n in needles:
+            assert n in out, out
+        assert "Ready." not in out
+    finally:
+        srv.close()
+
+
+def test_loose_data_dir_is_refused_or_made_private(tmp_path):
+    """Audit F9: a data directory found writable by others is refused (anyone could put their
+    own provision.key there); one merely readable by others is made 0700, with a warning."""
+    import stat
+    data = tmp_path / "found"
+    data.mkdir()
+    os.chmod(data, 0o777)
+    _refused(data, "writable by its group or others (mode 0777)", f"chmod 700 {data}")
+    assert stat.S_IMODE(data.stat().st_mode) == 0o777, "left for the operator to check"
+    os.chmod(data, 0o755)
+    srv = Server(data_dir=str(data)).start()
+    try:
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        assert any("was readable by its group or others (mode 0755)" in l for l in srv.stderr_lines), srv.output()
+    finally:
+        srv.close()
+
+
+def test_provision_key_found_loose_or_foreign_is_refused(tmp_path):
+    """Audit F9: provision.key is trusted only when it is the service user's and private."""
+    import stat
+    data = tmp_path / "keys"
+    Server(data_dir=str(data)).start().close()
+    key = data / "provision.key"
+    os.chmod(key, 0o666)
+    _refused(data, "is writable by its group or others (mode 0666)", f"chmod 600 {key}")
+    os.chmod(key, 0o644)
+    srv = Server(data_dir=str(data)).start()
+    try:
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    finally:
+        srv.close()
+    os.chown(key, 65534, -1)  # nobody
+    _refused(data, "belongs to user id 65534", f"chown {os.geteuid()} {key}")
