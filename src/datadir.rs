@@ -29,6 +29,31 @@ pub fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     check_private("data directory", dir, &meta, 0o700)
 }
 
+/// Takes the data directory for this `trapline serve` (an exclusive lock on its `serve.lock`,
+/// held while the returned file lives): two servers on one data directory would share one node
+/// id and, with SQLite, one database file without knowing of each other.
+pub fn lock_for_serve(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("serve.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns; it only fails with an error code.
+    let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    anyhow::ensure!(
+        taken,
+        "another trapline serve is using data directory {} (it holds {}): stop it, or give this one its own \
+         --data-dir",
+        dir.display(),
+        path.display()
+    );
+    Ok(file)
+}
+
 /// Refuses what others own or may write; makes private (`mode`) what others may read.
 fn check_private(what: &str, path: &Path, meta: &std::fs::Metadata, mode: u32) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -101,6 +126,16 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o662)).unwrap();
         let e = read_or_create(&path, || "second".into()).unwrap_err().to_string();
         assert!(e.contains("writable by its group or others (mode 0662)") && e.contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn one_server_a_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_for_serve(dir.path()).unwrap();
+        let e = lock_for_serve(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("another trapline serve is using data directory"), "{e}");
+        drop(held);
+        lock_for_serve(dir.path()).unwrap();
     }
 
     #[test]

@@ -104,6 +104,7 @@ async fn shutdown_signal() {
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     crate::datadir::prepare_dir(&settings.data_dir)?;
+    let _serving = crate::datadir::lock_for_serve(&settings.data_dir)?;
     let store = store::open(&settings.database).await?;
 
     let api = TcpListener::bind(settings.api_listen)

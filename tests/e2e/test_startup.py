@@ -258,3 +258,55 @@ def test_provision_key_found_loose_or_foreign_is_refused(tmp_path):
         srv.close()
     os.chown(key, 65534, -1)  # nobody
     _refused(data, "belongs to user id 65534", f"chown {os.geteuid()} {key}")
+
+
+def _refused_fast(data_dir, needles, within=8.0):
+    import time
+    t0 = time.monotonic()
+    _refused(data_dir, *needles)
+    assert time.monotonic() - t0 < within, "the cause is told at once, not after a pool time-out"
+
+
+def test_corrupt_or_locked_database_is_explained_at_once(tmp_path):
+    """Audit F15: a database that is no database, is damaged, or is locked by another process
+    is named with what is wrong at once (it used to be 'pool timed out' after 30 s)."""
+    import sqlite3
+    garbage = tmp_path / "garbage"
+    garbage.mkdir(mode=0o700)
+    (garbage / "trapline.db").write_bytes(os.urandom(20000))
+    _refused_fast(garbage, [f"cannot open database {garbage}/trapline.db", "not a SQLite database or it is damaged"])
+
+    cut = tmp_path / "cut"
+    Server(data_dir=str(cut)).start().close()
+    db = cut / "trapline.db"
+    con = sqlite3.connect(str(db))  # fold the write-ahead log in, as after a clean stop
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    assert not (cut / "trapline.db-wal").exists() or (cut / "trapline.db-wal").stat().st_size == 0
+    data = db.read_bytes()
+    db.write_bytes(data[: len(data) // 2])
+    _refused_fast(cut, [f"cannot open database {db}", "damaged"])
+
+    held = tmp_path / "held"
+    Server(data_dir=str(held)).start().close()
+    con = sqlite3.connect(str(held / "trapline.db"), isolation_level=None)
+    try:
+        con.execute("PRAGMA locking_mode=EXCLUSIVE")
+        con.execute("BEGIN EXCLUSIVE")
+        _refused_fast(held, [f"cannot open database {held}/trapline.db", "another process holds it locked"])
+    finally:
+        con.close()
+
+
+def test_two_servers_on_one_data_dir_are_refused(tmp_path):
+    """Audit F15: a second `trapline serve` on a data directory in use is refused."""
+    data = tmp_path / "shared"
+    first = Server(data_dir=str(data)).start()
+    try:
+        _refused_fast(data, [f"another trapline serve is using data directory {data}"])
+        # the first one is unharmed, and the CLI may still make keys beside it
+        create_key(str(data), "analyst")
+        first.api().create_token("dns", memo="still serving")
+    finally:
+        first.close()
+    Server(data_dir=str(data)).start().close()  # free again once it stopped
