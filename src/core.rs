@@ -70,6 +70,8 @@ pub struct Core {
     alerts: Arc<crate::alerts::AlertConfig>,
     /// Seals the secrets that must be shown again (see [`Core::with_secrets`]).
     secrets: Arc<SecretBox>,
+    /// Where kinds check what they are given (decoding uploads), off the async workers.
+    work: Arc<crate::workpool::WorkPool>,
 }
 
 /// A freshly made factory token; `value` is shown once and never stored.
@@ -295,6 +297,7 @@ impl Core {
             provision_hash: None,
             alerts,
             secrets: Arc::new(SecretBox::ephemeral()),
+            work: Arc::new(crate::workpool::WorkPool::for_host()),
         }
     }
 
@@ -1062,7 +1065,10 @@ impl Core {
             self.require(actor, Permission::ChangeTokens).await?;
         }
         let (alerting, _) = self.check_alert_settings(&req.alerting)?;
-        let created = (kind.create)(&req.params, &req.uploads)?;
+        // Checking uploads can take a lot of CPU and memory (decoding an image): never on the
+        // threads that serve hits, and refused with Busy when too much is queued.
+        let (create, params, uploads) = (kind.create, req.params, req.uploads);
+        let created = self.work.run(move || create(&params, &uploads)).await??;
         let token = Token {
             id: ids::token_id(),
             kind: kind.name.to_string(),

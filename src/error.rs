@@ -45,6 +45,9 @@ pub enum CoreError {
     /// An upload is larger than its kind accepts.
     #[error("{name} is larger than {limit} bytes")]
     TooLarge { name: &'static str, limit: usize },
+    /// Too much heavy work (uploads being checked) is queued: try again shortly.
+    #[error("busy: too many uploads are being processed, try again shortly")]
+    Busy,
     #[error("storage error: {0}")]
     Storage(#[from] anyhow::Error),
 }

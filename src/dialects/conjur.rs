@@ -96,6 +96,7 @@ fn core_error(e: CoreError) -> Response {
         Forbidden(_) => StatusCode::FORBIDDEN.into_response(),
         FlockNotFound | FactoryNotFound => StatusCode::NOT_FOUND.into_response(),
         InvalidParam { name, reason } => argument_error(&format!("{name} {reason}")),
+        Busy => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         Storage(e) => {
             tracing::error!(error = %e, "storage failure in Conjur API");
             StatusCode::SERVICE_UNAVAILABLE.into_response()

@@ -72,6 +72,7 @@ fn core_error(e: CoreError) -> Response {
         Forbidden(_) => error(StatusCode::FORBIDDEN, "Access denied."),
         KeyNotFound => error(StatusCode::NOT_FOUND, "Key not found."),
         InvalidParam { name, reason } => bad_request(&format!("Parameter '{name}' is invalid: {reason}.")),
+        Busy => error(StatusCode::SERVICE_UNAVAILABLE, "Busy, try again shortly."),
         Storage(e) => {
             tracing::error!(error = %e, "storage failure in SpaceSiren API");
             error(StatusCode::SERVICE_UNAVAILABLE, "Storage is unavailable, try again.")

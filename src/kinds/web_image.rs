@@ -1,7 +1,9 @@
 //! Kind `web-image` (Custom Web Image): the token URL serves an image the user uploads
 //! (`web_image`, PNG, JPEG or GIF, at most 2 MiB), so it can sit in a page as an ordinary
-//! picture. The upload is checked by decoding it — with limits on its dimensions and memory,
-//! so a decompression bomb is refused — never by its name or declared type.
+//! picture. The upload is checked by decoding it — after its header says it is at most
+//! 4096×4096, with a memory limit, so a decompression bomb is refused — never by its name or
+//! declared type. The core runs this on its work pool ([`crate::workpool`]), not on the
+//! threads that serve hits.
 
 use std::io::Cursor;
 
@@ -27,7 +29,9 @@ const FIELD: &str = "web_image";
 /// Largest upload accepted.
 pub const MAX_BYTES: usize = 2 * 1024 * 1024;
 /// Largest width or height accepted.
-const MAX_SIDE: u32 = 8192;
+pub const MAX_SIDE: u32 = 4096;
+/// Most pixels accepted: decoded as RGBA that is 64 MiB, the most one check may allocate.
+const MAX_PIXELS: u64 = 4096 * 4096;
 
 fn create(_params: &Params, uploads: &Uploads) -> CoreResult<Created> {
     let up = uploads
@@ -53,11 +57,22 @@ pub fn check_image(bytes: &[u8]) -> CoreResult<&'static str> {
         image::ImageFormat::Gif => "image/gif",
         _ => return Err(not_image()),
     };
+    // The header first (reading it allocates nothing to speak of): an image too large is
+    // refused, saying so, before anything is decoded.
+    let (w, h) = image::ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(|e| CoreError::invalid(FIELD, format!("does not decode as an image: {e}")))?;
+    if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(CoreError::invalid(
+            FIELD,
+            format!("is {w}×{h} pixels; at most {MAX_SIDE}×{MAX_SIDE} are accepted"),
+        ));
+    }
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(256 * 1024 * 1024);
+    limits.max_alloc = Some(MAX_PIXELS * 4 + 8 * 1024 * 1024);
     reader.limits(limits);
     reader.decode().map_err(|e| CoreError::invalid(FIELD, format!("does not decode as an image: {e}")))?;
     Ok(content_type)

@@ -188,6 +188,7 @@ fn core_error(e: CoreError) -> Response {
         TooLarge { name, limit } => {
             error(StatusCode::PAYLOAD_TOO_LARGE, BAD_PARAMS, Some(format!("{name} is larger than {limit} bytes")))
         }
+        Busy => error(StatusCode::SERVICE_UNAVAILABLE, "Too busy, try again shortly", None),
         Storage(e) => {
             tracing::error!(error = %e, "storage failure in console API");
             error(StatusCode::SERVICE_UNAVAILABLE, "Storage is unavailable, try again", None)
