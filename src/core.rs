@@ -53,6 +53,15 @@ pub const DEFAULT_PAGE: i64 = 10;
 pub const MAX_ALL_TOKENS: usize = 20_000;
 /// The most incidents one call returns.
 pub const MAX_INCIDENTS: i64 = 10_000;
+/// Events an incident carries in listings when the caller names no `event_limit`: one source
+/// repeating a hit grows one incident without bound, and its hits stay reachable, paged,
+/// through [`Core::token_hits`].
+pub const DEFAULT_EVENT_LIMIT: i64 = 100;
+/// Roughly how much hit data one listing may hold in memory (the JSON of its events); past
+/// it the listing ends early and says more follow, so answers stay bounded whatever is stored.
+pub const LISTING_BUDGET: usize = 32 * 1024 * 1024;
+/// Incidents read from the store at a time while a listing fills.
+const LISTING_CHUNK: i64 = 200;
 /// Longest test-alert description kept, in characters (as SpaceSiren cuts token descriptions).
 pub const MAX_TEST_DESCRIPTION: usize = 300;
 /// Most annotations one enrolled host may carry.
@@ -456,10 +465,21 @@ impl Core {
     }
 
     /// Every stored hit of a token, ignored and throttled ones included, newest first.
-    pub async fn token_hits(&self, actor: &Actor, id: &str, limit: i64) -> CoreResult<Vec<Hit>> {
+    /// A token's stored hits, newest first: at most `limit` (1 to 1000), below the hit id
+    /// `before` when given, and whether more follow.
+    pub async fn token_hits(
+        &self,
+        actor: &Actor,
+        id: &str,
+        limit: i64,
+        before: Option<i64>,
+    ) -> CoreResult<(Vec<Hit>, bool)> {
         self.require(actor, Permission::Read).await?;
         let token = self.visible_token(actor, id).await?;
-        Ok(self.store.token_hits(&token.id, limit.clamp(1, 1000)).await?)
+        let limit = limit.clamp(1, 1000);
+        let mut hits = self.store.token_hits(&token.id, limit + 1, before).await?;
+        let more = drop_lookahead(&mut hits, limit, false);
+        Ok((hits, more))
     }
 
     /// The alert outbox, newest first (deliveries still pending or given up, or all).
@@ -1394,11 +1414,50 @@ impl Core {
         if !(1..=MAX_INCIDENTS).contains(&limit) {
             return Err(CoreError::invalid("limit", format!("must be between 1 and {MAX_INCIDENTS}")));
         }
-        filter.limit = Some(limit + 1);
-        let mut incidents = self.store.list_incidents(&filter).await?;
-        let more = drop_lookahead(&mut incidents, limit, filter.start.backwards);
+        filter.event_limit.get_or_insert(DEFAULT_EVENT_LIMIT);
+        let (incidents, more) = self.fill_listing(filter.clone(), limit, LISTING_BUDGET).await?;
         let (total, max_updated_id) = self.store.count_incidents(&filter).await?;
         Ok(IncidentPage { incidents, more, total, max_updated_id })
+    }
+
+    /// Up to `limit` incidents of `filter` from its page start, read [`LISTING_CHUNK`] at a
+    /// time, stopping early once their events' data passes `budget` bytes; and whether more
+    /// follow in the direction asked.
+    pub async fn fill_listing(
+        &self,
+        mut filter: IncidentFilter,
+        limit: i64,
+        budget: usize,
+    ) -> CoreResult<(Vec<Incident>, bool)> {
+        let backwards = filter.start.backwards;
+        let key = |i: &Incident| match filter.order {
+            IncidentOrder::Newest => (i.created_us, i.id),
+            IncidentOrder::Updated => (i.updated_id, i.id),
+        };
+        let mut got: Vec<Incident> = Vec::new();
+        let mut bytes = 0;
+        loop {
+            let want = LISTING_CHUNK.min(limit - got.len() as i64);
+            filter.limit = Some(want + 1);
+            let mut rows = self.store.list_incidents(&filter).await?;
+            let more = drop_lookahead(&mut rows, want, backwards);
+            bytes += rows.iter().flat_map(|i| &i.events).map(|h| h.data.to_string().len()).sum::<usize>();
+            // The next chunk starts past the far end of this one, in the direction asked.
+            let far = if backwards { rows.first() } else { rows.last() };
+            filter.start.key = far.map(key).or(filter.start.key);
+            if backwards {
+                rows.append(&mut got);
+                got = rows;
+            } else {
+                got.append(&mut rows);
+            }
+            if !more {
+                return Ok((got, false));
+            }
+            if got.len() as i64 >= limit || bytes >= budget {
+                return Ok((got, true));
+            }
+        }
     }
 
     /// The sources of the incidents matching `filter`, with how many each.
@@ -1413,7 +1472,13 @@ impl Core {
         if which.id.is_none() && which.hash_id.is_none() {
             return Err(CoreError::IncidentNotFound);
         }
-        let which = IncidentFilter { id: which.id, hash_id: which.hash_id, limit: Some(1), ..Default::default() };
+        let which = IncidentFilter {
+            id: which.id,
+            hash_id: which.hash_id,
+            limit: Some(1),
+            event_limit: Some(DEFAULT_EVENT_LIMIT),
+            ..Default::default()
+        };
         let filter = Self::scope_incidents(actor, which).ok_or(CoreError::IncidentNotFound)?;
         self.store.list_incidents(&filter).await?.pop().ok_or(CoreError::IncidentNotFound)
     }

@@ -352,7 +352,10 @@ pub struct Incident {
     pub alerted: bool,
     /// Whether one of its alerts has been delivered.
     pub notified: bool,
+    /// Its stored hits, oldest first: all of them, or the first `event_limit`.
     pub events: Vec<Hit>,
+    /// How many hits it has stored in all (more than `events` holds when they were limited).
+    pub events_count: i64,
 }
 
 /// An incident's hash id: 32 hex characters that name it as stably as its id does. Derived

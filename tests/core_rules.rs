@@ -303,3 +303,56 @@ async fn deploy_keys_need_a_flock() {
     let k = core.create_key(&Actor::local(), Role::Deploy, Some(DEFAULT_FLOCK.into()), String::new()).await.unwrap();
     assert_eq!(k.key.flock_id.as_deref(), Some(DEFAULT_FLOCK));
 }
+
+/// Audit F2: a listing stops early, saying more follow, once its events' data passes the
+/// budget; the rest comes page by page, each incident once, in either direction.
+#[tokio::test]
+async fn listings_stay_within_their_memory_budget() {
+    let (core, store, _d) = core().await;
+    let admin = actor_for(&core, Role::Admin, None).await;
+    let t = core.create_token(&admin, new_token("http", "m")).await.unwrap();
+    let rules = trapline::store::HitRules::new(
+        |_: &Token, _: &NewHit| Judgement::alert(),
+        |_: &Token, _: &NewHit, _: &[AlertOutput]| Vec::new(),
+    )
+    .with_noise(trapline::noise::NoiseRules::none());
+    // 450 incidents of one 1 KiB hit each (grouping off), so more than two store chunks
+    let hits: Vec<NewHit> = (0..450)
+        .map(|i| NewHit {
+            token_id: t.id.clone(),
+            time_us: 1_000_000 + i,
+            channel: Channel::Http,
+            src_ip: "198.51.100.9".into(),
+            src_port: 1,
+            dst_ip: String::new(),
+            dst_port: 0,
+            data: serde_json::json!({ "ua": "u".repeat(1024) }),
+        })
+        .collect();
+    store.record_hits(&hits, &rules).await.unwrap();
+    let all = IncidentFilter { event_limit: Some(100), ..Default::default() };
+    let (every, more) = core.fill_listing(all.clone(), 10_000, usize::MAX).await.unwrap();
+    assert_eq!((every.len(), more), (450, false));
+    // a budget of ~250 hits' data: the first answer ends after the chunk that passed it
+    let (first, more) = core.fill_listing(all.clone(), 10_000, 250 * 1024).await.unwrap();
+    assert!(more && first.len() == 400, "{} {more}", first.len());
+    let last = first.last().unwrap();
+    let mut next = all.clone();
+    next.start = PageStart { key: Some((last.created_us, last.id)), backwards: false };
+    let (rest, more) = core.fill_listing(next, 10_000, 250 * 1024).await.unwrap();
+    assert!(!more);
+    let ids: Vec<i64> = first.iter().chain(&rest).map(|i| i.id).collect();
+    assert_eq!(ids, every.iter().map(|i| i.id).collect::<Vec<_>>(), "each once, in order");
+    // backwards from the end of the first answer: the ones before it, in listing order
+    let mut back = all.clone();
+    back.start = PageStart { key: Some((last.created_us, last.id)), backwards: true };
+    let (before, more) = core.fill_listing(back.clone(), 10_000, 250 * 1024).await.unwrap();
+    let ids = |v: &[Incident]| v.iter().map(|i| i.id).collect::<Vec<_>>();
+    assert_eq!((ids(&before), more), (ids(&first[..399]), false));
+    // and with a smaller budget it stops early there too, keeping the nearest ones
+    let (near, more) = core.fill_listing(back, 10_000, 100 * 1024).await.unwrap();
+    assert_eq!((ids(&near), more), (ids(&first[199..399]), true));
+    // a limit ends it too
+    let (some, more) = core.fill_listing(all, 30, usize::MAX).await.unwrap();
+    assert_eq!((some.len(), more), (30, true));
+}

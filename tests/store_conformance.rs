@@ -520,12 +520,12 @@ async fn token_delete_needs_cleared_incidents(s: Arc<dyn Store>) {
     // A token with incidents stays, with everything it had, unless they are cleared too.
     assert_eq!(s.delete_token(&keep.id, false, &audit("token_delete")).await.unwrap(), TokenDeletion::HasIncidents);
     assert!(s.get_token(&keep.id).await.unwrap().is_some());
-    assert_eq!(s.token_hits(&keep.id, 10).await.unwrap().len(), 1);
+    assert_eq!(s.token_hits(&keep.id, 10, None).await.unwrap().len(), 1);
     assert_eq!(s.delete_token(&clear.id, true, &audit("token_delete")).await.unwrap(), TokenDeletion::Deleted);
     assert_eq!(s.delete_token(&clear.id, true, &audit("token_delete")).await.unwrap(), TokenDeletion::NotFound);
     // Without incidents it simply goes, and its hits (which raised none) with it.
     assert_eq!(s.delete_token(&quiet.id, false, &audit("token_delete")).await.unwrap(), TokenDeletion::Deleted);
-    assert!(s.token_hits(&quiet.id, 10).await.unwrap().is_empty());
+    assert!(s.token_hits(&quiet.id, 10, None).await.unwrap().is_empty());
     let left = s.list_incidents(&IncidentFilter::default()).await.unwrap();
     assert_eq!(left.iter().map(|i| i.token_id.as_str()).collect::<Vec<_>>(), [keep.id.as_str()]);
     let deletes = s.list_audit(10).await.unwrap().into_iter().filter(|a| a.action == "token_delete").count();
@@ -1100,13 +1100,25 @@ async fn repeats_from_one_source_join_the_open_incident(s: Arc<dyn Store>) {
     // Every hit is listed with its status, ignored ones too.
     let ign = HitRules::new(|_: &Token, _: &NewHit| Judgement::Ignore { reason: "listed".into() }, one_alert);
     assert_eq!(statuses(&s.record_hits(&[hit(&t.id, "192.0.2.9", 223 * sec)], &ign).await.unwrap()), [Some(Ignored)]);
-    let hits = s.token_hits(&t.id, 100).await.unwrap();
+    let hits = s.token_hits(&t.id, 100, None).await.unwrap();
     assert_eq!(hits.len(), 7);
     assert_eq!(
         (hits[0].alert_status, hits[0].incident_id, hits[0].data["ignored"].as_str()),
         (Ignored, 0, Some("listed"))
     );
-    assert_eq!(s.token_hits(&t.id, 2).await.unwrap().len(), 2);
+    assert_eq!(s.token_hits(&t.id, 2, None).await.unwrap().len(), 2);
+    // paging: the next page starts below the last id seen, until none are left
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = s.token_hits(&t.id, 3, before).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().map(|h| h.id);
+        seen.extend(page.into_iter().map(|h| h.id));
+    }
+    assert_eq!(seen, hits.iter().map(|h| h.id).collect::<Vec<_>>(), "every hit once, newest first");
 }
 
 async fn cooldown_and_rate_limit_throttle_but_keep_incidents(s: Arc<dyn Store>) {
@@ -1437,17 +1449,20 @@ async fn retention_spares_unacknowledged_incidents(s: Arc<dyn Store>) {
     // by age: hits before 3.5 go if their incident is acknowledged, or they raised none
     // (the ignored hit at 1.5); chunks of 2 take several rounds
     assert_eq!(s.prune(Some(3_500), None, 2).await.unwrap(), 5, "1, 1.5, 2, 3 of t and 0.5 of other");
-    assert_eq!(times(s.token_hits(&t.id, 100).await.unwrap()), [4_000, 5_000, 6_000, 7_000, 8_000, 9_000, 10_000]);
-    assert!(s.token_hits(&other.id, 100).await.unwrap().is_empty());
+    assert_eq!(
+        times(s.token_hits(&t.id, 100, None).await.unwrap()),
+        [4_000, 5_000, 6_000, 7_000, 8_000, 9_000, 10_000]
+    );
+    assert!(s.token_hits(&other.id, 100, None).await.unwrap().is_empty());
     assert_eq!(s.list_incidents(&all).await.unwrap().len(), 7, "acknowledged incidents with no hits left go");
 
     // by count: keep the newest 2 of each token, but never a hit of an unacknowledged incident
     assert_eq!(s.prune(None, Some(2), 2).await.unwrap(), 3, "4, 5 and 6 are acknowledged");
-    assert_eq!(times(s.token_hits(&t.id, 100).await.unwrap()), [7_000, 8_000, 9_000, 10_000]);
+    assert_eq!(times(s.token_hits(&t.id, 100, None).await.unwrap()), [7_000, 8_000, 9_000, 10_000]);
     // once acknowledged, they go too
     s.set_acknowledged(&IncidentFilter::default(), true, &audit("ack")).await.unwrap();
     assert_eq!(s.prune(None, Some(2), 100).await.unwrap(), 2);
-    assert_eq!(times(s.token_hits(&t.id, 100).await.unwrap()), [9_000, 10_000]);
+    assert_eq!(times(s.token_hits(&t.id, 100, None).await.unwrap()), [9_000, 10_000]);
     assert_eq!(s.list_incidents(&all).await.unwrap().len(), 2);
     assert_eq!(s.prune(Some(i64::MAX), Some(0), 100).await.unwrap(), 2, "everything acknowledged may go");
     assert!(s.list_incidents(&all).await.unwrap().is_empty());

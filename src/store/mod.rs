@@ -191,8 +191,9 @@ pub trait Store: Send + Sync + 'static {
         keep_per_token: Option<i64>,
         chunk: i64,
     ) -> anyhow::Result<u64>;
-    /// Every stored hit of a token, ignored ones included, newest first.
-    async fn token_hits(&self, token_id: &str, limit: i64) -> anyhow::Result<Vec<Hit>>;
+    /// The stored hits of a token, ignored ones included, newest first: at most `limit`, and
+    /// only those with ids below `before_id` when given (the next page).
+    async fn token_hits(&self, token_id: &str, limit: i64, before_id: Option<i64>) -> anyhow::Result<Vec<Hit>>;
 
     // --- alert outputs configured through the API
     /// Oldest first.

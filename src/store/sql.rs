@@ -208,6 +208,7 @@ fn incident_from_row(r: &AnyRow) -> anyhow::Result<Incident> {
         dst_ip: r.try_get(14)?,
         dst_port: port(r, 15)?,
         events: Vec::new(),
+        events_count: 0,
     })
 }
 
@@ -993,6 +994,23 @@ impl SqlStore {
                 if let Some(&i) = index.get(&hit.incident_id) {
                     incidents[i].events.push(hit);
                 }
+            }
+            if filter.event_limit.is_some() {
+                let mut args = Args::default();
+                let list = args.list(chunk.iter().map(|id| Arg::I(*id)));
+                let sql = format!(
+                    "SELECT incident_id, COUNT(*) FROM hits WHERE incident_id IN ({list}) GROUP BY incident_id"
+                );
+                for row in args.bind(sqlx::query(&sql)).fetch_all(&self.pool).await? {
+                    if let Some(&i) = index.get(&row.try_get::<i64, _>(0)?) {
+                        incidents[i].events_count = row.try_get(1)?;
+                    }
+                }
+            }
+        }
+        if filter.event_limit.is_none() {
+            for i in &mut incidents {
+                i.events_count = i.events.len() as i64;
             }
         }
         Ok(incidents)
@@ -1812,9 +1830,11 @@ impl Store for SqlStore {
         Ok(out)
     }
 
-    async fn token_hits(&self, token_id: &str, limit: i64) -> anyhow::Result<Vec<Hit>> {
-        let rows = sqlx::query(&format!("SELECT {HIT_COLS} FROM hits WHERE token_id = $1 ORDER BY id DESC LIMIT $2"))
+    async fn token_hits(&self, token_id: &str, limit: i64, before_id: Option<i64>) -> anyhow::Result<Vec<Hit>> {
+        let sql = format!("SELECT {HIT_COLS} FROM hits WHERE token_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3");
+        let rows = sqlx::query(&sql)
             .bind(token_id)
+            .bind(before_id.unwrap_or(i64::MAX))
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;

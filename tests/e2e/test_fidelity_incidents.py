@@ -817,3 +817,42 @@ def test_alert_claimed_by_a_killed_run_is_delivered_at_once_after_restart():
     finally:
         srv.close()
         rec.stop()
+
+
+# --- audit F2: one incident that grows without bound stays a small answer ---------------------
+
+def test_events_are_capped_per_incident_by_default_and_paged_through_hits(server, api):
+    """150 repeats from one source join one incident. Feeds and incident/fetch carry its first
+    100 events unless event_limit says otherwise, events_count says 150, and every hit is
+    reachable, page by page, through canarytoken/hits."""
+    import concurrent.futures
+    from conftest import http_hit
+    tid = api.create_token("http", memo=unique("flood"))["canarytoken"]
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        assert all(c == 200 for c in ex.map(lambda n: http_hit(server, tid, path=f"/{tid}/x?n={n}").status_code,
+                                            range(150)))
+    [inc] = wait_feed(api, tid, 1, pred=lambda i: i["description"]["events_count"] == "150", timeout=10)
+    d = inc["description"]
+    assert len(d["events"]) == 100, len(d["events"])
+    times = [e["timestamp"] for e in d["events"]]
+    assert times == sorted(times), "the first events, oldest first"
+    for limit, n in (("0", 0), ("7", 7), ("500", 150)):
+        [i] = incs_of(api, tid, event_limit=limit)
+        assert (len(i["description"]["events"]), i["description"]["events_count"]) == (n, "150"), limit
+    fetched = api.ok_get("incident/fetch", incident=inc["id"])["incident"]
+    assert len(fetched["events"]) == 100
+    # every hit, once, newest first, in pages
+    seen, before, pages = [], None, 0
+    while True:
+        params = {"canarytoken": tid, "limit": "60"}
+        if before is not None:
+            params["before"] = str(before)
+        body = api.ok_get("canarytoken/hits", **params)
+        seen += [h["id"] for h in body["hits"]]
+        pages += 1
+        before = body["next_before"]
+        if before is None:
+            break
+    assert pages == 3 and len(seen) == 150 and len(set(seen)) == 150 and seen == sorted(seen, reverse=True)
+    assert sorted(h["query"] for h in api.ok_get("canarytoken/hits", canarytoken=tid, limit="1000")["hits"]) == \
+        sorted(f"n={n}" for n in range(150))

@@ -572,8 +572,12 @@ async fn tokens(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreRe
             json!({ "token": one(&t.ok_or(CoreError::TokenNotFound)?) })
         }
         "canarytoken/hits" => {
-            let hits = core.token_hits(actor, req.required("canarytoken")?, req.int("limit")?.unwrap_or(100)).await?;
-            json!({ "hits": hits.iter().map(shapes::hit_json).collect::<Vec<_>>() })
+            let before = req.int("before")?;
+            let (hits, more) =
+                core.token_hits(actor, req.required("canarytoken")?, req.int("limit")?.unwrap_or(100), before).await?;
+            // The next page is the hits below the last one listed (ids only grow).
+            let next = if more { hits.last().map(|h| Value::from(h.id)) } else { None };
+            json!({ "hits": hits.iter().map(shapes::hit_json).collect::<Vec<_>>(), "next_before": next })
         }
         "canarytoken/update/redirect_url" => {
             let t = core.set_redirect_url(actor, req.required("canarytoken")?, req.required("redirect_url")?).await?;

@@ -233,7 +233,7 @@ fn details(i: &Incident, clock: &Clock) -> Map<String, Value> {
     d.insert("node_id".into(), json!(i.token_id));
     d.insert("kind".into(), json!(i.kind));
     d.insert("flock_id".into(), json!(i.flock_id));
-    d.insert("events_count".into(), json!(i.events.len().to_string()));
+    d.insert("events_count".into(), json!(i.events_count.to_string()));
     d.insert("alerted".into(), json!(true_false(i.alerted)));
     d.insert("notified".into(), json!(true_false(i.notified)));
     d
