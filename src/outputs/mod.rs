@@ -1,12 +1,15 @@
 //! Alert outputs: one module per way an alert leaves Trapline. Each turns an outbox row's
 //! payload into its own message; the HTTP ones are delivered by [`webhook`] (with its timeout
 //! and its refusal of internal addresses), syslog by [`syslog`]. The outbox retries what fails.
+//! Delivery errors, which the outbox keeps and the log shows, name targets by host only
+//! ([`redact`]).
 
 pub mod card;
 pub mod discord;
 pub mod email;
 pub mod gchat;
 pub mod pagerduty;
+pub mod redact;
 pub mod slack;
 pub mod syslog;
 pub mod teams;
@@ -37,7 +40,8 @@ pub fn email_output<S: AsRef<str>>(to: &[S]) -> Value {
 /// Parses one `--alert-outputs` entry: `TYPE=URL`, `pagerduty=ROUTING_KEY[@URL]`,
 /// `syslog=udp://host:port` / `syslog=tcp://host:port`, or `email=a@x;b@y`.
 pub fn parse_output(spec: &str, allow_private: bool) -> Result<Value, String> {
-    let (kind, rest) = spec.trim().split_once('=').ok_or_else(|| format!("{spec:?}: expected TYPE=URL"))?;
+    let (kind, rest) =
+        spec.trim().split_once('=').ok_or_else(|| format!("{:?}: expected TYPE=URL", redact::redact(spec)))?;
     let kind = kind.trim().to_ascii_lowercase();
     if !TYPES.contains(&kind.as_str()) {
         return Err(format!("unknown output type {kind:?} (known: {})", TYPES.join(", ")));
@@ -62,8 +66,13 @@ pub fn parse_output(spec: &str, allow_private: bool) -> Result<Value, String> {
     Ok(if kind == "webhook" { webhook_output(&url) } else { json!({ "type": kind, "url": url }) })
 }
 
-/// Delivers one alert. `Err` is a message for the outbox's `last_error` and the log.
+/// Delivers one alert. `Err` is a message for the outbox's `last_error` and the log, with every
+/// URL in it redacted to its host.
 pub async fn deliver(ctx: &Context, output: &Value, payload: &Value, key: &str) -> Result<(), String> {
+    deliver_unredacted(ctx, output, payload, key).await.map_err(|e| redact::redact(&e))
+}
+
+async fn deliver_unredacted(ctx: &Context, output: &Value, payload: &Value, key: &str) -> Result<(), String> {
     let kind = output.get("type").and_then(Value::as_str).unwrap_or("");
     if kind == "email" {
         let to: Vec<String> = output

@@ -12,6 +12,8 @@
 //! name that starts resolving inward after the check (DNS rebinding) is refused too.
 //! `allow_private` lifts all of it (receivers on an internal network, tests on loopback).
 //!
+//! Errors name a target by scheme and host only: webhook paths are secrets (audit F10).
+//!
 //! The address rules are written out here rather than taken from `std`: `Ipv4Addr::is_global`
 //! and its IPv6 sibling are still unstable, and no small crate covers the embedded-IPv4 forms.
 
@@ -21,6 +23,8 @@ use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::Value;
+
+use super::redact::redact;
 
 /// Time a delivery may take, connection included.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -112,7 +116,7 @@ fn check_with(
     allow_private: bool,
     resolve: &dyn Fn(&str, u16) -> Option<Vec<IpAddr>>,
 ) -> Result<String, String> {
-    let url = url::Url::parse(raw.trim()).map_err(|_| format!("{raw:?} is not an absolute URL"))?;
+    let url = url::Url::parse(raw.trim()).map_err(|_| format!("{:?} is not an absolute URL", redact(raw)))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("a webhook must be an http or https URL".into());
     }
@@ -205,7 +209,8 @@ impl Client {
     }
 }
 
-/// POSTs `body` as JSON to `url`, with the alert's idempotency key.
+/// POSTs `body` as JSON to `url`, with the alert's idempotency key. An error names the
+/// target by scheme and host only (see [`super::redact`]).
 pub async fn post(client: &Client, url: &str, body: &Value, key: &str) -> Result<(), String> {
     // Checked again at delivery, the same way: the rules, or what the name resolves to, may
     // have changed since the alert was queued. Resolution blocks, so off the async workers.
@@ -213,6 +218,7 @@ pub async fn post(client: &Client, url: &str, body: &Value, key: &str) -> Result
     let url = tokio::task::spawn_blocking(move || validate_url(&raw, allow))
         .await
         .map_err(|e| format!("target check failed: {e}"))??;
+    let shown = redact(&url);
     let resp = client
         .http
         .post(&url)
@@ -220,12 +226,28 @@ pub async fn post(client: &Client, url: &str, body: &Value, key: &str) -> Result
         .json(body)
         .send()
         .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
+        .map_err(|e| format!("POST {shown}: {}", redact(&error_chain(e))))?;
     if resp.status().is_success() {
         Ok(())
     } else {
-        Err(format!("POST {url}: HTTP {}", resp.status().as_u16()))
+        Err(format!("POST {shown}: HTTP {}", resp.status().as_u16()))
     }
+}
+
+/// A request error and its causes, without the URL reqwest puts in its own message.
+fn error_chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -21,6 +21,77 @@ from conftest import Server, unique, wait_for
 from kindtools import assert_error, lookup
 from test_alerts import ALLOW, Receiver
 
+# --- F4 and F10: secrets in the outbox and in the log -------------------------------------------------
+
+SLACK_URL = "https://hooks.slack.com/services/T000/B000/SECRETslackPATH"
+DISCORD_URL = "https://discord.com/api/webhooks/123/SECRETdiscordTOKEN"
+ROUTING_KEY = "R0UTINGKEYSECRET"
+TOKEN_HOOK = "https://hooks.example.com/hook/SECRETtokenPATH?sig=SECRETtokenQUERY"
+
+
+@pytest.fixture(scope="module")
+def failing():
+    rec = Receiver().start()
+    rec.status = 503
+    yield rec
+    rec.stop()
+
+
+@pytest.fixture(scope="module")
+def secret_server(failing):
+    local = f"http://alerts:SECRETuserinfo@127.0.0.1:{failing.port}/SECRETlocalPATH?token=SECRETlocalQUERY"
+    outputs = f"slack={SLACK_URL},discord={DISCORD_URL},pagerduty={ROUTING_KEY},webhook={local}"
+    srv = Server(args=["--alert-outputs", outputs, ALLOW]).start()
+    srv.failing_port = failing.port
+    api = srv.api()
+    tok = api.create_token("dns", memo=unique("secrets"), alert_webhook_url=TOKEN_HOOK)
+    lookup(srv, tok["hostname"], "A")
+
+    def all_failed():
+        rows = [r for r in api.ok_get("alerts/outbox", all="1")["alerts"] if r["canarytoken"] == tok["canarytoken"]]
+        return rows if len(rows) == 5 and all(r["attempts"] >= 1 and r["last_error"] for r in rows) else None
+    srv.rows = wait_for(all_failed, timeout=15, desc="every delivery to have failed once")
+    wait_for(lambda: "SECRET" in failing.all()[0]["path"] if failing.all() else None, timeout=5,
+             desc="the local receiver to have been reached")
+    yield srv
+    srv.close()
+
+
+def test_outbox_is_redacted_for_read_only_and_analyst_keys(secret_server):
+    for role in ("read-only", "analyst"):
+        key = secret_server.create_key(role)
+        r = secret_server.api(key["auth_token"]).get("alerts/outbox", all="1")
+        assert r.status_code == 200, r.text[:300]
+        assert "SECRET" not in r.text, (role, r.text)
+        local = f"http://127.0.0.1:{secret_server.failing_port}/…"
+        rows = {(a["output"]["type"], a["output"].get("url")): a for a in r.json()["alerts"]}
+        assert set(rows) == {("slack", "https://hooks.slack.com/…"), ("discord", "https://discord.com/…"),
+                             ("pagerduty", "https://events.pagerduty.com/…"), ("webhook", local),
+                             ("webhook", "https://hooks.example.com/…")}, sorted(rows)
+        assert rows[("pagerduty", "https://events.pagerduty.com/…")]["output"]["routing_key"] == "…"
+        assert all(a["last_error"] for a in rows.values()), rows
+        assert rows[("webhook", local)]["last_error"] == f"POST {local}: HTTP 503", rows[("webhook", local)]
+
+
+def test_outbox_is_whole_for_admins(secret_server):
+    r = secret_server.api().get("alerts/outbox", all="1")
+    assert r.status_code == 200
+    outputs = [a["output"] for a in r.json()["alerts"]]
+    assert {"type": "slack", "url": SLACK_URL} in outputs
+    assert {"type": "discord", "url": DISCORD_URL} in outputs
+    assert any(o.get("routing_key") == ROUTING_KEY for o in outputs)
+    assert {"type": "webhook", "url": TOKEN_HOOK} in outputs
+
+
+def test_failed_deliveries_keep_secrets_out_of_the_log(secret_server):
+    log = secret_server.output()
+    assert "alert delivery failed" in log, log
+    assert "SECRET" not in log, [l for l in log.splitlines() if "SECRET" in l]
+    # The host stays, so an operator can tell which output fails.
+    for host in ("hooks.slack.com", "discord.com", "hooks.example.com", "127.0.0.1"):
+        assert host in log, host
+
+
 # --- F12: internal targets refused at configuration -----------------------------------------------------
 
 REFUSED = [
