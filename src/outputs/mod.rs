@@ -110,6 +110,51 @@ async fn deliver_unredacted(ctx: &Context, output: &Value, payload: &Value, key:
 mod tests {
     use super::*;
 
+    /// What the audit sent through a token's User-Agent, path and query, long enough to be cut.
+    pub(super) const HOSTILE: &str = "<!channel> <https://evil.example/login|Trapline: session expired, log in again> \
+        @everyone @here [click](https://evil.example) <a href=\"https://evil.example/a\">x</a> **bold** \
+        <@123456> <t:1:R> ||spoiler|| `code` &amp; \u{202E}lmth.exe\n# heading\n- list";
+
+    /// A card of a hit whose every attacker-controlled field is [`HOSTILE`].
+    pub(super) fn hostile_card() -> card::Card {
+        let long = format!("{HOSTILE} {}", "&<>".repeat(1000));
+        card::from_payload(&json!({
+            "test": false, "kind": "http", "kind_name": "HTTP", "memo": HOSTILE, "token_id": "tok",
+            "flock_id": "flock:default", "time": "2026-11-22T23:03:43Z", "channel": "http",
+            "src_ip": "192.0.2.53", "src_port": 53211, "useragent": long,
+            "data": {"path": format!("/tok/{HOSTILE}"), "query": HOSTILE, "useragent": long, "headers": {"X": HOSTILE}},
+            "token_url": "http://api.example/api/v1/canarytoken/fetch?canarytoken=tok",
+        }))
+    }
+
+    #[test]
+    fn cards_cut_what_the_attacker_sent() {
+        let c = hostile_card();
+        let ua = &c.facts.iter().find(|(k, _)| *k == "User-Agent").unwrap().1;
+        assert_eq!(ua.chars().count(), card::MAX_FACT + 1);
+        assert!(ua.ends_with(card::CUT));
+        let details = &c.facts.iter().find(|(k, _)| *k == "Details").unwrap().1;
+        assert!(!details.contains("useragent") && !details.contains("headers"), "{details}");
+        assert!(c.facts.iter().all(|(_, v)| v.chars().count() <= card::MAX_FACT + 1));
+    }
+
+    #[test]
+    fn inert_cuts_on_a_whole_escape() {
+        let slack = |c: char, _: card::At, out: &mut String| match c {
+            '&' => out.push_str("&amp;"),
+            c => out.push(c),
+        };
+        assert_eq!(card::inert("a&b", 100, slack), "a&amp;b");
+        assert_eq!(card::inert("&&&&", 12, slack), "&amp;…", "never half an entity");
+        assert_eq!(card::inert("ab", 2, slack), "ab", "what fits stays whole");
+        assert_eq!(
+            card::inert("see https://x.example/@a](b)", 100, card::plain),
+            "see https:\u{200B}//x.example/@\u{200B}a]\u{200B}(b)"
+        );
+        assert_eq!(card::inert("a\u{7}b\u{202E}c\nd", 100, card::plain), "a b c\nd");
+        assert!(card::inert(&"é".repeat(600), 1024, card::plain).len() <= 1024);
+    }
+
     #[test]
     fn output_specs() {
         assert_eq!(parse_output("slack=https://hooks.slack.com/services/x", false).unwrap()["type"], "slack");

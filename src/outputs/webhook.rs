@@ -97,7 +97,7 @@ fn internal(what: impl std::fmt::Display) -> String {
 /// This one check runs when an output or a token webhook is configured and again before each
 /// delivery, so both times judge alike.
 ///
-/// A name is resolved (hosts file and DNS, waiting at most [`RESOLVE_WAIT`]) and refused if any
+/// A name is resolved (hosts file and DNS, waiting at most three seconds) and refused if any
 /// of its addresses is internal. A name that does not resolve is accepted: machines without
 /// outside DNS (CI runners, sandboxes, air-gapped staging) configure `hooks.slack.com` too,
 /// and refusing there would refuse every real receiver. Nothing is lost by accepting, since the

@@ -21,6 +21,152 @@ from conftest import Server, unique, wait_for
 from kindtools import assert_error, lookup
 from test_alerts import ALLOW, Receiver
 
+HOSTILE_UA = ("<!channel> <https://evil.example/login|Trapline: session expired, log in again> "
+              "@everyone @here [click](https://evil.example) <a href=\"https://evil.example/a\">x</a> "
+              "**bold** <@123456> ||spoiler|| ` &amp;")
+HOSTILE_PATH = "/static/[login](https://evil.example/p)/@everyone/{tid}/index.html"
+HOSTILE_QUERY = "q=@here%20*x*&next=[here](https://evil.example/q)&u=https://evil.example/raw"
+CHATS = ("/slack", "/teams", "/discord", "/gchat")
+ZWSP = "\u200b"
+
+
+def strings(v):
+    """Every string inside a JSON value."""
+    if isinstance(v, str):
+        yield v
+    elif isinstance(v, dict):
+        for x in v.values():
+            yield from strings(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from strings(x)
+
+
+def curl(url, ua):
+    r = subprocess.run(["curl", "-sS", "-g", "-o", "/dev/null", "-w", "%{http_code}", "-A", ua, url],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0 and r.stdout == "200", (r.returncode, r.stdout, r.stderr)
+
+
+@pytest.fixture(scope="module")
+def sink():
+    rec = Receiver().start()
+    yield rec
+    rec.stop()
+
+
+@pytest.fixture(scope="module")
+def chat_server(sink):
+    outputs = ",".join(f"{p[1:]}={sink.url(p)}" for p in CHATS)
+    srv = Server(args=["--alert-outputs", outputs, ALLOW, "--incident-window-secs=0"]).start()
+    yield srv
+    srv.close()
+
+
+def fire(server, sink, ua, path=HOSTILE_PATH, query=HOSTILE_QUERY):
+    """Fires a new http token the way an attacker would; -> (token, {path: body}) of the chats."""
+    api = server.api()
+    # The memo too: factory and deploy credentials choose it.
+    tok = api.create_token("http", memo=unique("hostile") + " <users/all> <https://evil.example|x> @here")
+    tid = tok["canarytoken"]
+    curl(f"{server.http_base()}{path.format(tid=tid)}?{query}", ua)
+
+    def arrived():
+        got = {p["path"]: p["body"] for p in sink.all() if tid in p["raw"].decode(errors="replace")}
+        return got if set(CHATS) <= set(got) else None
+    return tok, wait_for(arrived, timeout=8, desc="the four chat alerts")
+
+
+def link_of(server, tid):
+    return f"{server.api_url}canarytoken/fetch?canarytoken={tid}"
+
+
+# --- F1: markup injection ------------------------------------------------------------------------
+
+def test_hostile_hit_is_inert_in_every_chat(chat_server, sink):
+    tok, got = fire(chat_server, sink, HOSTILE_UA)
+    link = link_of(chat_server, tok["canarytoken"])
+    for path in CHATS:
+        body = got[path]
+        for s in strings(body):
+            if s == link:
+                continue  # Trapline's own link, as a button or an embed URL
+            assert "https://evil" not in s, (path, s)       # no raw link to click
+            assert "](" not in s, (path, s)                  # no masked link
+            assert "@everyone" not in s and "@here" not in s, (path, s)
+        # Nothing is lost: the attacker's text is still there, shown as text.
+        assert any("evil.example" in s for s in strings(body)), path
+
+    slack = got["/slack"]
+    texts = [slack["text"]] + [f["text"] for b in slack["blocks"] for f in b.get("fields", [])] + \
+        [b["text"]["text"] for b in slack["blocks"] if b["type"] == "section" and "text" in b] + \
+        [e["text"] for b in slack["blocks"] if b["type"] == "context" for e in b["elements"]]
+    for t in texts:
+        if t == f"<{link}|Token in Trapline>":
+            continue
+        assert "<" not in t and ">" not in t, t  # no <!channel>, <url|text>, <@user>
+    ua = next(f["text"] for b in slack["blocks"] for f in b.get("fields", []) if f["text"].startswith("*User-Agent*"))
+    assert "&lt;!channel&gt;" in ua and "&amp;amp;" in ua, ua
+    assert any(e["text"] == f"<{link}|Token in Trapline>"
+               for b in slack["blocks"] if b["type"] == "context" for e in b["elements"]), slack["blocks"]
+
+    discord = got["/discord"]
+    assert discord["allowed_mentions"] == {"parse": []}, discord.keys()
+    embed = discord["embeds"][0]
+    assert embed["url"] == link
+    ua = next(f["value"] for f in embed["fields"] if f["name"] == "User-Agent")
+    for raw in ("<@123456>", "||spoiler||", "**bold**", "[click]"):
+        assert raw not in ua, (raw, ua)
+    assert "\\<@" in ua and "\\*\\*bold\\*\\*" in ua and "\\|\\|spoiler" in ua, ua
+
+    teams = got["/teams"]["attachments"][0]["content"]
+    assert teams["actions"] == [{"type": "Action.OpenUrl", "title": "Token in Trapline", "url": link}]
+    facts = {f["title"]: f["value"] for b in teams["body"] if b["type"] == "FactSet" for f in b["facts"]}
+    assert "**bold**" not in facts["User-Agent"] and "[click]" not in facts["User-Agent"], facts
+
+    gchat = got["/gchat"]["cardsV2"][0]["card"]
+    widgets = gchat["sections"][0]["widgets"]
+    labels = {w["decoratedText"]["topLabel"]: w["decoratedText"]["text"] for w in widgets if "decoratedText" in w}
+    assert "<a " not in labels["User-Agent"] and "&lt;a href=" in labels["User-Agent"], labels
+    buttons = [b for w in widgets if "buttonList" in w for b in w["buttonList"]["buttons"]]
+    assert buttons[0]["onClick"]["openLink"]["url"] == link
+    text = got["/gchat"]["text"]
+    assert "<users/all>" in text.replace(ZWSP, "") and "<users" not in text, text  # no mention of all, no <url|text>
+    assert text.count("<") == text.count("<" + ZWSP), text
+
+
+def test_long_hostile_values_are_cut_within_each_service_limits(chat_server, sink):
+    # Ampersands and angle brackets grow the most when escaped; the UA is 8 KiB.
+    ua = "&<>" * 2730 + "Z"
+    tok, got = fire(chat_server, sink, ua, path="/{tid}/" + "p" * 3000, query="q=" + "[x](y)" * 500)
+
+    slack = got["/slack"]
+    fields = [f["text"] for b in slack["blocks"] for f in b.get("fields", [])]
+    assert all(len(f) <= 2000 for f in fields), [len(f) for f in fields]
+    ua_field = next(f for f in fields if f.startswith("*User-Agent*\n"))
+    shown = ua_field.split("\n", 1)[1].replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
+    assert shown.endswith("…") and len(shown) <= 513 and "Z" not in shown, (len(shown), shown[-20:])
+    assert len(slack["text"]) <= 3000 and len(slack["blocks"][0]["text"]["text"]) <= 150
+
+    discord = got["/discord"]
+    embed = discord["embeds"][0]
+    assert len(discord["content"]) <= 2000 and len(embed["title"]) <= 256 and len(embed["description"]) <= 4096
+    assert all(len(f["value"]) <= 1024 and len(f["name"]) <= 256 for f in embed["fields"]), embed["fields"]
+    total = len(embed["title"]) + len(embed["description"]) + sum(len(f["name"]) + len(f["value"])
+                                                                   for f in embed["fields"])
+    assert total <= 6000, total
+    assert next(f["value"] for f in embed["fields"] if f["name"] == "User-Agent").endswith("…")
+
+    assert len(json.dumps(got["/teams"]).encode()) <= 28_000
+    teams = got["/teams"]["attachments"][0]["content"]
+    facts = {f["title"]: f["value"] for b in teams["body"] if b["type"] == "FactSet" for f in b["facts"]}
+    assert facts["User-Agent"].endswith("…") and len(facts["User-Agent"].encode()) <= 1024, facts["User-Agent"]
+    assert len(json.dumps(got["/gchat"]).encode()) <= 32_000
+    widgets = got["/gchat"]["cardsV2"][0]["card"]["sections"][0]["widgets"]
+    labels = {w["decoratedText"]["topLabel"]: w["decoratedText"]["text"] for w in widgets if "decoratedText" in w}
+    assert labels["User-Agent"].endswith("…") and len(labels["User-Agent"].encode()) <= 1024, labels["User-Agent"]
+
+
 # --- F4 and F10: secrets in the outbox and in the log -------------------------------------------------
 
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/SECRETslackPATH"
