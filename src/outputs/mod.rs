@@ -1,12 +1,15 @@
 //! Alert outputs: one module per way an alert leaves Trapline. Each turns an outbox row's
 //! payload into its own message; the HTTP ones are delivered by [`webhook`] (with its timeout
 //! and its refusal of internal addresses), syslog by [`syslog`]. The outbox retries what fails.
+//! Delivery errors, which the outbox keeps and the log shows, name targets by host only
+//! ([`redact`]).
 
 pub mod card;
 pub mod discord;
 pub mod email;
 pub mod gchat;
 pub mod pagerduty;
+pub mod redact;
 pub mod slack;
 pub mod syslog;
 pub mod teams;
@@ -37,7 +40,8 @@ pub fn email_output<S: AsRef<str>>(to: &[S]) -> Value {
 /// Parses one `--alert-outputs` entry: `TYPE=URL`, `pagerduty=ROUTING_KEY[@URL]`,
 /// `syslog=udp://host:port` / `syslog=tcp://host:port`, or `email=a@x;b@y`.
 pub fn parse_output(spec: &str, allow_private: bool) -> Result<Value, String> {
-    let (kind, rest) = spec.trim().split_once('=').ok_or_else(|| format!("{spec:?}: expected TYPE=URL"))?;
+    let (kind, rest) =
+        spec.trim().split_once('=').ok_or_else(|| format!("{:?}: expected TYPE=URL", redact::redact(spec)))?;
     let kind = kind.trim().to_ascii_lowercase();
     if !TYPES.contains(&kind.as_str()) {
         return Err(format!("unknown output type {kind:?} (known: {})", TYPES.join(", ")));
@@ -62,8 +66,13 @@ pub fn parse_output(spec: &str, allow_private: bool) -> Result<Value, String> {
     Ok(if kind == "webhook" { webhook_output(&url) } else { json!({ "type": kind, "url": url }) })
 }
 
-/// Delivers one alert. `Err` is a message for the outbox's `last_error` and the log.
+/// Delivers one alert. `Err` is a message for the outbox's `last_error` and the log, with every
+/// URL in it redacted to its host.
 pub async fn deliver(ctx: &Context, output: &Value, payload: &Value, key: &str) -> Result<(), String> {
+    deliver_unredacted(ctx, output, payload, key).await.map_err(|e| redact::redact(&e))
+}
+
+async fn deliver_unredacted(ctx: &Context, output: &Value, payload: &Value, key: &str) -> Result<(), String> {
     let kind = output.get("type").and_then(Value::as_str).unwrap_or("");
     if kind == "email" {
         let to: Vec<String> = output
@@ -100,6 +109,51 @@ pub async fn deliver(ctx: &Context, output: &Value, payload: &Value, key: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the audit sent through a token's User-Agent, path and query, long enough to be cut.
+    pub(super) const HOSTILE: &str = "<!channel> <https://evil.example/login|Trapline: session expired, log in again> \
+        @everyone @here [click](https://evil.example) <a href=\"https://evil.example/a\">x</a> **bold** \
+        <@123456> <t:1:R> ||spoiler|| `code` &amp; \u{202E}lmth.exe\n# heading\n- list";
+
+    /// A card of a hit whose every attacker-controlled field is [`HOSTILE`].
+    pub(super) fn hostile_card() -> card::Card {
+        let long = format!("{HOSTILE} {}", "&<>".repeat(1000));
+        card::from_payload(&json!({
+            "test": false, "kind": "http", "kind_name": "HTTP", "memo": HOSTILE, "token_id": "tok",
+            "flock_id": "flock:default", "time": "2026-11-22T23:03:43Z", "channel": "http",
+            "src_ip": "192.0.2.53", "src_port": 53211, "useragent": long,
+            "data": {"path": format!("/tok/{HOSTILE}"), "query": HOSTILE, "useragent": long, "headers": {"X": HOSTILE}},
+            "token_url": "http://api.example/api/v1/canarytoken/fetch?canarytoken=tok",
+        }))
+    }
+
+    #[test]
+    fn cards_cut_what_the_attacker_sent() {
+        let c = hostile_card();
+        let ua = &c.facts.iter().find(|(k, _)| *k == "User-Agent").unwrap().1;
+        assert_eq!(ua.chars().count(), card::MAX_FACT + 1);
+        assert!(ua.ends_with(card::CUT));
+        let details = &c.facts.iter().find(|(k, _)| *k == "Details").unwrap().1;
+        assert!(!details.contains("useragent") && !details.contains("headers"), "{details}");
+        assert!(c.facts.iter().all(|(_, v)| v.chars().count() <= card::MAX_FACT + 1));
+    }
+
+    #[test]
+    fn inert_cuts_on_a_whole_escape() {
+        let slack = |c: char, _: card::At, out: &mut String| match c {
+            '&' => out.push_str("&amp;"),
+            c => out.push(c),
+        };
+        assert_eq!(card::inert("a&b", 100, slack), "a&amp;b");
+        assert_eq!(card::inert("&&&&", 12, slack), "&amp;…", "never half an entity");
+        assert_eq!(card::inert("ab", 2, slack), "ab", "what fits stays whole");
+        assert_eq!(
+            card::inert("see https://x.example/@a](b)", 100, card::plain),
+            "see https:\u{200B}//x.example/@\u{200B}a]\u{200B}(b)"
+        );
+        assert_eq!(card::inert("a\u{7}b\u{202E}c\nd", 100, card::plain), "a b c\nd");
+        assert!(card::inert(&"é".repeat(600), 1024, card::plain).len() <= 1024);
+    }
 
     #[test]
     fn output_specs() {

@@ -707,7 +707,8 @@ async fn incidents(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> Cor
     })
 }
 
-/// Alert outputs, the outbox and test alerts (Trapline's own endpoints).
+/// Alert outputs, the outbox and test alerts (Trapline's own endpoints). The outbox shows
+/// targets redacted to callers who may not manage outputs.
 async fn alerts(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResult<Value> {
     Ok(match endpoint {
         "alerts/outputs" => {
@@ -735,18 +736,29 @@ async fn alerts(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreRe
         "alerts/outbox" => {
             let pending = !matches!(req.opt("all"), Some("true" | "1"));
             let alerts = core.list_alerts(actor, pending, req.int("limit")?.unwrap_or(100)).await?;
+            // Webhook URLs and routing keys are secrets: only those who manage outputs see
+            // them whole; everyone else sees the output's type and host (audit F4).
+            let whole = actor.may(crate::auth::Permission::ManageOutputs);
             let items: Vec<Value> = alerts
                 .iter()
                 .map(|a| {
+                    let (output, last_error) = if whole {
+                        (a.output.clone(), a.last_error.clone())
+                    } else {
+                        (
+                            crate::outputs::redact::output(&a.output),
+                            a.last_error.as_deref().map(crate::outputs::redact::redact),
+                        )
+                    };
                     json!({
                         "id": a.id,
                         "idempotency_key": a.idempotency_key,
-                        "output": a.output,
+                        "output": output,
                         "canarytoken": a.token_id,
                         "incident_id": a.incident_id,
                         "created": shapes::epoch_text(a.created_us),
                         "attempts": a.attempts,
-                        "last_error": a.last_error,
+                        "last_error": last_error,
                         "next_attempt": shapes::epoch_text(a.next_attempt_us),
                         "delivered": a.delivered_us.map(shapes::epoch_text),
                         "gave_up": a.gave_up_us.map(shapes::epoch_text),
