@@ -53,6 +53,12 @@ pub struct ServeArgs {
     /// Default: none — the client address is always the socket peer.
     #[arg(long, env = "TRAPLINE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    /// Connections the trigger HTTP listener serves at once (default 4096).
+    #[arg(long, env = "TRAPLINE_HTTP_MAX_CONNS")]
+    pub http_max_conns: Option<usize>,
+    /// Connections the DNS listener serves at once over TCP (default 256).
+    #[arg(long, env = "TRAPLINE_DNS_TCP_MAX_CONNS")]
+    pub dns_tcp_max_conns: Option<usize>,
     /// Webhooks every alert is POSTed to (comma-separated URLs).
     #[arg(long, env = "TRAPLINE_ALERT_WEBHOOKS", value_delimiter = ',')]
     pub alert_webhooks: Option<Vec<String>>,
@@ -109,6 +115,8 @@ struct FileConfig {
     public_ip: Option<IpAddr>,
     public_url: Option<String>,
     trusted_proxies: Option<Vec<String>>,
+    http_max_conns: Option<usize>,
+    dns_tcp_max_conns: Option<usize>,
     alert_webhooks: Option<Vec<String>>,
     alert_outputs: Option<Vec<String>>,
     smtp_url: Option<String>,
@@ -136,6 +144,9 @@ pub struct Settings {
     /// None: derive from the bound HTTP address.
     pub public_url: Option<String>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Connection caps of the trigger HTTP and DNS/TCP listeners.
+    pub http_max_conns: usize,
+    pub dns_tcp_max_conns: usize,
     /// Global alert outputs (webhooks and the typed ones), checked.
     pub alert_outputs: Vec<serde_json::Value>,
     pub allow_private_alert_targets: bool,
@@ -164,6 +175,13 @@ fn validate_domain(what: &str, d: &str) -> anyhow::Result<String> {
             .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
     anyhow::ensure!(ok, "{what} {d:?} is not a valid DNS name");
     Ok(d)
+}
+
+/// A count that must be positive (a cap of 0 would refuse everything), `default` when unset.
+fn at_least_one(what: &str, v: Option<usize>, default: usize) -> anyhow::Result<usize> {
+    let v = v.unwrap_or(default);
+    anyhow::ensure!(v >= 1, "{what} must be at least 1");
+    Ok(v)
 }
 
 impl Settings {
@@ -220,6 +238,12 @@ impl Settings {
                         .map_err(|e| anyhow::anyhow!("trusted proxy {p:?}: {e}"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
+            http_max_conns: at_least_one("http_max_conns", args.http_max_conns.or(file.http_max_conns), 4096)?,
+            dns_tcp_max_conns: at_least_one(
+                "dns_tcp_max_conns",
+                args.dns_tcp_max_conns.or(file.dns_tcp_max_conns),
+                256,
+            )?,
             alert_outputs: {
                 let allow = args.allow_private_alert_targets || file.allow_private_alert_targets.unwrap_or(false);
                 let webhooks = args.alert_webhooks.clone().or(file.alert_webhooks).unwrap_or_default();
@@ -290,6 +314,7 @@ mod tests {
         assert_eq!(s.dns_listen, "127.0.0.1:5354".parse().unwrap());
         assert_eq!(s.domain, "trapline.localhost");
         assert_eq!(s.database, "trapline-data/trapline.db");
+        assert_eq!((s.http_max_conns, s.dns_tcp_max_conns), (4096, 256));
     }
 
     #[test]
@@ -324,5 +349,7 @@ mod tests {
         let args =
             ServeArgs { domain: Some("t.example".into()), nx_domain: Some("T.example.".into()), ..Default::default() };
         assert!(Settings::resolve(&args).is_err(), "NX domain equal to the token domain");
+        let args = ServeArgs { http_max_conns: Some(0), ..Default::default() };
+        assert!(Settings::resolve(&args).is_err(), "a cap of 0 connections");
     }
 }

@@ -20,8 +20,9 @@ use crate::store;
 
 /// The management API: few clients, so a modest cap.
 const API_LIMITS: Limits = Limits { max_connections: 512, header_timeout: Duration::from_secs(15) };
-/// The public trigger listener: many clients, none of which may hold a connection for long.
-const TRIGGER_LIMITS: Limits = Limits { max_connections: 4096, header_timeout: Duration::from_secs(10) };
+/// The public trigger listener: many clients, none of which may hold a connection for long
+/// (the connection cap is a setting).
+const TRIGGER_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often counted failed logins are written to the audit log.
 const FAILED_LOGIN_FLUSH: Duration = Duration::from_secs(2);
 /// How long requests in flight may take to finish at shutdown.
@@ -179,13 +180,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let http_task = tokio::spawn(http_serve::serve(
         http_listener,
         http::router(recorder.clone(), store.clone()),
-        TRIGGER_LIMITS,
+        Limits { max_connections: settings.http_max_conns, header_timeout: TRIGGER_HEADER_TIMEOUT },
         trusted,
         stop_rx,
         GRACE,
     ));
     let udp_task = tokio::spawn(dns::serve_udp(dns_server.clone(), udp));
-    let tcp_task = tokio::spawn(dns::serve_tcp(dns_server.clone(), tcp));
+    let tcp_task = tokio::spawn(dns::serve_tcp(dns_server.clone(), tcp, settings.dns_tcp_max_conns));
 
     let storage = match store.backend() {
         "sqlite" => format!("SQLite {}", settings.database),

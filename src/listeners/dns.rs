@@ -36,8 +36,6 @@ const NEGATIVE_TTL: u32 = 10;
 const EDNS_PAYLOAD: u16 = 1232;
 /// Queries being answered at once over UDP; past this, packets are dropped (clients retry).
 const UDP_IN_FLIGHT: usize = 4096;
-/// TCP connections served at once.
-const TCP_CONNECTIONS: usize = 256;
 /// A TCP connection idle (or not reading) this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// No TCP connection lives longer than this, busy or not.
@@ -336,9 +334,10 @@ pub async fn serve_udp(server: Arc<DnsServer>, socket: UdpSocket) {
     }
 }
 
-/// Serves DNS over TCP (RFC 7766: length-prefixed messages, several per connection).
-pub async fn serve_tcp(server: Arc<DnsServer>, listener: TcpListener) {
-    let slots = Arc::new(Semaphore::new(TCP_CONNECTIONS));
+/// Serves DNS over TCP (RFC 7766: length-prefixed messages, several per connection), at most
+/// `max_connections` at once.
+pub async fn serve_tcp(server: Arc<DnsServer>, listener: TcpListener, max_connections: usize) {
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
