@@ -10,6 +10,10 @@
 //!
 //! Malformed packets get FORMERR when they have a readable header and are dropped otherwise;
 //! nothing a client sends can stop the listener.
+//!
+//! Over TCP, connections are capped in all and per source, and shared fairly at the cap (see
+//! [`crate::listeners::slots`]); each message must arrive whole within a few seconds, so a
+//! client that sends nothing, or drips its bytes, cannot keep a connection for long.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -19,12 +23,14 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::ids::is_token_id;
 use crate::kinds::{self, DnsData};
+use crate::listeners::slots::{Caps, Slot, Slots};
 use crate::model::{now_us, Channel, NewHit};
 use crate::recorder::Recorder;
 
@@ -36,8 +42,13 @@ const NEGATIVE_TTL: u32 = 10;
 const EDNS_PAYLOAD: u16 = 1232;
 /// Queries being answered at once over UDP; past this, packets are dropped (clients retry).
 const UDP_IN_FLIGHT: usize = 4096;
-/// A TCP connection idle (or not reading) this long is closed.
+/// A TCP connection idle (or not reading its answer) this long is closed. Under pressure idle
+/// connections give way sooner: their slots go to newcomers (see [`crate::listeners::slots`]).
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Time a TCP client has to send a whole message: the first from the accept, later ones from
+/// their first byte. Queries are small and sent at once (RFC 7766 asks for idle timeouts "on
+/// the order of seconds"); a client that drips its bytes loses the connection after this.
+const TCP_MESSAGE: Duration = Duration::from_secs(3);
 /// No TCP connection lives longer than this, busy or not.
 const TCP_LIFETIME: Duration = Duration::from_secs(120);
 
@@ -334,10 +345,11 @@ pub async fn serve_udp(server: Arc<DnsServer>, socket: UdpSocket) {
     }
 }
 
-/// Serves DNS over TCP (RFC 7766: length-prefixed messages, several per connection), at most
-/// `max_connections` at once.
-pub async fn serve_tcp(server: Arc<DnsServer>, listener: TcpListener, max_connections: usize) {
-    let slots = Arc::new(Semaphore::new(max_connections));
+/// Serves DNS over TCP (RFC 7766: length-prefixed messages, several per connection), with
+/// `caps` shared fairly between sources (see [`crate::listeners::slots`]): a connection over the
+/// caps is closed at once, unless it may take the slot of an idle connection of a heavier source.
+pub async fn serve_tcp(server: Arc<DnsServer>, listener: TcpListener, caps: Caps) {
+    let slots = Slots::new(caps, Vec::new());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -348,38 +360,63 @@ pub async fn serve_tcp(server: Arc<DnsServer>, listener: TcpListener, max_connec
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue; // too many connections: close this one
+        let Some(slot) = slots.admit(peer.ip()) else {
+            continue; // over the caps: dropping the stream closes it
         };
         let server = server.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(TCP_LIFETIME, tcp_connection(&server, stream, peer)).await;
+            let _ = tokio::time::timeout(TCP_LIFETIME, tcp_connection(&server, stream, peer, &slot)).await;
             drop(slot);
         });
     }
 }
 
-async fn tcp_connection(server: &DnsServer, mut stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+/// Fills `buf` by `deadline`; false if the client is too slow, closed, or lost its slot.
+async fn read_by<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8], deadline: Instant, slot: &Slot) -> bool {
+    tokio::select! {
+        biased;
+        _ = slot.evicted() => false,
+        read = tokio::time::timeout_at(deadline, r.read_exact(buf)) => matches!(read, Ok(Ok(_))),
+    }
+}
+
+/// One connection: the first message must be complete within [`TCP_MESSAGE`] of the accept,
+/// each later one within [`TCP_MESSAGE`] of its first byte, which must come within [`TCP_IDLE`]
+/// of the previous answer. A connection is busy (its slot cannot be taken) only while it is
+/// being answered; a slot taken meanwhile closes the connection once the answer is out.
+async fn tcp_connection(server: &DnsServer, mut stream: TcpStream, peer: SocketAddr, slot: &Slot) {
+    let activity = slot.activity();
+    let (reader, mut writer) = stream.split();
+    let mut reader = tokio::io::BufReader::new(reader);
+    let mut deadline = Instant::now() + TCP_MESSAGE;
+    let mut prefix = [0u8; 2];
+    // How much of the length prefix has been read already (the first byte of a later message
+    // is read while waiting for it).
+    let mut have = 0;
     loop {
-        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
-            Ok(Ok(n)) => usize::from(n),
-            _ => return Ok(()),
+        if !read_by(&mut reader, &mut prefix[have..], deadline, slot).await {
+            return;
+        }
+        let mut packet = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+        if !read_by(&mut reader, &mut packet, deadline, slot).await {
+            return;
+        }
+        let busy = activity.busy();
+        let Some(out) = server.answer(&packet, peer, Transport::Tcp).await else {
+            return; // nothing sensible to say: close
         };
-        let mut packet = vec![0u8; len];
-        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet)).await {
-            Ok(Ok(_)) => {}
-            _ => return Ok(()),
+        let mut framed = Vec::with_capacity(out.len() + 2);
+        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&out);
+        match tokio::time::timeout(TCP_IDLE, writer.write_all(&framed)).await {
+            Ok(Ok(())) => {}
+            _ => return, // failed, or a client that does not read its answers
         }
-        if let Some(out) = server.answer(&packet, peer, Transport::Tcp).await {
-            let mut framed = Vec::with_capacity(out.len() + 2);
-            framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
-            framed.extend_from_slice(&out);
-            match tokio::time::timeout(TCP_IDLE, stream.write_all(&framed)).await {
-                Ok(r) => r?,
-                Err(_) => return Ok(()), // a client that does not read its answers
-            }
-        } else {
-            return Ok(()); // nothing sensible to say: close
+        drop(busy);
+        if !read_by(&mut reader, &mut prefix[..1], Instant::now() + TCP_IDLE, slot).await {
+            return;
         }
+        deadline = Instant::now() + TCP_MESSAGE;
+        have = 1;
     }
 }
