@@ -4,5 +4,6 @@
 //! between sources.
 
 pub mod dns;
+pub mod dns_wire;
 pub mod http;
 pub mod slots;
