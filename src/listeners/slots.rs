@@ -113,6 +113,15 @@ impl Table {
 
     /// The connection a newcomer from `own` (holding `own_count`) may take at the global cap.
     fn fair_share_victim(&self, own: &Source, own_count: usize) -> Option<(Source, u64)> {
+        // Usually the heaviest source has an idle connection: one pass, no sorting.
+        let heaviest = self.sources.iter().map(|(s, c)| (c.len(), s == own, s)).max_by_key(|&(n, o, _)| (n, o));
+        if let Some((count, is_own, s)) = heaviest {
+            if is_own || count > own_count {
+                if let Some(id) = self.longest_idle(s) {
+                    return Some((*s, id));
+                }
+            }
+        }
         let mut by_weight: Vec<(usize, bool, &Source)> =
             self.sources.iter().map(|(s, c)| (c.len(), s == own, s)).collect();
         // Heaviest first; among equals, the newcomer's own source first.
