@@ -53,6 +53,19 @@ pub struct ServeArgs {
     /// Default: none — the client address is always the socket peer.
     #[arg(long, env = "TRAPLINE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    /// Connections the trigger HTTP listener serves at once (default 4096).
+    #[arg(long, env = "TRAPLINE_HTTP_MAX_CONNS")]
+    pub http_max_conns: Option<usize>,
+    /// Trigger HTTP connections one source (address, or IPv6 /64) holds at once (default 64);
+    /// trusted proxies have no such cap.
+    #[arg(long, env = "TRAPLINE_HTTP_MAX_CONNS_PER_SOURCE")]
+    pub http_max_conns_per_source: Option<usize>,
+    /// Connections the DNS listener serves at once over TCP (default 256).
+    #[arg(long, env = "TRAPLINE_DNS_TCP_MAX_CONNS")]
+    pub dns_tcp_max_conns: Option<usize>,
+    /// DNS/TCP connections one source (address, or IPv6 /64) holds at once (default 16).
+    #[arg(long, env = "TRAPLINE_DNS_TCP_MAX_CONNS_PER_SOURCE")]
+    pub dns_tcp_max_conns_per_source: Option<usize>,
     /// Webhooks every alert is POSTed to (comma-separated URLs).
     #[arg(long, env = "TRAPLINE_ALERT_WEBHOOKS", value_delimiter = ',')]
     pub alert_webhooks: Option<Vec<String>>,
@@ -117,6 +130,10 @@ struct FileConfig {
     public_ip: Option<IpAddr>,
     public_url: Option<String>,
     trusted_proxies: Option<Vec<String>>,
+    http_max_conns: Option<usize>,
+    http_max_conns_per_source: Option<usize>,
+    dns_tcp_max_conns: Option<usize>,
+    dns_tcp_max_conns_per_source: Option<usize>,
     alert_webhooks: Option<Vec<String>>,
     alert_outputs: Option<Vec<String>>,
     smtp_url: Option<String>,
@@ -146,6 +163,11 @@ pub struct Settings {
     /// None: derive from the bound HTTP address.
     pub public_url: Option<String>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Connection caps of the trigger HTTP and DNS/TCP listeners, in all and per source.
+    pub http_max_conns: usize,
+    pub http_max_conns_per_source: usize,
+    pub dns_tcp_max_conns: usize,
+    pub dns_tcp_max_conns_per_source: usize,
     /// Global alert outputs (webhooks and the typed ones), checked.
     pub alert_outputs: Vec<serde_json::Value>,
     pub allow_private_alert_targets: bool,
@@ -176,6 +198,13 @@ fn validate_domain(what: &str, d: &str) -> anyhow::Result<String> {
             .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
     anyhow::ensure!(ok, "{what} {d:?} is not a valid DNS name");
     Ok(d)
+}
+
+/// A count that must be positive (a cap of 0 would refuse everything), `default` when unset.
+fn at_least_one(what: &str, v: Option<usize>, default: usize) -> anyhow::Result<usize> {
+    let v = v.unwrap_or(default);
+    anyhow::ensure!(v >= 1, "{what} must be at least 1");
+    Ok(v)
 }
 
 impl Settings {
@@ -232,6 +261,22 @@ impl Settings {
                         .map_err(|e| anyhow::anyhow!("trusted proxy {p:?}: {e}"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
+            http_max_conns: at_least_one("http_max_conns", args.http_max_conns.or(file.http_max_conns), 4096)?,
+            http_max_conns_per_source: at_least_one(
+                "http_max_conns_per_source",
+                args.http_max_conns_per_source.or(file.http_max_conns_per_source),
+                64,
+            )?,
+            dns_tcp_max_conns: at_least_one(
+                "dns_tcp_max_conns",
+                args.dns_tcp_max_conns.or(file.dns_tcp_max_conns),
+                256,
+            )?,
+            dns_tcp_max_conns_per_source: at_least_one(
+                "dns_tcp_max_conns_per_source",
+                args.dns_tcp_max_conns_per_source.or(file.dns_tcp_max_conns_per_source),
+                16,
+            )?,
             alert_outputs: {
                 let allow = args.allow_private_alert_targets || file.allow_private_alert_targets.unwrap_or(false);
                 let webhooks = args.alert_webhooks.clone().or(file.alert_webhooks).unwrap_or_default();
@@ -312,6 +357,8 @@ mod tests {
         assert_eq!(s.dns_listen, "127.0.0.1:5354".parse().unwrap());
         assert_eq!(s.domain, "trapline.localhost");
         assert_eq!(s.database, "trapline-data/trapline.db");
+        assert_eq!((s.http_max_conns, s.http_max_conns_per_source), (4096, 64));
+        assert_eq!((s.dns_tcp_max_conns, s.dns_tcp_max_conns_per_source), (256, 16));
     }
 
     #[test]
@@ -333,6 +380,18 @@ mod tests {
     }
 
     #[test]
+    fn connection_caps_from_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(&f, "http_max_conns_per_source = 8\ndns_tcp_max_conns_per_source = 4\n").unwrap();
+        let mut args = ServeArgs { store: StoreArgs { config: Some(f), ..Default::default() }, ..Default::default() };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!((s.http_max_conns_per_source, s.dns_tcp_max_conns_per_source), (8, 4));
+        args.http_max_conns_per_source = Some(2);
+        assert_eq!(Settings::resolve(&args).unwrap().http_max_conns_per_source, 2);
+    }
+
+    #[test]
     fn rejects_bad_values() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("t.toml");
@@ -346,5 +405,9 @@ mod tests {
         let args =
             ServeArgs { domain: Some("t.example".into()), nx_domain: Some("T.example.".into()), ..Default::default() };
         assert!(Settings::resolve(&args).is_err(), "NX domain equal to the token domain");
+        let args = ServeArgs { http_max_conns: Some(0), ..Default::default() };
+        assert!(Settings::resolve(&args).is_err(), "a cap of 0 connections");
+        let args = ServeArgs { dns_tcp_max_conns_per_source: Some(0), ..Default::default() };
+        assert!(Settings::resolve(&args).is_err(), "a per-source cap of 0");
     }
 }

@@ -1,8 +1,15 @@
 //! Serving an axum `Router` over HTTP/1.1 with the limits a public listener needs and
-//! `axum::serve` does not set: a cap on concurrent connections, a deadline for reading each
-//! request's headers (it also runs while a keep-alive connection waits for its next request, so
-//! idle and slow-loris connections are closed), and graceful shutdown that lets requests in
-//! flight finish.
+//! `axum::serve` does not set: a cap on concurrent connections shared fairly between sources
+//! (at most so many per source, and at the cap the heaviest source's idle connections give way
+//! to newcomers: see [`crate::listeners::slots`]), a deadline for reading each request's headers
+//! (it also runs while a keep-alive connection waits for its next request, so idle and
+//! slow-loris connections are closed), and graceful shutdown that lets requests in flight
+//! finish.
+//!
+//! A connection's source is its TCP peer, never `X-Forwarded-For`: a header cannot choose whose
+//! share a connection uses. Trusted proxies carry every client behind them, so they have no
+//! per-source cap (they still count toward the total, and their idle keep-alive connections
+//! still give way at the cap); slow clients behind a proxy are the proxy's to bound.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,19 +18,25 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
+
+use crate::listeners::slots::{Caps, Slots};
 
 /// Limits for one listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Connections served at once; further ones wait in the kernel's accept queue.
+    /// Connections served at once. At the cap a newcomer takes the slot of an idle connection
+    /// of a heavier source, or is closed at once.
     pub max_connections: usize,
+    /// Connections one source (address, or IPv6 /64) holds at once, trusted proxies excepted.
+    pub max_per_source: usize,
     /// Time a client has to send a request's headers (and that a keep-alive connection may idle).
     pub header_timeout: Duration,
 }
@@ -101,13 +114,10 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let caps = Caps { total: limits.max_connections, per_source: limits.max_per_source };
+    let slots = Slots::new(caps, trusted.to_vec());
     let mut conns = JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stopped(&mut stop) => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -121,30 +131,57 @@ pub async fn serve(
             _ = stopped(&mut stop) => break,
         };
         while conns.try_join_next().is_some() {}
+        let Some(slot) = slots.admit(peer.ip()) else {
+            continue; // over the caps: dropping the stream closes it
+        };
         let local = stream.local_addr().ok();
         let (router, mut stop, trusted) = (router.clone(), stop.clone(), trusted.clone());
         conns.spawn(async move {
-            let _permit = permit;
             let _ = stream.set_nodelay(true);
+            let activity = slot.activity();
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                // Busy from the complete request head until the answer's body is dropped (sent
+                // or abandoned): a busy connection is never given to another source.
+                let busy = activity.busy();
                 let client = client_addr(peer, req.headers(), &trusted);
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(client));
                 if let Some(l) = local {
                     req.extensions_mut().insert(LocalAddr(l));
                 }
-                router.clone().oneshot(req.map(Body::new))
+                let answer = router.clone().oneshot(req.map(Body::new));
+                async move {
+                    let resp = answer.await?;
+                    Ok::<_, std::convert::Infallible>(resp.map(move |body| {
+                        Body::new(body.map_frame(move |frame| {
+                            let _still_busy = &busy;
+                            frame
+                        }))
+                    }))
+                }
             });
             let mut builder = Builder::new(TokioExecutor::new()).http1_only();
             builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = conn.as_mut() => break,
+                    _ = slot.evicted(), if !closing => {
+                        if !slot.is_busy() {
+                            break; // idle or still sending its request: close now
+                        }
+                        conn.as_mut().graceful_shutdown(); // after the answer in progress
+                        closing = true;
+                    }
+                    _ = stopped(&mut stop), if !closing => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
                 }
             }
+            drop(slot);
         });
     }
     drop(listener);

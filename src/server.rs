@@ -14,14 +14,18 @@ use crate::core::{Core, CreatedKey};
 use crate::dialects::{conjur, console, falcon, spacesiren};
 use crate::http_serve::{self, Limits};
 use crate::kinds::Site;
+use crate::listeners::slots::Caps;
 use crate::listeners::{dns, http};
 use crate::recorder::Recorder;
 use crate::store;
 
-/// The management API: few clients, so a modest cap.
-const API_LIMITS: Limits = Limits { max_connections: 512, header_timeout: Duration::from_secs(15) };
-/// The public trigger listener: many clients, none of which may hold a connection for long.
-const TRIGGER_LIMITS: Limits = Limits { max_connections: 4096, header_timeout: Duration::from_secs(10) };
+/// The management API: few clients, so a modest cap, without a per-source one (an operator's
+/// scripts may all run on one host); fair shares still apply at the cap.
+const API_LIMITS: Limits =
+    Limits { max_connections: 512, max_per_source: 512, header_timeout: Duration::from_secs(15) };
+/// The public trigger listener: many clients, none of which may hold a connection for long
+/// (the connection cap is a setting).
+const TRIGGER_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often counted failed logins are written to the audit log.
 const FAILED_LOGIN_FLUSH: Duration = Duration::from_secs(2);
 /// How long requests in flight may take to finish at shutdown.
@@ -168,13 +172,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let http_task = tokio::spawn(http_serve::serve(
         http_listener,
         http::router(recorder.clone(), store.clone()),
-        TRIGGER_LIMITS,
+        Limits {
+            max_connections: settings.http_max_conns,
+            max_per_source: settings.http_max_conns_per_source,
+            header_timeout: TRIGGER_HEADER_TIMEOUT,
+        },
         trusted,
         stop_rx,
         GRACE,
     ));
     let udp_task = tokio::spawn(dns::serve_udp(dns_server.clone(), udp));
-    let tcp_task = tokio::spawn(dns::serve_tcp(dns_server.clone(), tcp));
+    let tcp_task = tokio::spawn(dns::serve_tcp(
+        dns_server.clone(),
+        tcp,
+        Caps { total: settings.dns_tcp_max_conns, per_source: settings.dns_tcp_max_conns_per_source },
+    ));
 
     let storage = match store.backend() {
         "sqlite" => format!("SQLite {}", settings.database),

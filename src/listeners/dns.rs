@@ -8,8 +8,17 @@
 //! REFUSED for names outside both zones. NS answers name `ns1.<zone>`, never a name under a
 //! token, since that would make resolvers query the token again and raise false hits.
 //!
-//! Malformed packets get FORMERR when they have a readable header and are dropped otherwise;
-//! nothing a client sends can stop the listener.
+//! Only well-formed queries are recorded ([`crate::listeners::dns_wire`] says what that means):
+//! malformed packets get FORMERR, a bare header no bigger than the packet, when they have a
+//! readable header and are dropped otherwise, as are responses. A QUERY must ask exactly one
+//! question and carry no answer or authority records (else FORMERR). A TSIG-signed query gets
+//! NOTAUTH with an unsigned TSIG saying BADKEY (RFC 8945 5.2.1): Trapline holds no keys, and a
+//! query it cannot authenticate is not a lookup it answers. Nothing a client sends can stop the
+//! listener.
+//!
+//! Over TCP, connections are capped in all and per source, and shared fairly at the cap (see
+//! [`crate::listeners::slots`]); each message must arrive whole within a few seconds, so a
+//! client that sends nothing, or drips its bytes, cannot keep a connection for long.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -19,12 +28,15 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::ids::is_token_id;
 use crate::kinds::{self, DnsData};
+use crate::listeners::dns_wire;
+use crate::listeners::slots::{Caps, Slot, Slots};
 use crate::model::{now_us, Channel, NewHit};
 use crate::recorder::Recorder;
 
@@ -36,10 +48,13 @@ const NEGATIVE_TTL: u32 = 10;
 const EDNS_PAYLOAD: u16 = 1232;
 /// Queries being answered at once over UDP; past this, packets are dropped (clients retry).
 const UDP_IN_FLIGHT: usize = 4096;
-/// TCP connections served at once.
-const TCP_CONNECTIONS: usize = 256;
-/// A TCP connection idle (or not reading) this long is closed.
+/// A TCP connection idle (or not reading its answer) this long is closed. Under pressure idle
+/// connections give way sooner: their slots go to newcomers (see [`crate::listeners::slots`]).
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Time a TCP client has to send a whole message: the first from the accept, later ones from
+/// their first byte. Queries are small and sent at once (RFC 7766 asks for idle timeouts "on
+/// the order of seconds"); a client that drips its bytes loses the connection after this.
+const TCP_MESSAGE: Duration = Duration::from_secs(3);
 /// No TCP connection lives longer than this, busy or not.
 const TCP_LIFETIME: Duration = Duration::from_secs(120);
 
@@ -144,6 +159,14 @@ impl DnsServer {
         if packet.len() < 12 || packet[2] & 0x80 != 0 {
             return None; // no header, or a response: never answer those
         }
+        // Only a well-formed message may become a hit: see `dns_wire` for what that means.
+        let checked = match dns_wire::check(packet) {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::debug!(%peer, why, "malformed DNS message");
+                return Some(header_only(packet, ResponseCode::FormErr));
+            }
+        };
         let request = match Message::from_vec(packet) {
             Ok(m) => m,
             Err(_) => return Some(header_only(packet, ResponseCode::FormErr)),
@@ -166,6 +189,15 @@ impl DnsServer {
             resp.set_response_code(ResponseCode::FormErr);
             return encode(resp, &request, transport);
         };
+        if checked.answers != 0 || checked.authorities != 0 {
+            // RFC 1035 4.1 / RFC 9619: a query asks one question and carries no answer or
+            // authority records.
+            return Some(header_only(packet, ResponseCode::FormErr));
+        }
+        if let Some(tsig) = &checked.tsig {
+            // RFC 8945 5.2.1: we know no keys, so every signed query is NOTAUTH/BADKEY.
+            return Some(unsigned_badkey(packet, &request, &checked, tsig, transport));
+        }
         resp.add_query(query.clone());
         if request.extensions().as_ref().is_some_and(|e| e.version() > 0) {
             // RFC 6891 6.1.3: we speak EDNS version 0 only.
@@ -280,6 +312,61 @@ fn header_only(packet: &[u8], rcode: ResponseCode) -> Vec<u8> {
     out
 }
 
+/// The answer to a TSIG-signed query (Trapline holds no TSIG keys): RCODE NOTAUTH and an
+/// unsigned TSIG record with error BADKEY, MAC size 0 (RFC 8945 5.2.1 and 5.3.2), echoing the
+/// key name, algorithm, time signed, fudge and original id so the client can match it. It
+/// carries the question and, for an EDNS query, our OPT; it is never bigger than the query (nor
+/// than the client's UDP limit): if it would be, a bare NOTAUTH header goes instead.
+fn unsigned_badkey(
+    packet: &[u8],
+    request: &Message,
+    checked: &dns_wire::Checked,
+    tsig: &dns_wire::Tsig,
+    transport: Transport,
+) -> Vec<u8> {
+    const TYPE_OPT: u16 = 41;
+    const TYPE_TSIG: u16 = 250;
+    const CLASS_ANY: u16 = 255;
+    const BADKEY: u16 = 17;
+    let edns = request.extensions().as_ref();
+    let mut out = Vec::with_capacity(packet.len());
+    out.extend_from_slice(&packet[..2]);
+    out.push(0x80 | (packet[2] & 0x79)); // QR, opcode and RD kept; AA/TC clear
+    out.push(u16::from(ResponseCode::NotAuth) as u8);
+    for count in [1u16, 0, 0, if edns.is_some() { 2 } else { 1 }] {
+        out.extend_from_slice(&count.to_be_bytes());
+    }
+    out.extend_from_slice(&packet[12..checked.questions_end]);
+    if edns.is_some() {
+        out.push(0); // root
+        for field in [TYPE_OPT, EDNS_PAYLOAD, 0, 0, 0] {
+            out.extend_from_slice(&field.to_be_bytes()); // type, payload, TTL (rcode/version/flags), RDLENGTH
+        }
+    }
+    let mut rdata = tsig.algorithm.clone();
+    rdata.extend_from_slice(&tsig.time_signed);
+    rdata.extend_from_slice(&tsig.fudge.to_be_bytes());
+    rdata.extend_from_slice(&0u16.to_be_bytes()); // MAC size: unsigned
+    rdata.extend_from_slice(&tsig.original_id.to_be_bytes());
+    rdata.extend_from_slice(&BADKEY.to_be_bytes());
+    rdata.extend_from_slice(&0u16.to_be_bytes()); // other len
+    out.extend_from_slice(&tsig.key_name);
+    out.extend_from_slice(&TYPE_TSIG.to_be_bytes());
+    out.extend_from_slice(&CLASS_ANY.to_be_bytes());
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    out.extend_from_slice(&rdata);
+    let client_limit = match (transport, edns) {
+        (Transport::Tcp, _) => usize::from(u16::MAX),
+        (Transport::Udp, Some(e)) => usize::from(e.max_payload().clamp(512, EDNS_PAYLOAD)),
+        (Transport::Udp, None) => 512,
+    };
+    if out.len() > packet.len().min(client_limit) {
+        return header_only(packet, ResponseCode::NotAuth);
+    }
+    out
+}
+
 /// Encodes `resp`, truncating (TC) when it exceeds what the UDP client can take.
 fn encode(mut resp: Message, request: &Message, transport: Transport) -> Option<Vec<u8>> {
     let bytes = match resp.to_vec() {
@@ -336,9 +423,11 @@ pub async fn serve_udp(server: Arc<DnsServer>, socket: UdpSocket) {
     }
 }
 
-/// Serves DNS over TCP (RFC 7766: length-prefixed messages, several per connection).
-pub async fn serve_tcp(server: Arc<DnsServer>, listener: TcpListener) {
-    let slots = Arc::new(Semaphore::new(TCP_CONNECTIONS));
+/// Serves DNS over TCP (RFC 7766: length-prefixed messages, several per connection), with
+/// `caps` shared fairly between sources (see [`crate::listeners::slots`]): a connection over the
+/// caps is closed at once, unless it may take the slot of an idle connection of a heavier source.
+pub async fn serve_tcp(server: Arc<DnsServer>, listener: TcpListener, caps: Caps) {
+    let slots = Slots::new(caps, Vec::new());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -349,38 +438,219 @@ pub async fn serve_tcp(server: Arc<DnsServer>, listener: TcpListener) {
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue; // too many connections: close this one
+        let Some(slot) = slots.admit(peer.ip()) else {
+            continue; // over the caps: dropping the stream closes it
         };
         let server = server.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(TCP_LIFETIME, tcp_connection(&server, stream, peer)).await;
+            let _ = tokio::time::timeout(TCP_LIFETIME, tcp_connection(&server, stream, peer, &slot)).await;
             drop(slot);
         });
     }
 }
 
-async fn tcp_connection(server: &DnsServer, mut stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+/// Fills `buf` by `deadline`; false if the client is too slow, closed, or lost its slot.
+async fn read_by<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8], deadline: Instant, slot: &Slot) -> bool {
+    tokio::select! {
+        biased;
+        _ = slot.evicted() => false,
+        read = tokio::time::timeout_at(deadline, r.read_exact(buf)) => matches!(read, Ok(Ok(_))),
+    }
+}
+
+/// One connection: the first message must be complete within [`TCP_MESSAGE`] of the accept,
+/// each later one within [`TCP_MESSAGE`] of its first byte, which must come within [`TCP_IDLE`]
+/// of the previous answer. A connection is busy (its slot cannot be taken) only while it is
+/// being answered; a slot taken meanwhile closes the connection once the answer is out.
+async fn tcp_connection(server: &DnsServer, mut stream: TcpStream, peer: SocketAddr, slot: &Slot) {
+    let activity = slot.activity();
+    let (reader, mut writer) = stream.split();
+    let mut reader = tokio::io::BufReader::new(reader);
+    let mut deadline = Instant::now() + TCP_MESSAGE;
+    let mut prefix = [0u8; 2];
+    // How much of the length prefix has been read already (the first byte of a later message
+    // is read while waiting for it).
+    let mut have = 0;
     loop {
-        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
-            Ok(Ok(n)) => usize::from(n),
-            _ => return Ok(()),
+        if !read_by(&mut reader, &mut prefix[have..], deadline, slot).await {
+            return;
+        }
+        let mut packet = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+        if !read_by(&mut reader, &mut packet, deadline, slot).await {
+            return;
+        }
+        let busy = activity.busy();
+        let Some(out) = server.answer(&packet, peer, Transport::Tcp).await else {
+            return; // nothing sensible to say: close
         };
-        let mut packet = vec![0u8; len];
-        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet)).await {
-            Ok(Ok(_)) => {}
-            _ => return Ok(()),
+        let mut framed = Vec::with_capacity(out.len() + 2);
+        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&out);
+        match tokio::time::timeout(TCP_IDLE, writer.write_all(&framed)).await {
+            Ok(Ok(())) => {}
+            _ => return, // failed, or a client that does not read its answers
         }
-        if let Some(out) = server.answer(&packet, peer, Transport::Tcp).await {
-            let mut framed = Vec::with_capacity(out.len() + 2);
-            framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
-            framed.extend_from_slice(&out);
-            match tokio::time::timeout(TCP_IDLE, stream.write_all(&framed)).await {
-                Ok(r) => r?,
-                Err(_) => return Ok(()), // a client that does not read its answers
+        drop(busy);
+        if !read_by(&mut reader, &mut prefix[..1], Instant::now() + TCP_IDLE, slot).await {
+            return;
+        }
+        deadline = Instant::now() + TCP_MESSAGE;
+        have = 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AlertOutput, Judgement, Token};
+    use crate::store::{HitRules, Store};
+
+    const ZONE: &str = "t.test";
+
+    struct Fixture {
+        server: DnsServer,
+        store: Arc<dyn Store>,
+        token: String,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path().join("d.db").to_str().unwrap()).await.unwrap();
+        let site =
+            crate::kinds::Site { domain: ZONE.into(), nx_domain: "nx.t.test".into(), public_url: "http://h".into() };
+        let core = crate::core::Core::new(store.clone(), site);
+        let new = crate::core::NewToken { kind: "dns".into(), memo: "m".into(), ..Default::default() };
+        let token = core.create_token(&crate::auth::Actor::local(), new).await.unwrap().id;
+        let rules = HitRules::new(
+            |_: &Token, _: &NewHit| Judgement::alert(),
+            |_: &Token, _: &NewHit, _: &[AlertOutput]| Vec::new(),
+        );
+        let (recorder, _writer) = Recorder::start(store.clone(), Arc::new(rules), Arc::new(tokio::sync::Notify::new()));
+        let server = DnsServer::new(ZONE, "nx.t.test", [127, 0, 0, 1].into(), recorder).unwrap();
+        Fixture { server, store, token, _dir: dir }
+    }
+
+    impl Fixture {
+        /// An A query for the token, with room for extra records: `counts` are ANCOUNT,
+        /// NSCOUNT, ARCOUNT.
+        fn query(&self, counts: [u16; 3]) -> Vec<u8> {
+            let mut p = vec![0xab, 0xcd, 0x01, 0x00, 0, 1];
+            for c in counts {
+                p.extend_from_slice(&c.to_be_bytes());
             }
-        } else {
-            return Ok(()); // nothing sensible to say: close
+            for label in [self.token.as_str(), "t", "test"] {
+                p.push(label.len() as u8);
+                p.extend_from_slice(label.as_bytes());
+            }
+            p.extend_from_slice(&[0, 0, 1, 0, 1]);
+            p
         }
+
+        async fn ask(&self, packet: &[u8]) -> Vec<u8> {
+            let peer = "192.0.2.9:5353".parse().unwrap();
+            self.server.answer(packet, peer, Transport::Udp).await.expect("an answer")
+        }
+
+        async fn hits(&self) -> usize {
+            self.store.token_hits(&self.token, 100).await.unwrap().len()
+        }
+    }
+
+    fn rcode(answer: &[u8]) -> u8 {
+        answer[3] & 0x0f
+    }
+
+    const OPT: [u8; 11] = [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0];
+
+    /// A TSIG record (key `k1.`, hmac-sha256, a 32-byte MAC).
+    fn tsig(rdata_tail: &[u8]) -> Vec<u8> {
+        let mut rdata = b"\x0bhmac-sha256\x00".to_vec();
+        rdata.extend_from_slice(&[0, 0, 0x6b, 0x11, 0x33, 0xc6, 0x01, 0x2c, 0, 32]);
+        rdata.extend_from_slice(&[0x5a; 32]);
+        rdata.extend_from_slice(rdata_tail);
+        let mut r = b"\x02k1\x00\x00\xfa\x00\xff\x00\x00\x00\x00".to_vec();
+        r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        r.extend_from_slice(&rdata);
+        r
+    }
+
+    #[tokio::test]
+    async fn a_well_formed_query_is_answered_and_recorded() {
+        let f = fixture().await;
+        let answer = f.ask(&f.query([0, 0, 0])).await;
+        assert_eq!(rcode(&answer), 0);
+        let mut edns = f.query([0, 0, 1]);
+        edns.extend_from_slice(&OPT);
+        assert_eq!(rcode(&f.ask(&edns).await), 0);
+        assert_eq!(f.hits().await, 2);
+    }
+
+    #[tokio::test]
+    async fn the_audits_three_get_formerr_and_no_hit() {
+        let f = fixture().await;
+        let mut junk = f.query([0, 0, 0]);
+        junk.extend_from_slice(&[0x17; 200]);
+        let mut opt_in_answer = f.query([1, 0, 0]);
+        opt_in_answer.extend_from_slice(&OPT);
+        let mut garbage_tsig = f.query([0, 0, 1]);
+        garbage_tsig.extend_from_slice(b"\x02k1\x00\x00\xfa\x00\xff\x00\x00\x00\x00\x00\x14\x3f");
+        garbage_tsig.extend_from_slice(&[0xff; 19]);
+        let mut answer_in_query = f.query([0, 1, 0]);
+        answer_in_query.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        for bad in [junk, opt_in_answer, garbage_tsig, answer_in_query] {
+            let answer = f.ask(&bad).await;
+            assert_eq!(rcode(&answer), 1, "FORMERR");
+            assert_eq!(answer.len(), 12, "a bare header: never bigger than the query");
+            assert_eq!(answer[..2], bad[..2]);
+        }
+        assert_eq!(f.hits().await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_signed_query_gets_an_unsigned_badkey_and_no_hit() {
+        let f = fixture().await;
+        let original_id = [0xab, 0xcd];
+        for edns in [false, true] {
+            let mut signed = f.query([0, 0, if edns { 2 } else { 1 }]);
+            if edns {
+                signed.extend_from_slice(&OPT);
+            }
+            signed.extend(tsig(&[original_id[0], original_id[1], 0, 0, 0, 0]));
+            let answer = f.ask(&signed).await;
+            assert_eq!(rcode(&answer), 9, "NOTAUTH");
+            assert!(answer.len() <= signed.len());
+            let checked = dns_wire::check(&answer).expect("a well-formed answer");
+            let t = checked.tsig.expect("with a TSIG record");
+            assert_eq!(
+                (t.key_name.as_slice(), t.algorithm.as_slice()),
+                (&b"\x02k1\x00"[..], &b"\x0bhmac-sha256\x00"[..])
+            );
+            assert_eq!(t.original_id, 0xabcd);
+            // ... MAC size 0, then original id, error BADKEY (17), no other data.
+            assert_eq!(answer[answer.len() - 8..], [0, 0, 0xab, 0xcd, 0, 17, 0, 0]);
+            assert_eq!(u16::from_be_bytes([answer[10], answer[11]]), if edns { 2 } else { 1 });
+            let m = Message::from_vec(&answer).unwrap();
+            assert_eq!(m.queries().len(), 1);
+            assert_eq!(m.extensions().is_some(), edns);
+        }
+        assert_eq!(f.hits().await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_badkey_answer_that_would_amplify_is_a_bare_header() {
+        let f = fixture().await;
+        // The key name compressed to a pointer at the question's "test" label: the answer,
+        // which spells it out, would be bigger than the query with an empty MAC.
+        let mut signed = f.query([0, 0, 1]);
+        let mut rdata = b"\x0bhmac-sha256\x00".to_vec();
+        rdata.extend_from_slice(&[0, 0, 0x6b, 0x11, 0x33, 0xc6, 0x01, 0x2c, 0, 0, 0xab, 0xcd, 0, 0, 0, 0]);
+        let test_label = 12 + 1 + f.token.len() + 2;
+        signed.extend_from_slice(&[0xc0, test_label as u8, 0, 0xfa, 0, 0xff, 0, 0, 0, 0]);
+        signed.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        signed.extend_from_slice(&rdata);
+        let answer = f.ask(&signed).await;
+        assert_eq!((rcode(&answer), answer.len()), (9, 12));
+        assert_eq!(f.hits().await, 0);
     }
 }

@@ -7,6 +7,7 @@ import socket
 import struct
 import subprocess
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.query
@@ -448,3 +449,166 @@ def test_tcp_client_that_never_reads_does_not_block_others(server, api):
     for tcp in (False, True):
         assert query(server, f"{tid}.{DOMAIN}", "A", tcp=tcp).rcode() == dns.rcode.NOERROR
     hog.close()
+
+
+# --- strictness (audit F13): only well-formed queries are recorded ----------------------------
+#
+# A packet whose header promises sections it does not hold (or holds more than it promises), an
+# OPT outside the additional section, or an additional record whose RDATA does not parse, gets
+# FORMERR (a bare header, never bigger than the packet) and records nothing. A well-formed
+# TSIG-signed query gets NOTAUTH with an unsigned TSIG saying BADKEY (RFC 8945 5.2.1: the server
+# knows no keys), and records nothing either.
+
+FORMERR, NOTAUTH = 1, 9
+HOST = shutil.which("host")
+
+
+def raw_exchange(server, wire, tcp=False, timeout=3.0):
+    addr = (server.dns_host, server.dns_port)
+    if tcp:
+        with socket.create_connection(addr, timeout=timeout) as s:
+            s.sendall(struct.pack("!H", len(wire)) + wire)
+            head = b""
+            while len(head) < 2:
+                chunk = s.recv(2 - len(head))
+                assert chunk, "closed without an answer"
+                head += chunk
+            (n,) = struct.unpack("!H", head)
+            body = b""
+            while len(body) < n:
+                chunk = s.recv(n - len(body))
+                assert chunk, "closed in the middle of an answer"
+                body += chunk
+            return body
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(wire, addr)
+        return s.recvfrom(65535)[0]
+
+
+def counts(wire, an=None, ns=None, ar=None):
+    """`wire` with its header's answer/authority/additional counts replaced."""
+    qd, an0, ns0, ar0 = struct.unpack("!HHHH", wire[4:12])
+    return wire[:4] + struct.pack("!HHHH", qd, an0 if an is None else an, ns0 if ns is None else ns,
+                                  ar0 if ar is None else ar) + wire[12:]
+
+
+def opt_rr(owner=b"\x00", payload=1232):
+    return owner + struct.pack("!HHIH", 41, payload, 0, 0)
+
+
+def tsig_rr(rdata, owner=b"\x02k1\x00"):
+    return owner + struct.pack("!HHIH", 250, 255, 0, len(rdata)) + rdata
+
+
+def a_rr(name_ptr=b"\xc0\x0c"):
+    return name_ptr + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([192, 0, 2, 1])
+
+
+ALG = b"\x0bhmac-sha256\x00"
+TSIG_FIELDS = b"\x00\x00\x65\x00\x00\x00" + b"\x01\x2c" + b"\x00\x00" + b"\x12\x34\x00\x00\x00\x00"
+
+MALFORMED_QUERIES = {
+    # The audit's three:
+    "trailing junk": lambda w: w + bytes((i * 37) & 0xff for i in range(200)),
+    "OPT in the answer section": lambda w: counts(w, an=1) + opt_rr(),
+    "TSIG with garbage RDATA": lambda w: counts(w, ar=1) + tsig_rr(b"\x3f" + b"\xff" * 19),
+    # Neighbours of theirs:
+    "one junk byte": lambda w: w + b"\x00",
+    "OPT in the authority section": lambda w: counts(w, ns=1) + opt_rr(),
+    "an answer in a query": lambda w: counts(w, an=1) + a_rr(),
+    "an authority record in a query": lambda w: counts(w, ns=1) + a_rr(),
+    "two OPT records": lambda w: counts(w, ar=2) + opt_rr() + opt_rr(),
+    "OPT owner not the root": lambda w: counts(w, ar=1) + opt_rr(owner=b"\x01x\x00"),
+    "OPT options longer than the RDATA": lambda w: counts(w, ar=1) + b"\x00" + struct.pack(
+        "!HHIH", 41, 1232, 0, 4) + struct.pack("!HH", 10, 8),
+    "TSIG RDATA cut short": lambda w: counts(w, ar=1) + tsig_rr(ALG + b"\x00" * 5),
+    "TSIG RDATA with bytes left over": lambda w: counts(w, ar=1) + tsig_rr(ALG + TSIG_FIELDS + b"\x00"),
+    "TSIG not the last record": lambda w: counts(w, ar=2) + tsig_rr(ALG + TSIG_FIELDS) + opt_rr(),
+    "additional count beyond the packet": lambda w: counts(w, ar=1),
+}
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+@pytest.mark.parametrize("case", list(MALFORMED_QUERIES), ids=list(MALFORMED_QUERIES))
+def test_malformed_query_gets_formerr_and_no_hit(server, api, case, tcp):
+    tid = api.create_token("dns")["canarytoken"]
+    wire = dns.message.make_query(f"{tid}.{DOMAIN}", "A").to_wire()
+    bad = MALFORMED_QUERIES[case](wire)
+    resp = raw_exchange(server, bad, tcp=tcp)
+    assert resp[:2] == bad[:2], "answers the query's id"
+    assert resp[2] & 0x80, "a response"
+    assert resp[3] & 0x0F == FORMERR, resp.hex()
+    assert len(resp) <= len(bad), "FORMERR must not amplify"
+    control = api.create_token("dns")["canarytoken"]
+    assert query(server, f"{control}.{DOMAIN}", tcp=tcp).rcode() == dns.rcode.NOERROR
+    api.wait_events(control)
+    assert api.incidents_for(tid) == [], f"{case}: a malformed packet was recorded as a hit"
+
+
+def tsig_query(tid):
+    import dns.tsigkeyring
+    q = dns.message.make_query(f"{tid}.{DOMAIN}", "A", use_edns=0)
+    q.use_tsig(dns.tsigkeyring.from_text({"k1.": "c2VjcmV0c2VjcmV0c2VjcmV0"}), keyname="k1.")
+    return q
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_tsig_signed_query_gets_notauth_badkey_and_no_hit(server, api, tcp):
+    import dns.tsig
+    tid = api.create_token("dns")["canarytoken"]
+    q = tsig_query(tid)
+    send = dns.query.tcp if tcp else dns.query.udp
+    with pytest.raises(dns.tsig.PeerBadKey):  # dnspython reads the unsigned BADKEY answer
+        send(q, server.dns_host, port=server.dns_port, timeout=3)
+    q = tsig_query(tid)
+    wire = q.to_wire()
+    resp = raw_exchange(server, wire, tcp=tcp)
+    assert resp[:2] == wire[:2] and resp[2] & 0x80
+    assert resp[3] & 0x0F == NOTAUTH, resp.hex()
+    assert len(resp) <= len(wire), "the error answer must not amplify"
+    with pytest.raises(dns.tsig.PeerBadKey):
+        dns.message.from_wire(resp, keyring=q.keyring, request_mac=q.mac)
+    control = api.create_token("dns")["canarytoken"]
+    query(server, f"{control}.{DOMAIN}")
+    api.wait_events(control)
+    assert api.incidents_for(tid) == []
+
+
+# Everyday clients are still answered and recorded, whatever EDNS options they send.
+
+@needs_dig
+@pytest.mark.parametrize("opts", [[], ["+nocookie"], ["+noedns"], ["+tcp"], ["+tcp", "+nocookie"], ["+dnssec"],
+                                  ["+nsid"], ["+subnet=192.0.2.0/24"], ["+bufsize=4096"]],
+                         ids=lambda o: " ".join(o) or "defaults")
+def test_dig_options_are_answered_and_recorded(server, api, opts):
+    tid = api.create_token("dns")["canarytoken"]
+    out = dig(server, *opts, f"{tid}.{DOMAIN}", "A")
+    assert "status: NOERROR" in out, out
+    assert "127.0.0.1" in out, out
+    api.wait_events(tid)
+
+
+@pytest.mark.skipif(HOST is None, reason="host (bind9-host) is not installed")
+@pytest.mark.parametrize("flags", [[], ["-T"]], ids=["udp", "tcp"])
+def test_host_command_is_answered_and_recorded(server, api, flags):
+    tid = api.create_token("dns")["canarytoken"]
+    out = subprocess.run([HOST, *flags, "-W", "3", "-p", str(server.dns_port), "-t", "A", f"{tid}.{DOMAIN}",
+                          server.dns_host], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "has address 127.0.0.1" in out.stdout, out.stdout
+    api.wait_events(tid)
+
+
+@pytest.mark.parametrize("edns", [
+    {"use_edns": False},
+    {"use_edns": 0},
+    {"use_edns": 0, "want_dnssec": True, "payload": 4096},
+    {"use_edns": 0, "options": [dns.edns.GenericOption(10, b"\x01\x02\x03\x04\x05\x06\x07\x08")]},  # cookie
+], ids=["plain", "edns", "dnssec ok", "cookie"])
+def test_dnspython_variants_are_answered_and_recorded(server, api, edns):
+    tid = api.create_token("dns")["canarytoken"]
+    q = dns.message.make_query(f"{tid}.{DOMAIN}", "A", **edns)
+    resp = dns.query.udp(q, server.dns_host, port=server.dns_port, timeout=3)
+    assert resp.rcode() == dns.rcode.NOERROR and a_addresses(resp) == ["127.0.0.1"]
+    api.wait_events(tid)
