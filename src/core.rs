@@ -26,6 +26,15 @@ pub const PROVISION: &str = "provision";
 const PROVISION_SPENT: &str = "provision_spent";
 /// Longest memo accepted, in characters (the Console documents 10,000).
 pub const MAX_MEMO_CHARS: usize = 10_000;
+/// A token as `actor` may see it: a token's own webhook URL is a bearer secret, shown whole
+/// only to those who may change tokens (and so set it); others see its host (audit F4).
+fn shown(actor: &Actor, mut t: Token) -> Token {
+    if !actor.may(Permission::ChangeTokens) {
+        t.alert_webhook_url = t.alert_webhook_url.map(|u| crate::outputs::redact::redact(&u));
+    }
+    t
+}
+
 /// Pages are read one row past their `limit` to learn whether more follow: drops that extra
 /// row (the first when paging backwards, as rows come in listing order) and says whether it was
 /// there.
@@ -342,7 +351,9 @@ impl Core {
                         .map_err(|e| CoreError::invalid("alert_webhook_url", e))
                 })
                 .transpose()?;
-            said.push(url.as_ref().map_or("token webhook removed".into(), |u| format!("alerts also to {u}")));
+            said.push(url.as_ref().map_or("token webhook removed".into(), |u| {
+                format!("alerts also to {}", crate::outputs::redact::redact(u))
+            }));
             change.alert_webhook_url = Some(url);
         }
         if let Some(list) = given(&a.email) {
@@ -1118,7 +1129,7 @@ impl Core {
     /// A token the actor may see, or TokenNotFound (never revealing tokens of other flocks).
     pub async fn get_token(&self, actor: &Actor, id: &str) -> CoreResult<Token> {
         self.require(actor, Permission::Read).await?;
-        self.visible_token(actor, id).await
+        Ok(shown(actor, self.visible_token(actor, id).await?))
     }
 
     async fn visible_token(&self, actor: &Actor, id: &str) -> CoreResult<Token> {
@@ -1167,6 +1178,7 @@ impl Core {
         }
         let mut tokens = self.store.list_tokens(&filter, start, limit + 1).await?;
         let more = drop_lookahead(&mut tokens, limit, start.backwards);
+        let tokens = tokens.into_iter().map(|t| shown(actor, t)).collect();
         let total = self.store.count_tokens(&filter).await?;
         Ok(TokenPage { tokens, more, total })
     }
@@ -1188,7 +1200,7 @@ impl Core {
             let done = (page.len() as i64) < MAX_PAGE;
             all.extend(page);
             if done || all.len() > MAX_ALL_TOKENS {
-                return Ok(all);
+                return Ok(all.into_iter().map(|t| shown(actor, t)).collect());
             }
         }
     }

@@ -289,3 +289,19 @@ def test_an_unresolvable_public_name_is_still_accepted(plain):
     api = plain.api()
     added = api.ok_post("alerts/outputs/add", output="slack=https://hooks.slack.com/services/T1/B1/X1")["output"]
     api.ok_post("alerts/outputs/delete", output_id=added["id"])
+
+
+def test_token_webhook_is_redacted_for_keys_that_cannot_change_tokens(secret_server):
+    """The same secret on the token itself (canarytoken/fetch, canarytokens/fetch, paginate):
+    whole for those who may set it (analysts, admins), its host for read-only keys."""
+    admin = secret_server.api()
+    tid = next(t["canarytoken"] for t in admin.ok_get("canarytokens/fetch")["tokens"]
+               if t.get("alert_webhook_url") == TOKEN_HOOK)
+    ro = secret_server.api(secret_server.create_key("read-only")["auth_token"])
+    for body in (ro.ok_get("canarytoken/fetch", canarytoken=tid)["token"],
+                 next(t for t in ro.ok_get("canarytokens/fetch")["tokens"] if t["canarytoken"] == tid),
+                 next(t for t in ro.ok_get("canarytokens/paginate", limit="100")["canarytokens"]
+                      if t["canarytoken"] == tid)):
+        assert body["alert_webhook_url"] == "https://hooks.example.com/…", body
+    analyst = secret_server.api(secret_server.create_key("analyst")["auth_token"])
+    assert analyst.ok_get("canarytoken/fetch", canarytoken=tid)["token"]["alert_webhook_url"] == TOKEN_HOOK
