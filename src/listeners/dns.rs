@@ -553,7 +553,7 @@ mod tests {
         }
 
         async fn hits(&self) -> usize {
-            self.store.token_hits(&self.token, 100).await.unwrap().len()
+            self.store.token_hits(&self.token, 100, None).await.unwrap().len()
         }
     }
 
