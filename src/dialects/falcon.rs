@@ -259,14 +259,14 @@ fn event_json(e: &AuditEvent) -> Value {
 }
 
 /// Query parameters, with `ids` split on commas as well.
-struct Params(Vec<(String, String)>);
+pub struct Params(pub Vec<(String, String)>);
 
 impl Params {
     fn get(&self, k: &str) -> Option<&str> {
         self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).filter(|v| !v.trim().is_empty())
     }
     /// The ids asked for, each once, in the order given.
-    fn ids(&self) -> Vec<String> {
+    pub fn ids(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for id in self.0.iter().filter(|(n, _)| n == "ids").flat_map(|(_, v)| v.split(',')).map(str::trim) {
             if !id.is_empty() && !out.iter().any(|o| o == id) {
@@ -281,7 +281,8 @@ impl Params {
             Some(v) => v.trim().parse().map_err(|_| CoreError::invalid(k, format!("must be an integer, not {v:?}"))),
         }
     }
-    fn query(&self) -> CoreResult<Query> {
+    /// The listing a query asks for: its FQL filter parsed, sort, offset and limit.
+    pub fn query(&self) -> CoreResult<Query> {
         let filter = match self.get("filter") {
             Some(f) => Some(crate::fql::parse(f).map_err(|e| {
                 CoreError::invalid("filter", format!("is invalid at position {}: {}", e.position, e.message))
@@ -297,7 +298,8 @@ impl Params {
     }
 }
 
-fn body_object(bytes: &[u8]) -> CoreResult<Map<String, Value>> {
+/// The body as a JSON object, refused in Falcon's words.
+pub fn body_object(bytes: &[u8]) -> CoreResult<Map<String, Value>> {
     json_body::object(bytes).map_err(|e| match e {
         NotAnObject::WrongType => CoreError::invalid("body", "must be a JSON object"),
         NotAnObject::Invalid(e) => CoreError::invalid("body", format!("is not valid JSON: {e}")),
@@ -305,7 +307,7 @@ fn body_object(bytes: &[u8]) -> CoreResult<Map<String, Value>> {
 }
 
 /// `expires_timestamp`: RFC 3339 text, or null (never). None when absent.
-fn expires(m: &Map<String, Value>) -> CoreResult<Option<Option<Micros>>> {
+pub fn expires(m: &Map<String, Value>) -> CoreResult<Option<Option<Micros>>> {
     match m.get("expires_timestamp") {
         None => Ok(None),
         Some(Value::Null) => Ok(Some(None)),

@@ -39,7 +39,7 @@ const MAX_BODY: usize = 64 * 1024;
 /// Time a client has to send its body.
 const BODY_DEADLINE: Duration = Duration::from_secs(30);
 /// Latest `expire_time` accepted (9999-12-31T23:59:59Z).
-const MAX_EXPIRE_SECS: i64 = 253_402_300_799;
+pub const MAX_EXPIRE_SECS: i64 = 253_402_300_799;
 /// The answer on `/token` and `/event`.
 const NO_AWS_KIND: &str = "Honey AWS tokens (/token and /event) need the aws-id token kind, \
 which this server does not have yet.";
@@ -106,7 +106,7 @@ async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, Response
 /// The body as SpaceSiren reads it: a body needs `Content-Type: application/json` (parameters
 /// such as `; charset=utf-8` are accepted) and must decode to a JSON object. No body (or a
 /// blank one) is an empty object.
-fn body_object(h: &HeaderMap, bytes: &[u8]) -> Result<Map<String, Value>, Response> {
+pub fn body_object(h: &HeaderMap, bytes: &[u8]) -> Result<Map<String, Value>, Response> {
     if bytes.is_empty() {
         return Ok(Map::new());
     }
@@ -117,16 +117,18 @@ fn body_object(h: &HeaderMap, bytes: &[u8]) -> Result<Map<String, Value>, Respon
     json_body::object(bytes).map_err(|_| bad_request("Could not decode json request."))
 }
 
-fn opt_string(m: &Map<String, Value>, name: &'static str) -> Result<Option<String>, Response> {
+/// An optional string field; another type is SpaceSiren's `must be of type string` 400.
+pub fn opt_string(m: &Map<String, Value>, name: &'static str) -> Result<Option<String>, Response> {
     Ok(field_str(m, name).map_err(wrong_type)?.map(str::to_string))
 }
 
-fn opt_flag(m: &Map<String, Value>, name: &'static str) -> Result<Option<bool>, Response> {
+/// An optional boolean field; another type is SpaceSiren's `must be of type bool` 400.
+pub fn opt_flag(m: &Map<String, Value>, name: &'static str) -> Result<Option<bool>, Response> {
     field_bool(m, name).map_err(wrong_type)
 }
 
 /// `expire_time`: epoch seconds, 0 = never; returned as microseconds.
-fn opt_expire(m: &Map<String, Value>) -> Result<Option<i64>, Response> {
+pub fn opt_expire(m: &Map<String, Value>) -> Result<Option<i64>, Response> {
     match field_int(m, "expire_time").map_err(wrong_type)? {
         None => Ok(None),
         Some(secs) if (0..=MAX_EXPIRE_SECS).contains(&secs) => Ok(Some(secs * 1_000_000)),
@@ -138,7 +140,7 @@ fn opt_expire(m: &Map<String, Value>) -> Result<Option<i64>, Response> {
 
 /// `key_id`: a string on every method (null included: SpaceSiren checks its type first);
 /// absent is an error only where it is `required`.
-fn key_id(m: &Map<String, Value>, required: bool) -> Result<Option<String>, Response> {
+pub fn key_id(m: &Map<String, Value>, required: bool) -> Result<Option<String>, Response> {
     match m.get("key_id") {
         None if required => Err(bad_request("Parameter 'key_id' is required.")),
         None => Ok(None),

@@ -42,8 +42,8 @@ pub const GIF: &[u8] = &[
 const MAX_KEPT: usize = 2048;
 /// Most headers kept in a hit, and most bytes of header names and values together: whoever
 /// holds a token URL decides how big its hits are, so each is bounded (about 14 KiB in all).
-const MAX_HEADERS: usize = 64;
-const MAX_HEADER_BYTES: usize = 8192;
+pub const MAX_HEADERS: usize = 64;
+pub const MAX_HEADER_BYTES: usize = 8192;
 
 /// Largest scanner report accepted.
 const MAX_REPORT: usize = 16 * 1024;
@@ -112,7 +112,8 @@ fn canonical(name: &HeaderName) -> String {
         .join("-")
 }
 
-fn headers_json(h: &HeaderMap) -> Map<String, Value> {
+/// The headers a hit keeps: canonical names, values joined and cut, within the limits above.
+pub fn headers_json(h: &HeaderMap) -> Map<String, Value> {
     let mut m = Map::new();
     let mut budget = MAX_HEADER_BYTES;
     for name in h.keys().take(MAX_HEADERS) {
@@ -272,7 +273,7 @@ async fn scanner_report(state: &HttpState, token_id: &str, report: &str, body: B
 }
 
 /// Keeps only the known fields of a scanner report, each bounded.
-fn browser_details(v: &Value) -> Value {
+pub fn browser_details(v: &Value) -> Value {
     let text = |k: &str| Value::String(v.get(k).and_then(Value::as_str).map(|s| cut_to(s, 256)).unwrap_or_default());
     let list = |k: &str, max: usize| {
         Value::Array(

@@ -71,7 +71,7 @@ pub fn find<'a>(fields: &'a [Field], name: &str) -> Option<&'a Field> {
 }
 
 /// `expr` as SQL over `fields`, values bound into `args`.
-pub(super) fn compile(expr: &Expr, fields: &[Field], args: &mut Args, now_us: i64) -> Result<String, FqlError> {
+pub fn compile(expr: &Expr, fields: &[Field], args: &mut Args, now_us: i64) -> Result<String, FqlError> {
     Ok(match expr {
         Expr::And(parts) => {
             let sql: Result<Vec<_>, _> = parts.iter().map(|p| compile(p, fields, args, now_us)).collect();
@@ -205,7 +205,7 @@ fn comparison(
 }
 
 /// `field.asc`, `field.desc`, `field|asc` or `field` (ascending) → ORDER BY text.
-pub(super) fn order_by(sort: &str, fields: &[Field], args: &mut Args, now_us: i64) -> Result<String, FqlError> {
+pub fn order_by(sort: &str, fields: &[Field], args: &mut Args, now_us: i64) -> Result<String, FqlError> {
     let s = sort.trim();
     let (name, dir) = match s.rsplit_once(['.', '|']) {
         Some((n, d)) if d.eq_ignore_ascii_case("asc") || d.eq_ignore_ascii_case("desc") => (n, d.to_ascii_uppercase()),

@@ -56,17 +56,18 @@ impl std::ops::DerefMut for WriteTx {
 
 /// A bind value for statements built at run time.
 #[derive(Debug, Clone)]
-pub(super) enum Arg {
+pub enum Arg {
     I(i64),
     S(String),
 }
 
 /// Collects bind values and hands out their `$N` placeholders.
 #[derive(Default)]
-pub(super) struct Args(Vec<Arg>);
+pub struct Args(Vec<Arg>);
 
 impl Args {
-    pub(super) fn push(&mut self, a: Arg) -> String {
+    /// Binds `a`; returns its placeholder.
+    pub fn push(&mut self, a: Arg) -> String {
         self.0.push(a);
         format!("${}", self.0.len())
     }

@@ -12,7 +12,7 @@
 // Parsing helpers return a ready error `Response` (128 bytes) on a cold path; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
-mod cursor;
+pub mod cursor;
 mod listings;
 mod shapes;
 
@@ -43,11 +43,11 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// Largest multipart body (uploads); each kind limits its own files further.
 pub const MAX_UPLOAD_BODY: usize = 3 * 1024 * 1024;
 /// Most parts in one multipart body.
-const MAX_PARTS: usize = 32;
+pub const MAX_PARTS: usize = 32;
 /// Time a client has to send the whole request body.
 const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Largest single parameter value accepted (memos have their own, smaller limit).
-const MAX_PARAM: usize = 64 * 1024;
+pub const MAX_PARAM: usize = 64 * 1024;
 
 pub fn router(core: Arc<Core>) -> Router {
     Router::new().route("/api/v1/{*endpoint}", any(handle)).fallback(unknown_path).with_state(core)
@@ -288,6 +288,14 @@ impl Req {
     fn auth_param(&self) -> Option<&str> {
         self.get("auth_token")
     }
+}
+
+/// The parameters and files of `req` exactly as every endpoint reads them (the query string,
+/// then a form, JSON or multipart body, with the size, part and NUL checks), as if from a fixed
+/// peer and without answering: what the fuzz targets drive.
+pub async fn read_params(req: Request) -> Result<(BTreeMap<String, String>, Uploads), Response> {
+    let r = Req::read(req, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    Ok((r.params.0, r.uploads))
 }
 
 /// Splits a multipart body into text parameters and files (parts with a file name).

@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""Makes the fuzz targets' seed corpora (fuzz/corpus/<target>/) from real traffic.
+
+Starts a `trapline serve` on loopback, puts a recording relay in front of its DNS listener and a
+recording proxy in front of its API and trigger listeners, then drives them with the real
+clients: dig for DNS queries, curl for Console forms, JSON and multipart uploads, SpaceSiren and
+Falcon bodies and trigger requests, and falconpy (from ./.venv, when it is there) for Falcon's own
+query strings. What the clients sent becomes the seeds, in each target's input format (see the
+doc comment of each file in fuzz_targets/). FQL seeds are the filters the end-to-end tests use;
+cursors are the ones the server handed out. Scanner reports are written here in the shape the
+scanner page's script posts.
+
+Usage: fuzz/make_corpus.py [TRAPLINE_BIN]   (default target/debug/trapline; needs dig and curl)
+Existing seeds are kept; files are named by content hash, so reruns add only what is new.
+"""
+import base64
+import hashlib
+import http.client
+import http.server
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORPUS = os.path.join(ROOT, "fuzz", "corpus")
+BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "debug", "trapline")
+DOMAIN, NX = "trapline.test", "nx.trapline.test"
+
+
+# Secrets of the throwaway server, blanked (same length) in the seeds so none is committed.
+SECRETS = []
+
+
+def seed(target, data):
+    if isinstance(data, str):
+        data = data.encode()
+    for secret in SECRETS:
+        data = data.replace(secret.encode(), b"0" * len(secret))
+    d = os.path.join(CORPUS, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, hashlib.sha1(data).hexdigest()[:16]), "wb") as f:
+        f.write(data)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+# --- the server -------------------------------------------------------------------------------
+data_dir = tempfile.mkdtemp(prefix="trapline-corpus-")
+api_port, http_port, dns_port = free_port(), free_port(), free_port()
+proc = subprocess.Popen(
+    [BIN, "serve", "--data-dir", data_dir, "--api-listen", f"127.0.0.1:{api_port}",
+     "--http-listen", f"127.0.0.1:{http_port}", "--dns-listen", f"127.0.0.1:{dns_port}",
+     "--domain", DOMAIN, "--nx-domain", NX],
+    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+admin = None
+for line in proc.stdout:
+    if line.startswith('{"key_id"') and admin is None:
+        admin = json.loads(line)
+    if line.strip() == "Ready.":
+        break
+threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+assert admin, "no admin key printed at start"
+AUTH = admin["auth_token"]
+SECRETS.append(AUTH)
+
+
+def stop_server():
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+import atexit  # noqa: E402  (the server must go whatever fails below)
+
+atexit.register(stop_server)
+
+
+# --- recording proxies --------------------------------------------------------------------------
+def proxy(upstream_port, record):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def handle_one(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else b""
+            record(self.command, self.path, self.headers, body)
+            c = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=10)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+            c.request(self.command, self.path, body=body, headers=headers)
+            r = c.getresponse()
+            data = r.read()
+            self.send_response(r.status)
+            for k, v in r.getheaders():
+                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = handle_one
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{srv.server_address[1]}"
+
+
+def record_api(method, path, headers, body):
+    u = urllib.parse.urlsplit(path)
+    ctype = headers.get("Content-Type") or ""
+    if u.path.startswith("/api/v1/"):
+        seed("console_body", f"{ctype}\n{u.query}\n".encode() + body)
+    elif u.path in ("/key", "/test-alert"):
+        seed("spacesiren_body", f"{ctype}\n".encode() + body)
+    elif u.path.startswith("/installation-tokens/") or u.path.startswith("/oauth2/"):
+        seed("falcon_request", f"{u.query}\n".encode() + body)
+
+
+def record_trigger(method, path, headers, body):
+    lines = [path] + [f"{k}: {v}" for k, v in headers.items()]
+    seed("http_trigger", "\n".join(lines))
+    if "tl_report" in path and body:
+        seed("scanner_report", body)
+
+
+API = proxy(api_port, record_api)
+TRIGGER = proxy(http_port, record_trigger)
+
+
+def curl(*args):
+    return subprocess.run(["curl", "-s", "--max-time", "10", *args], capture_output=True, check=True).stdout
+
+
+def console(endpoint, *args, get=False):
+    url = f"{API}/api/v1/{endpoint}"
+    if get:
+        return json.loads(curl("-G", url, "--data-urlencode", f"auth_token={AUTH}", *args))
+    return json.loads(curl(url, "-d", f"auth_token={AUTH}", *args))
+
+
+# --- Console bodies: forms, JSON, multipart -----------------------------------------------------
+tokens = {}
+for kind, extra in [("http", []), ("dns", []), ("sensitive-cmd", ["-d", "process_name=klist.exe"]),
+                    ("windows-dir", []), ("log4shell", []), ("fast-redirect", ["-d", "browser_redirect_url=https://example.com/x?y=1"]),
+                    ("http", ["-d", "browser_scanner_enabled=false", "--data-urlencode", "memo=näive & odd=chars"])]:
+    r = console("canarytoken/create", "-d", f"kind={kind}", "-d", f"memo=seed {kind}", *extra)
+    assert "canarytoken" in r, (kind, r)
+    tokens.setdefault(kind, r["canarytoken"]["canarytoken"])
+curl(f"{API}/api/v1/canarytoken/create", "-H", "Content-Type: application/json",
+     "-d", json.dumps({"auth_token": AUTH, "kind": "dns", "memo": "json body", "alert_cooldown_secs": 60,
+                       "enabled": True}))
+png = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+with tempfile.NamedTemporaryFile(suffix=".png", delete=False) as f:
+    f.write(png)
+curl(f"{API}/api/v1/canarytoken/create", "-F", f"auth_token={AUTH}", "-F", "kind=web-image",
+     "-F", "memo=multipart upload", "-F", f"web_image=@{f.name};type=image/png")
+curl(f"{API}/api/v1/canarytoken/create", "-F", f"auth_token={AUTH}", "-F", "kind=qr-code", "-F", "memo=two parts")
+os.unlink(f.name)
+console("canarytokens/search", "--data-urlencode", "search_string=seed", get=True)
+console("incidents/unacknowledged", "-d", "limit=2", get=True)
+curl(f"{API}/api/v1/canarytoken/update?auth_token={AUTH}&canarytoken={tokens['http']}", "-X", "POST",
+     "--data-urlencode", "memo=updated+memo", "-d", "alert_email=soc@example.com")
+
+# --- trigger requests and scanner reports -------------------------------------------------------
+for tid in tokens.values():
+    curl(f"{TRIGGER}/static/about/{tid}/index.html", "-A", "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0")
+curl(f"{TRIGGER}/x.gif?id={tokens['http']}&utm_source=mail", "-H", "Accept: text/html,application/xhtml+xml",
+     "-H", "X-Forwarded-For: 203.0.113.9", "-H", "Referer: https://mail.example/inbox")
+curl(f"{TRIGGER}/%7e{tokens['dns']}/..;/a%00b", "-H", "Cookie: a=b; c=d", "-X", "PUT", "-d", "x")
+page = curl(f"{TRIGGER}/{tokens['http']}/view.html", "-H", "Accept: text/html").decode()
+m = re.search(r'x\.open\("POST", "([^"]+)"', page)
+if m:
+    report = {"language": "en-GB", "languages": ["en-GB", "en", "de"], "platform": "Linux x86_64",
+              "user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36",
+              "screen": "1920x1080x24", "timezone": "Europe/London",
+              "plugins": ["PDF Viewer", "Chrome PDF Viewer", "Chromium PDF Viewer"],
+              "webrtc_local_ips": ["192.168.1.23", "3f9a3c1e-8d2b-4c5e-9f0a-1b2c3d4e5f60.local"]}
+    url = f"{TRIGGER}/{tokens['http']}/view.html" + m.group(1).replace("\\/", "/")
+    curl(url, "-H", "Content-Type: application/json", "-d", json.dumps(report))
+    seed("scanner_report", json.dumps({**report, "plugins": [], "webrtc_local_ips": [], "timezone": "-60"}))
+    seed("scanner_report", json.dumps({"language": "fr", "languages": "fr", "screen": 1080, "extra": {"x": [1]}}))
+
+# --- cursors the server hands out ---------------------------------------------------------------
+for endpoint, args in [("canarytokens/paginate", ["-d", "limit=1"]), ("canarytokens/search", ["-d", "limit=2"]),
+                       ("incidents/all", ["-d", "limit=1"]), ("incidents/unacknowledged", ["-d", "limit=1"])]:
+    time.sleep(0.5)
+    r = console(endpoint, *args, get=True)
+    c = r.get("cursor")
+    nxt = c.get("next") if isinstance(c, dict) else c
+    if nxt:
+        seed("console_cursor", nxt)
+        seed("console_cursor", base64.urlsafe_b64decode(nxt + "=" * (-len(nxt) % 4)))
+
+# --- SpaceSiren bodies (curl) and Falcon requests (falconpy, else curl) -------------------------
+with open(os.path.join(data_dir, "provision.key")) as f:
+    provision = f.read().strip()
+SECRETS.append(provision)
+made = json.loads(curl(f"{API}/key", "-H", f"X-Provision-Key: {provision}", "-H", "Content-Type: application/json",
+                       "-d", json.dumps({"admin": True, "description": "seed admin", "expire_time": 0})))
+key = made["key"]
+SECRETS.append(key["secret_id"])
+ss = ["-H", f"X-Key-ID: {key['key_id']}", "-H", f"X-Secret-ID: {key['secret_id']}"]
+for method, body in [("GET", {}), ("GET", {"key_id": key["key_id"]}),
+                     ("PATCH", {"key_id": key["key_id"], "description": "renamed", "active": True, "expire_time": 4102444800}),
+                     ("POST", {"admin": False, "active": False, "description": "inactive"})]:
+    curl(f"{API}/key", "-X", method, *ss, "-H", "Content-Type: application/json; charset=utf-8", "-d", json.dumps(body))
+curl(f"{API}/test-alert", *ss, "-H", "Content-Type: application/json", "-d", '{"description": "seed test"}')
+
+venv_python = os.path.join(ROOT, ".venv", "bin", "python")
+falcon_script = r"""
+import sys
+from falconpy import InstallationTokens
+f = InstallationTokens(client_id=sys.argv[1], client_secret=sys.argv[2], base_url=sys.argv[3])
+t = f.tokens_create(label="seed-one", expires_timestamp="2030-01-01T00:00:00Z")["body"]["resources"][0]
+f.tokens_create(label="seed-two")
+f.tokens_update(ids=t["id"], label="seed-renamed", revoked=True)
+f.tokens_update(ids=t["id"], revoked=False, expires_timestamp=None)
+f.tokens_query(filter="status:'valid'+label:*'seed*'", sort="created_timestamp.desc", limit=10, offset=0)
+f.tokens_read(ids=[t["id"], "nosuch"])
+f.audit_events_query(filter="action:'token_create'", sort="timestamp.asc")
+f.customer_settings_update(max_active_tokens=10, tokens_required=False)
+f.tokens_delete(ids=t["id"])
+"""
+if os.path.exists(venv_python):
+    subprocess.run([venv_python, "-c", falcon_script, key["key_id"], key["secret_id"], API], check=True,
+                   capture_output=True, timeout=60)
+seed("falcon_request", "ids=a,b,%20b%20&ids=c&filter=label%3A%27x%27&limit=5&offset=10\n"
+                       '{"label": "x", "expires_timestamp": "2030-01-01T00:00:00.123+02:00", "revoked": true}')
+
+# --- DNS: dig through a recording relay ---------------------------------------------------------
+relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+relay.bind(("127.0.0.1", 0))
+relay_port = relay.getsockname()[1]
+
+
+def run_relay():
+    up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    up.settimeout(5)
+    while True:
+        pkt, peer = relay.recvfrom(4096)
+        seed("dns_answer", pkt)
+        up.sendto(pkt, ("127.0.0.1", dns_port))
+        try:
+            answer, _ = up.recvfrom(4096)
+        except socket.timeout:
+            continue
+        relay.sendto(answer, peer)
+
+
+threading.Thread(target=run_relay, daemon=True).start()
+t = tokens["dns"]
+generic = "nbswy3dpeb3w64tmmq.G07"  # base32("hello world")
+names = [
+    (f"{t}.{DOMAIN}", "A", []), (f"{t}.{DOMAIN}", "AAAA", ["+noedns"]), (f"{t}.{DOMAIN}", "TXT", ["+dnssec"]),
+    (f"{generic}.{t}.{DOMAIN}", "A", ["+norec"]), (f"{t.upper()}.{DOMAIN}", "ANY", []),
+    (f"cWS042.UN.ualice.CMD.ab12cd34.{tokens['sensitive-cmd']}.{DOMAIN}", "A", []),
+    (f"alice.WS042.CORP.INI.{tokens['windows-dir']}.{DOMAIN}", "A", []),
+    (f"xlogs01.internal.L4J.{tokens['log4shell']}.{DOMAIN}", "A", ["+edns=0", "+bufsize=4096"]),
+    (f"c2E-.42.{t}.{DOMAIN}", "A", []), (DOMAIN, "SOA", []), (DOMAIN, "NS", []), (f"ns1.{DOMAIN}", "A", []),
+    (f"{t}.{NX}", "A", []), (f"www.{NX}", "MX", []), ("example.com", "A", []), (DOMAIN, "AXFR", ["+notcp"]),
+    (f"{t}.{DOMAIN}", "CAA", ["+cookie"]), (f"{t}.{DOMAIN}", "A", ["-c", "CH"]),
+]
+for name, qtype, opts in names:
+    subprocess.run(["dig", "@127.0.0.1", "-p", str(relay_port), name, qtype, "+tries=1", "+time=2", *opts],
+                   capture_output=True, timeout=15)
+subprocess.run(["dig", "@127.0.0.1", "-p", str(relay_port), "+tries=1", "+time=2", "-x", "192.0.2.1"],
+               capture_output=True, timeout=15)
+# An answer (ignored as a response), a short packet, and a query with two questions.
+up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+up.settimeout(5)
+q = open(os.path.join(CORPUS, "dns_answer", sorted(os.listdir(os.path.join(CORPUS, "dns_answer")))[0]), "rb").read()
+up.sendto(q, ("127.0.0.1", dns_port))
+seed("dns_answer", up.recvfrom(4096)[0])
+seed("dns_answer", q[:11])
+
+# --- DNS labels: names left of the token, as the decoders get them ------------------------------
+for labels in [generic, "cWS042.UN.ualice.CMD.ab12cd34", "cPC.un.ubob.cmd", "alice.WS042.CORP.INI",
+               "first.last.PC1.DOM.ini", "xlogs01.internal.L4J", "c2E-.42", "dXNlcm5hbWU-.07", "www", "G12",
+               "MFRGGZDFMZTWQ2LKNNWG23TPOBYXE43UOV3HO6DZPI------.G99"]:
+    seed("dns_labels", labels)
+
+# --- FQL: the filters and sorts the end-to-end tests use ----------------------------------------
+for path in ["test_falcon.py", "test_falcon_fidelity.py"]:
+    text = open(os.path.join(ROOT, "tests", "e2e", path)).read()
+    for m in re.finditer(r'\(\s*"((?:[a-z_]+:[^"]*)|(?:\([^"]*))",', text):
+        seed("fql", m.group(1).replace('\\"', '"'))
+    for m in re.finditer(r'filter="([^"]+)"', text):
+        seed("fql", m.group(1))
+for s in ["created_timestamp.desc", "timestamp|asc", "label", "(label:'a',label:'b')+status:!'revoked'",
+          "created_timestamp:>='2021-09-22T02:28:11Z'+created_timestamp:<='now+1w'", "id:[1,2,3]",
+          "expires_timestamp:null,revoked_timestamp:!null", "label:'it\\'s'", "x:1.5e3"]:
+    seed("fql", s)
+
+stop_server()
+for target in sorted(os.listdir(CORPUS)):
+    print(f"{target}: {len(os.listdir(os.path.join(CORPUS, target)))} seeds")
