@@ -59,6 +59,20 @@ impl At {
     }
 }
 
+/// Markdown escaping (Discord, Teams): a backslash before each of `specials`, before `_`
+/// unless inside a word, and before `#`, `-` and `+` where a line starts.
+pub fn escape_markdown(c: char, at: At, out: &mut String, specials: &[char]) {
+    let special = match c {
+        '_' => !at.in_word(),
+        '#' | '-' | '+' => at.line_start(),
+        c => specials.contains(&c),
+    };
+    if special {
+        out.push('\\');
+    }
+    out.push(c);
+}
+
 /// Breaks the plain-text forms chat services turn into links or mentions, by a zero-width
 /// space in each: `://` (raw links), `](` (Markdown links), `@` (`@everyone`, `@here`,
 /// `@channel`, user names). Control characters and bidirectional overrides (which can make

@@ -24,16 +24,7 @@ const FIELDS_MAX: usize = 25;
 
 /// Discord Markdown: a backslash before each character that could start formatting.
 fn escape(c: char, at: At, out: &mut String) {
-    let special = match c {
-        '\\' | '*' | '~' | '`' | '|' | '<' | '>' | '[' | ']' => true,
-        '_' => !at.in_word(),
-        '#' | '-' | '+' => at.line_start(),
-        _ => false,
-    };
-    if special {
-        out.push('\\');
-    }
-    out.push(c);
+    card::escape_markdown(c, at, out, &['\\', '*', '~', '`', '|', '<', '>', '[', ']']);
 }
 
 pub fn body(c: &Card, time: &str) -> Value {

@@ -18,16 +18,7 @@ const VALUE_MAX: usize = 1024;
 
 /// Adaptive Card Markdown (CommonMark's escapes): a backslash before what could format.
 fn escape(c: char, at: At, out: &mut String) {
-    let special = match c {
-        '\\' | '*' | '`' | '~' | '<' | '>' | '[' | ']' => true,
-        '_' => !at.in_word(),
-        '#' | '-' | '+' => at.line_start(),
-        _ => false,
-    };
-    if special {
-        out.push('\\');
-    }
-    out.push(c);
+    card::escape_markdown(c, at, out, &['\\', '*', '`', '~', '<', '>', '[', ']']);
 }
 
 pub fn body(c: &Card) -> Value {
