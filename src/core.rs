@@ -70,7 +70,7 @@ pub const DEFAULT_EVENT_LIMIT: i64 = 100;
 /// it the listing ends early and says more follow, so answers stay bounded whatever is stored.
 pub const LISTING_BUDGET: usize = 32 * 1024 * 1024;
 /// Incidents read from the store at a time while a listing fills.
-const LISTING_CHUNK: i64 = 200;
+pub const LISTING_CHUNK: i64 = 200;
 /// Longest test-alert description kept, in characters (as SpaceSiren cuts token descriptions).
 pub const MAX_TEST_DESCRIPTION: usize = 300;
 /// Most annotations one enrolled host may carry.
