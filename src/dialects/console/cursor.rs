@@ -123,7 +123,9 @@ impl Neighbours {
         };
         let (has_next, has_prev) = if backwards { (true, more) } else { (more, started_at_key) };
         Neighbours {
-            next: has_next.then(|| make(last, false, page + 1)),
+            // Page numbers only label pages (the key says where they start), and a client may
+            // send any: the largest one's next page keeps its number rather than overflow.
+            next: has_next.then(|| make(last, false, page.saturating_add(1))),
             prev: (has_prev && page > 1).then(|| make(first, true, page - 1)),
         }
     }
@@ -184,6 +186,18 @@ mod tests {
         assert!(cursor(Some(Key::Incident(1, 2))).token_start().is_err());
         let zero = Cursor { page: 0, ..cursor(None) };
         assert!(Cursor::decode(&zero.encode(), "canarytokens/paginate").is_err());
+    }
+
+    #[test]
+    fn the_largest_page_number_a_client_can_send_has_a_next_page() {
+        // Found while writing the fuzz target console_cursor: `page + 1` overflowed (a panic
+        // in debug builds) for a forged cursor with "n": i64::MAX.
+        let forged = Cursor { page: i64::MAX, ..cursor(None) };
+        let c = Cursor::decode(&forged.encode(), "canarytokens/paginate").unwrap();
+        let keys = Some((Key::Incident(1, 1), Key::Incident(2, 2)));
+        let near = Neighbours::around(&c.endpoint, &c.params, c.page, false, true, true, keys);
+        assert_eq!(near.next.map(|n| n.page), Some(i64::MAX));
+        assert_eq!(near.prev.map(|p| p.page), Some(i64::MAX - 1));
     }
 
     #[test]
