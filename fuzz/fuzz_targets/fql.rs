@@ -3,15 +3,15 @@
 //! both entities' fields ([`trapline::store::fql_sql::compile`], and
 //! [`trapline::store::fql_sql::order_by`] for `sort`), which needs no database.
 //!
-//! Invariants: no panic; an error names a position inside the filter; a parsed filter printed
-//! back as FQL parses to the same tree (positions aside), so the parser reads every filter the
-//! one way; compiled SQL is made only of the entity's own column expressions, operators,
+//! Invariants: no panic; an error names a position inside the filter; a parsed filter makes at
+//! most `MAX_TERMS` comparisons (audit F11) and, printed back as FQL, parses to the same tree
+//! (positions aside), so the parser reads every filter the one way; compiled SQL is made only of the entity's own column expressions, operators,
 //! keywords and `$N` placeholders (no filter text ever reaches a statement), with the
 //! placeholders numbered 1..=N, each used; a sort compiles to one column and a direction.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trapline::fql::{parse, Expr, Op, Value, MAX_LEN};
+use trapline::fql::{parse, Expr, Op, Value, MAX_LEN, MAX_TERMS};
 use trapline::store::fql_sql::{compile, order_by, Field, AUDIT_FIELDS, FACTORY_FIELDS};
 use trapline::store::sql::{Arg, Args};
 
@@ -87,6 +87,16 @@ fn print(e: &Expr, out: &mut String) {
 }
 
 /// The tree with every position set to 0.
+/// How many comparisons `e` makes, each value of a list counting as one.
+fn terms(e: &Expr) -> usize {
+    match e {
+        Expr::Or(p) | Expr::And(p) => p.iter().map(terms).sum(),
+        Expr::Present { .. } => 1,
+        Expr::Cmp { value: Value::List(items), .. } => items.len().max(1),
+        Expr::Cmp { .. } => 1,
+    }
+}
+
 fn unplaced(e: &Expr) -> Expr {
     match e {
         Expr::Or(p) => Expr::Or(p.iter().map(unplaced).collect()),
@@ -153,6 +163,9 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
+
+    // Audit F11: a filter never makes more comparisons than SQLite's expression depth allows.
+    assert!(terms(&expr) <= MAX_TERMS, "{} comparisons in {text:?}", terms(&expr));
 
     let mut printed = String::new();
     print(&expr, &mut printed);
