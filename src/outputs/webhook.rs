@@ -104,7 +104,8 @@ fn internal(what: impl std::fmt::Display) -> String {
 /// check runs again at delivery and the connection's resolver refuses internal answers.
 ///
 /// Resolution blocks the calling thread; in the server's multi-threaded runtime the wait is
-/// handed off with `block_in_place`, and [`post`] runs the check on the blocking pool.
+/// handed off with `block_in_place`. [`post`] applies the same rules without resolving: its
+/// connection's resolver refuses internal answers.
 pub fn validate_url(raw: &str, allow_private: bool) -> Result<String, String> {
     check_with(raw, allow_private, &|host, port| blocking(|| resolve(host, port)))
 }
@@ -212,12 +213,10 @@ impl Client {
 /// POSTs `body` as JSON to `url`, with the alert's idempotency key. An error names the
 /// target by scheme and host only (see [`super::redact`]).
 pub async fn post(client: &Client, url: &str, body: &Value, key: &str) -> Result<(), String> {
-    // Checked again at delivery, the same way: the rules, or what the name resolves to, may
-    // have changed since the alert was queued. Resolution blocks, so off the async workers.
-    let (raw, allow) = (url.to_string(), client.allow_private);
-    let url = tokio::task::spawn_blocking(move || validate_url(&raw, allow))
-        .await
-        .map_err(|e| format!("target check failed: {e}"))??;
+    // Checked again at delivery by the same rules, since they may have changed since the
+    // alert was queued. What a name resolves to is judged by the connection's own resolver
+    // ([`PublicOnly`]), on the very addresses it connects to, so it is not looked up twice.
+    let url = check_with(url, client.allow_private, &|_, _| None)?;
     let shown = redact(&url);
     let resp = client
         .http
