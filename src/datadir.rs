@@ -33,7 +33,6 @@ pub fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
 /// held while the returned file lives): two servers on one data directory would share one node
 /// id and, with SQLite, one database file without knowing of each other.
 pub fn lock_for_serve(dir: &Path) -> anyhow::Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
     let path = dir.join("serve.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -42,8 +41,9 @@ pub fn lock_for_serve(dir: &Path) -> anyhow::Result<std::fs::File> {
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: flock on a descriptor this function owns; it only fails with an error code.
-    let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    // flock(2) underneath (std's File::try_lock): released when the file is closed, also when
+    // the process dies.
+    let taken = file.try_lock().is_ok();
     anyhow::ensure!(
         taken,
         "another trapline serve is using data directory {} (it holds {}): stop it, or give this one its own \
@@ -56,8 +56,7 @@ pub fn lock_for_serve(dir: &Path) -> anyhow::Result<std::fs::File> {
 
 /// Refuses what others own or may write; makes private (`mode`) what others may read.
 fn check_private(what: &str, path: &Path, meta: &std::fs::Metadata, mode: u32) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     let shown = path.display();
     anyhow::ensure!(
         meta.uid() == me,

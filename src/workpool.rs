@@ -31,9 +31,9 @@ impl WorkPool {
             std::thread::Builder::new()
                 .name(format!("trapline-work-{i}"))
                 .spawn(move || {
-                    // SAFETY: setpriority on this thread (who = 0 is the calling thread on
-                    // Linux); failure only leaves the priority as it was.
-                    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+                    // setpriority(PRIO_PROCESS, 0) acts on the calling thread on Linux;
+                    // failure only leaves the priority as it was.
+                    let _ = rustix::process::setpriority_process(None, 10);
                     loop {
                         let job = match rx.lock() {
                             Ok(rx) => rx.recv(),
@@ -82,7 +82,7 @@ mod tests {
         let caller = std::thread::current().id();
         assert_ne!(pool.run(move || std::thread::current().id()).await.unwrap(), caller);
         // SAFETY: getpriority of this thread.
-        let nice = pool.run(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }).await.unwrap();
+        let nice = pool.run(|| rustix::process::getpriority_process(None).unwrap()).await.unwrap();
         assert_eq!(nice, 10);
         // hold the one worker, fill the one queue slot: the next job is refused at once
         let gate = Arc::new(Barrier::new(2));
