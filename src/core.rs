@@ -1404,8 +1404,8 @@ impl Core {
             let folded = text.to_lowercase();
             filter.text_kinds = kinds::KINDS
                 .iter()
-                .filter(|k| k.human_name.to_lowercase().contains(&folded))
-                .map(|k| k.name.to_string())
+                .filter(|k| k.human_name().to_lowercase().contains(&folded))
+                .map(|k| k.name().to_string())
                 .collect();
         }
         Some(filter)
