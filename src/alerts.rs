@@ -73,7 +73,7 @@ fn add_once(outputs: &mut Vec<Value>, output: Value) {
 
 /// The alert for a hit: what happened, where, by whom, and the kind's decoded data.
 pub fn payload(cfg: &AlertConfig, token: &Token, hit: &NewHit) -> Value {
-    let kind_name = kinds::find(&token.kind).map(|k| k.human_name).unwrap_or("");
+    let kind_name = kinds::find(&token.kind).map(|k| k.human_name()).unwrap_or("");
     let data: Map<String, Value> = match &hit.data {
         Value::Object(m) => {
             m.iter().filter(|(k, _)| !k.starts_with('_')).map(|(k, v)| (k.clone(), v.clone())).collect()

@@ -1096,13 +1096,13 @@ impl Core {
             self.require(actor, Permission::ChangeTokens).await?;
         }
         let (alerting, _) = self.check_alert_settings(&req.alerting)?;
-        // Checking uploads can take a lot of CPU and memory (decoding an image): never on the
-        // threads that serve hits, and refused with Busy when too much is queued.
-        let (create, params, uploads) = (kind.create, req.params, req.uploads);
-        let created = self.work.run(move || create(&params, &uploads)).await??;
+        // A kind runs CPU-heavy checks (decoding an image) on the context's work pool, never on
+        // the threads that serve hits; the pool refuses with Busy when too much is queued.
+        let cx = kinds::KindContext { site: self.site.clone(), work: self.work.clone(), secrets: self.secrets.clone() };
+        let created = kind.create(&kinds::CreateRequest { params: &req.params, uploads: &req.uploads }, &cx).await?;
         let token = Token {
             id: ids::token_id(),
-            kind: kind.name.to_string(),
+            kind: kind.name().to_string(),
             memo,
             flock_id,
             enabled: true,
@@ -1229,29 +1229,18 @@ impl Core {
     pub async fn set_redirect_url(&self, actor: &Actor, id: &str, url: &str) -> CoreResult<Token> {
         self.require(actor, Permission::ChangeTokens).await?;
         let token = self.visible_token(actor, id).await?;
-        if !kinds::redirect::takes_redirect(&token.kind) {
-            return Err(CoreError::invalid("canarytoken", "is not a token that redirects"));
-        }
-        let url = kinds::redirect::validate_url(url)?;
-        let mut params = token.params.clone();
-        params[kinds::redirect::PARAM] = url.clone().into();
-        let change = TokenChange { params: Some(params), ..Default::default() };
-        self.change_token(actor, &token.id, change, "token_update", format!("redirect to {url}")).await
+        let updated = kinds::update(&token, &kinds::KindChange::SetRedirect(url))?;
+        let change = TokenChange { params: Some(updated.params), ..Default::default() };
+        self.change_token(actor, &token.id, change, "token_update", updated.description).await
     }
 
     /// Takes the redirect off a token whose redirect is optional (a QR code).
     pub async fn remove_redirect_url(&self, actor: &Actor, id: &str) -> CoreResult<Token> {
         self.require(actor, Permission::ChangeTokens).await?;
         let token = self.visible_token(actor, id).await?;
-        if !kinds::redirect::redirect_is_optional(&token.kind) {
-            return Err(CoreError::invalid("canarytoken", "is not a token whose redirect can be removed"));
-        }
-        let mut params = token.params.clone();
-        if let Some(m) = params.as_object_mut() {
-            m.remove(kinds::redirect::PARAM);
-        }
-        let change = TokenChange { params: Some(params), ..Default::default() };
-        self.change_token(actor, &token.id, change, "token_update", "redirect removed".into()).await
+        let updated = kinds::update(&token, &kinds::KindChange::RemoveRedirect)?;
+        let change = TokenChange { params: Some(updated.params), ..Default::default() };
+        self.change_token(actor, &token.id, change, "token_update", updated.description).await
     }
 
     pub async fn set_enabled(&self, actor: &Actor, id: &str, enabled: bool) -> CoreResult<Token> {
@@ -1273,7 +1262,21 @@ impl Core {
             format!("deleted {} token{}", token.kind, if clear_incidents { " and its incidents" } else { "" }),
         );
         match self.store.delete_token(&token.id, clear_incidents, &audit).await? {
-            TokenDeletion::Deleted => Ok(()),
+            TokenDeletion::Deleted => {
+                // The token is gone whatever its kind says now: a failure to undo what the kind
+                // set up elsewhere is the operator's to see, not the caller's.
+                if let Some(kind) = kinds::find(&token.kind) {
+                    let cx = kinds::KindContext {
+                        site: self.site.clone(),
+                        work: self.work.clone(),
+                        secrets: self.secrets.clone(),
+                    };
+                    if let Err(e) = kind.retire(&token, &cx).await {
+                        tracing::error!(error = %e, token = %token.id, kind = %token.kind, "could not retire token");
+                    }
+                }
+                Ok(())
+            }
             TokenDeletion::NotFound => Err(CoreError::TokenNotFound),
             TokenDeletion::HasIncidents => Err(CoreError::TokenHasIncidents),
         }
@@ -1306,8 +1309,7 @@ impl Core {
         self.require(actor, Permission::Download).await?;
         let token = self.visible_token(actor, id).await?;
         let kind = kinds::find(&token.kind).ok_or(CoreError::NoFile)?;
-        let make = kind.artefact.ok_or(CoreError::NoFile)?;
-        let artefact = make(&token, &self.site);
+        let artefact = kind.artefact(&token, &self.site).ok_or(CoreError::NoFile)?;
         let audit = self.audit(actor, "token_download", &token.id, format!("downloaded {}", artefact.filename));
         self.store.append_audit(&audit).await?;
         Ok(artefact)
@@ -1402,8 +1404,8 @@ impl Core {
             let folded = text.to_lowercase();
             filter.text_kinds = kinds::KINDS
                 .iter()
-                .filter(|k| k.human_name.to_lowercase().contains(&folded))
-                .map(|k| k.name.to_string())
+                .filter(|k| k.human_name().to_lowercase().contains(&folded))
+                .map(|k| k.name().to_string())
                 .collect();
         }
         Some(filter)

@@ -693,3 +693,37 @@ pub struct AuditEntry {
     /// Which API the action came through (`console`, `cli`, ...).
     pub dialect: String,
 }
+
+/// How a trigger key names its token: what kind of credential a listener saw.
+///
+/// Some kinds are not fired by a request that carries the token's id but by a credential the
+/// kind minted (a WireGuard peer's public key, a client certificate, an AWS access key id);
+/// their listeners find the token by that key. No kind mints keys yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyScheme {
+    /// A WireGuard peer's public key (base64), seen in a handshake.
+    WireGuardPublicKey,
+    /// The SHA-256 of a client certificate (hex), seen in a TLS handshake.
+    CertificateSha256,
+    /// An AWS access key id (`AKIA…`), seen in CloudTrail.
+    AwsAccessKeyId,
+}
+
+impl KeyScheme {
+    /// The scheme's stable name, as it will be stored beside the key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyScheme::WireGuardPublicKey => "wireguard-public-key",
+            KeyScheme::CertificateSha256 => "certificate-sha256",
+            KeyScheme::AwsAccessKeyId => "aws-access-key-id",
+        }
+    }
+}
+
+/// A credential minted for one token, by which a listener will recognise it
+/// ([`crate::kinds::Created::keys`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerKey {
+    pub scheme: KeyScheme,
+    pub value: String,
+}

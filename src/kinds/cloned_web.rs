@@ -2,23 +2,62 @@
 //! anywhere but that domain (or its subdomains) — on a phishing copy of the site — it loads
 //! the token URL with the copy's location (`l`) and referrer (`r`), which the hit records.
 
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-use super::{gif_answer, renders, required, Created, Kind, Params, Site, Uploads};
+use super::{params, required, CreateRequest, Created, Kind, KindContext, KindView, Site};
 use crate::error::{CoreError, CoreResult};
 use crate::model::{Channel, Judgement, NewHit, Token};
 
-pub static KIND: Kind = Kind {
-    name: "cloned-web",
-    human_name: "Cloned Website",
-    channel: Channel::Http,
-    create,
-    describe,
-    artefact: None,
-    dns_encoding: None,
-    judge,
-    http_answer: gif_answer,
-};
+pub struct ClonedWeb;
+
+/// The stored settings: the site's own domain.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct ClonedWebParams {
+    cloned_web: String,
+}
+
+#[async_trait::async_trait]
+impl Kind for ClonedWeb {
+    fn name(&self) -> &'static str {
+        "cloned-web"
+    }
+
+    fn human_name(&self) -> &'static str {
+        "Cloned Website"
+    }
+
+    fn channel(&self) -> Channel {
+        Channel::Http
+    }
+
+    async fn create(&self, req: &CreateRequest<'_>, _cx: &KindContext) -> CoreResult<Created> {
+        let domain = validate_domain("cloned_web", required(req.params, "cloned_web")?)?;
+        Created::with(&ClonedWebParams { cloned_web: domain })
+    }
+
+    fn view(&self, token: &Token, site: &Site) -> KindView {
+        let p: ClonedWebParams = params(token);
+        let script = script(&p.cloned_web, &site.url(&token.id));
+        KindView::default().field("cloned_web", p.cloned_web).render(self.name(), script)
+    }
+
+    /// The location and referrer the script sent, as query parameters `l` and `r`.
+    fn judge(&self, _token: &Token, hit: &NewHit) -> Judgement {
+        let mut extra = Map::new();
+        if let Some(q) = hit.data.get("query").and_then(Value::as_str) {
+            for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+                match &*k {
+                    "l" => extra.insert("location".into(), v.into_owned().into()),
+                    "r" => extra.insert("referrer".into(), v.into_owned().into()),
+                    _ => None,
+                };
+            }
+        }
+        Judgement::Alert { extra, dedupe_key: None }
+    }
+}
 
 /// The reason the Console maps to its own message for a domain without enough labels.
 pub const TOO_FEW_LABELS: &str = "is invalid, not enough domain labels";
@@ -36,15 +75,6 @@ pub fn validate_domain(name: &'static str, raw: &str) -> CoreResult<String> {
         return Err(CoreError::invalid(name, TOO_FEW_LABELS));
     }
     Ok(d)
-}
-
-fn create(params: &Params, _uploads: &Uploads) -> CoreResult<Created> {
-    let domain = validate_domain("cloned_web", required(params, "cloned_web")?)?;
-    Ok(Created::params(json!({ "cloned_web": domain })))
-}
-
-fn domain(token: &Token) -> &str {
-    token.params.get("cloned_web").and_then(Value::as_str).unwrap_or("")
 }
 
 /// The snippet for the page, wrapped in `<script>` as the Console renders it. The literals are
@@ -70,26 +100,6 @@ pub fn script(expected: &str, token_url: &str) -> String {
     )
 }
 
-fn describe(token: &Token, site: &Site, out: &mut Map<String, Value>) {
-    out.insert("cloned_web".into(), domain(token).into());
-    renders(out, KIND.name, script(domain(token), &site.url(&token.id)));
-}
-
-/// The location and referrer the script sent, as query parameters `l` and `r`.
-fn judge(_token: &Token, hit: &NewHit) -> Judgement {
-    let mut extra = Map::new();
-    if let Some(q) = hit.data.get("query").and_then(Value::as_str) {
-        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-            match &*k {
-                "l" => extra.insert("location".into(), v.into_owned().into()),
-                "r" => extra.insert("referrer".into(), v.into_owned().into()),
-                _ => None,
-            };
-        }
-    }
-    Judgement::Alert { extra, dedupe_key: None }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +112,30 @@ mod tests {
         );
         assert!(validate_domain("cloned_web", "bad domain.com").is_err());
         assert!(validate_domain("cloned_web", "a..b").is_err());
+    }
+
+    #[tokio::test]
+    async fn create_keeps_the_domain_and_view_renders_the_script() {
+        use crate::kinds::testing;
+        assert!(testing::create(&ClonedWeb, &[]).await.is_err());
+        let stored = testing::create(&ClonedWeb, &[("cloned_web", "Example.com")]).await.unwrap();
+        assert_eq!(stored, serde_json::json!({"cloned_web": "example.com"}));
+        let (site, token) = (testing::site(), testing::token("cloned-web", stored));
+        let view = ClonedWeb.view(&token, &site);
+        assert_eq!(view.fields, vec![("cloned_web", serde_json::json!("example.com"))]);
+        assert_eq!(view.renders, vec![("cloned-web", script("example.com", &site.url(&token.id)))]);
+    }
+
+    #[test]
+    fn judge_records_location_and_referrer() {
+        let token = crate::kinds::testing::token("cloned-web", serde_json::json!({"cloned_web": "example.com"}));
+        let hit = crate::kinds::testing::hit(
+            Channel::Http,
+            serde_json::json!({"query": "l=https%3A%2F%2Fevil.example%2F&r=https%3A%2F%2Fmail.example%2F"}),
+        );
+        let Judgement::Alert { extra, .. } = ClonedWeb.judge(&token, &hit) else { panic!() };
+        assert_eq!(extra["location"], "https://evil.example/");
+        assert_eq!(extra["referrer"], "https://mail.example/");
     }
 
     #[test]

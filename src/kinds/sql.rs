@@ -4,34 +4,29 @@
 //! followed by two random digits and the token hostname.
 
 use base64::Engine;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
 
 use super::{
-    gif_answer, needs_dns_field, renders, Artefact, Created, DnsData, DnsEncoding, Kind, Params, Site, Uploads,
+    needs_dns_field, params, Artefact, CreateRequest, Created, DnsData, DnsDecoding, Kind, KindContext, KindView, Site,
 };
 use crate::error::{CoreError, CoreResult};
 use crate::model::{Channel, Judgement, NewHit, Token};
 
-pub static KIND: Kind = Kind {
-    name: "sql",
-    human_name: "SQL Server",
-    channel: Channel::Dns,
-    create,
-    describe,
-    artefact: Some(artefact),
-    dns_encoding: Some(DnsEncoding { rank: 7, decode }),
-    judge,
-    http_answer: gif_answer,
-};
+pub struct Sql;
 
 const FIELD: &str = "sql_username";
-/// (parameter, default) for each object name the script uses.
-const NAMES: [(&str, &str); 4] = [
-    ("sql_server_table_name", "TABLE1"),
-    ("sql_server_view_name", "VIEW1"),
-    ("sql_server_function_name", "FUNCTION1"),
-    ("sql_server_trigger_name", "TRIGGER1"),
-];
+
+/// The stored settings: what fires the script, and the names of the objects it makes.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SqlParams {
+    /// INSERT, UPDATE, DELETE (a trigger) or SELECT (a view over a function).
+    pub sql_server_sql_action: String,
+    pub sql_server_table_name: String,
+    pub sql_server_view_name: String,
+    pub sql_server_function_name: String,
+    pub sql_server_trigger_name: String,
+}
 
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
@@ -40,26 +35,86 @@ fn valid_name(n: &str) -> bool {
         && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-fn create(params: &Params, _uploads: &Uploads) -> CoreResult<Created> {
-    let action = params.get("sql_server_sql_action").map(|a| a.trim().to_ascii_uppercase());
-    let action = match action.as_deref() {
-        None | Some("") => "INSERT".to_string(),
-        Some(a @ ("INSERT" | "UPDATE" | "DELETE" | "SELECT")) => a.to_string(),
-        Some(_) => return Err(CoreError::invalid("sql_server_sql_action", "must be INSERT, UPDATE, DELETE or SELECT")),
-    };
-    let mut stored = json!({ "sql_server_sql_action": action });
-    for (param, default) in NAMES {
-        let name = params.get(param).map(|v| v.trim()).filter(|v| !v.is_empty()).unwrap_or(default);
-        if !valid_name(name) {
-            return Err(CoreError::invalid(param, "must be a plain SQL identifier (letters, digits, _; at most 128)"));
-        }
-        stored[param] = name.into();
+#[async_trait::async_trait]
+impl Kind for Sql {
+    fn name(&self) -> &'static str {
+        "sql"
     }
-    Ok(Created::params(stored))
+
+    fn human_name(&self) -> &'static str {
+        "SQL Server"
+    }
+
+    fn channel(&self) -> Channel {
+        Channel::Dns
+    }
+
+    async fn create(&self, req: &CreateRequest<'_>, _cx: &KindContext) -> CoreResult<Created> {
+        let action = req.params.get("sql_server_sql_action").map(|a| a.trim().to_ascii_uppercase());
+        let action = match action.as_deref() {
+            None | Some("") => "INSERT".to_string(),
+            Some(a @ ("INSERT" | "UPDATE" | "DELETE" | "SELECT")) => a.to_string(),
+            Some(_) => {
+                return Err(CoreError::invalid("sql_server_sql_action", "must be INSERT, UPDATE, DELETE or SELECT"))
+            }
+        };
+        // An object name, or its default; a plain identifier either way.
+        let name = |param: &'static str, default: &'static str| {
+            let name = req.params.get(param).map(|v| v.trim()).filter(|v| !v.is_empty()).unwrap_or(default);
+            if !valid_name(name) {
+                return Err(CoreError::invalid(
+                    param,
+                    "must be a plain SQL identifier (letters, digits, _; at most 128)",
+                ));
+            }
+            Ok(name.to_string())
+        };
+        Created::with(&SqlParams {
+            sql_server_sql_action: action,
+            sql_server_table_name: name("sql_server_table_name", "TABLE1")?,
+            sql_server_view_name: name("sql_server_view_name", "VIEW1")?,
+            sql_server_function_name: name("sql_server_function_name", "FUNCTION1")?,
+            sql_server_trigger_name: name("sql_server_trigger_name", "TRIGGER1")?,
+        })
+    }
+
+    fn view(&self, token: &Token, site: &Site) -> KindView {
+        let p: SqlParams = params(token);
+        let text = script(&p, &site.hostname(&token.id));
+        KindView::default()
+            .field("sql_server_sql_action", p.sql_server_sql_action)
+            .field("sql_server_table_name", p.sql_server_table_name)
+            .field("sql_server_view_name", p.sql_server_view_name)
+            .field("sql_server_function_name", p.sql_server_function_name)
+            .field("sql_server_trigger_name", p.sql_server_trigger_name)
+            .render(self.name(), text)
+    }
+
+    fn artefact(&self, token: &Token, site: &Site) -> Option<Artefact> {
+        Some(Artefact {
+            filename: format!("sql-server-{}.sql", token.id),
+            content_type: "application/sql",
+            bytes: script(&params(token), &site.hostname(&token.id)).into_bytes(),
+        })
+    }
+
+    fn judge(&self, _token: &Token, hit: &NewHit) -> Judgement {
+        needs_dns_field(hit, FIELD)
+    }
+
+    fn dns(&self) -> Option<&dyn DnsDecoding> {
+        Some(self)
+    }
 }
 
-fn setting<'a>(token: &'a Token, name: &str) -> &'a str {
-    token.params.get(name).and_then(Value::as_str).unwrap_or("")
+impl DnsDecoding for Sql {
+    fn rank(&self) -> u8 {
+        7
+    }
+
+    fn decode(&self, labels: &[String]) -> DnsData {
+        decode(labels)
+    }
 }
 
 /// The statements that look the login up; `indent` is prepended to each line.
@@ -85,11 +140,11 @@ fn lookup_body(hostname: &str, indent: &str) -> String {
     .collect()
 }
 
-pub fn script(token: &Token, hostname: &str) -> String {
-    let action = setting(token, "sql_server_sql_action");
-    let table = setting(token, "sql_server_table_name");
+/// The T-SQL for these settings.
+pub fn script(p: &SqlParams, hostname: &str) -> String {
+    let (action, table) = (&p.sql_server_sql_action, &p.sql_server_table_name);
     if action == "SELECT" {
-        let (view, function) = (setting(token, "sql_server_view_name"), setting(token, "sql_server_function_name"));
+        let (view, function) = (&p.sql_server_view_name, &p.sql_server_function_name);
         format!(
             "-- Reading [{view}] makes SQL Server look up a name that carries the login.\n\
              CREATE FUNCTION [dbo].[{function}]() RETURNS int\nAS\nBEGIN\n{}    RETURN 1;\nEND\nGO\n\
@@ -97,27 +152,12 @@ pub fn script(token: &Token, hostname: &str) -> String {
             lookup_body(hostname, "    ")
         )
     } else {
-        let trigger = setting(token, "sql_server_trigger_name");
+        let trigger = &p.sql_server_trigger_name;
         format!(
             "-- An {action} on [{table}] makes SQL Server look up a name that carries the login.\n\
              CREATE TRIGGER [dbo].[{trigger}] ON [dbo].[{table}] AFTER {action}\nAS\nBEGIN\n    SET NOCOUNT ON;\n{}END\nGO\n",
             lookup_body(hostname, "    ")
         )
-    }
-}
-
-fn describe(token: &Token, site: &Site, out: &mut Map<String, Value>) {
-    for key in ["sql_server_sql_action", NAMES[0].0, NAMES[1].0, NAMES[2].0, NAMES[3].0] {
-        out.insert(key.into(), setting(token, key).into());
-    }
-    renders(out, KIND.name, script(token, &site.hostname(&token.id)));
-}
-
-fn artefact(token: &Token, site: &Site) -> Artefact {
-    Artefact {
-        filename: format!("sql-server-{}.sql", token.id),
-        content_type: "application/sql",
-        bytes: script(token, &site.hostname(&token.id)).into_bytes(),
     }
 }
 
@@ -135,17 +175,9 @@ fn decode(labels: &[String]) -> DnsData {
     }
 }
 
-fn judge(_token: &Token, hit: &NewHit) -> Judgement {
-    needs_dns_field(hit, FIELD)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn token(params: Value) -> Token {
-        crate::kinds::testing::token("sql", params)
-    }
 
     #[test]
     fn decodes_logins() {
@@ -161,23 +193,40 @@ mod tests {
         assert_eq!(decode(&["abc".into(), "G12".into()]), DnsData::NoMatch);
     }
 
-    #[test]
-    fn scripts_for_each_action() {
-        let p = |a: &str| {
-            let mut p = Params::new();
-            p.insert("sql_server_sql_action".into(), a.into());
-            create(&p, &Uploads::new()).unwrap().params
-        };
-        let t = script(&token(p("update")), "h.t.test");
+    #[tokio::test]
+    async fn scripts_for_each_action() {
+        use crate::kinds::testing::create;
+        let p = |v: serde_json::Value| -> SqlParams { serde_json::from_value(v).unwrap() };
+        let stored = p(create(&Sql, &[("sql_server_sql_action", "update")]).await.unwrap());
+        let t = script(&stored, "h.t.test");
         assert!(t.contains("CREATE TRIGGER [dbo].[TRIGGER1] ON [dbo].[TABLE1] AFTER UPDATE"), "{t}");
         assert!(t.contains("'.h.t.test\\a'") && t.contains("xp_dirtree"), "{t}");
-        let s = script(&token(p("SELECT")), "h.t.test");
+        let stored = p(create(&Sql, &[("sql_server_sql_action", "SELECT")]).await.unwrap());
+        let s = script(&stored, "h.t.test");
         assert!(s.contains("CREATE FUNCTION [dbo].[FUNCTION1]()") && s.contains("CREATE VIEW [dbo].[VIEW1]"), "{s}");
-        let mut bad = Params::new();
-        bad.insert("sql_server_table_name".into(), "x; DROP TABLE y".into());
-        assert!(create(&bad, &Uploads::new()).is_err());
-        bad.clear();
-        bad.insert("sql_server_sql_action".into(), "TRUNCATE".into());
-        assert!(create(&bad, &Uploads::new()).is_err());
+        assert!(create(&Sql, &[("sql_server_table_name", "x; DROP TABLE y")]).await.is_err());
+        assert!(create(&Sql, &[("sql_server_sql_action", "TRUNCATE")]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn defaults_are_stored_and_shown_in_order() {
+        use crate::kinds::testing;
+        let stored = testing::create(&Sql, &[]).await.unwrap();
+        let expected = serde_json::json!({
+            "sql_server_sql_action": "INSERT",
+            "sql_server_table_name": "TABLE1",
+            "sql_server_view_name": "VIEW1",
+            "sql_server_function_name": "FUNCTION1",
+            "sql_server_trigger_name": "TRIGGER1",
+        });
+        assert_eq!(stored, expected);
+        let (site, token) = (testing::site(), testing::token("sql", stored));
+        let view = Sql.view(&token, &site);
+        let names: Vec<_> = view.fields.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names[0], "sql_server_sql_action");
+        assert_eq!(names.len(), 5);
+        assert!(view.fields.iter().all(|(n, v)| expected[n] == *v));
+        assert_eq!(view.renders, vec![("sql", script(&params(&token), &site.hostname(&token.id)))]);
+        assert_eq!(Sql.artefact(&token, &site).unwrap().bytes, view.renders[0].1.as_bytes());
     }
 }

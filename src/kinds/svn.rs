@@ -2,24 +2,44 @@
 //! every checkout of the repository fetch an external from it — so each checkout looks the
 //! hostname up, and the lookup is the hit.
 
-use serde_json::{Map, Value};
-
-use super::{always_alert, gif_answer, no_params, renders, Kind, Site};
+use super::{Kind, KindView, Site};
 use crate::model::{Channel, Token};
 
-pub static KIND: Kind = Kind {
-    name: "svn",
-    human_name: "SVN Repo",
-    channel: Channel::Dns,
-    create: no_params,
-    describe,
-    artefact: None,
-    dns_encoding: None,
-    judge: always_alert,
-    http_answer: gif_answer,
-};
+pub struct Svn;
 
-fn describe(token: &Token, site: &Site, out: &mut Map<String, Value>) {
-    let line = format!("svn propset svn:externals \"extras http://{}/svn/extras\" .", site.hostname(&token.id));
-    renders(out, KIND.name, line);
+impl Kind for Svn {
+    fn name(&self) -> &'static str {
+        "svn"
+    }
+
+    fn human_name(&self) -> &'static str {
+        "SVN Repo"
+    }
+
+    fn channel(&self) -> Channel {
+        Channel::Dns
+    }
+
+    fn view(&self, token: &Token, site: &Site) -> KindView {
+        let line = format!("svn propset svn:externals \"extras http://{}/svn/extras\" .", site.hostname(&token.id));
+        KindView::default().render(self.name(), line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_propset_line() {
+        let (site, token) = (crate::kinds::testing::site(), crate::kinds::testing::token("svn", serde_json::json!({})));
+        let view = Svn.view(&token, &site);
+        assert_eq!(
+            view.renders,
+            vec![(
+                "svn",
+                format!("svn propset svn:externals \"extras http://{}/svn/extras\" .", site.hostname(&token.id))
+            )]
+        );
+    }
 }

@@ -10,20 +10,46 @@ use serde_json::Map;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, System, ZipWriter};
 
-use super::{gif_answer, needs_dns_field, no_fields, no_params, Artefact, DnsData, DnsEncoding, Kind, Site};
+use super::{needs_dns_field, Artefact, DnsData, DnsDecoding, Kind, Site};
 use crate::model::{Channel, Judgement, NewHit, Token};
 
-pub static KIND: Kind = Kind {
-    name: "windows-dir",
-    human_name: "Windows Folder",
-    channel: Channel::Dns,
-    create: no_params,
-    describe: no_fields,
-    artefact: Some(artefact),
-    dns_encoding: Some(DnsEncoding { rank: 3, decode }),
-    judge,
-    http_answer: gif_answer,
-};
+pub struct WindowsDir;
+
+impl Kind for WindowsDir {
+    fn name(&self) -> &'static str {
+        "windows-dir"
+    }
+
+    fn human_name(&self) -> &'static str {
+        "Windows Folder"
+    }
+
+    fn channel(&self) -> Channel {
+        Channel::Dns
+    }
+
+    fn artefact(&self, token: &Token, site: &Site) -> Option<Artefact> {
+        Some(artefact(token, site))
+    }
+
+    fn judge(&self, _token: &Token, hit: &NewHit) -> Judgement {
+        needs_dns_field(hit, "windows_user")
+    }
+
+    fn dns(&self) -> Option<&dyn DnsDecoding> {
+        Some(self)
+    }
+}
+
+impl DnsDecoding for WindowsDir {
+    fn rank(&self) -> u8 {
+        3
+    }
+
+    fn decode(&self, labels: &[String]) -> DnsData {
+        decode(labels)
+    }
+}
 
 /// The folder the zip holds.
 const FOLDER: &str = "Confidential";
@@ -81,10 +107,6 @@ fn decode(labels: &[String]) -> DnsData {
         m.insert("windows_domain".into(), d.into());
     }
     DnsData::Decoded(m)
-}
-
-fn judge(_token: &Token, hit: &NewHit) -> Judgement {
-    needs_dns_field(hit, "windows_user")
 }
 
 #[cfg(test)]

@@ -491,7 +491,7 @@ async fn download(core: &Core, actor: &Actor, req: &Req) -> CoreResult<Response>
 /// The kinds `canarytokens/list` and `canarytokens/factory/list` show: kind → human name.
 fn kind_names() -> Value {
     let m: Map<String, Value> =
-        kinds::KINDS.iter().map(|k| (k.name.to_string(), Value::String(k.human_name.into()))).collect();
+        kinds::KINDS.iter().map(|k| (k.name().to_string(), Value::String(k.human_name().into()))).collect();
     Value::Object(m)
 }
 

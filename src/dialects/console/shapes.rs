@@ -42,7 +42,7 @@ pub fn logtype(kind: &str) -> u32 {
         "msword-macro" => 16009,
         "msexcel-macro" => 16010,
         "sensitive-cmd" => 16011,
-        other => match kinds::find(other).map(|k| k.channel) {
+        other => match kinds::find(other).map(|k| k.channel()) {
             Some(Channel::Http) => 17000,
             _ => 16000,
         },
@@ -51,7 +51,7 @@ pub fn logtype(kind: &str) -> u32 {
 
 /// The kinds whose log type is one of `codes`.
 pub fn kinds_with_logtypes(codes: &[u32]) -> Vec<String> {
-    kinds::KINDS.iter().filter(|k| codes.contains(&logtype(k.name))).map(|k| k.name.to_string()).collect()
+    kinds::KINDS.iter().filter(|k| codes.contains(&logtype(k.name()))).map(|k| k.name().to_string()).collect()
 }
 
 /// How times are written in one answer: in the caller's `tz` (UTC when none is given).
@@ -154,8 +154,13 @@ pub fn token_json(site: &Site, t: &Token, with_unacked: bool) -> Value {
         m.insert("ignore_sources".into(), json!(t.ignore_sources.join(",")));
     }
     if let Some(kind) = kinds::find(&t.kind) {
-        m.insert("kind_description".into(), json!(kind.human_name));
-        (kind.describe)(t, site, &mut m);
+        m.insert("kind_description".into(), json!(kind.human_name()));
+        let view = kind.view(t, site);
+        m.extend(view.fields.into_iter().map(|(name, value)| (name.to_string(), value)));
+        if !view.renders.is_empty() {
+            let renders = view.renders.into_iter().map(|(name, text)| (name.to_string(), Value::String(text)));
+            m.insert("renders".into(), Value::Object(renders.collect()));
+        }
     }
     Value::Object(m)
 }
