@@ -2,12 +2,22 @@
 //!
 //! Each setting comes from, in order of precedence: a command-line flag, a `TRAPLINE_*`
 //! environment variable (clap reads both), the TOML file named by `--config`, the default.
+//!
+//! Settings that belong to one part live in that part's section, declared once as a struct
+//! that is both the flags (flattened into [`ServeArgs`]) and the TOML section: each listener's
+//! in `[listeners.<name>]` (see [`crate::listeners::ListenerSettings`]), e-mail alerts' in
+//! `[alerts.email]` ([`AlertEmailSettings`]). Flags, environment variables and flat TOML keys of
+//! older files keep their names (`--dns-listen`, `TRAPLINE_DNS_LISTEN`, `dns_listen = …`): a
+//! section's flat TOML key is its flag's id, and is moved into the section when the file is read.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::listeners::{ListenerSettings, LISTENERS};
 
 /// Options shared by every command that touches the store.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -31,12 +41,8 @@ pub struct ServeArgs {
     /// Management API listener (host:port; port 0 picks a free one).
     #[arg(long, env = "TRAPLINE_API_LISTEN")]
     pub api_listen: Option<SocketAddr>,
-    /// Public trigger HTTP listener.
-    #[arg(long, env = "TRAPLINE_HTTP_LISTEN")]
-    pub http_listen: Option<SocketAddr>,
-    /// Authoritative DNS listener, UDP and TCP on the same port.
-    #[arg(long, env = "TRAPLINE_DNS_LISTEN")]
-    pub dns_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub listeners: ListenerSettings,
     /// Token DNS zone: token hostnames are `<id>.<domain>`.
     #[arg(long, env = "TRAPLINE_DOMAIN")]
     pub domain: Option<String>,
@@ -53,19 +59,6 @@ pub struct ServeArgs {
     /// Default: none — the client address is always the socket peer.
     #[arg(long, env = "TRAPLINE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
-    /// Connections the trigger HTTP listener serves at once (default 4096).
-    #[arg(long, env = "TRAPLINE_HTTP_MAX_CONNS")]
-    pub http_max_conns: Option<usize>,
-    /// Trigger HTTP connections one source (address, or IPv6 /64) holds at once (default 64);
-    /// trusted proxies have no such cap.
-    #[arg(long, env = "TRAPLINE_HTTP_MAX_CONNS_PER_SOURCE")]
-    pub http_max_conns_per_source: Option<usize>,
-    /// Connections the DNS listener serves at once over TCP (default 256).
-    #[arg(long, env = "TRAPLINE_DNS_TCP_MAX_CONNS")]
-    pub dns_tcp_max_conns: Option<usize>,
-    /// DNS/TCP connections one source (address, or IPv6 /64) holds at once (default 16).
-    #[arg(long, env = "TRAPLINE_DNS_TCP_MAX_CONNS_PER_SOURCE")]
-    pub dns_tcp_max_conns_per_source: Option<usize>,
     /// Webhooks every alert is POSTed to (comma-separated URLs).
     #[arg(long, env = "TRAPLINE_ALERT_WEBHOOKS", value_delimiter = ',')]
     pub alert_webhooks: Option<Vec<String>>,
@@ -81,13 +74,8 @@ pub struct ServeArgs {
     /// e.g. your own scanners.
     #[arg(long, env = "TRAPLINE_IGNORE_SOURCES", value_delimiter = ',')]
     pub ignore_sources: Option<Vec<String>>,
-    /// SMTP server for e-mail alerts: smtp://host:25, smtp+starttls://user:pass@host:587 or
-    /// smtps://user:pass@host:465.
-    #[arg(long, env = "TRAPLINE_SMTP_URL")]
-    pub smtp_url: Option<String>,
-    /// Sender of e-mail alerts (default trapline@localhost).
-    #[arg(long, env = "TRAPLINE_SMTP_FROM")]
-    pub smtp_from: Option<String>,
+    #[command(flatten)]
+    pub alert_email: AlertEmailSettings,
     /// Seconds after which a failing alert delivery is given up (default one day).
     #[arg(long, env = "TRAPLINE_ALERT_GIVE_UP_SECS")]
     pub alert_give_up_secs: Option<i64>,
@@ -103,9 +91,6 @@ pub struct ServeArgs {
     /// their own.
     #[arg(long, env = "TRAPLINE_ALERT_MAX_PER_HOUR")]
     pub alert_max_per_hour: Option<i64>,
-    /// PEM file of extra CA certificates to trust for the SMTP server (a private CA).
-    #[arg(long, env = "TRAPLINE_SMTP_CA_FILE")]
-    pub smtp_ca_file: Option<PathBuf>,
     /// Delete stored hits older than this many days (0, the default: keep them all). Hits of
     /// unacknowledged incidents are always kept.
     #[arg(long, env = "TRAPLINE_HIT_RETENTION_DAYS")]
@@ -123,30 +108,68 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     database: Option<String>,
     api_listen: Option<SocketAddr>,
-    http_listen: Option<SocketAddr>,
-    dns_listen: Option<SocketAddr>,
+    #[serde(default)]
+    listeners: ListenerSettings,
+    #[serde(default)]
+    alerts: AlertsFile,
     domain: Option<String>,
     nx_domain: Option<String>,
     public_ip: Option<IpAddr>,
     public_url: Option<String>,
     trusted_proxies: Option<Vec<String>>,
-    http_max_conns: Option<usize>,
-    http_max_conns_per_source: Option<usize>,
-    dns_tcp_max_conns: Option<usize>,
-    dns_tcp_max_conns_per_source: Option<usize>,
     alert_webhooks: Option<Vec<String>>,
     alert_outputs: Option<Vec<String>>,
-    smtp_url: Option<String>,
-    smtp_from: Option<String>,
     ignore_sources: Option<Vec<String>>,
     allow_private_alert_targets: Option<bool>,
     alert_give_up_secs: Option<i64>,
     incident_window_secs: Option<i64>,
     alert_cooldown_secs: Option<i64>,
     alert_max_per_hour: Option<i64>,
-    smtp_ca_file: Option<PathBuf>,
     hit_retention_days: Option<i64>,
     hit_retention_per_token: Option<i64>,
+}
+
+/// The TOML file's `[alerts]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsFile {
+    #[serde(default)]
+    email: AlertEmailSettings,
+}
+
+/// Settings of e-mail alerts: flags `--alert-smtp-*` (or the older `--smtp-*`),
+/// `TRAPLINE_SMTP_*`, TOML `[alerts.email]` (or the older flat `smtp_*` keys).
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertEmailSettings {
+    /// SMTP server for e-mail alerts: smtp://host:25, smtp+starttls://user:pass@host:587 or
+    /// smtps://user:pass@host:465.
+    #[arg(
+        id = "smtp_url",
+        long = "alert-smtp-url",
+        value_name = "URL",
+        visible_alias = "smtp-url",
+        env = "TRAPLINE_SMTP_URL"
+    )]
+    pub url: Option<String>,
+    /// Sender of e-mail alerts (default trapline@localhost).
+    #[arg(
+        id = "smtp_from",
+        long = "alert-smtp-from",
+        value_name = "ADDRESS",
+        visible_alias = "smtp-from",
+        env = "TRAPLINE_SMTP_FROM"
+    )]
+    pub from: Option<String>,
+    /// PEM file of extra CA certificates to trust for the SMTP server (a private CA).
+    #[arg(
+        id = "smtp_ca_file",
+        long = "alert-smtp-ca-file",
+        value_name = "FILE",
+        visible_alias = "smtp-ca-file",
+        env = "TRAPLINE_SMTP_CA_FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Fully resolved settings.
@@ -155,19 +178,15 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub database: String,
     pub api_listen: SocketAddr,
-    pub http_listen: SocketAddr,
-    pub dns_listen: SocketAddr,
+    /// Each listener's own settings, flags over file; each listener applies its defaults and
+    /// checks them when it is built.
+    pub listeners: ListenerSettings,
     pub domain: String,
     pub nx_domain: String,
     pub public_ip: IpAddr,
     /// None: derive from the bound HTTP address.
     pub public_url: Option<String>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Connection caps of the trigger HTTP and DNS/TCP listeners, in all and per source.
-    pub http_max_conns: usize,
-    pub http_max_conns_per_source: usize,
-    pub dns_tcp_max_conns: usize,
-    pub dns_tcp_max_conns_per_source: usize,
     /// Global alert outputs (webhooks and the typed ones), checked.
     pub alert_outputs: Vec<serde_json::Value>,
     pub allow_private_alert_targets: bool,
@@ -187,7 +206,70 @@ pub struct Settings {
 fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
     let Some(path) = path else { return Ok(FileConfig::default()) };
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    parse_file(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
+    let mut table: toml::Table = toml::from_str(text)?;
+    for (name, _) in LISTENERS {
+        fold_flat_keys::<ListenerSettings>(&mut table, &["listeners", name], &format!("{name}_"))?;
+    }
+    fold_flat_keys::<AlertEmailSettings>(&mut table, &["alerts", "email"], "smtp_")?;
+    // Deserialized section by section first, so an error names its section.
+    for (name, _) in LISTENERS {
+        if let Some(section) = table.get("listeners").and_then(|l| l.get(name)) {
+            let mut one = toml::Table::new();
+            one.insert(name.to_string(), section.clone());
+            toml::Value::Table(one)
+                .try_into::<ListenerSettings>()
+                .map_err(|e| anyhow::anyhow!("[listeners.{name}]: {e}"))?;
+        }
+    }
+    if let Some(section) = table.get("alerts").and_then(|a| a.get("email")) {
+        section.clone().try_into::<AlertEmailSettings>().map_err(|e| anyhow::anyhow!("[alerts.email]: {e}"))?;
+    }
+    Ok(toml::Value::Table(table).try_into()?)
+}
+
+/// Moves the flat keys of older files into their section: a key that is the id of one of
+/// `T`'s flags (`dns_listen`) and starts with `prefix` (`dns_`) becomes the rest of its name
+/// (`listen`) in the table at `path` (`listeners.dns`).
+fn fold_flat_keys<T: clap::Args>(table: &mut toml::Table, path: &[&str], prefix: &str) -> anyhow::Result<()> {
+    let cmd = T::augment_args(clap::Command::new("trapline"));
+    for id in cmd.get_arguments().map(|a| a.get_id().as_str()) {
+        let Some(key) = id.strip_prefix(prefix) else { continue };
+        let Some(value) = table.remove(id) else { continue };
+        let mut section = &mut *table;
+        for part in path {
+            let entry = section.entry(part.to_string()).or_insert_with(|| toml::Table::new().into());
+            section = entry.as_table_mut().ok_or_else(|| anyhow::anyhow!("{} must be a table", path.join(".")))?;
+        }
+        anyhow::ensure!(
+            !section.contains_key(key),
+            "{id} is set twice: flat and as {key} in [{}]; keep the one in the section",
+            path.join(".")
+        );
+        section.insert(key.to_string(), value);
+    }
+    Ok(())
+}
+
+/// `flags` over `file`: every setting given as a flag (or environment variable) replaces the
+/// file's. Works on the serialized form, so a section's fields are named nowhere else.
+fn overlay<T: Serialize + DeserializeOwned>(flags: &T, file: &T) -> anyhow::Result<T> {
+    fn merge(into: &mut toml::Table, from: toml::Table) {
+        for (k, v) in from {
+            match (into.get_mut(&k), v) {
+                (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+                (_, v) => {
+                    into.insert(k, v);
+                }
+            }
+        }
+    }
+    let mut merged = toml::Table::try_from(file)?;
+    merge(&mut merged, toml::Table::try_from(flags)?);
+    Ok(toml::Value::Table(merged).try_into()?)
 }
 
 fn validate_domain(what: &str, d: &str) -> anyhow::Result<String> {
@@ -198,13 +280,6 @@ fn validate_domain(what: &str, d: &str) -> anyhow::Result<String> {
             .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
     anyhow::ensure!(ok, "{what} {d:?} is not a valid DNS name");
     Ok(d)
-}
-
-/// A count that must be positive (a cap of 0 would refuse everything), `default` when unset.
-fn at_least_one(what: &str, v: Option<usize>, default: usize) -> anyhow::Result<usize> {
-    let v = v.unwrap_or(default);
-    anyhow::ensure!(v >= 1, "{what} must be at least 1");
-    Ok(v)
 }
 
 impl Settings {
@@ -231,9 +306,10 @@ impl Settings {
             &args.nx_domain.clone().or(file.nx_domain).unwrap_or("nx.trapline.localhost".into()),
         )?;
         anyhow::ensure!(domain != nx_domain, "the NX domain must differ from the token domain ({domain})");
-        let smtp_ca_pem = match args.smtp_ca_file.clone().or(file.smtp_ca_file) {
+        let email = overlay(&args.alert_email, &file.alerts.email)?;
+        let smtp_ca_pem = match &email.ca_file {
             Some(p) => {
-                Some(std::fs::read_to_string(&p).with_context(|| format!("cannot read SMTP CA file {}", p.display()))?)
+                Some(std::fs::read_to_string(p).with_context(|| format!("cannot read SMTP CA file {}", p.display()))?)
             }
             None => None,
         };
@@ -241,8 +317,7 @@ impl Settings {
             database,
             data_dir,
             api_listen: args.api_listen.or(file.api_listen).unwrap_or(([127, 0, 0, 1], 8080).into()),
-            http_listen: args.http_listen.or(file.http_listen).unwrap_or(([127, 0, 0, 1], 8081).into()),
-            dns_listen: args.dns_listen.or(file.dns_listen).unwrap_or(([127, 0, 0, 1], 5354).into()),
+            listeners: overlay(&args.listeners, &file.listeners)?,
             domain,
             nx_domain,
             public_ip: args.public_ip.or(file.public_ip).unwrap_or([127, 0, 0, 1].into()),
@@ -261,22 +336,6 @@ impl Settings {
                         .map_err(|e| anyhow::anyhow!("trusted proxy {p:?}: {e}"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
-            http_max_conns: at_least_one("http_max_conns", args.http_max_conns.or(file.http_max_conns), 4096)?,
-            http_max_conns_per_source: at_least_one(
-                "http_max_conns_per_source",
-                args.http_max_conns_per_source.or(file.http_max_conns_per_source),
-                64,
-            )?,
-            dns_tcp_max_conns: at_least_one(
-                "dns_tcp_max_conns",
-                args.dns_tcp_max_conns.or(file.dns_tcp_max_conns),
-                256,
-            )?,
-            dns_tcp_max_conns_per_source: at_least_one(
-                "dns_tcp_max_conns_per_source",
-                args.dns_tcp_max_conns_per_source.or(file.dns_tcp_max_conns_per_source),
-                16,
-            )?,
             alert_outputs: {
                 let allow = args.allow_private_alert_targets || file.allow_private_alert_targets.unwrap_or(false);
                 let webhooks = args.alert_webhooks.clone().or(file.alert_webhooks).unwrap_or_default();
@@ -292,15 +351,15 @@ impl Settings {
             allow_private_alert_targets: args.allow_private_alert_targets
                 || file.allow_private_alert_targets.unwrap_or(false),
             smtp_url: {
-                let url = args.smtp_url.clone().or(file.smtp_url.clone()).filter(|u| !u.trim().is_empty());
-                let from = args.smtp_from.clone().or(file.smtp_from.clone()).unwrap_or("trapline@localhost".into());
+                let url = email.url.clone().filter(|u| !u.trim().is_empty());
+                let from = email.from.clone().unwrap_or("trapline@localhost".into());
                 if let Some(u) = &url {
                     crate::outputs::email::mailer(u, &from, smtp_ca_pem.as_deref())
                         .map_err(|e| anyhow::anyhow!("smtp: {e}"))?;
                 }
                 url
             },
-            smtp_from: args.smtp_from.clone().or(file.smtp_from.clone()).unwrap_or("trapline@localhost".into()),
+            smtp_from: email.from.clone().unwrap_or("trapline@localhost".into()),
             ignore_sources: args
                 .ignore_sources
                 .clone()
@@ -348,30 +407,59 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listeners::{build_all, Common};
+
+    fn with_file(text: &str) -> (tempfile::TempDir, ServeArgs) {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(&f, text).unwrap();
+        (dir, ServeArgs { store: StoreArgs { config: Some(f), ..Default::default() }, ..Default::default() })
+    }
+
+    /// Builds the listeners `s` describes: that is where their settings are checked.
+    fn build(s: &Settings) -> anyhow::Result<usize> {
+        let common = Common {
+            domain: s.domain.clone(),
+            nx_domain: s.nx_domain.clone(),
+            public_ip: s.public_ip,
+            trusted_proxies: Default::default(),
+        };
+        Ok(build_all(&s.listeners, &common)?.len())
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("trapline").chain(args.iter().copied())).unwrap().serve
+    }
+
+    #[test]
+    fn the_flags_are_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn defaults() {
         let s = Settings::resolve(&ServeArgs::default()).unwrap();
         assert_eq!(s.api_listen, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(s.http_listen, "127.0.0.1:8081".parse().unwrap());
-        assert_eq!(s.dns_listen, "127.0.0.1:5354".parse().unwrap());
+        assert_eq!(s.listeners.http.listen_addr(), "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(s.listeners.dns.listen_addr(), "127.0.0.1:5354".parse().unwrap());
         assert_eq!(s.domain, "trapline.localhost");
         assert_eq!(s.database, "trapline-data/trapline.db");
-        assert_eq!((s.http_max_conns, s.http_max_conns_per_source), (4096, 64));
-        assert_eq!((s.dns_tcp_max_conns, s.dns_tcp_max_conns_per_source), (256, 16));
+        assert_eq!(s.listeners, ListenerSettings::default());
+        assert_eq!(build(&s).unwrap(), 2, "http and dns are always on");
     }
 
     #[test]
     fn file_then_flags() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("t.toml");
-        std::fs::write(
-            &f,
-            "domain = \"file.example\"\nnx_domain = \"nx.file.example\"\napi_listen = \"127.0.0.1:9000\"\n",
-        )
-        .unwrap();
-        let mut args =
-            ServeArgs { store: StoreArgs { config: Some(f.clone()), ..Default::default() }, ..Default::default() };
+        let (_dir, mut args) =
+            with_file("domain = \"file.example\"\nnx_domain = \"nx.file.example\"\napi_listen = \"127.0.0.1:9000\"\n");
         let s = Settings::resolve(&args).unwrap();
         assert_eq!(s.domain, "file.example");
         assert_eq!(s.api_listen.port(), 9000);
@@ -380,23 +468,81 @@ mod tests {
     }
 
     #[test]
-    fn connection_caps_from_file_then_flags() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("t.toml");
-        std::fs::write(&f, "http_max_conns_per_source = 8\ndns_tcp_max_conns_per_source = 4\n").unwrap();
-        let mut args = ServeArgs { store: StoreArgs { config: Some(f), ..Default::default() }, ..Default::default() };
+    fn flat_listener_keys_of_older_files_still_count() {
+        let (_dir, mut args) = with_file(
+            "http_listen = \"127.0.0.1:7001\"\nhttp_max_conns = 100\nhttp_max_conns_per_source = 8\n\
+             dns_listen = \"127.0.0.1:7002\"\ndns_tcp_max_conns = 50\ndns_tcp_max_conns_per_source = 4\n",
+        );
         let s = Settings::resolve(&args).unwrap();
-        assert_eq!((s.http_max_conns_per_source, s.dns_tcp_max_conns_per_source), (8, 4));
-        args.http_max_conns_per_source = Some(2);
-        assert_eq!(Settings::resolve(&args).unwrap().http_max_conns_per_source, 2);
+        let (http, dns) = (&s.listeners.http, &s.listeners.dns);
+        assert_eq!((http.listen_addr().port(), http.max_conns, http.max_conns_per_source), (7001, Some(100), Some(8)));
+        assert_eq!(
+            (dns.listen_addr().port(), dns.tcp_max_conns, dns.tcp_max_conns_per_source),
+            (7002, Some(50), Some(4))
+        );
+        args.listeners.http.max_conns_per_source = Some(2);
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.listeners.http.max_conns_per_source, Some(2), "a flag beats the file");
+        assert_eq!(s.listeners.http.max_conns, Some(100), "and leaves the file's other keys");
+    }
+
+    #[test]
+    fn listener_sections_then_flags() {
+        let (_dir, args) = with_file(
+            "domain = \"file.example\"\nnx_domain = \"nx.file.example\"\n\
+             [listeners.http]\nlisten = \"127.0.0.1:7001\"\nmax_conns = 9\n\
+             [listeners.dns]\nlisten = \"127.0.0.1:7002\"\ntcp_max_conns_per_source = 3\n",
+        );
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!((s.listeners.http.listen_addr().port(), s.listeners.http.max_conns), (7001, Some(9)));
+        assert_eq!((s.listeners.dns.listen_addr().port(), s.listeners.dns.tcp_max_conns_per_source), (7002, Some(3)));
+        assert_eq!(s.domain, "file.example");
+        let mut flags = parse(&["--dns-listen", "127.0.0.1:7003", "--http-max-conns", "10"]);
+        flags.store = args.store.clone();
+        let s = Settings::resolve(&flags).unwrap();
+        assert_eq!((s.listeners.dns.listen_addr().port(), s.listeners.dns.tcp_max_conns_per_source), (7003, Some(3)));
+        assert_eq!((s.listeners.http.listen_addr().port(), s.listeners.http.max_conns), (7001, Some(10)));
+    }
+
+    #[test]
+    fn sections_refuse_what_they_do_not_know() {
+        let (_dir, args) = with_file("[listeners.dns]\nlisten = \"127.0.0.1:7002\"\nmax_conns = 3\n");
+        let e = format!("{:#}", Settings::resolve(&args).unwrap_err());
+        assert!(e.contains("[listeners.dns]") && e.contains("unknown field `max_conns`"), "{e}");
+        assert!(e.contains("tcp_max_conns"), "the message lists what the section knows: {e}");
+        let (_dir, args) = with_file("[listeners.ftp]\nlisten = \"127.0.0.1:21\"\n");
+        let e = format!("{:#}", Settings::resolve(&args).unwrap_err());
+        assert!(e.contains("unknown field `ftp`"), "{e}");
+        let (_dir, args) = with_file("[alerts.email]\nserver = \"smtp://x\"\n");
+        let e = format!("{:#}", Settings::resolve(&args).unwrap_err());
+        assert!(e.contains("[alerts.email]") && e.contains("unknown field `server`"), "{e}");
+        let (_dir, args) = with_file("dns_listen = \"127.0.0.1:1\"\n[listeners.dns]\nlisten = \"127.0.0.1:2\"\n");
+        let e = format!("{:#}", Settings::resolve(&args).unwrap_err());
+        assert!(e.contains("dns_listen is set twice"), "{e}");
+        let (_dir, args) = with_file("[listeners.dns]\nlisten = \"nowhere\"\n");
+        assert!(Settings::resolve(&args).is_err(), "a bad value in a section");
+    }
+
+    #[test]
+    fn alert_mail_settings_by_section_flat_key_old_and_new_flag() {
+        let (_dir, args) =
+            with_file("[alerts.email]\nurl = \"smtp://127.0.0.1:2525\"\nfrom = \"Trapline <t@example.com>\"\n");
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.smtp_url.as_deref(), Some("smtp://127.0.0.1:2525"));
+        assert_eq!(s.smtp_from, "Trapline <t@example.com>");
+        let (_dir, args) = with_file("smtp_url = \"smtp://127.0.0.1:2526\"\n");
+        assert_eq!(Settings::resolve(&args).unwrap().smtp_url.as_deref(), Some("smtp://127.0.0.1:2526"));
+        for flag in ["--smtp-url", "--alert-smtp-url"] {
+            let mut flags = parse(&[flag, "smtp://127.0.0.1:2527", "--smtp-from", "a@example.com"]);
+            flags.store = args.store.clone();
+            let s = Settings::resolve(&flags).unwrap();
+            assert_eq!((s.smtp_url.as_deref(), s.smtp_from.as_str()), (Some("smtp://127.0.0.1:2527"), "a@example.com"));
+        }
     }
 
     #[test]
     fn rejects_bad_values() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("t.toml");
-        std::fs::write(&f, "no_such_setting = 1\n").unwrap();
-        let args = ServeArgs { store: StoreArgs { config: Some(f), ..Default::default() }, ..Default::default() };
+        let (_dir, args) = with_file("no_such_setting = 1\n");
         assert!(Settings::resolve(&args).is_err());
         let args = ServeArgs { domain: Some("bad domain".into()), ..Default::default() };
         assert!(Settings::resolve(&args).is_err());
@@ -405,9 +551,11 @@ mod tests {
         let args =
             ServeArgs { domain: Some("t.example".into()), nx_domain: Some("T.example.".into()), ..Default::default() };
         assert!(Settings::resolve(&args).is_err(), "NX domain equal to the token domain");
-        let args = ServeArgs { http_max_conns: Some(0), ..Default::default() };
-        assert!(Settings::resolve(&args).is_err(), "a cap of 0 connections");
-        let args = ServeArgs { dns_tcp_max_conns_per_source: Some(0), ..Default::default() };
-        assert!(Settings::resolve(&args).is_err(), "a per-source cap of 0");
+        let args = parse(&["--http-max-conns", "0"]);
+        let e = build(&Settings::resolve(&args).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("http_max_conns must be at least 1"), "a cap of 0 connections: {e}");
+        let args = parse(&["--dns-tcp-max-conns-per-source", "0"]);
+        let e = build(&Settings::resolve(&args).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("dns_tcp_max_conns_per_source must be at least 1"), "a per-source cap of 0: {e}");
     }
 }

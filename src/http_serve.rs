@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::listeners::slots::{Caps, Slots};
+use crate::listeners::stopped;
 
 /// Limits for one listener.
 #[derive(Debug, Clone, Copy)]
@@ -98,11 +99,6 @@ pub fn client_addr(peer: SocketAddr, headers: &axum::http::HeaderMap, trusted: &
 /// address the client reached, even when the listener is bound to all interfaces.
 #[derive(Debug, Clone, Copy)]
 pub struct LocalAddr(pub SocketAddr);
-
-/// Resolves once `stop` is true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
 
 /// Serves `router` until `stop` turns true, then waits (up to `grace`) for open requests.
 /// Handlers see the client's address (see [`client_addr`]) as `ConnectInfo<SocketAddr>`.

@@ -92,7 +92,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::resolve(&ServeArgs { store, ..Default::default() })?;
             trapline::datadir::prepare_dir(&settings.data_dir)?;
             let store = trapline::store::open(&settings.database).await?;
-            let core = Core::new(store, server::site(&settings, settings.http_listen));
+            let core = Core::new(store, server::site(&settings, settings.listeners.http.listen_addr()));
             let key = core
                 .create_key(&Actor::local(), role, flock, description)
                 .await

@@ -5,13 +5,42 @@
 //! wakes every waiter. While a commit is in flight new hits queue up and form the next batch,
 //! so under load one fsync serves many hits and with no load a hit is committed at once.
 //! A listener answers only after `record` returns, so every answered hit is durable.
+//!
+//! Listeners see the recorder only as a [`HitSink`]: what they record, what they add to a
+//! recorded hit later and the token files they serve all go through it, so no listener holds
+//! the store, and a listener's unit tests use a fake sink instead (`recorder::testing`, in test builds).
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::model::{HitOutcome, NewHit};
+use crate::model::{HitOutcome, NewHit, TokenFile};
 use crate::store::{HitRules, Store};
+
+/// Where listeners hand what they notice: the one way from a listener to the store.
+#[async_trait]
+pub trait HitSink: Send + Sync {
+    /// Records one hit; returns once it is committed (or known to be ignored or dropped).
+    /// The outcome carries the token, so the listener shapes its answer without a lookup.
+    async fn record(&self, hit: NewHit) -> Result<HitOutcome, RecordError>;
+    /// Adds follow-up data to a recorded hit (the browser scanner's report today), once,
+    /// if the amendment's nonce is the one stored with the hit. False when nothing matched.
+    async fn amend(&self, amendment: HitAmendment) -> Result<bool, RecordError>;
+    /// A file stored with a token (a web image), for the listener's answer.
+    async fn token_file(&self, token_id: &str, name: &str) -> Result<Option<TokenFile>, RecordError>;
+}
+
+/// Follow-up data for a recorded hit: `value` goes under `key` in the hit's data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HitAmendment {
+    pub hit_id: i64,
+    pub token_id: String,
+    /// The nonce stored with the hit when it was recorded; only its holder may amend it.
+    pub nonce: String,
+    pub key: String,
+    pub value: serde_json::Value,
+}
 
 /// Most hits committed in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -38,6 +67,8 @@ pub enum RecordError {
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<Pending>,
+    /// For amendments and token files, which need no batching.
+    store: Arc<dyn Store>,
 }
 
 impl Recorder {
@@ -51,8 +82,8 @@ impl Recorder {
         committed: Arc<Notify>,
     ) -> (Recorder, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let handle = tokio::spawn(writer(store, rules, committed, rx));
-        (Recorder { tx }, handle)
+        let handle = tokio::spawn(writer(store.clone(), rules, committed, rx));
+        (Recorder { tx, store }, handle)
     }
 
     /// Records one hit, its data bounded (see [`NewHit::bounded`]); returns once it is
@@ -64,6 +95,24 @@ impl Recorder {
             mpsc::error::TrySendError::Closed(_) => RecordError::Closed,
         })?;
         wait.await.map_err(|_| RecordError::Closed)?
+    }
+}
+
+#[async_trait]
+impl HitSink for Recorder {
+    async fn record(&self, hit: NewHit) -> Result<HitOutcome, RecordError> {
+        Recorder::record(self, hit).await
+    }
+
+    async fn amend(&self, a: HitAmendment) -> Result<bool, RecordError> {
+        self.store
+            .attach_hit_data(a.hit_id, &a.token_id, &a.nonce, &a.key, a.value)
+            .await
+            .map_err(|e| RecordError::Storage(e.to_string()))
+    }
+
+    async fn token_file(&self, token_id: &str, name: &str) -> Result<Option<TokenFile>, RecordError> {
+        self.store.get_token_file(token_id, name).await.map_err(|e| RecordError::Storage(e.to_string()))
     }
 }
 
@@ -99,6 +148,86 @@ async fn writer(store: Arc<dyn Store>, rules: Arc<HitRules>, committed: Arc<Noti
                     let _ = done.send(Err(RecordError::Storage(e.to_string())));
                 }
             }
+        }
+    }
+}
+
+/// A [`HitSink`] for listener unit tests: it keeps what it is given and answers with the
+/// outcome it is told to.
+#[cfg(test)]
+pub mod testing {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::model::{AlertStatus, Token};
+
+    /// What [`FakeSink::record`] answers.
+    #[derive(Debug, Clone)]
+    pub enum Answer {
+        /// `Recorded` with this token; hit ids count the hits handed in, from 1.
+        Record(Token),
+        /// `Dropped` with this token.
+        Drop(Token),
+        Unknown,
+        Fail(RecordError),
+    }
+
+    pub struct FakeSink {
+        pub answer: Mutex<Answer>,
+        pub hits: Mutex<Vec<NewHit>>,
+        pub amendments: Mutex<Vec<HitAmendment>>,
+        /// Whether amendments match (the store checks the nonce; the fake only says yes or no).
+        pub amend_matches: bool,
+        pub files: HashMap<(String, String), TokenFile>,
+    }
+
+    impl FakeSink {
+        pub fn new(answer: Answer) -> FakeSink {
+            FakeSink {
+                answer: Mutex::new(answer),
+                hits: Mutex::default(),
+                amendments: Mutex::default(),
+                amend_matches: true,
+                files: HashMap::new(),
+            }
+        }
+
+        pub fn hits(&self) -> Vec<NewHit> {
+            self.hits.lock().unwrap().clone()
+        }
+
+        pub fn set_answer(&self, answer: Answer) {
+            *self.answer.lock().unwrap() = answer;
+        }
+    }
+
+    #[async_trait]
+    impl HitSink for FakeSink {
+        async fn record(&self, hit: NewHit) -> Result<HitOutcome, RecordError> {
+            let answer = self.answer.lock().unwrap().clone();
+            let mut hits = self.hits.lock().unwrap();
+            hits.push(hit);
+            match answer {
+                Answer::Record(token) => Ok(HitOutcome::Recorded {
+                    hit_id: hits.len() as i64,
+                    incident_id: Some(1),
+                    status: AlertStatus::Alerted,
+                    token,
+                }),
+                Answer::Drop(token) => Ok(HitOutcome::Dropped { token }),
+                Answer::Unknown => Ok(HitOutcome::Unknown),
+                Answer::Fail(e) => Err(e),
+            }
+        }
+
+        async fn amend(&self, a: HitAmendment) -> Result<bool, RecordError> {
+            self.amendments.lock().unwrap().push(a);
+            Ok(self.amend_matches)
+        }
+
+        async fn token_file(&self, token_id: &str, name: &str) -> Result<Option<TokenFile>, RecordError> {
+            Ok(self.files.get(&(token_id.to_string(), name.to_string())).cloned())
         }
     }
 }

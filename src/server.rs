@@ -1,5 +1,10 @@
 //! `trapline serve`: opens the store, binds every listener, prints where they are, and runs
 //! until SIGINT/SIGTERM.
+//!
+//! The hit listeners are started by one loop over [`crate::listeners::LISTENERS`]: build all
+//! (their settings checked), bind all, print all, run all; at a signal, tell all to stop and
+//! wait for them, then for the hit writer to commit what is queued. The management API serves
+//! dialects, not hits, so it is started beside them, with the same stop signal.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,15 +12,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
 use crate::config::Settings;
 use crate::core::{Core, CreatedKey};
 use crate::dialects::{conjur, console, falcon, spacesiren};
 use crate::http_serve::{self, Limits};
 use crate::kinds::Site;
-use crate::listeners::slots::Caps;
-use crate::listeners::{dns, http};
+use crate::listeners::{self, Common, HitSink, ListenerContext, GRACE};
 use crate::recorder::Recorder;
 use crate::store;
 
@@ -23,13 +28,10 @@ use crate::store;
 /// scripts may all run on one host); fair shares still apply at the cap.
 const API_LIMITS: Limits =
     Limits { max_connections: 512, max_per_source: 512, header_timeout: Duration::from_secs(15) };
-/// The public trigger listener: many clients, none of which may hold a connection for long
-/// (the connection cap is a setting).
-const TRIGGER_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often counted failed logins are written to the audit log.
 const FAILED_LOGIN_FLUSH: Duration = Duration::from_secs(2);
-/// How long requests in flight may take to finish at shutdown.
-const GRACE: Duration = Duration::from_secs(5);
+/// How long the hit writer may take to commit the hits still queued at shutdown.
+const WRITER_GRACE: Duration = Duration::from_secs(5);
 
 /// How a new key is shown to the operator, once: one JSON object, fields in this order.
 #[derive(Serialize)]
@@ -81,21 +83,6 @@ fn node_id(path: &std::path::Path) -> anyhow::Result<String> {
     Ok(id)
 }
 
-/// Binds UDP and TCP on the same port. With port 0, retries until both get the same free port.
-async fn bind_dns(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
-    let mut last_err = None;
-    for _ in 0..32 {
-        let udp = UdpSocket::bind(addr).await.with_context(|| format!("cannot bind DNS (UDP) on {addr}"))?;
-        let bound = udp.local_addr()?;
-        match TcpListener::bind(bound).await {
-            Ok(tcp) => return Ok((udp, tcp)),
-            Err(e) if addr.port() == 0 => last_err = Some(e),
-            Err(e) => return Err(e).with_context(|| format!("cannot bind DNS (TCP) on {addr}")),
-        }
-    }
-    Err(anyhow::anyhow!("no port free for DNS on both UDP and TCP: {last_err:?}"))
-}
-
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -107,6 +94,13 @@ async fn shutdown_signal() {
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let common = Common {
+        domain: settings.domain.clone(),
+        nx_domain: settings.nx_domain.clone(),
+        public_ip: settings.public_ip,
+        trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
+    };
+    let configured = listeners::build_all(&settings.listeners, &common)?;
     crate::datadir::prepare_dir(&settings.data_dir)?;
     let _serving = crate::datadir::lock_for_serve(&settings.data_dir)?;
     let store = store::open(&settings.database).await?;
@@ -114,11 +108,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let api = TcpListener::bind(settings.api_listen)
         .await
         .with_context(|| format!("cannot bind the management API on {}", settings.api_listen))?;
-    let http_listener = TcpListener::bind(settings.http_listen)
-        .await
-        .with_context(|| format!("cannot bind trigger HTTP on {}", settings.http_listen))?;
-    let (udp, tcp) = bind_dns(settings.dns_listen).await?;
-    let (api_addr, http_addr, dns_addr) = (api.local_addr()?, http_listener.local_addr()?, udp.local_addr()?);
+    let api_addr = api.local_addr()?;
+    let mut bound = Vec::new();
+    for l in configured {
+        let name = l.name();
+        bound.push((name, l.bind().await?));
+    }
+    // Token URLs point at the HTTP listener unless a public URL is set.
+    let http_addr = bound
+        .iter()
+        .find(|(name, _)| *name == "http")
+        .and_then(|(_, b)| b.local_addr())
+        .unwrap_or_else(|| settings.listeners.http.listen_addr());
 
     let site = site(&settings, http_addr);
     let provision_path = settings.data_dir.join("provision.key");
@@ -134,7 +135,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     anyhow::ensure!(
         alert_cfg.smtp_url.is_some() || !alert_cfg.outputs.iter().any(|o| o["type"] == "email"),
-        "e-mail alert outputs need an SMTP server: set --smtp-url"
+        "e-mail alert outputs need an SMTP server: set --alert-smtp-url (or --smtp-url)"
     );
     let secrets = Arc::new(crate::sealed::SecretBox::load_or_create(&settings.data_dir.join("secrets.key"))?);
     let core = Arc::new(
@@ -155,38 +156,32 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let node = node_id(&settings.data_dir.join("node.id"))?;
     let outbox_task = tokio::spawn(crate::alerts::run_outbox(store.clone(), alert_cfg.clone(), committed, node));
     let retention_task = tokio::spawn(crate::retention::run(store.clone(), settings.retention));
-    let dns_server = Arc::new(
-        dns::DnsServer::new(&site.domain, &site.nx_domain, settings.public_ip, recorder.clone())?
-            .with_local_addr(dns_addr),
-    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let trusted = Arc::new(settings.trusted_proxies.clone());
     // One management listener, one router per dialect.
     let api_router = console::router(core.clone())
         .merge(spacesiren::router(core.clone()))
         .merge(conjur::router(core.clone()))
         .merge(falcon::router(core.clone()));
-    let api_task =
-        tokio::spawn(http_serve::serve(api, api_router, API_LIMITS, trusted.clone(), stop_rx.clone(), GRACE));
-    let http_task = tokio::spawn(http_serve::serve(
-        http_listener,
-        http::router(recorder.clone(), store.clone()),
-        Limits {
-            max_connections: settings.http_max_conns,
-            max_per_source: settings.http_max_conns_per_source,
-            header_timeout: TRIGGER_HEADER_TIMEOUT,
-        },
-        trusted,
-        stop_rx,
+    let api_task = tokio::spawn(http_serve::serve(
+        api,
+        api_router,
+        API_LIMITS,
+        common.trusted_proxies.clone(),
+        stop_rx.clone(),
         GRACE,
     ));
-    let udp_task = tokio::spawn(dns::serve_udp(dns_server.clone(), udp));
-    let tcp_task = tokio::spawn(dns::serve_tcp(
-        dns_server.clone(),
-        tcp,
-        Caps { total: settings.dns_tcp_max_conns, per_source: settings.dns_tcp_max_conns_per_source },
-    ));
+    let mut banner = Vec::new();
+    for (_, b) in &bound {
+        banner.extend(b.describe());
+    }
+    let cx = ListenerContext { hits: Arc::new(recorder) as Arc<dyn HitSink>, site: site.clone(), stop: stop_rx };
+    let mut running = JoinSet::new();
+    for (name, b) in bound {
+        let cx = cx.clone();
+        running.spawn(async move { (name, b.run(cx).await) });
+    }
+    drop(cx);
 
     let storage = match store.backend() {
         "sqlite" => format!("SQLite {}", settings.database),
@@ -195,11 +190,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     println!("Trapline {} is running", env!("CARGO_PKG_VERSION"));
     println!("  management API:   http://{api_addr}/api/v1/");
     println!("  web UI:           none yet; use the management API");
-    println!("  trigger HTTP:     http://{http_addr}/");
-    println!(
-        "  DNS (UDP+TCP):    {dns_addr}  zone {}, NX zone {}, answers {}",
-        site.domain, site.nx_domain, settings.public_ip
-    );
+    for line in &banner {
+        println!("  {line}");
+    }
     println!("  token URLs:       {}/...", site.public_url);
     println!("  storage:          {storage}");
     let outputs = match alert_cfg.outputs.len() {
@@ -253,22 +246,32 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         // The writer only ends when every sender is gone; before shutdown that is a bug, and
         // a server that cannot record hits must not look healthy.
         r = &mut writer => Err(anyhow::anyhow!("the hit writer stopped unexpectedly: {r:?}")),
+        // Listeners serve until told to stop: one that ends before is broken.
+        Some(r) = running.join_next() => Err(match r {
+            Ok((name, Ok(()))) => anyhow::anyhow!("the {name} listener stopped unexpectedly"),
+            Ok((name, Err(e))) => e.context(format!("the {name} listener failed")),
+            Err(e) => anyhow::anyhow!("a listener failed: {e}"),
+        }),
     };
     tracing::info!("shutting down");
     flusher.abort();
     let _ = core.flush_failed_logins().await;
     let _ = stop_tx.send(true);
-    udp_task.abort();
-    tcp_task.abort();
     // Undelivered alerts stay in the outbox and go out after the next start.
     outbox_task.abort();
     retention_task.abort();
     let _ = api_task.await;
-    let _ = http_task.await;
-    // Queued hits are committed before the writer stops (none is acknowledged before that).
-    drop(dns_server);
-    drop(recorder);
+    // Each listener stops taking work and finishes what it took (within its grace).
+    while let Some(r) = running.join_next().await {
+        match r {
+            Ok((_, Ok(()))) => {}
+            Ok((name, Err(e))) => tracing::warn!(error = %e, listener = name, "listener failed while stopping"),
+            Err(e) => tracing::warn!(error = %e, "listener task failed while stopping"),
+        }
+    }
+    // Queued hits are committed before the writer stops (none is acknowledged before that):
+    // it ends once the last sink is dropped and its queue is drained.
     drop(core);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    let _ = tokio::time::timeout(WRITER_GRACE, writer).await;
     outcome
 }

@@ -22,7 +22,7 @@ use libfuzzer_sys::fuzz_target;
 use trapline::ids::is_token_id;
 use trapline::listeners::dns::{DnsServer, Transport};
 use trapline::model::{AlertOutput, NewAlert, NewHit, Token};
-use trapline::recorder::Recorder;
+use trapline::recorder::{HitSink, Recorder};
 use trapline::store::{HitRules, SqlStore, Store};
 
 struct Servers {
@@ -42,6 +42,7 @@ fn servers() -> &'static Servers {
                 Vec::<NewAlert>::new()
             });
             let (recorder, _writer) = Recorder::start(store, Arc::new(rules), Arc::new(tokio::sync::Notify::new()));
+            let recorder: Arc<dyn HitSink> = Arc::new(recorder);
             let v4 =
                 DnsServer::new("trapline.test", "nx.trapline.test", "192.0.2.53".parse().unwrap(), recorder.clone())
                     .expect("zone");

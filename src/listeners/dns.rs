@@ -18,11 +18,19 @@
 //!
 //! Over TCP, connections are capped in all and per source, and shared fairly at the cap (see
 //! [`crate::listeners::slots`]); each message must arrive whole within a few seconds, so a
-//! client that sends nothing, or drips its bytes, cannot keep a connection for long.
+//! client that sends nothing, or drips its bytes, cannot keep a connection for long. Over
+//! UDP, a bounded number of queries is answered at once; past that, packets are dropped.
+//!
+//! At stop, no new query is taken; queries being answered finish (within
+//! [`crate::listeners::GRACE`]) and TCP connections close after their current answer.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
@@ -30,15 +38,17 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::ids::is_token_id;
 use crate::kinds::{self, DnsData};
 use crate::listeners::dns_wire;
 use crate::listeners::slots::{Caps, Slot, Slots};
+use crate::listeners::{at_least_one, stopped, Bound, Common, Listener, ListenerContext, GRACE};
 use crate::model::{now_us, Channel, NewHit};
-use crate::recorder::Recorder;
+use crate::recorder::HitSink;
 
 /// TTL of A/AAAA answers: short, so repeated use reaches us again.
 const ANSWER_TTL: u32 = 10;
@@ -57,6 +67,122 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 const TCP_MESSAGE: Duration = Duration::from_secs(3);
 /// No TCP connection lives longer than this, busy or not.
 const TCP_LIFETIME: Duration = Duration::from_secs(120);
+/// Where the listener listens unless told otherwise.
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5354);
+
+/// The DNS listener's settings: flags `--dns-*`, `TRAPLINE_DNS_*`, TOML `[listeners.dns]`.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSettings {
+    /// Authoritative DNS listener, UDP and TCP on the same port (host:port; port 0 picks a
+    /// free one).
+    #[arg(id = "dns_listen", long = "dns-listen", value_name = "HOST:PORT", env = "TRAPLINE_DNS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Connections the DNS listener serves at once over TCP (default 256).
+    #[arg(id = "dns_tcp_max_conns", long = "dns-tcp-max-conns", value_name = "N", env = "TRAPLINE_DNS_TCP_MAX_CONNS")]
+    pub tcp_max_conns: Option<usize>,
+    /// DNS/TCP connections one source (address, or IPv6 /64) holds at once (default 16).
+    #[arg(
+        id = "dns_tcp_max_conns_per_source",
+        long = "dns-tcp-max-conns-per-source",
+        value_name = "N",
+        env = "TRAPLINE_DNS_TCP_MAX_CONNS_PER_SOURCE"
+    )]
+    pub tcp_max_conns_per_source: Option<usize>,
+}
+
+impl DnsSettings {
+    /// The address to listen on, the default filled in.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.unwrap_or(DEFAULT_LISTEN)
+    }
+}
+
+/// The DNS listener, configured.
+pub struct Dns {
+    listen: SocketAddr,
+    caps: Caps,
+    domain: String,
+    nx_domain: String,
+    public_ip: IpAddr,
+}
+
+impl Dns {
+    /// Checks `s` (and that the zones are names a server can be made for); always on.
+    pub fn build(s: &DnsSettings, common: &Common) -> anyhow::Result<Option<Box<dyn Listener>>> {
+        let caps = Caps {
+            total: at_least_one("dns_tcp_max_conns", s.tcp_max_conns, 256)?,
+            per_source: at_least_one("dns_tcp_max_conns_per_source", s.tcp_max_conns_per_source, 16)?,
+        };
+        zone_name(&common.domain)?;
+        zone_name(&common.nx_domain)?;
+        Ok(Some(Box::new(Dns {
+            listen: s.listen_addr(),
+            caps,
+            domain: common.domain.clone(),
+            nx_domain: common.nx_domain.clone(),
+            public_ip: common.public_ip,
+        })))
+    }
+}
+
+#[async_trait]
+impl Listener for Dns {
+    fn name(&self) -> &'static str {
+        "dns"
+    }
+
+    async fn bind(self: Box<Self>) -> anyhow::Result<Box<dyn Bound>> {
+        let (udp, tcp) = bind_udp_and_tcp(self.listen).await?;
+        let addr = udp.local_addr()?;
+        Ok(Box::new(BoundDns { udp, tcp, addr, dns: *self }))
+    }
+}
+
+/// Binds UDP and TCP on the same port. With port 0, retries until both get the same free port.
+async fn bind_udp_and_tcp(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+    let mut last_err = None;
+    for _ in 0..32 {
+        let udp = UdpSocket::bind(addr).await.with_context(|| format!("cannot bind DNS (UDP) on {addr}"))?;
+        let bound = udp.local_addr()?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 => last_err = Some(e),
+            Err(e) => return Err(e).with_context(|| format!("cannot bind DNS (TCP) on {addr}")),
+        }
+    }
+    Err(anyhow::anyhow!("no port free for DNS on both UDP and TCP: {last_err:?}"))
+}
+
+struct BoundDns {
+    udp: UdpSocket,
+    tcp: TcpListener,
+    addr: SocketAddr,
+    dns: Dns,
+}
+
+#[async_trait]
+impl Bound for BoundDns {
+    fn local_addr(&self) -> Option<SocketAddr> {
+        Some(self.addr)
+    }
+
+    fn describe(&self) -> Vec<String> {
+        let d = &self.dns;
+        vec![format!(
+            "DNS (UDP+TCP):    {}  zone {}, NX zone {}, answers {}",
+            self.addr, d.domain, d.nx_domain, d.public_ip
+        )]
+    }
+
+    async fn run(self: Box<Self>, cx: ListenerContext) -> anyhow::Result<()> {
+        let BoundDns { udp, tcp, addr, dns } = *self;
+        let server =
+            Arc::new(DnsServer::new(&dns.domain, &dns.nx_domain, dns.public_ip, cx.hits)?.with_local_addr(addr));
+        tokio::join!(serve_udp(server.clone(), udp, cx.stop.clone()), serve_tcp(server, tcp, dns.caps, cx.stop));
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -90,7 +216,7 @@ struct Zone {
 pub struct DnsServer {
     zones: Vec<Zone>,
     public_ip: IpAddr,
-    recorder: Recorder,
+    hits: Arc<dyn HitSink>,
     /// What hits record as their destination (see [`DnsServer::with_local_addr`]).
     dst: SocketAddr,
 }
@@ -128,7 +254,7 @@ fn make_zone(kind: ZoneKind, domain: &str, ns_name: &Name, serial: u32) -> anyho
 }
 
 impl DnsServer {
-    pub fn new(domain: &str, nx_domain: &str, public_ip: IpAddr, recorder: Recorder) -> anyhow::Result<DnsServer> {
+    pub fn new(domain: &str, nx_domain: &str, public_ip: IpAddr, hits: Arc<dyn HitSink>) -> anyhow::Result<DnsServer> {
         let serial = (now_us() / 1_000_000 / 60) as u32;
         let ns_name = Name::from_ascii("ns1")?.append_domain(&zone_name(domain)?)?;
         let mut zones = vec![
@@ -137,7 +263,7 @@ impl DnsServer {
         ];
         // Most specific first, so an NX zone inside the main zone wins.
         zones.sort_by_key(|z| std::cmp::Reverse(z.labels.len()));
-        Ok(DnsServer { zones, public_ip, recorder, dst: SocketAddr::new(public_ip, 53) })
+        Ok(DnsServer { zones, public_ip, hits, dst: SocketAddr::new(public_ip, 53) })
     }
 
     /// Sets the address hits name as their destination: the listener's own, with the public
@@ -220,7 +346,7 @@ impl DnsServer {
             let sent: Vec<String> =
                 query.name().iter().take(pos).map(|l| String::from_utf8_lossy(l).into_owned()).collect();
             let hit = self.hit(query, &sent, &labels[pos], peer, transport);
-            if let Err(e) = self.recorder.record(hit).await {
+            if let Err(e) = self.hits.record(hit).await {
                 tracing::error!(error = %e, "DNS hit not recorded");
                 resp.set_authoritative(false).set_response_code(ResponseCode::ServFail);
                 return encode(resp, &request, transport);
@@ -393,13 +519,17 @@ fn encode(mut resp: Message, request: &Message, transport: Transport) -> Option<
     resp.to_vec().ok()
 }
 
-/// Serves DNS over UDP until the socket fails.
-pub async fn serve_udp(server: Arc<DnsServer>, socket: UdpSocket) {
+/// Serves DNS over UDP until `stop`, then lets the queries being answered finish.
+pub async fn serve_udp(server: Arc<DnsServer>, socket: UdpSocket, mut stop: watch::Receiver<bool>) {
     let socket = Arc::new(socket);
     let slots = Arc::new(Semaphore::new(UDP_IN_FLIGHT));
     let mut buf = vec![0u8; 4096];
     loop {
-        let (n, peer) = match socket.recv_from(&mut buf).await {
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            _ = stopped(&mut stop) => break,
+        };
+        let (n, peer) = match received {
             Ok(x) => x,
             Err(e) => {
                 // ICMP errors from earlier sends surface here on some systems; keep serving,
@@ -421,15 +551,24 @@ pub async fn serve_udp(server: Arc<DnsServer>, socket: UdpSocket) {
             drop(slot);
         });
     }
+    // Every slot back means every query taken has been answered.
+    let _ = tokio::time::timeout(GRACE, slots.acquire_many(UDP_IN_FLIGHT as u32)).await;
 }
 
 /// Serves DNS over TCP (RFC 7766: length-prefixed messages, several per connection), with
 /// `caps` shared fairly between sources (see [`crate::listeners::slots`]): a connection over the
 /// caps is closed at once, unless it may take the slot of an idle connection of a heavier source.
-pub async fn serve_tcp(server: Arc<DnsServer>, listener: TcpListener, caps: Caps) {
+/// At `stop`, no connection is taken, and open ones close after the answer in progress.
+pub async fn serve_tcp(server: Arc<DnsServer>, listener: TcpListener, caps: Caps, mut stop: watch::Receiver<bool>) {
     let slots = Slots::new(caps, Vec::new());
+    let mut conns = JoinSet::new();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stopped(&mut stop) => break,
+        };
+        while conns.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -441,19 +580,30 @@ pub async fn serve_tcp(server: Arc<DnsServer>, listener: TcpListener, caps: Caps
         let Some(slot) = slots.admit(peer.ip()) else {
             continue; // over the caps: dropping the stream closes it
         };
-        let server = server.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(TCP_LIFETIME, tcp_connection(&server, stream, peer, &slot)).await;
+        let (server, mut stop) = (server.clone(), stop.clone());
+        conns.spawn(async move {
+            let conn = tokio::time::timeout(TCP_LIFETIME, tcp_connection(&server, stream, peer, &slot, &mut stop));
+            let _ = conn.await;
             drop(slot);
         });
     }
+    drop(listener);
+    let _ = tokio::time::timeout(GRACE, async { while conns.join_next().await.is_some() {} }).await;
 }
 
-/// Fills `buf` by `deadline`; false if the client is too slow, closed, or lost its slot.
-async fn read_by<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8], deadline: Instant, slot: &Slot) -> bool {
+/// Fills `buf` by `deadline`; false if the client is too slow, closed, lost its slot, or the
+/// server stops.
+async fn read_by<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut [u8],
+    deadline: Instant,
+    slot: &Slot,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
     tokio::select! {
         biased;
         _ = slot.evicted() => false,
+        _ = stopped(stop) => false,
         read = tokio::time::timeout_at(deadline, r.read_exact(buf)) => matches!(read, Ok(Ok(_))),
     }
 }
@@ -462,7 +612,13 @@ async fn read_by<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8], deadline: Inst
 /// each later one within [`TCP_MESSAGE`] of its first byte, which must come within [`TCP_IDLE`]
 /// of the previous answer. A connection is busy (its slot cannot be taken) only while it is
 /// being answered; a slot taken meanwhile closes the connection once the answer is out.
-async fn tcp_connection(server: &DnsServer, mut stream: TcpStream, peer: SocketAddr, slot: &Slot) {
+async fn tcp_connection(
+    server: &DnsServer,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    slot: &Slot,
+    stop: &mut watch::Receiver<bool>,
+) {
     let activity = slot.activity();
     let (reader, mut writer) = stream.split();
     let mut reader = tokio::io::BufReader::new(reader);
@@ -472,11 +628,11 @@ async fn tcp_connection(server: &DnsServer, mut stream: TcpStream, peer: SocketA
     // is read while waiting for it).
     let mut have = 0;
     loop {
-        if !read_by(&mut reader, &mut prefix[have..], deadline, slot).await {
+        if !read_by(&mut reader, &mut prefix[have..], deadline, slot, stop).await {
             return;
         }
         let mut packet = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
-        if !read_by(&mut reader, &mut packet, deadline, slot).await {
+        if !read_by(&mut reader, &mut packet, deadline, slot, stop).await {
             return;
         }
         let busy = activity.busy();
@@ -491,7 +647,7 @@ async fn tcp_connection(server: &DnsServer, mut stream: TcpStream, peer: SocketA
             _ => return, // failed, or a client that does not read its answers
         }
         drop(busy);
-        if !read_by(&mut reader, &mut prefix[..1], Instant::now() + TCP_IDLE, slot).await {
+        if !read_by(&mut reader, &mut prefix[..1], Instant::now() + TCP_IDLE, slot, stop).await {
             return;
         }
         deadline = Instant::now() + TCP_MESSAGE;
@@ -502,33 +658,32 @@ async fn tcp_connection(server: &DnsServer, mut stream: TcpStream, peer: SocketA
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AlertOutput, Judgement, Token};
-    use crate::store::{HitRules, Store};
+    use crate::kinds::testing::token;
+    use crate::recorder::testing::{Answer, FakeSink};
+    use crate::recorder::RecordError;
 
     const ZONE: &str = "t.test";
+    /// The id of [`token`]'s tokens.
+    const TOKEN: &str = "abcdefghijklmnopqrstuvwxy";
+    const PEER: &str = "192.0.2.9:5353";
 
     struct Fixture {
         server: DnsServer,
-        store: Arc<dyn Store>,
+        sink: Arc<FakeSink>,
         token: String,
-        _dir: tempfile::TempDir,
     }
 
     async fn fixture() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open(dir.path().join("d.db").to_str().unwrap()).await.unwrap();
-        let site =
-            crate::kinds::Site { domain: ZONE.into(), nx_domain: "nx.t.test".into(), public_url: "http://h".into() };
-        let core = crate::core::Core::new(store.clone(), site);
-        let new = crate::core::NewToken { kind: "dns".into(), memo: "m".into(), ..Default::default() };
-        let token = core.create_token(&crate::auth::Actor::local(), new).await.unwrap().id;
-        let rules = HitRules::new(
-            |_: &Token, _: &NewHit| Judgement::alert(),
-            |_: &Token, _: &NewHit, _: &[AlertOutput]| Vec::new(),
-        );
-        let (recorder, _writer) = Recorder::start(store.clone(), Arc::new(rules), Arc::new(tokio::sync::Notify::new()));
-        let server = DnsServer::new(ZONE, "nx.t.test", [127, 0, 0, 1].into(), recorder).unwrap();
-        Fixture { server, store, token, _dir: dir }
+        fixture_answering([127, 0, 0, 1].into()).await
+    }
+
+    /// A server over a fake sink that finds the token, answering with `public_ip`.
+    async fn fixture_answering(public_ip: IpAddr) -> Fixture {
+        let sink = Arc::new(FakeSink::new(Answer::Record(token("dns", json!({})))));
+        let server = DnsServer::new(ZONE, "nx.t.test", public_ip, sink.clone())
+            .unwrap()
+            .with_local_addr("0.0.0.0:5354".parse().unwrap());
+        Fixture { server, sink, token: TOKEN.into() }
     }
 
     impl Fixture {
@@ -548,13 +703,215 @@ mod tests {
         }
 
         async fn ask(&self, packet: &[u8]) -> Vec<u8> {
-            let peer = "192.0.2.9:5353".parse().unwrap();
-            self.server.answer(packet, peer, Transport::Udp).await.expect("an answer")
+            self.server.answer(packet, PEER.parse().unwrap(), Transport::Udp).await.expect("an answer")
+        }
+
+        /// Asks `name` `rtype` over `transport` and parses the answer.
+        async fn lookup(&self, name: &str, rtype: RecordType, transport: Transport) -> Message {
+            let mut q = Message::new();
+            q.set_id(7).set_recursion_desired(true).add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+            let answer = self.server.answer(&q.to_vec().unwrap(), PEER.parse().unwrap(), transport).await;
+            Message::from_vec(&answer.expect("an answer")).unwrap()
         }
 
         async fn hits(&self) -> usize {
-            self.store.token_hits(&self.token, 100, None).await.unwrap().len()
+            self.sink.hits().len()
         }
+    }
+
+    fn addresses(m: &Message) -> Vec<String> {
+        m.answers()
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::A(a) => Some(a.0.to_string()),
+                RData::AAAA(a) => Some(a.0.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// NODATA: no error, no answer, the zone's SOA in the authority section.
+    fn is_nodata(m: &Message) -> bool {
+        m.response_code() == ResponseCode::NoError
+            && m.answers().is_empty()
+            && m.name_servers().iter().any(|r| r.record_type() == RecordType::SOA)
+    }
+
+    #[tokio::test]
+    async fn the_token_zone_answers_a_with_the_public_address_and_other_types_with_nodata() {
+        let f = fixture().await;
+        let name = format!("{TOKEN}.t.test.");
+        let a = f.lookup(&name, RecordType::A, Transport::Udp).await;
+        assert_eq!((a.response_code(), a.authoritative()), (ResponseCode::NoError, true));
+        assert_eq!(addresses(&a), ["127.0.0.1"]);
+        assert_eq!(a.answers()[0].ttl(), ANSWER_TTL);
+        assert_eq!(a.id(), 7);
+        for rtype in [RecordType::AAAA, RecordType::TXT, RecordType::MX] {
+            assert!(is_nodata(&f.lookup(&name, rtype, Transport::Udp).await), "{rtype}");
+        }
+        assert_eq!(f.hits().await, 4, "every lookup of the token is a hit, whatever its type");
+
+        let v6 = fixture_answering("2001:db8::5".parse().unwrap()).await;
+        assert_eq!(addresses(&v6.lookup(&name, RecordType::AAAA, Transport::Udp).await), ["2001:db8::5"]);
+        assert!(is_nodata(&v6.lookup(&name, RecordType::A, Transport::Udp).await));
+    }
+
+    #[tokio::test]
+    async fn the_apex_answers_soa_and_ns_without_a_hit() {
+        let f = fixture().await;
+        let soa = f.lookup("t.test.", RecordType::SOA, Transport::Udp).await;
+        assert_eq!(soa.answers()[0].record_type(), RecordType::SOA);
+        let ns = f.lookup("T.Test.", RecordType::NS, Transport::Tcp).await;
+        match ns.answers()[0].data() {
+            RData::NS(n) => assert_eq!(n.0.to_ascii(), "ns1.t.test."),
+            other => panic!("not NS: {other:?}"),
+        }
+        assert_eq!(ns.answers()[0].name().to_ascii(), "T.Test.", "owner names keep the question's case");
+        assert_eq!(f.hits().await, 0);
+    }
+
+    #[tokio::test]
+    async fn the_nx_zone_answers_nxdomain_after_recording() {
+        let f = fixture().await;
+        let m = f.lookup(&format!("x.{TOKEN}.nx.t.test."), RecordType::A, Transport::Udp).await;
+        assert_eq!((m.response_code(), m.authoritative()), (ResponseCode::NXDomain, true));
+        assert!(m.answers().is_empty());
+        let hits = f.sink.hits();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].data["query_name"], format!("x.{TOKEN}.nx.t.test"));
+        let plain = f.lookup("other.nx.t.test.", RecordType::A, Transport::Udp).await;
+        assert_eq!(plain.response_code(), ResponseCode::NXDomain);
+        assert_eq!(f.hits().await, 1, "no token, no hit");
+    }
+
+    #[tokio::test]
+    async fn names_outside_both_zones_are_refused_without_a_hit() {
+        let f = fixture().await;
+        let m = f.lookup(&format!("{TOKEN}.elsewhere.test."), RecordType::A, Transport::Udp).await;
+        assert_eq!(m.response_code(), ResponseCode::Refused);
+        let near = f.lookup(&format!("{TOKEN}.xt.test."), RecordType::A, Transport::Udp).await;
+        assert_eq!(near.response_code(), ResponseCode::Refused, "a zone is matched by whole labels");
+        assert_eq!(f.hits().await, 0);
+    }
+
+    #[tokio::test]
+    async fn the_hit_handed_to_the_sink_says_who_asked_what() {
+        let f = fixture().await;
+        // Resolvers randomise case: the token is found anyway, the name is kept as sent.
+        let name = format!("{}.T.test.", TOKEN.to_ascii_uppercase());
+        f.lookup(&name, RecordType::TXT, Transport::Tcp).await;
+        let hits = f.sink.hits();
+        let [hit] = hits.as_slice() else { panic!("one hit: {hits:?}") };
+        assert_eq!(hit.token_id, TOKEN);
+        assert_eq!(hit.channel, Channel::Dns);
+        assert_eq!((hit.src_ip.as_str(), hit.src_port), ("192.0.2.9", 5353));
+        assert_eq!((hit.dst_ip.as_str(), hit.dst_port), ("127.0.0.1", 5354), "the public address for 0.0.0.0");
+        assert_eq!(
+            hit.data,
+            json!({"query_name": name.trim_end_matches('.'), "query_type": "TXT", "transport": "tcp"})
+        );
+        assert!(hit.time_us > 0);
+    }
+
+    #[tokio::test]
+    async fn labels_left_of_the_token_are_decoded_into_the_hit() {
+        let f = fixture().await;
+        let labels = crate::kinds::dns::encode_generic(b"hello from dns", 7);
+        f.lookup(&format!("{labels}.{TOKEN}.t.test."), RecordType::A, Transport::Udp).await;
+        f.lookup(&format!("11111111.G01.{TOKEN}.t.test."), RecordType::A, Transport::Udp).await;
+        f.lookup(&format!("www.{TOKEN}.t.test."), RecordType::A, Transport::Udp).await;
+        let hits = f.sink.hits();
+        assert_eq!(hits[0].data["generic_data"], "hello from dns");
+        assert_eq!(hits[0].data["transport"], "udp");
+        assert!(hits[1].data["decode_error"].is_string(), "{:?}", hits[1].data);
+        assert!(hits[2].data.get("generic_data").is_none() && hits[2].data.get("decode_error").is_none());
+        // The right-most token label counts: a token-looking label further left is data.
+        f.lookup(&format!("{}.{TOKEN}.t.test.", "z".repeat(25)), RecordType::A, Transport::Udp).await;
+        assert_eq!(f.sink.hits()[3].token_id, TOKEN);
+    }
+
+    #[tokio::test]
+    async fn a_hit_the_sink_cannot_take_gets_servfail() {
+        let f = fixture().await;
+        let name = format!("{TOKEN}.t.test.");
+        for e in [RecordError::Overloaded, RecordError::Storage("disk full".into()), RecordError::Closed] {
+            f.sink.set_answer(Answer::Fail(e.clone()));
+            let m = f.lookup(&name, RecordType::A, Transport::Udp).await;
+            assert_eq!((m.response_code(), m.authoritative()), (ResponseCode::ServFail, false), "{e}");
+            assert!(m.answers().is_empty(), "no address for a hit that is not stored");
+        }
+        // Unknown and dropped tokens are answered like live ones: a client cannot tell them apart.
+        for answer in [Answer::Unknown, Answer::Drop(token("dns", json!({})))] {
+            f.sink.set_answer(answer);
+            assert_eq!(addresses(&f.lookup(&name, RecordType::A, Transport::Udp).await), ["127.0.0.1"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_packets_and_responses_are_never_hits() {
+        let f = fixture().await;
+        let peer: SocketAddr = PEER.parse().unwrap();
+        assert!(f.server.answer(&[0xab, 0xcd, 0x01], peer, Transport::Udp).await.is_none(), "no header");
+        let mut response = f.query([0, 0, 0]);
+        response[2] |= 0x80;
+        assert!(f.server.answer(&response, peer, Transport::Udp).await.is_none(), "a response");
+        let mut cut = f.query([0, 0, 0]);
+        cut.truncate(20);
+        assert_eq!(rcode(&f.ask(&cut).await), 1, "a cut question: FORMERR");
+        let mut two = f.query([0, 0, 0]);
+        two[5] = 2;
+        assert_eq!(rcode(&f.ask(&two).await), 1, "QDCOUNT 2 without a second question: FORMERR");
+        let mut notify = f.query([0, 0, 0]);
+        notify[2] = 0x20; // opcode NOTIFY
+        assert_eq!(rcode(&f.ask(&notify).await), 4, "NOTIMP");
+        let axfr = f.lookup(&format!("{TOKEN}.t.test."), RecordType::AXFR, Transport::Tcp).await;
+        assert_eq!(axfr.response_code(), ResponseCode::Refused, "no zone transfer");
+        assert_eq!(f.hits().await, 1, "only the AXFR, which named the token, is a hit");
+    }
+
+    #[tokio::test]
+    async fn the_listener_answers_over_udp_and_tcp_until_stopped() {
+        let sink = Arc::new(FakeSink::new(Answer::Record(token("dns", json!({})))));
+        let settings = DnsSettings { listen: Some("127.0.0.1:0".parse().unwrap()), ..Default::default() };
+        let common = Common {
+            domain: ZONE.into(),
+            nx_domain: "nx.t.test".into(),
+            public_ip: [127, 0, 0, 1].into(),
+            trusted_proxies: Default::default(),
+        };
+        let bound = Dns::build(&settings, &common).unwrap().unwrap().bind().await.unwrap();
+        let addr = bound.local_addr().unwrap();
+        assert_ne!(addr.port(), 0, "the real port");
+        assert!(bound.describe()[0].contains(&format!("{addr}  zone t.test, NX zone nx.t.test")));
+        let (stop_tx, stop) = watch::channel(false);
+        let site = crate::kinds::testing::site();
+        let run = tokio::spawn(bound.run(ListenerContext { hits: sink.clone(), site, stop }));
+
+        let f = Fixture {
+            server: DnsServer::new(ZONE, "nx.t.test", [127, 0, 0, 1].into(), sink.clone()).unwrap(),
+            sink: sink.clone(),
+            token: TOKEN.into(),
+        };
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        udp.send_to(&f.query([0, 0, 0]), addr).await.unwrap();
+        let mut buf = [0u8; 512];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), udp.recv_from(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(rcode(&buf[..n]), 0);
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let q = f.query([0, 0, 0]);
+        tcp.write_all(&(q.len() as u16).to_be_bytes()).await.unwrap();
+        tcp.write_all(&q).await.unwrap();
+        let mut len = [0u8; 2];
+        tcp.read_exact(&mut len).await.unwrap();
+        let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        tcp.read_exact(&mut answer).await.unwrap();
+        assert_eq!(rcode(&answer), 0);
+        assert_eq!(sink.hits().len(), 2);
+
+        // Stop: the listener ends, closing the idle TCP connection, well within its grace.
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(GRACE, run).await.expect("ends on stop").unwrap().unwrap();
+        assert_eq!(tcp.read(&mut len).await.unwrap(), 0, "the connection is closed");
     }
 
     fn rcode(answer: &[u8]) -> u8 {
