@@ -15,7 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::model::{HitOutcome, NewHit, TokenFile};
+use crate::model::{HitOutcome, NewHit, Token, TokenFile};
 use crate::store::{HitRules, Store};
 
 /// Where listeners hand what they notice: the one way from a listener to the store.
@@ -29,6 +29,10 @@ pub trait HitSink: Send + Sync {
     async fn amend(&self, amendment: HitAmendment) -> Result<bool, RecordError>;
     /// A file stored with a token (a web image), for the listener's answer.
     async fn token_file(&self, token_id: &str, name: &str) -> Result<Option<TokenFile>, RecordError>;
+    /// The token, if it exists and is enabled: for a listener that must say whether a token
+    /// is there before the trigger is complete (an SMTP server accepts or refuses each
+    /// recipient before the message comes). Nothing is recorded.
+    async fn live_token(&self, token_id: &str) -> Result<Option<Token>, RecordError>;
 }
 
 /// Follow-up data for a recorded hit: `value` goes under `key` in the hit's data.
@@ -114,6 +118,11 @@ impl HitSink for Recorder {
     async fn token_file(&self, token_id: &str, name: &str) -> Result<Option<TokenFile>, RecordError> {
         self.store.get_token_file(token_id, name).await.map_err(|e| RecordError::Storage(e.to_string()))
     }
+
+    async fn live_token(&self, token_id: &str) -> Result<Option<Token>, RecordError> {
+        let token = self.store.get_token(token_id).await.map_err(|e| RecordError::Storage(e.to_string()))?;
+        Ok(token.filter(|t| t.enabled))
+    }
 }
 
 async fn writer(store: Arc<dyn Store>, rules: Arc<HitRules>, committed: Arc<Notify>, mut rx: mpsc::Receiver<Pending>) {
@@ -160,7 +169,7 @@ pub mod testing {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::model::{AlertStatus, Token};
+    use crate::model::AlertStatus;
 
     /// What [`FakeSink::record`] answers.
     #[derive(Debug, Clone)]
@@ -228,6 +237,15 @@ pub mod testing {
 
         async fn token_file(&self, token_id: &str, name: &str) -> Result<Option<TokenFile>, RecordError> {
             Ok(self.files.get(&(token_id.to_string(), name.to_string())).cloned())
+        }
+
+        /// The token the sink is told to record for, when its id matches.
+        async fn live_token(&self, token_id: &str) -> Result<Option<Token>, RecordError> {
+            Ok(match &*self.answer.lock().unwrap() {
+                Answer::Record(t) | Answer::Drop(t) if t.id == token_id => Some(t.clone()),
+                Answer::Fail(e) => return Err(e.clone()),
+                _ => None,
+            })
         }
     }
 }
