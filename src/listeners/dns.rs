@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, MX, NS, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -406,6 +406,11 @@ impl DnsServer {
         let answer = match (q.query_type(), apex) {
             (RecordType::SOA, true) | (RecordType::ANY, true) => Some(owned(&zone.soa)),
             (RecordType::NS, true) => Some(owned(&zone.ns)),
+            // Mail for `<token id>@<zone>` (the smtp kind) goes to the zone itself, whose
+            // address record is this installation's: its SMTP listener takes it.
+            (RecordType::MX, true) if zone.kind == ZoneKind::Main => {
+                Some(Record::from_rdata(qname.clone(), ANSWER_TTL, RData::MX(MX::new(10, qname))))
+            }
             (RecordType::A | RecordType::ANY, _) if zone.kind == ZoneKind::Main => match self.public_ip {
                 IpAddr::V4(ip) => Some(Record::from_rdata(qname, ANSWER_TTL, RData::A(A(ip)))),
                 IpAddr::V6(_) => None,
@@ -754,6 +759,19 @@ mod tests {
         let v6 = fixture_answering("2001:db8::5".parse().unwrap()).await;
         assert_eq!(addresses(&v6.lookup(&name, RecordType::AAAA, Transport::Udp).await), ["2001:db8::5"]);
         assert!(is_nodata(&v6.lookup(&name, RecordType::A, Transport::Udp).await));
+    }
+
+    #[tokio::test]
+    async fn the_apex_names_itself_as_mail_exchanger_without_a_hit() {
+        let f = fixture().await;
+        let mx = f.lookup("t.test.", RecordType::MX, Transport::Udp).await;
+        assert_eq!((mx.response_code(), mx.authoritative()), (ResponseCode::NoError, true));
+        match mx.answers()[0].data() {
+            RData::MX(m) => assert_eq!((m.preference(), m.exchange().to_ascii()), (10, "t.test.".to_string())),
+            other => panic!("not an MX: {other:?}"),
+        }
+        assert!(is_nodata(&f.lookup("nx.t.test.", RecordType::MX, Transport::Udp).await), "the NX zone takes no mail");
+        assert_eq!(f.hits().await, 0);
     }
 
     #[tokio::test]
