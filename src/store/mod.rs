@@ -9,6 +9,7 @@
 //! Every mutating method that corresponds to a management action takes the [`AuditEntry`] and
 //! writes it in the same transaction, so the audit log can never miss a change that happened.
 
+pub mod args;
 pub mod fql_sql;
 pub mod migrations;
 pub mod sql;

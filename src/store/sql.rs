@@ -6,10 +6,10 @@
 
 use anyhow::Context;
 use async_trait::async_trait;
-use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
-use sqlx::query::Query;
+use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
+use super::args::{Arg, Args};
 use super::{fql_sql, migrations, FlockDeletion, HitRules, Store, TokenDeletion};
 use crate::model::*;
 
@@ -51,38 +51,6 @@ impl std::ops::Deref for WriteTx {
 impl std::ops::DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.tx
-    }
-}
-
-/// A bind value for statements built at run time.
-#[derive(Debug, Clone)]
-pub enum Arg {
-    I(i64),
-    S(String),
-}
-
-/// Collects bind values and hands out their `$N` placeholders.
-#[derive(Default)]
-pub struct Args(Vec<Arg>);
-
-impl Args {
-    /// Binds `a`; returns its placeholder.
-    pub fn push(&mut self, a: Arg) -> String {
-        self.0.push(a);
-        format!("${}", self.0.len())
-    }
-    /// Placeholders for a list of values, for `IN (…)`: `$3, $4, $5`.
-    fn list(&mut self, items: impl IntoIterator<Item = Arg>) -> String {
-        items.into_iter().map(|a| self.push(a)).collect::<Vec<_>>().join(", ")
-    }
-    fn bind<'q>(&'q self, mut q: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
-        for a in &self.0 {
-            q = match a {
-                Arg::I(i) => q.bind(*i),
-                Arg::S(s) => q.bind(s.as_str()),
-            };
-        }
-        q
     }
 }
 
@@ -367,7 +335,7 @@ impl SqlStore {
         chunk: i64,
         incidents: &mut Vec<i64>,
     ) -> anyhow::Result<u64> {
-        let mut all = Args(args.to_vec());
+        let mut all = Args::from_vec(args.to_vec());
         let limit = all.push(Arg::I(chunk));
         let sql = format!(
             "DELETE FROM hits WHERE id IN (SELECT h.id FROM hits h WHERE {pick} ORDER BY h.id LIMIT {limit}) \
