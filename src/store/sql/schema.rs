@@ -13,7 +13,7 @@ use crate::store::migrations;
 
 impl SqlStore {
     pub(super) async fn migrate(&self) -> anyhow::Result<()> {
-        let steps = match self.engine {
+        let types = match self.engine {
             Engine::Sqlite => migrations::SQLITE,
             Engine::Postgres => migrations::POSTGRES,
         };
@@ -26,7 +26,7 @@ impl SqlStore {
                 .context("cannot create the schema table")?;
             tx.commit().await?;
         }
-        for (i, step) in steps.iter().enumerate() {
+        for (i, step) in migrations::rendered(types).enumerate() {
             let version = i as i64 + 1;
             let mut tx = self.begin().await?;
             self.lock_migrations(&mut tx).await?;
@@ -36,7 +36,7 @@ impl SqlStore {
                 .await?
                 .try_get(0)?;
             if done == 0 {
-                (&mut *tx).execute(*step).await.with_context(|| format!("migration {version} failed"))?;
+                (&mut *tx).execute(step.as_str()).await.with_context(|| format!("migration {version} failed"))?;
                 sqlx::query("INSERT INTO trapline_schema (version, applied_us) VALUES ($1, $2)")
                     .bind(version)
                     .bind(now_us())
