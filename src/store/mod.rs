@@ -10,6 +10,7 @@
 //! writes it in the same transaction, so the audit log can never miss a change that happened.
 
 pub mod args;
+pub mod error;
 pub mod fql_sql;
 pub mod migrations;
 pub mod sql;
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 
 use crate::model::*;
 
+pub use error::{StoreError, StoreResult};
 pub use sql::SqlStore;
 
 /// Decides, for a token and a would-be hit, what to store. Pure: no I/O.
