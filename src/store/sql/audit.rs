@@ -6,7 +6,7 @@ use sqlx::Row;
 use super::*;
 use crate::model::*;
 
-pub(super) fn audit_from_row(r: &AnyRow) -> anyhow::Result<AuditEntry> {
+pub(super) fn audit_from_row(r: &AnyRow) -> StoreResult<AuditEntry> {
     Ok(AuditEntry {
         time_us: r.try_get(0)?,
         actor: r.try_get(1)?,
@@ -18,7 +18,7 @@ pub(super) fn audit_from_row(r: &AnyRow) -> anyhow::Result<AuditEntry> {
     })
 }
 
-pub(super) async fn insert_audit(tx: &mut WriteTx, a: &AuditEntry) -> anyhow::Result<()> {
+pub(super) async fn insert_audit(tx: &mut WriteTx, a: &AuditEntry) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO audit_log (time_us, actor, action, target, description, src_ip, dialect) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -35,12 +35,12 @@ pub(super) async fn insert_audit(tx: &mut WriteTx, a: &AuditEntry) -> anyhow::Re
     Ok(())
 }
 
-pub(super) async fn append_audit(s: &SqlStore, audit: &AuditEntry) -> anyhow::Result<()> {
+pub(super) async fn append_audit(s: &SqlStore, audit: &AuditEntry) -> StoreResult<()> {
     let tx = s.begin().await?;
     audited(tx, audit, ()).await
 }
 
-pub(super) async fn list_audit(s: &SqlStore, limit: i64) -> anyhow::Result<Vec<AuditEntry>> {
+pub(super) async fn list_audit(s: &SqlStore, limit: i64) -> StoreResult<Vec<AuditEntry>> {
     let rows = sqlx::query(
         "SELECT time_us, actor, action, target, description, src_ip, dialect FROM audit_log \
          ORDER BY id DESC LIMIT $1",

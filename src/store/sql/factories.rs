@@ -13,7 +13,7 @@ pub(super) const FACTORY_COLS: &str =
     "id, value_hash, label, flock_id, created_us, expires_us, revoked_us, last_used_us, \
      cidrs, use_count, created_by, value_sealed";
 
-pub(super) fn factory_from_row(r: &AnyRow) -> anyhow::Result<FactoryToken> {
+pub(super) fn factory_from_row(r: &AnyRow) -> StoreResult<FactoryToken> {
     let cidrs: String = r.try_get(8)?;
     Ok(FactoryToken {
         id: r.try_get(0)?,
@@ -42,7 +42,7 @@ impl SqlStore {
         default_order: &str,
         q: &crate::model::Query,
         now: Micros,
-    ) -> anyhow::Result<(Vec<AnyRow>, i64)> {
+    ) -> StoreResult<(Vec<AnyRow>, i64)> {
         let mut args = Args::default();
         let cond = match &q.filter {
             Some(f) => fql_sql::compile(f, fields, &mut args, now)?,
@@ -64,7 +64,7 @@ impl SqlStore {
     }
 }
 
-pub(super) async fn insert_factory(s: &SqlStore, f: &FactoryToken, audit: &AuditEntry) -> anyhow::Result<()> {
+pub(super) async fn insert_factory(s: &SqlStore, f: &FactoryToken, audit: &AuditEntry) -> StoreResult<()> {
     let mut tx = s.begin().await?;
     sqlx::query(&format!(
         "INSERT INTO factory_tokens ({FACTORY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
@@ -86,7 +86,7 @@ pub(super) async fn insert_factory(s: &SqlStore, f: &FactoryToken, audit: &Audit
     audited(tx, audit, ()).await
 }
 
-pub(super) async fn factory_by_hash(s: &SqlStore, value_hash: &str) -> anyhow::Result<Option<FactoryToken>> {
+pub(super) async fn factory_by_hash(s: &SqlStore, value_hash: &str) -> StoreResult<Option<FactoryToken>> {
     let row = sqlx::query(&format!("SELECT {FACTORY_COLS} FROM factory_tokens WHERE value_hash = $1"))
         .bind(value_hash)
         .fetch_optional(&s.pool)
@@ -94,7 +94,7 @@ pub(super) async fn factory_by_hash(s: &SqlStore, value_hash: &str) -> anyhow::R
     row.as_ref().map(factory_from_row).transpose()
 }
 
-pub(super) async fn get_factory(s: &SqlStore, id: &str) -> anyhow::Result<Option<FactoryToken>> {
+pub(super) async fn get_factory(s: &SqlStore, id: &str) -> StoreResult<Option<FactoryToken>> {
     let row = sqlx::query(&format!("SELECT {FACTORY_COLS} FROM factory_tokens WHERE id = $1"))
         .bind(id)
         .fetch_optional(&s.pool)
@@ -102,7 +102,7 @@ pub(super) async fn get_factory(s: &SqlStore, id: &str) -> anyhow::Result<Option
     row.as_ref().map(factory_from_row).transpose()
 }
 
-pub(super) async fn list_factories(s: &SqlStore) -> anyhow::Result<Vec<FactoryToken>> {
+pub(super) async fn list_factories(s: &SqlStore) -> StoreResult<Vec<FactoryToken>> {
     let rows = sqlx::query(&format!("SELECT {FACTORY_COLS} FROM factory_tokens ORDER BY created_us, id"))
         .fetch_all(&s.pool)
         .await?;
@@ -114,7 +114,7 @@ pub(super) async fn update_factory(
     id: &str,
     change: &FactoryChange,
     audit: &AuditEntry,
-) -> anyhow::Result<Option<FactoryToken>> {
+) -> StoreResult<Option<FactoryToken>> {
     let mut tx = s.begin().await?;
     let row = sqlx::query(&format!("SELECT {FACTORY_COLS} FROM factory_tokens WHERE id = $1"))
         .bind(id)
@@ -141,11 +141,11 @@ pub(super) async fn update_factory(
     audited(tx, audit, Some(f)).await
 }
 
-pub(super) async fn delete_factory(s: &SqlStore, id: &str, audit: &AuditEntry) -> anyhow::Result<bool> {
+pub(super) async fn delete_factory(s: &SqlStore, id: &str, audit: &AuditEntry) -> StoreResult<bool> {
     delete_audited(s, "DELETE FROM factory_tokens WHERE id = $1", id, audit).await
 }
 
-pub(super) async fn touch_factory(s: &SqlStore, id: &str, when: Micros) -> anyhow::Result<()> {
+pub(super) async fn touch_factory(s: &SqlStore, id: &str, when: Micros) -> StoreResult<()> {
     sqlx::query("UPDATE factory_tokens SET last_used_us = $1, use_count = use_count + 1 WHERE id = $2")
         .bind(when)
         .bind(id)
@@ -158,7 +158,7 @@ pub(super) async fn query_factories(
     s: &SqlStore,
     q: &crate::model::Query,
     now: Micros,
-) -> anyhow::Result<(Vec<String>, i64)> {
+) -> StoreResult<(Vec<String>, i64)> {
     let (ids, total) =
         s.query_ids("factory_tokens", "1=1", fql_sql::FACTORY_FIELDS, "created_us DESC, id DESC", q, now).await?;
     Ok((ids.into_iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?, total))
@@ -168,13 +168,13 @@ pub(super) async fn query_factory_audit(
     s: &SqlStore,
     q: &crate::model::Query,
     now: Micros,
-) -> anyhow::Result<(Vec<i64>, i64)> {
+) -> StoreResult<(Vec<i64>, i64)> {
     let scope = "action IN ('factory_create', 'factory_update', 'factory_revoke', 'factory_restore', 'factory_delete')";
     let (rows, total) = s.query_ids("audit_log", scope, fql_sql::AUDIT_FIELDS, "time_us DESC, id DESC", q, now).await?;
     Ok((rows.into_iter().map(|r| r.try_get::<i64, _>(0)).collect::<Result<_, _>>()?, total))
 }
 
-pub(super) async fn factory_audit_events(s: &SqlStore, ids: &[i64]) -> anyhow::Result<Vec<AuditEvent>> {
+pub(super) async fn factory_audit_events(s: &SqlStore, ids: &[i64]) -> StoreResult<Vec<AuditEvent>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }

@@ -5,19 +5,19 @@ use sqlx::Row;
 use super::*;
 use crate::model::*;
 
-pub(super) async fn list_flocks(s: &SqlStore) -> anyhow::Result<Vec<Flock>> {
+pub(super) async fn list_flocks(s: &SqlStore) -> StoreResult<Vec<Flock>> {
     let rows =
         sqlx::query("SELECT id, name, created_us FROM flocks ORDER BY created_us, id").fetch_all(&s.pool).await?;
     rows.iter().map(|r| Ok(Flock { id: r.try_get(0)?, name: r.try_get(1)?, created_us: r.try_get(2)? })).collect()
 }
 
-pub(super) async fn get_flock(s: &SqlStore, id: &str) -> anyhow::Result<Option<Flock>> {
+pub(super) async fn get_flock(s: &SqlStore, id: &str) -> StoreResult<Option<Flock>> {
     let row =
         sqlx::query("SELECT id, name, created_us FROM flocks WHERE id = $1").bind(id).fetch_optional(&s.pool).await?;
     row.map(|r| Ok(Flock { id: r.try_get(0)?, name: r.try_get(1)?, created_us: r.try_get(2)? })).transpose()
 }
 
-pub(super) async fn insert_flock(s: &SqlStore, f: &Flock, audit: &AuditEntry) -> anyhow::Result<()> {
+pub(super) async fn insert_flock(s: &SqlStore, f: &Flock, audit: &AuditEntry) -> StoreResult<()> {
     let mut tx = s.begin().await?;
     sqlx::query("INSERT INTO flocks (id, name, created_us) VALUES ($1, $2, $3)")
         .bind(f.id.as_str())
@@ -28,7 +28,7 @@ pub(super) async fn insert_flock(s: &SqlStore, f: &Flock, audit: &AuditEntry) ->
     audited(tx, audit, ()).await
 }
 
-pub(super) async fn rename_flock(s: &SqlStore, id: &str, name: &str, audit: &AuditEntry) -> anyhow::Result<bool> {
+pub(super) async fn rename_flock(s: &SqlStore, id: &str, name: &str, audit: &AuditEntry) -> StoreResult<bool> {
     let mut tx = s.begin().await?;
     let n = sqlx::query("UPDATE flocks SET name = $1 WHERE id = $2")
         .bind(name)
@@ -39,7 +39,7 @@ pub(super) async fn rename_flock(s: &SqlStore, id: &str, name: &str, audit: &Aud
     audited(tx, audit, n > 0).await
 }
 
-pub(super) async fn delete_flock(s: &SqlStore, id: &str, audit: &AuditEntry) -> anyhow::Result<FlockDeletion> {
+pub(super) async fn delete_flock(s: &SqlStore, id: &str, audit: &AuditEntry) -> StoreResult<FlockDeletion> {
     let mut tx = s.begin().await?;
     let exists: i64 =
         sqlx::query("SELECT COUNT(*) FROM flocks WHERE id = $1").bind(id).fetch_one(&mut *tx).await?.try_get(0)?;
@@ -59,7 +59,7 @@ pub(super) async fn delete_flock(s: &SqlStore, id: &str, audit: &AuditEntry) -> 
     audited(tx, audit, FlockDeletion::Deleted).await
 }
 
-pub(super) async fn flock_summary(s: &SqlStore, id: &str) -> anyhow::Result<FlockSummary> {
+pub(super) async fn flock_summary(s: &SqlStore, id: &str) -> StoreResult<FlockSummary> {
     let row = sqlx::query(
         "SELECT \
            (SELECT COUNT(*) FROM tokens WHERE flock_id = $1), \
@@ -79,7 +79,7 @@ pub(super) async fn flock_summary(s: &SqlStore, id: &str) -> anyhow::Result<Floc
             .await?
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<anyhow::Result<Vec<(String, i64)>>>()?;
+            .collect::<StoreResult<Vec<(String, i64)>>>()?;
     Ok(FlockSummary {
         token_count: row.try_get(0)?,
         enabled_token_count: row.try_get(1)?,
@@ -90,7 +90,7 @@ pub(super) async fn flock_summary(s: &SqlStore, id: &str) -> anyhow::Result<Floc
     })
 }
 
-pub(super) async fn flock_token_ids(s: &SqlStore, id: &str) -> anyhow::Result<Vec<String>> {
+pub(super) async fn flock_token_ids(s: &SqlStore, id: &str) -> StoreResult<Vec<String>> {
     let rows = sqlx::query("SELECT id FROM tokens WHERE flock_id = $1 ORDER BY created_us, id")
         .bind(id)
         .fetch_all(&s.pool)

@@ -14,7 +14,7 @@ use crate::model::*;
 pub(super) const HIT_COLS: &str =
     "id, incident_id, token_id, time_us, channel, src_ip, src_port, data, alert_status, dst_ip, dst_port";
 
-pub(super) fn hit_from_row(r: &AnyRow) -> anyhow::Result<Hit> {
+pub(super) fn hit_from_row(r: &AnyRow) -> StoreResult<Hit> {
     let channel: String = r.try_get(4)?;
     let data: String = r.try_get(7)?;
     Ok(Hit {
@@ -43,7 +43,7 @@ pub(super) async fn place_in_incident(
     token: &Token,
     h: &NewHit,
     data: &mut serde_json::Value,
-) -> anyhow::Result<(AlertStatus, i64)> {
+) -> StoreResult<(AlertStatus, i64)> {
     let group = crate::noise::group_key(h);
     if rules.group_window_secs > 0 {
         let open = sqlx::query(
@@ -126,7 +126,7 @@ pub(super) async fn place_in_incident(
     Ok((if alerted { AlertStatus::Alerted } else { AlertStatus::Throttled }, id))
 }
 
-pub(super) async fn record_hits(s: &SqlStore, hits: &[NewHit], rules: &HitRules) -> anyhow::Result<Vec<HitOutcome>> {
+pub(super) async fn record_hits(s: &SqlStore, hits: &[NewHit], rules: &HitRules) -> StoreResult<Vec<HitOutcome>> {
     let mut tx = s.begin().await?;
     let mut out = Vec::with_capacity(hits.len());
     // Incidents created or joined by this batch get a new `updated_id`.
@@ -225,7 +225,7 @@ pub(super) async fn token_hits(
     token_id: &str,
     limit: i64,
     before_id: Option<i64>,
-) -> anyhow::Result<Vec<Hit>> {
+) -> StoreResult<Vec<Hit>> {
     let sql = format!("SELECT {HIT_COLS} FROM hits WHERE token_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3");
     let rows =
         sqlx::query(&sql).bind(token_id).bind(before_id.unwrap_or(i64::MAX)).bind(limit).fetch_all(&s.pool).await?;
@@ -239,7 +239,7 @@ pub(super) async fn attach_hit_data(
     nonce: &str,
     key: &str,
     value: serde_json::Value,
-) -> anyhow::Result<bool> {
+) -> StoreResult<bool> {
     let mut tx = s.begin().await?;
     let row = sqlx::query("SELECT data FROM hits WHERE id = $1 AND token_id = $2")
         .bind(hit_id)

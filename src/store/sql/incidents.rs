@@ -16,7 +16,7 @@ pub(super) const INCIDENT_COLS: &str = "id, token_id, flock_id, kind, memo, chan
 /// The counter behind `incidents.updated_id`.
 pub(super) const INCIDENT_UPDATES: &str = "incident_updates";
 
-pub(super) fn incident_from_row(r: &AnyRow) -> anyhow::Result<Incident> {
+pub(super) fn incident_from_row(r: &AnyRow) -> StoreResult<Incident> {
     let channel: String = r.try_get(5)?;
     Ok(Incident {
         id: r.try_get(0)?,
@@ -118,7 +118,7 @@ impl Stamping {
     }
 
     /// The value to write with a change now (None: stamped at the end).
-    pub(super) async fn value(&mut self, tx: &mut WriteTx) -> anyhow::Result<Option<i64>> {
+    pub(super) async fn value(&mut self, tx: &mut WriteTx) -> StoreResult<Option<i64>> {
         match self {
             Stamping::Early(Some(v)) => Ok(Some(*v)),
             Stamping::Early(taken) => {
@@ -137,7 +137,7 @@ impl Stamping {
     }
 
     /// Stamps what is still to stamp; call last before the commit.
-    pub(super) async fn finish(self, tx: &mut WriteTx) -> anyhow::Result<()> {
+    pub(super) async fn finish(self, tx: &mut WriteTx) -> StoreResult<()> {
         if let Stamping::Late(mut ids) = self {
             ids.sort_unstable();
             ids.dedup();
@@ -151,7 +151,7 @@ impl Stamping {
 /// sequence: one value for all of them, taken last, just before the commit. The counter row
 /// stays locked until then, so transactions take their values in the order they commit and a
 /// poller that has seen `updated_id` N can never later find a change stamped N or lower.
-pub(super) async fn stamp_updates(tx: &mut WriteTx, ids: &[i64]) -> anyhow::Result<Option<i64>> {
+pub(super) async fn stamp_updates(tx: &mut WriteTx, ids: &[i64]) -> StoreResult<Option<i64>> {
     if ids.is_empty() {
         return Ok(None);
     }
@@ -166,7 +166,7 @@ pub(super) async fn update_incidents(
     tx: &mut WriteTx,
     ids: &[i64],
     set: impl Fn(&mut Args) -> String,
-) -> anyhow::Result<()> {
+) -> StoreResult<()> {
     for chunk in ids.chunks(500) {
         let mut args = Args::default();
         let set = set(&mut args);
@@ -176,7 +176,7 @@ pub(super) async fn update_incidents(
     Ok(())
 }
 
-pub(super) async fn next_update_id(tx: &mut WriteTx) -> anyhow::Result<i64> {
+pub(super) async fn next_update_id(tx: &mut WriteTx) -> StoreResult<i64> {
     Ok(sqlx::query("UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value")
         .bind(INCIDENT_UPDATES)
         .fetch_one(&mut **tx)
@@ -185,7 +185,7 @@ pub(super) async fn next_update_id(tx: &mut WriteTx) -> anyhow::Result<i64> {
 }
 
 impl SqlStore {
-    async fn fetch_incidents(&self, filter: &IncidentFilter) -> anyhow::Result<Vec<Incident>> {
+    async fn fetch_incidents(&self, filter: &IncidentFilter) -> StoreResult<Vec<Incident>> {
         let mut args = Args::default();
         let mut cond = incident_where(filter, &mut args);
         let start =
@@ -202,7 +202,7 @@ impl SqlStore {
             sql.push_str(&format!(" LIMIT {}", args.push(Arg::I(limit))));
         }
         let rows = args.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
-        let mut incidents = rows.iter().map(incident_from_row).collect::<anyhow::Result<Vec<_>>>()?;
+        let mut incidents = rows.iter().map(incident_from_row).collect::<StoreResult<Vec<_>>>()?;
         if start.backwards {
             incidents.reverse();
         }
@@ -254,18 +254,18 @@ impl SqlStore {
     }
 }
 
-pub(super) async fn list_incidents(s: &SqlStore, filter: &IncidentFilter) -> anyhow::Result<Vec<Incident>> {
+pub(super) async fn list_incidents(s: &SqlStore, filter: &IncidentFilter) -> StoreResult<Vec<Incident>> {
     s.fetch_incidents(filter).await
 }
 
-pub(super) async fn count_incidents(s: &SqlStore, filter: &IncidentFilter) -> anyhow::Result<(i64, Option<i64>)> {
+pub(super) async fn count_incidents(s: &SqlStore, filter: &IncidentFilter) -> StoreResult<(i64, Option<i64>)> {
     let mut args = Args::default();
     let sql = format!("SELECT COUNT(*), MAX(updated_id) FROM incidents WHERE {}", incident_where(filter, &mut args));
     let row = args.bind(sqlx::query(&sql)).fetch_one(&s.pool).await?;
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
-pub(super) async fn incident_sources(s: &SqlStore, filter: &IncidentFilter) -> anyhow::Result<Vec<(String, i64)>> {
+pub(super) async fn incident_sources(s: &SqlStore, filter: &IncidentFilter) -> StoreResult<Vec<(String, i64)>> {
     let mut args = Args::default();
     let sql = format!(
         "SELECT src_ip, COUNT(*) FROM incidents WHERE {} GROUP BY src_ip ORDER BY COUNT(*) DESC, src_ip",
@@ -280,7 +280,7 @@ pub(super) async fn set_acknowledged(
     filter: &IncidentFilter,
     acknowledged: bool,
     audit: &AuditEntry,
-) -> anyhow::Result<Vec<i64>> {
+) -> StoreResult<Vec<i64>> {
     let mut tx = s.begin().await?;
     let mut args = Args::default();
     let cond = incident_where(filter, &mut args);
@@ -316,7 +316,7 @@ pub(super) async fn delete_incidents(
     s: &SqlStore,
     filter: &IncidentFilter,
     audit: &AuditEntry,
-) -> anyhow::Result<Vec<i64>> {
+) -> StoreResult<Vec<i64>> {
     let mut tx = s.begin().await?;
     let mut args = Args::default();
     let cond = incident_where(filter, &mut args);

@@ -11,7 +11,7 @@ use crate::store::args::{Arg, Args};
 pub(super) const KEY_COLS: &str = "key_id, secret_hash, role, flock_id, active, expire_us, description, \
      created_us, last_used_us, created_by, annotations";
 
-pub(super) fn key_from_row(r: &AnyRow) -> anyhow::Result<ApiKey> {
+pub(super) fn key_from_row(r: &AnyRow) -> StoreResult<ApiKey> {
     let role: String = r.try_get(2)?;
     Ok(ApiKey {
         key_id: r.try_get(0)?,
@@ -28,7 +28,7 @@ pub(super) fn key_from_row(r: &AnyRow) -> anyhow::Result<ApiKey> {
     })
 }
 
-pub(super) async fn insert_key(tx: &mut WriteTx, k: &ApiKey) -> anyhow::Result<()> {
+pub(super) async fn insert_key(tx: &mut WriteTx, k: &ApiKey) -> StoreResult<()> {
     sqlx::query(&format!("INSERT INTO api_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"))
         .bind(k.key_id.as_str())
         .bind(k.secret_hash.as_str())
@@ -46,17 +46,17 @@ pub(super) async fn insert_key(tx: &mut WriteTx, k: &ApiKey) -> anyhow::Result<(
     Ok(())
 }
 
-pub(super) async fn count_api_keys(s: &SqlStore) -> anyhow::Result<i64> {
+pub(super) async fn count_api_keys(s: &SqlStore) -> StoreResult<i64> {
     Ok(sqlx::query("SELECT COUNT(*) FROM api_keys").fetch_one(&s.pool).await?.try_get(0)?)
 }
 
-pub(super) async fn insert_api_key(s: &SqlStore, k: &ApiKey, audit: &AuditEntry) -> anyhow::Result<()> {
+pub(super) async fn insert_api_key(s: &SqlStore, k: &ApiKey, audit: &AuditEntry) -> StoreResult<()> {
     let mut tx = s.begin().await?;
     insert_key(&mut tx, k).await?;
     audited(tx, audit, ()).await
 }
 
-pub(super) async fn insert_first_api_key(s: &SqlStore, k: &ApiKey, audit: &AuditEntry) -> anyhow::Result<bool> {
+pub(super) async fn insert_first_api_key(s: &SqlStore, k: &ApiKey, audit: &AuditEntry) -> StoreResult<bool> {
     let mut tx = s.begin().await?;
     if s.engine == Engine::Postgres {
         // Readers may go on; a second would-be first key waits here, then sees this one.
@@ -70,7 +70,7 @@ pub(super) async fn insert_first_api_key(s: &SqlStore, k: &ApiKey, audit: &Audit
     audited(tx, audit, true).await
 }
 
-pub(super) async fn api_key_by_hash(s: &SqlStore, secret_hash: &str) -> anyhow::Result<Option<ApiKey>> {
+pub(super) async fn api_key_by_hash(s: &SqlStore, secret_hash: &str) -> StoreResult<Option<ApiKey>> {
     let row = sqlx::query(&format!("SELECT {KEY_COLS} FROM api_keys WHERE secret_hash = $1"))
         .bind(secret_hash)
         .fetch_optional(&s.pool)
@@ -78,7 +78,7 @@ pub(super) async fn api_key_by_hash(s: &SqlStore, secret_hash: &str) -> anyhow::
     row.as_ref().map(key_from_row).transpose()
 }
 
-pub(super) async fn touch_api_key(s: &SqlStore, key_id: &str, when: Micros) -> anyhow::Result<()> {
+pub(super) async fn touch_api_key(s: &SqlStore, key_id: &str, when: Micros) -> StoreResult<()> {
     sqlx::query("UPDATE api_keys SET last_used_us = $1 WHERE key_id = $2")
         .bind(when)
         .bind(key_id)
@@ -87,13 +87,13 @@ pub(super) async fn touch_api_key(s: &SqlStore, key_id: &str, when: Micros) -> a
     Ok(())
 }
 
-pub(super) async fn list_api_keys(s: &SqlStore) -> anyhow::Result<Vec<ApiKey>> {
+pub(super) async fn list_api_keys(s: &SqlStore) -> StoreResult<Vec<ApiKey>> {
     let rows =
         sqlx::query(&format!("SELECT {KEY_COLS} FROM api_keys ORDER BY created_us, key_id")).fetch_all(&s.pool).await?;
     rows.iter().map(key_from_row).collect()
 }
 
-pub(super) async fn get_api_key(s: &SqlStore, key_id: &str) -> anyhow::Result<Option<ApiKey>> {
+pub(super) async fn get_api_key(s: &SqlStore, key_id: &str) -> StoreResult<Option<ApiKey>> {
     let row = sqlx::query(&format!("SELECT {KEY_COLS} FROM api_keys WHERE key_id = $1"))
         .bind(key_id)
         .fetch_optional(&s.pool)
@@ -106,7 +106,7 @@ pub(super) async fn update_api_key(
     key_id: &str,
     change: &KeyChange,
     audit: &AuditEntry,
-) -> anyhow::Result<Option<ApiKey>> {
+) -> StoreResult<Option<ApiKey>> {
     let mut tx = s.begin().await?;
     let mut args = Args::default();
     let mut sets = Vec::new();
@@ -135,16 +135,11 @@ pub(super) async fn update_api_key(
     audited(tx, audit, key).await
 }
 
-pub(super) async fn delete_api_key(s: &SqlStore, key_id: &str, audit: &AuditEntry) -> anyhow::Result<bool> {
+pub(super) async fn delete_api_key(s: &SqlStore, key_id: &str, audit: &AuditEntry) -> StoreResult<bool> {
     delete_audited(s, "DELETE FROM api_keys WHERE key_id = $1", key_id, audit).await
 }
 
-pub(super) async fn insert_api_key_once(
-    s: &SqlStore,
-    k: &ApiKey,
-    audit: &AuditEntry,
-    mark: &str,
-) -> anyhow::Result<bool> {
+pub(super) async fn insert_api_key_once(s: &SqlStore, k: &ApiKey, audit: &AuditEntry, mark: &str) -> StoreResult<bool> {
     let mut tx = s.begin().await?;
     let marked = sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
         .bind(mark)

@@ -28,7 +28,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 use super::args::{Arg, Args};
-use super::{FlockDeletion, HitRules, Store, TokenDeletion};
+use super::{FlockDeletion, HitRules, Store, StoreResult, TokenDeletion};
 use crate::model::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub(super) struct WriteTx {
 }
 
 impl WriteTx {
-    async fn commit(self) -> anyhow::Result<()> {
+    async fn commit(self) -> StoreResult<()> {
         Ok(self.tx.commit().await?)
     }
 }
@@ -83,7 +83,7 @@ fn b(v: bool) -> i64 {
 }
 
 /// A port as stored (BIGINT) back to a port.
-fn port(r: &AnyRow, i: usize) -> anyhow::Result<u16> {
+fn port(r: &AnyRow, i: usize) -> StoreResult<u16> {
     Ok(u16::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0))
 }
 
@@ -182,7 +182,7 @@ impl SqlStore {
         Ok(store)
     }
 
-    async fn begin(&self) -> anyhow::Result<WriteTx> {
+    async fn begin(&self) -> StoreResult<WriteTx> {
         let gate = match &self.write_gate {
             Some(g) => Some(g.clone().lock_owned().await),
             None => None,
@@ -249,7 +249,7 @@ impl Changed for FlockDeletion {
 
 /// Ends a management write: when `outcome` changed something, writes `audit` in the same
 /// transaction and commits; otherwise rolls everything back. Returns `outcome`.
-pub(super) async fn audited<T: Changed>(mut tx: WriteTx, audit: &AuditEntry, outcome: T) -> anyhow::Result<T> {
+pub(super) async fn audited<T: Changed>(mut tx: WriteTx, audit: &AuditEntry, outcome: T) -> StoreResult<T> {
     if outcome.changed() {
         audit::insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
@@ -259,7 +259,7 @@ pub(super) async fn audited<T: Changed>(mut tx: WriteTx, audit: &AuditEntry, out
 
 /// Deletes the row that `sql` (a DELETE with one parameter, `$1` = `id`) names, with its audit
 /// entry; false (and nothing written) when there was no such row.
-pub(super) async fn delete_audited(s: &SqlStore, sql: &str, id: &str, audit: &AuditEntry) -> anyhow::Result<bool> {
+pub(super) async fn delete_audited(s: &SqlStore, sql: &str, id: &str, audit: &AuditEntry) -> StoreResult<bool> {
     let mut tx = s.begin().await?;
     let n = sqlx::query(sql).bind(id).execute(&mut *tx).await?.rows_affected();
     audited(tx, audit, n > 0).await
@@ -274,31 +274,31 @@ impl Store for SqlStore {
         }
     }
 
-    async fn count_api_keys(&self) -> anyhow::Result<i64> {
+    async fn count_api_keys(&self) -> StoreResult<i64> {
         keys::count_api_keys(self).await
     }
 
-    async fn insert_api_key(&self, k: &ApiKey, audit: &AuditEntry) -> anyhow::Result<()> {
+    async fn insert_api_key(&self, k: &ApiKey, audit: &AuditEntry) -> StoreResult<()> {
         keys::insert_api_key(self, k, audit).await
     }
 
-    async fn insert_first_api_key(&self, k: &ApiKey, audit: &AuditEntry) -> anyhow::Result<bool> {
+    async fn insert_first_api_key(&self, k: &ApiKey, audit: &AuditEntry) -> StoreResult<bool> {
         keys::insert_first_api_key(self, k, audit).await
     }
 
-    async fn api_key_by_hash(&self, secret_hash: &str) -> anyhow::Result<Option<ApiKey>> {
+    async fn api_key_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiKey>> {
         keys::api_key_by_hash(self, secret_hash).await
     }
 
-    async fn touch_api_key(&self, key_id: &str, when: Micros) -> anyhow::Result<()> {
+    async fn touch_api_key(&self, key_id: &str, when: Micros) -> StoreResult<()> {
         keys::touch_api_key(self, key_id, when).await
     }
 
-    async fn list_api_keys(&self) -> anyhow::Result<Vec<ApiKey>> {
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
         keys::list_api_keys(self).await
     }
 
-    async fn get_api_key(&self, key_id: &str) -> anyhow::Result<Option<ApiKey>> {
+    async fn get_api_key(&self, key_id: &str) -> StoreResult<Option<ApiKey>> {
         keys::get_api_key(self, key_id).await
     }
 
@@ -307,31 +307,31 @@ impl Store for SqlStore {
         key_id: &str,
         change: &KeyChange,
         audit: &AuditEntry,
-    ) -> anyhow::Result<Option<ApiKey>> {
+    ) -> StoreResult<Option<ApiKey>> {
         keys::update_api_key(self, key_id, change, audit).await
     }
 
-    async fn delete_api_key(&self, key_id: &str, audit: &AuditEntry) -> anyhow::Result<bool> {
+    async fn delete_api_key(&self, key_id: &str, audit: &AuditEntry) -> StoreResult<bool> {
         keys::delete_api_key(self, key_id, audit).await
     }
 
-    async fn insert_api_key_once(&self, k: &ApiKey, audit: &AuditEntry, mark: &str) -> anyhow::Result<bool> {
+    async fn insert_api_key_once(&self, k: &ApiKey, audit: &AuditEntry, mark: &str) -> StoreResult<bool> {
         keys::insert_api_key_once(self, k, audit, mark).await
     }
 
-    async fn insert_factory(&self, f: &FactoryToken, audit: &AuditEntry) -> anyhow::Result<()> {
+    async fn insert_factory(&self, f: &FactoryToken, audit: &AuditEntry) -> StoreResult<()> {
         factories::insert_factory(self, f, audit).await
     }
 
-    async fn factory_by_hash(&self, value_hash: &str) -> anyhow::Result<Option<FactoryToken>> {
+    async fn factory_by_hash(&self, value_hash: &str) -> StoreResult<Option<FactoryToken>> {
         factories::factory_by_hash(self, value_hash).await
     }
 
-    async fn get_factory(&self, id: &str) -> anyhow::Result<Option<FactoryToken>> {
+    async fn get_factory(&self, id: &str) -> StoreResult<Option<FactoryToken>> {
         factories::get_factory(self, id).await
     }
 
-    async fn list_factories(&self) -> anyhow::Result<Vec<FactoryToken>> {
+    async fn list_factories(&self) -> StoreResult<Vec<FactoryToken>> {
         factories::list_factories(self).await
     }
 
@@ -340,43 +340,43 @@ impl Store for SqlStore {
         id: &str,
         change: &FactoryChange,
         audit: &AuditEntry,
-    ) -> anyhow::Result<Option<FactoryToken>> {
+    ) -> StoreResult<Option<FactoryToken>> {
         factories::update_factory(self, id, change, audit).await
     }
 
-    async fn delete_factory(&self, id: &str, audit: &AuditEntry) -> anyhow::Result<bool> {
+    async fn delete_factory(&self, id: &str, audit: &AuditEntry) -> StoreResult<bool> {
         factories::delete_factory(self, id, audit).await
     }
 
-    async fn touch_factory(&self, id: &str, when: Micros) -> anyhow::Result<()> {
+    async fn touch_factory(&self, id: &str, when: Micros) -> StoreResult<()> {
         factories::touch_factory(self, id, when).await
     }
 
-    async fn query_factories(&self, q: &crate::model::Query, now: Micros) -> anyhow::Result<(Vec<String>, i64)> {
+    async fn query_factories(&self, q: &crate::model::Query, now: Micros) -> StoreResult<(Vec<String>, i64)> {
         factories::query_factories(self, q, now).await
     }
 
-    async fn query_factory_audit(&self, q: &crate::model::Query, now: Micros) -> anyhow::Result<(Vec<i64>, i64)> {
+    async fn query_factory_audit(&self, q: &crate::model::Query, now: Micros) -> StoreResult<(Vec<i64>, i64)> {
         factories::query_factory_audit(self, q, now).await
     }
 
-    async fn factory_audit_events(&self, ids: &[i64]) -> anyhow::Result<Vec<AuditEvent>> {
+    async fn factory_audit_events(&self, ids: &[i64]) -> StoreResult<Vec<AuditEvent>> {
         factories::factory_audit_events(self, ids).await
     }
 
-    async fn get_setting(&self, name: &str) -> anyhow::Result<Option<String>> {
+    async fn get_setting(&self, name: &str) -> StoreResult<Option<String>> {
         settings::get_setting(self, name).await
     }
 
-    async fn set_setting(&self, name: &str, value: &str, audit: &AuditEntry) -> anyhow::Result<()> {
+    async fn set_setting(&self, name: &str, value: &str, audit: &AuditEntry) -> StoreResult<()> {
         settings::set_setting(self, name, value, audit).await
     }
 
-    async fn due_alerts(&self, now: Micros, limit: i64) -> anyhow::Result<Vec<Alert>> {
+    async fn due_alerts(&self, now: Micros, limit: i64) -> StoreResult<Vec<Alert>> {
         outbox::due_alerts(self, now, limit).await
     }
 
-    async fn release_claims(&self, node: &str, now: Micros) -> anyhow::Result<u64> {
+    async fn release_claims(&self, node: &str, now: Micros) -> StoreResult<u64> {
         outbox::release_claims(self, node, now).await
     }
 
@@ -386,104 +386,99 @@ impl Store for SqlStore {
         limit: i64,
         lease_until: Micros,
         node: &str,
-    ) -> anyhow::Result<Vec<Alert>> {
+    ) -> StoreResult<Vec<Alert>> {
         outbox::claim_due_alerts(self, now, limit, lease_until, node).await
     }
 
-    async fn finish_alerts(&self, results: &[AlertResult]) -> anyhow::Result<()> {
+    async fn finish_alerts(&self, results: &[AlertResult]) -> StoreResult<()> {
         outbox::finish_alerts(self, results).await
     }
 
-    async fn list_alerts(&self, undelivered_only: bool, limit: i64) -> anyhow::Result<Vec<Alert>> {
+    async fn list_alerts(&self, undelivered_only: bool, limit: i64) -> StoreResult<Vec<Alert>> {
         outbox::list_alerts(self, undelivered_only, limit).await
     }
 
-    async fn insert_alerts(&self, alerts: &[NewAlert], key_prefix: &str, audit: &AuditEntry) -> anyhow::Result<()> {
+    async fn insert_alerts(&self, alerts: &[NewAlert], key_prefix: &str, audit: &AuditEntry) -> StoreResult<()> {
         outbox::insert_alerts(self, alerts, key_prefix, audit).await
     }
 
-    async fn list_flocks(&self) -> anyhow::Result<Vec<Flock>> {
+    async fn list_flocks(&self) -> StoreResult<Vec<Flock>> {
         flocks::list_flocks(self).await
     }
 
-    async fn get_flock(&self, id: &str) -> anyhow::Result<Option<Flock>> {
+    async fn get_flock(&self, id: &str) -> StoreResult<Option<Flock>> {
         flocks::get_flock(self, id).await
     }
 
-    async fn insert_flock(&self, f: &Flock, audit: &AuditEntry) -> anyhow::Result<()> {
+    async fn insert_flock(&self, f: &Flock, audit: &AuditEntry) -> StoreResult<()> {
         flocks::insert_flock(self, f, audit).await
     }
 
-    async fn rename_flock(&self, id: &str, name: &str, audit: &AuditEntry) -> anyhow::Result<bool> {
+    async fn rename_flock(&self, id: &str, name: &str, audit: &AuditEntry) -> StoreResult<bool> {
         flocks::rename_flock(self, id, name, audit).await
     }
 
-    async fn delete_flock(&self, id: &str, audit: &AuditEntry) -> anyhow::Result<FlockDeletion> {
+    async fn delete_flock(&self, id: &str, audit: &AuditEntry) -> StoreResult<FlockDeletion> {
         flocks::delete_flock(self, id, audit).await
     }
 
-    async fn flock_summary(&self, id: &str) -> anyhow::Result<FlockSummary> {
+    async fn flock_summary(&self, id: &str) -> StoreResult<FlockSummary> {
         flocks::flock_summary(self, id).await
     }
 
-    async fn flock_token_ids(&self, id: &str) -> anyhow::Result<Vec<String>> {
+    async fn flock_token_ids(&self, id: &str) -> StoreResult<Vec<String>> {
         flocks::flock_token_ids(self, id).await
     }
 
-    async fn insert_token(&self, t: &Token, files: &[TokenFile], audit: &AuditEntry) -> anyhow::Result<bool> {
+    async fn insert_token(&self, t: &Token, files: &[TokenFile], audit: &AuditEntry) -> StoreResult<bool> {
         tokens::insert_token(self, t, files, audit).await
     }
 
-    async fn get_token_file(&self, token_id: &str, name: &str) -> anyhow::Result<Option<TokenFile>> {
+    async fn get_token_file(&self, token_id: &str, name: &str) -> StoreResult<Option<TokenFile>> {
         tokens::get_token_file(self, token_id, name).await
     }
 
-    async fn get_token(&self, id: &str) -> anyhow::Result<Option<Token>> {
+    async fn get_token(&self, id: &str) -> StoreResult<Option<Token>> {
         tokens::get_token(self, id).await
     }
 
-    async fn list_tokens(
-        &self,
-        f: &TokenFilter,
-        start: &PageStart<TokenKey>,
-        limit: i64,
-    ) -> anyhow::Result<Vec<Token>> {
+    async fn list_tokens(&self, f: &TokenFilter, start: &PageStart<TokenKey>, limit: i64) -> StoreResult<Vec<Token>> {
         tokens::list_tokens(self, f, start, limit).await
     }
 
-    async fn count_tokens(&self, f: &TokenFilter) -> anyhow::Result<i64> {
+    async fn count_tokens(&self, f: &TokenFilter) -> StoreResult<i64> {
         tokens::count_tokens(self, f).await
     }
 
-    async fn update_token(&self, id: &str, change: &TokenChange, audit: &AuditEntry) -> anyhow::Result<Option<Token>> {
+    async fn update_token(&self, id: &str, change: &TokenChange, audit: &AuditEntry) -> StoreResult<Option<Token>> {
         tokens::update_token(self, id, change, audit).await
     }
 
-    async fn delete_token(&self, id: &str, clear_incidents: bool, audit: &AuditEntry) -> anyhow::Result<TokenDeletion> {
+    async fn delete_token(&self, id: &str, clear_incidents: bool, audit: &AuditEntry) -> StoreResult<TokenDeletion> {
         tokens::delete_token(self, id, clear_incidents, audit).await
     }
 
-    async fn record_hits(&self, hits: &[NewHit], rules: &HitRules) -> anyhow::Result<Vec<HitOutcome>> {
+    async fn record_hits(&self, hits: &[NewHit], rules: &HitRules) -> StoreResult<Vec<HitOutcome>> {
         hits::record_hits(self, hits, rules).await
     }
 
-    async fn token_hits(&self, token_id: &str, limit: i64, before_id: Option<i64>) -> anyhow::Result<Vec<Hit>> {
+    async fn token_hits(&self, token_id: &str, limit: i64, before_id: Option<i64>) -> StoreResult<Vec<Hit>> {
         hits::token_hits(self, token_id, limit, before_id).await
     }
 
-    async fn list_alert_outputs(&self) -> anyhow::Result<Vec<AlertOutput>> {
+    async fn list_alert_outputs(&self) -> StoreResult<Vec<AlertOutput>> {
         outputs::list_alert_outputs(self).await
     }
 
-    async fn insert_alert_output(&self, o: &AlertOutput, audit: &AuditEntry) -> anyhow::Result<()> {
+    async fn insert_alert_output(&self, o: &AlertOutput, audit: &AuditEntry) -> StoreResult<()> {
         outputs::insert_alert_output(self, o, audit).await
     }
 
-    async fn delete_alert_output(&self, id: &str, audit: &AuditEntry) -> anyhow::Result<bool> {
+    async fn delete_alert_output(&self, id: &str, audit: &AuditEntry) -> StoreResult<bool> {
         outputs::delete_alert_output(self, id, audit).await
     }
 
-    async fn install_id(&self) -> anyhow::Result<String> {
+    async fn install_id(&self) -> StoreResult<String> {
         settings::install_id(self).await
     }
 
@@ -494,19 +489,19 @@ impl Store for SqlStore {
         nonce: &str,
         key: &str,
         value: serde_json::Value,
-    ) -> anyhow::Result<bool> {
+    ) -> StoreResult<bool> {
         hits::attach_hit_data(self, hit_id, token_id, nonce, key, value).await
     }
 
-    async fn list_incidents(&self, filter: &IncidentFilter) -> anyhow::Result<Vec<Incident>> {
+    async fn list_incidents(&self, filter: &IncidentFilter) -> StoreResult<Vec<Incident>> {
         incidents::list_incidents(self, filter).await
     }
 
-    async fn count_incidents(&self, filter: &IncidentFilter) -> anyhow::Result<(i64, Option<i64>)> {
+    async fn count_incidents(&self, filter: &IncidentFilter) -> StoreResult<(i64, Option<i64>)> {
         incidents::count_incidents(self, filter).await
     }
 
-    async fn incident_sources(&self, filter: &IncidentFilter) -> anyhow::Result<Vec<(String, i64)>> {
+    async fn incident_sources(&self, filter: &IncidentFilter) -> StoreResult<Vec<(String, i64)>> {
         incidents::incident_sources(self, filter).await
     }
 
@@ -515,28 +510,23 @@ impl Store for SqlStore {
         filter: &IncidentFilter,
         acknowledged: bool,
         audit: &AuditEntry,
-    ) -> anyhow::Result<Vec<i64>> {
+    ) -> StoreResult<Vec<i64>> {
         incidents::set_acknowledged(self, filter, acknowledged, audit).await
     }
 
-    async fn delete_incidents(&self, filter: &IncidentFilter, audit: &AuditEntry) -> anyhow::Result<Vec<i64>> {
+    async fn delete_incidents(&self, filter: &IncidentFilter, audit: &AuditEntry) -> StoreResult<Vec<i64>> {
         incidents::delete_incidents(self, filter, audit).await
     }
 
-    async fn prune(
-        &self,
-        older_than_us: Option<Micros>,
-        keep_per_token: Option<i64>,
-        chunk: i64,
-    ) -> anyhow::Result<u64> {
+    async fn prune(&self, older_than_us: Option<Micros>, keep_per_token: Option<i64>, chunk: i64) -> StoreResult<u64> {
         retention::prune(self, older_than_us, keep_per_token, chunk).await
     }
 
-    async fn append_audit(&self, audit: &AuditEntry) -> anyhow::Result<()> {
+    async fn append_audit(&self, audit: &AuditEntry) -> StoreResult<()> {
         audit::append_audit(self, audit).await
     }
 
-    async fn list_audit(&self, limit: i64) -> anyhow::Result<Vec<AuditEntry>> {
+    async fn list_audit(&self, limit: i64) -> StoreResult<Vec<AuditEntry>> {
         audit::list_audit(self, limit).await
     }
 }

@@ -11,7 +11,7 @@ use crate::model::*;
 pub(super) const ALERT_COLS: &str = "id, incident_id, hit_id, token_id, output, idempotency_key, payload, created_us, \
      next_attempt_us, attempts, last_error, delivered_us, gave_up_us";
 
-pub(super) fn alert_from_row(r: &AnyRow) -> anyhow::Result<Alert> {
+pub(super) fn alert_from_row(r: &AnyRow) -> StoreResult<Alert> {
     let output: String = r.try_get(4)?;
     let payload: String = r.try_get(6)?;
     Ok(Alert {
@@ -39,7 +39,7 @@ pub(super) async fn insert_alert(
     key: &str,
     a: &NewAlert,
     now: Micros,
-) -> anyhow::Result<i64> {
+) -> StoreResult<i64> {
     let mut payload = a.payload.clone();
     payload["idempotency_key"] = key.into();
     if incident_id > 0 {
@@ -62,7 +62,7 @@ pub(super) async fn insert_alert(
     .try_get(0)?)
 }
 
-pub(super) async fn due_alerts(s: &SqlStore, now: Micros, limit: i64) -> anyhow::Result<Vec<Alert>> {
+pub(super) async fn due_alerts(s: &SqlStore, now: Micros, limit: i64) -> StoreResult<Vec<Alert>> {
     let rows = sqlx::query(&format!(
         "SELECT {ALERT_COLS} FROM alerts WHERE delivered_us IS NULL AND gave_up_us IS NULL \
          AND next_attempt_us <= $1 ORDER BY next_attempt_us, id LIMIT $2"
@@ -80,7 +80,7 @@ pub(super) async fn claim_due_alerts(
     limit: i64,
     lease_until: Micros,
     node: &str,
-) -> anyhow::Result<Vec<Alert>> {
+) -> StoreResult<Vec<Alert>> {
     // The outer conditions are checked again on each row as it is updated, so a row another
     // node claimed between the subquery and the update (PostgreSQL re-reads it after the
     // row lock) is skipped rather than taken twice.
@@ -99,13 +99,13 @@ pub(super) async fn claim_due_alerts(
     .await?
     .iter()
     .map(alert_from_row)
-    .collect::<anyhow::Result<Vec<Alert>>>()?;
+    .collect::<StoreResult<Vec<Alert>>>()?;
     tx.commit().await?;
     rows.sort_by_key(|a| (a.created_us, a.id));
     Ok(rows)
 }
 
-pub(super) async fn release_claims(s: &SqlStore, node: &str, now: Micros) -> anyhow::Result<u64> {
+pub(super) async fn release_claims(s: &SqlStore, node: &str, now: Micros) -> StoreResult<u64> {
     let mut tx = s.begin().await?;
     let n = sqlx::query(
         "UPDATE alerts SET next_attempt_us = $1, claimed_by = NULL \
@@ -120,7 +120,7 @@ pub(super) async fn release_claims(s: &SqlStore, node: &str, now: Micros) -> any
     Ok(n)
 }
 
-pub(super) async fn finish_alerts(s: &SqlStore, results: &[AlertResult]) -> anyhow::Result<()> {
+pub(super) async fn finish_alerts(s: &SqlStore, results: &[AlertResult]) -> StoreResult<()> {
     if results.is_empty() {
         return Ok(());
     }
@@ -166,7 +166,7 @@ pub(super) async fn finish_alerts(s: &SqlStore, results: &[AlertResult]) -> anyh
     Ok(())
 }
 
-pub(super) async fn list_alerts(s: &SqlStore, undelivered_only: bool, limit: i64) -> anyhow::Result<Vec<Alert>> {
+pub(super) async fn list_alerts(s: &SqlStore, undelivered_only: bool, limit: i64) -> StoreResult<Vec<Alert>> {
     let cond = if undelivered_only { "WHERE delivered_us IS NULL" } else { "" };
     let rows = sqlx::query(&format!("SELECT {ALERT_COLS} FROM alerts {cond} ORDER BY id DESC LIMIT $1"))
         .bind(limit)
@@ -180,7 +180,7 @@ pub(super) async fn insert_alerts(
     alerts: &[NewAlert],
     key_prefix: &str,
     audit: &AuditEntry,
-) -> anyhow::Result<()> {
+) -> StoreResult<()> {
     let mut tx = s.begin().await?;
     let now = now_us();
     for (i, a) in alerts.iter().enumerate() {

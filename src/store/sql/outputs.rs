@@ -6,7 +6,7 @@ use sqlx::Row;
 use super::*;
 use crate::model::*;
 
-pub(super) async fn fetch_alert_outputs(conn: &mut sqlx::AnyConnection) -> anyhow::Result<Vec<AlertOutput>> {
+pub(super) async fn fetch_alert_outputs(conn: &mut sqlx::AnyConnection) -> StoreResult<Vec<AlertOutput>> {
     let rows =
         sqlx::query("SELECT id, flock_id, output, created_us, created_by FROM alert_outputs ORDER BY created_us, id")
             .fetch_all(&mut *conn)
@@ -25,12 +25,12 @@ pub(super) async fn fetch_alert_outputs(conn: &mut sqlx::AnyConnection) -> anyho
         .collect()
 }
 
-pub(super) async fn list_alert_outputs(s: &SqlStore) -> anyhow::Result<Vec<AlertOutput>> {
+pub(super) async fn list_alert_outputs(s: &SqlStore) -> StoreResult<Vec<AlertOutput>> {
     let mut conn = s.pool.acquire().await?;
     fetch_alert_outputs(&mut conn).await
 }
 
-pub(super) async fn insert_alert_output(s: &SqlStore, o: &AlertOutput, audit: &AuditEntry) -> anyhow::Result<()> {
+pub(super) async fn insert_alert_output(s: &SqlStore, o: &AlertOutput, audit: &AuditEntry) -> StoreResult<()> {
     let mut tx = s.begin().await?;
     sqlx::query("INSERT INTO alert_outputs (id, flock_id, output, created_us, created_by) VALUES ($1, $2, $3, $4, $5)")
         .bind(o.id.as_str())
@@ -43,6 +43,6 @@ pub(super) async fn insert_alert_output(s: &SqlStore, o: &AlertOutput, audit: &A
     audited(tx, audit, ()).await
 }
 
-pub(super) async fn delete_alert_output(s: &SqlStore, id: &str, audit: &AuditEntry) -> anyhow::Result<bool> {
+pub(super) async fn delete_alert_output(s: &SqlStore, id: &str, audit: &AuditEntry) -> StoreResult<bool> {
     delete_audited(s, "DELETE FROM alert_outputs WHERE id = $1", id, audit).await
 }

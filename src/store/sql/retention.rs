@@ -19,7 +19,7 @@ impl SqlStore {
         args: &[Arg],
         chunk: i64,
         incidents: &mut Vec<i64>,
-    ) -> anyhow::Result<u64> {
+    ) -> StoreResult<u64> {
         let mut all = Args::from_vec(args.to_vec());
         let limit = all.push(Arg::I(chunk));
         let sql = format!(
@@ -47,7 +47,7 @@ pub(super) async fn prune(
     older_than_us: Option<Micros>,
     keep_per_token: Option<i64>,
     chunk: i64,
-) -> anyhow::Result<u64> {
+) -> StoreResult<u64> {
     let mut deleted = 0;
     let mut incidents = Vec::new();
     if let Some(cutoff) = older_than_us {

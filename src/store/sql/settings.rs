@@ -5,12 +5,12 @@ use sqlx::Row;
 use super::*;
 use crate::model::*;
 
-pub(super) async fn get_setting(s: &SqlStore, name: &str) -> anyhow::Result<Option<String>> {
+pub(super) async fn get_setting(s: &SqlStore, name: &str) -> StoreResult<Option<String>> {
     let row = sqlx::query("SELECT value FROM settings WHERE name = $1").bind(name).fetch_optional(&s.pool).await?;
     Ok(row.map(|r| r.try_get(0)).transpose()?)
 }
 
-pub(super) async fn set_setting(s: &SqlStore, name: &str, value: &str, audit: &AuditEntry) -> anyhow::Result<()> {
+pub(super) async fn set_setting(s: &SqlStore, name: &str, value: &str, audit: &AuditEntry) -> StoreResult<()> {
     let mut tx = s.begin().await?;
     sqlx::query(
         "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -22,7 +22,7 @@ pub(super) async fn set_setting(s: &SqlStore, name: &str, value: &str, audit: &A
     audited(tx, audit, ()).await
 }
 
-pub(super) async fn install_id(s: &SqlStore) -> anyhow::Result<String> {
+pub(super) async fn install_id(s: &SqlStore) -> StoreResult<String> {
     let mut tx = s.begin().await?;
     sqlx::query("INSERT INTO settings (name, value) VALUES ('install_id', $1) ON CONFLICT (name) DO NOTHING")
         .bind(crate::ids::hex_id(6))

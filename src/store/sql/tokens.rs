@@ -19,7 +19,7 @@ pub(super) const TOKEN_COLS_NO_COUNT: &str =
      t.params, t.created_by, 0, t.alert_webhook_url, t.alert_email, t.alert_cooldown_secs, t.alert_max_per_hour, \
      t.ignore_sources, 0";
 
-pub(super) fn token_from_row(r: &AnyRow) -> anyhow::Result<Token> {
+pub(super) fn token_from_row(r: &AnyRow) -> StoreResult<Token> {
     let params: String = r.try_get(7)?;
     Ok(Token {
         id: r.try_get(0)?,
@@ -81,7 +81,7 @@ pub(super) async fn insert_token(
     t: &Token,
     files: &[TokenFile],
     audit: &AuditEntry,
-) -> anyhow::Result<bool> {
+) -> StoreResult<bool> {
     let mut tx = s.begin().await?;
     let flock = sqlx::query(&format!("SELECT id FROM flocks WHERE id = $1{}", s.row_lock(false)))
         .bind(t.flock_id.as_str())
@@ -125,7 +125,7 @@ pub(super) async fn insert_token(
     audited(tx, audit, true).await
 }
 
-pub(super) async fn get_token_file(s: &SqlStore, token_id: &str, name: &str) -> anyhow::Result<Option<TokenFile>> {
+pub(super) async fn get_token_file(s: &SqlStore, token_id: &str, name: &str) -> StoreResult<Option<TokenFile>> {
     let row = sqlx::query("SELECT name, content_type, data FROM token_files WHERE token_id = $1 AND name = $2")
         .bind(token_id)
         .bind(name)
@@ -134,7 +134,7 @@ pub(super) async fn get_token_file(s: &SqlStore, token_id: &str, name: &str) -> 
     row.map(|r| Ok(TokenFile { name: r.try_get(0)?, content_type: r.try_get(1)?, data: r.try_get(2)? })).transpose()
 }
 
-pub(super) async fn get_token(s: &SqlStore, id: &str) -> anyhow::Result<Option<Token>> {
+pub(super) async fn get_token(s: &SqlStore, id: &str) -> StoreResult<Option<Token>> {
     let row = sqlx::query(&format!("SELECT {TOKEN_COLS} FROM tokens t WHERE t.id = $1"))
         .bind(id)
         .fetch_optional(&s.pool)
@@ -147,7 +147,7 @@ pub(super) async fn list_tokens(
     f: &TokenFilter,
     start: &PageStart<TokenKey>,
     limit: i64,
-) -> anyhow::Result<Vec<Token>> {
+) -> StoreResult<Vec<Token>> {
     let mut args = Args::default();
     let mut conds = token_conds(f, &mut args);
     let start =
@@ -157,14 +157,14 @@ pub(super) async fn list_tokens(
     let lim = args.push(Arg::I(limit));
     let sql = format!("SELECT {TOKEN_COLS} FROM tokens t WHERE {} ORDER BY {order} LIMIT {lim}", conds.join(" AND "));
     let rows = args.bind(sqlx::query(&sql)).fetch_all(&s.pool).await?;
-    let mut tokens = rows.iter().map(token_from_row).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut tokens = rows.iter().map(token_from_row).collect::<StoreResult<Vec<_>>>()?;
     if start.backwards {
         tokens.reverse();
     }
     Ok(tokens)
 }
 
-pub(super) async fn count_tokens(s: &SqlStore, f: &TokenFilter) -> anyhow::Result<i64> {
+pub(super) async fn count_tokens(s: &SqlStore, f: &TokenFilter) -> StoreResult<i64> {
     let mut args = Args::default();
     let conds = token_conds(f, &mut args);
     let sql = format!("SELECT COUNT(*) FROM tokens t WHERE {}", conds.join(" AND "));
@@ -176,7 +176,7 @@ pub(super) async fn update_token(
     id: &str,
     change: &TokenChange,
     audit: &AuditEntry,
-) -> anyhow::Result<Option<Token>> {
+) -> StoreResult<Option<Token>> {
     let mut tx = s.begin().await?;
     let mut args = Args::default();
     let mut sets = vec!["updated_id = updated_id + 1".to_string()];
@@ -230,7 +230,7 @@ pub(super) async fn delete_token(
     id: &str,
     clear_incidents: bool,
     audit: &AuditEntry,
-) -> anyhow::Result<TokenDeletion> {
+) -> StoreResult<TokenDeletion> {
     let mut tx = s.begin().await?;
     // Deleting the row first locks it: a hit batch that has not read the token yet then
     // finds it gone, one that has read it is waited for (it share-locks the row).
