@@ -22,47 +22,7 @@ use crate::model::*;
 pub use error::{StoreError, StoreResult};
 pub use sql::SqlStore;
 
-/// Decides, for a token and a would-be hit, what to store. Pure: no I/O.
-pub type Judge = dyn Fn(&Token, &NewHit) -> Judgement + Send + Sync;
-
-/// The alerts an alerting hit raises (one per output), given the outputs configured through
-/// the management API. Pure: no I/O.
-pub type Alerter = dyn Fn(&Token, &NewHit, &[AlertOutput]) -> Vec<NewAlert> + Send + Sync;
-
-/// Everything [`Store::record_hits`] needs to decide what a hit becomes.
-pub struct HitRules {
-    pub judge: Box<Judge>,
-    pub alerter: Box<Alerter>,
-    pub noise: crate::noise::NoiseRules,
-    /// Starts every idempotency key (the installation id), so that receivers shared by several
-    /// installations never see two alerts with one key.
-    pub key_prefix: String,
-}
-
-impl HitRules {
-    /// The given judge and alerter with the default noise rules and no key prefix.
-    pub fn new(
-        judge: impl Fn(&Token, &NewHit) -> Judgement + Send + Sync + 'static,
-        alerter: impl Fn(&Token, &NewHit, &[AlertOutput]) -> Vec<NewAlert> + Send + Sync + 'static,
-    ) -> HitRules {
-        HitRules {
-            judge: Box::new(judge),
-            alerter: Box::new(alerter),
-            noise: crate::noise::NoiseRules::default(),
-            key_prefix: String::new(),
-        }
-    }
-
-    pub fn with_noise(mut self, noise: crate::noise::NoiseRules) -> HitRules {
-        self.noise = noise;
-        self
-    }
-
-    pub fn with_key_prefix(mut self, prefix: &str) -> HitRules {
-        self.key_prefix = prefix.to_string();
-        self
-    }
-}
+pub use crate::hits::{Alerter, HitRules, Judge};
 
 /// Result of trying to delete a token; the check for incidents and the delete are one
 /// transaction.
@@ -171,7 +131,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_token(&self, id: &str, clear_incidents: bool, audit: &AuditEntry) -> StoreResult<TokenDeletion>;
 
     // --- hits: the hot path
-    /// Records a batch of hits in ONE transaction (group commit). Each hit is checked against
+    /// Records a batch of hits in ONE transaction (group commit), by the pipeline in
+    /// [`crate::hits`]. Each hit is checked against
     /// its token inside that transaction (unknown or disabled tokens store nothing), judged by
     /// `rules.judge` (ignore lists, the token's kind: alert, ignore or drop), and then put
     /// through the noise rules ([`crate::noise`]): it joins its source's open incident, or
