@@ -3,8 +3,11 @@
 //!
 //! Both engines run the same SQL text through [`sql::SqlStore`]: statements use `$N` placeholders
 //! and only types both engines agree on (BIGINT, TEXT), so the only per-engine code is the
-//! schema ([`migrations`]), connection setup and how a write transaction begins. The
-//! conformance suite in `tests/store_conformance.rs` runs against both.
+//! schema's few type names ([`migrations`], one list rendered per engine), connection setup and
+//! how a write transaction begins. What a hit becomes is decided in [`crate::hits`]; the store
+//! only runs its statements. Failures are a [`StoreError`]. The conformance suite in
+//! `tests/store_conformance.rs` runs against both; `tests/store_upgrade.rs` opens databases an
+//! earlier release wrote.
 //!
 //! Every mutating method that corresponds to a management action takes the [`AuditEntry`] and
 //! writes it in the same transaction, so the audit log can never miss a change that happened.
