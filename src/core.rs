@@ -943,11 +943,8 @@ impl Core {
     }
 
     /// A store query's FQL mistakes become parameter errors; other failures stay storage errors.
-    fn query_error(e: anyhow::Error) -> CoreError {
-        match e.downcast::<crate::fql::FqlError>() {
-            Ok(f) => CoreError::invalid("filter", format!("is invalid at position {}: {}", f.position, f.message)),
-            Err(e) => CoreError::Storage(e),
-        }
+    fn query_error(e: crate::store::StoreError) -> CoreError {
+        e.into()
     }
 
     fn check_page(q: &Query) -> CoreResult<()> {

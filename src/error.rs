@@ -58,4 +58,17 @@ impl CoreError {
     }
 }
 
+/// A store query's FQL mistakes are the caller's (a parameter error); anything else the store
+/// fails with stays a storage error.
+impl From<crate::store::StoreError> for CoreError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Fql(f) => {
+                CoreError::invalid("filter", format!("is invalid at position {}: {}", f.position, f.message))
+            }
+            crate::store::StoreError::Backend(e) => CoreError::Storage(e),
+        }
+    }
+}
+
 pub type CoreResult<T> = Result<T, CoreError>;

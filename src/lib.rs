@@ -13,6 +13,7 @@ pub mod datadir;
 pub mod dialects;
 pub mod error;
 pub mod fql;
+pub mod hits;
 pub mod http_serve;
 pub mod ids;
 pub mod kinds;

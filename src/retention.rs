@@ -53,7 +53,7 @@ impl Retention {
             return Ok(0);
         }
         let cutoff = self.max_age_days.map(|d| now_us().saturating_sub(d.saturating_mul(DAY_US)));
-        store.prune(cutoff, self.max_per_token, CHUNK).await
+        Ok(store.prune(cutoff, self.max_per_token, CHUNK).await?)
     }
 }
 

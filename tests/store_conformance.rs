@@ -924,15 +924,15 @@ async fn fql_queries_over_factories_and_audit(s: Arc<dyn Store>) {
     let all = Query { limit: 100, ..Default::default() };
     assert_eq!(s.query_factories(&all, now).await.unwrap().0.len(), 4, "no filter: everything, newest first");
 
-    // What the entity cannot use is an FqlError naming the position.
+    // What the entity cannot use is a StoreError::Fql naming the position.
     for bad in ["nosuch:'x'", "created_timestamp:'yesterday'", "created_timestamp:~'x'"] {
         let e = s.query_factories(&q(bad), now).await.unwrap_err();
-        let fe = e.downcast_ref::<trapline::fql::FqlError>().unwrap_or_else(|| panic!("{bad}: {e}"));
+        let trapline::store::StoreError::Fql(fe) = e else { panic!("{bad}: {e}") };
         assert_eq!(fe.position, 0, "{bad}");
     }
     let mut badsort = q("label:'beta'");
     badsort.sort = Some("value.desc".into());
-    assert!(s.query_factories(&badsort, now).await.unwrap_err().downcast_ref::<trapline::fql::FqlError>().is_some());
+    assert!(matches!(s.query_factories(&badsort, now).await.unwrap_err(), trapline::store::StoreError::Fql(_)));
 
     // Audit events of factory tokens, with Falcon's action names.
     let target = format!("{:0>32}", "b2");

@@ -13,7 +13,7 @@
 use libfuzzer_sys::fuzz_target;
 use trapline::fql::{parse, Expr, Op, Value, MAX_LEN, MAX_TERMS};
 use trapline::store::fql_sql::{compile, order_by, Field, AUDIT_FIELDS, FACTORY_FIELDS};
-use trapline::store::sql::{Arg, Args};
+use trapline::store::args::{Arg, Args};
 
 const NOW: i64 = 1_700_000_000_000_000;
 

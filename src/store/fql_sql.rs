@@ -7,7 +7,7 @@
 //! never change the statement. A field or value the entity cannot use is an [`FqlError`] naming
 //! its position.
 
-use super::sql::{Arg, Args};
+use super::args::{Arg, Args};
 use crate::fql::{parse_time, Expr, FqlError, Op, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,12 +3,17 @@
 //!
 //! Both engines run the same SQL text through [`sql::SqlStore`]: statements use `$N` placeholders
 //! and only types both engines agree on (BIGINT, TEXT), so the only per-engine code is the
-//! schema ([`migrations`]), connection setup and how a write transaction begins. The
-//! conformance suite in `tests/store_conformance.rs` runs against both.
+//! schema's few type names ([`migrations`], one list rendered per engine), connection setup and
+//! how a write transaction begins. What a hit becomes is decided in [`crate::hits`]; the store
+//! only runs its statements. Failures are a [`StoreError`]. The conformance suite in
+//! `tests/store_conformance.rs` runs against both; `tests/store_upgrade.rs` opens databases an
+//! earlier release wrote.
 //!
 //! Every mutating method that corresponds to a management action takes the [`AuditEntry`] and
 //! writes it in the same transaction, so the audit log can never miss a change that happened.
 
+pub mod args;
+pub mod error;
 pub mod fql_sql;
 pub mod migrations;
 pub mod sql;
@@ -17,49 +22,10 @@ use async_trait::async_trait;
 
 use crate::model::*;
 
+pub use error::{StoreError, StoreResult};
 pub use sql::SqlStore;
 
-/// Decides, for a token and a would-be hit, what to store. Pure: no I/O.
-pub type Judge = dyn Fn(&Token, &NewHit) -> Judgement + Send + Sync;
-
-/// The alerts an alerting hit raises (one per output), given the outputs configured through
-/// the management API. Pure: no I/O.
-pub type Alerter = dyn Fn(&Token, &NewHit, &[AlertOutput]) -> Vec<NewAlert> + Send + Sync;
-
-/// Everything [`Store::record_hits`] needs to decide what a hit becomes.
-pub struct HitRules {
-    pub judge: Box<Judge>,
-    pub alerter: Box<Alerter>,
-    pub noise: crate::noise::NoiseRules,
-    /// Starts every idempotency key (the installation id), so that receivers shared by several
-    /// installations never see two alerts with one key.
-    pub key_prefix: String,
-}
-
-impl HitRules {
-    /// The given judge and alerter with the default noise rules and no key prefix.
-    pub fn new(
-        judge: impl Fn(&Token, &NewHit) -> Judgement + Send + Sync + 'static,
-        alerter: impl Fn(&Token, &NewHit, &[AlertOutput]) -> Vec<NewAlert> + Send + Sync + 'static,
-    ) -> HitRules {
-        HitRules {
-            judge: Box::new(judge),
-            alerter: Box::new(alerter),
-            noise: crate::noise::NoiseRules::default(),
-            key_prefix: String::new(),
-        }
-    }
-
-    pub fn with_noise(mut self, noise: crate::noise::NoiseRules) -> HitRules {
-        self.noise = noise;
-        self
-    }
-
-    pub fn with_key_prefix(mut self, prefix: &str) -> HitRules {
-        self.key_prefix = prefix.to_string();
-        self
-    }
-}
+pub use crate::hits::{Alerter, HitRules, Judge};
 
 /// Result of trying to delete a token; the check for incidents and the delete are one
 /// transaction.
@@ -85,76 +51,72 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 
     // --- API keys
-    async fn count_api_keys(&self) -> anyhow::Result<i64>;
-    async fn insert_api_key(&self, key: &ApiKey, audit: &AuditEntry) -> anyhow::Result<()>;
+    async fn count_api_keys(&self) -> StoreResult<i64>;
+    async fn insert_api_key(&self, key: &ApiKey, audit: &AuditEntry) -> StoreResult<()>;
     /// Inserts `key` only if there is no key at all, atomically (several nodes may try at
     /// once); false when some key exists.
-    async fn insert_first_api_key(&self, key: &ApiKey, audit: &AuditEntry) -> anyhow::Result<bool>;
-    async fn api_key_by_hash(&self, secret_hash: &str) -> anyhow::Result<Option<ApiKey>>;
-    async fn touch_api_key(&self, key_id: &str, when: Micros) -> anyhow::Result<()>;
+    async fn insert_first_api_key(&self, key: &ApiKey, audit: &AuditEntry) -> StoreResult<bool>;
+    async fn api_key_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiKey>>;
+    async fn touch_api_key(&self, key_id: &str, when: Micros) -> StoreResult<()>;
     /// Oldest first.
-    async fn list_api_keys(&self) -> anyhow::Result<Vec<ApiKey>>;
-    async fn get_api_key(&self, key_id: &str) -> anyhow::Result<Option<ApiKey>>;
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
+    async fn get_api_key(&self, key_id: &str) -> StoreResult<Option<ApiKey>>;
     /// None when there is no such key.
-    async fn update_api_key(
-        &self,
-        key_id: &str,
-        change: &KeyChange,
-        audit: &AuditEntry,
-    ) -> anyhow::Result<Option<ApiKey>>;
+    async fn update_api_key(&self, key_id: &str, change: &KeyChange, audit: &AuditEntry)
+        -> StoreResult<Option<ApiKey>>;
     /// False when there is no such key.
-    async fn delete_api_key(&self, key_id: &str, audit: &AuditEntry) -> anyhow::Result<bool>;
+    async fn delete_api_key(&self, key_id: &str, audit: &AuditEntry) -> StoreResult<bool>;
     /// Inserts `k` and sets the setting `mark` (to the key's id) in one transaction, unless
     /// `mark` is set already: then nothing is written and the answer is false. For keys that may
     /// be made once for good (the provision key's admin), even after that key is gone.
-    async fn insert_api_key_once(&self, k: &ApiKey, audit: &AuditEntry, mark: &str) -> anyhow::Result<bool>;
+    async fn insert_api_key_once(&self, k: &ApiKey, audit: &AuditEntry, mark: &str) -> StoreResult<bool>;
 
     // --- factory tokens
-    async fn insert_factory(&self, f: &FactoryToken, audit: &AuditEntry) -> anyhow::Result<()>;
-    async fn factory_by_hash(&self, value_hash: &str) -> anyhow::Result<Option<FactoryToken>>;
-    async fn get_factory(&self, id: &str) -> anyhow::Result<Option<FactoryToken>>;
+    async fn insert_factory(&self, f: &FactoryToken, audit: &AuditEntry) -> StoreResult<()>;
+    async fn factory_by_hash(&self, value_hash: &str) -> StoreResult<Option<FactoryToken>>;
+    async fn get_factory(&self, id: &str) -> StoreResult<Option<FactoryToken>>;
     /// Oldest first.
-    async fn list_factories(&self) -> anyhow::Result<Vec<FactoryToken>>;
+    async fn list_factories(&self) -> StoreResult<Vec<FactoryToken>>;
     /// None when there is no such factory token.
     async fn update_factory(
         &self,
         id: &str,
         change: &FactoryChange,
         audit: &AuditEntry,
-    ) -> anyhow::Result<Option<FactoryToken>>;
+    ) -> StoreResult<Option<FactoryToken>>;
     /// False when there is no such factory token.
-    async fn delete_factory(&self, id: &str, audit: &AuditEntry) -> anyhow::Result<bool>;
+    async fn delete_factory(&self, id: &str, audit: &AuditEntry) -> StoreResult<bool>;
     /// Records a use: last-used time and use count.
-    async fn touch_factory(&self, id: &str, when: Micros) -> anyhow::Result<()>;
+    async fn touch_factory(&self, id: &str, when: Micros) -> StoreResult<()>;
     /// Ids of the factory tokens matching `q` (newest first unless sorted) and how many match
-    /// in all. A filter the entity cannot use fails with an [`crate::fql::FqlError`] inside.
-    async fn query_factories(&self, q: &Query, now: Micros) -> anyhow::Result<(Vec<String>, i64)>;
+    /// in all. A filter the entity cannot use fails with [`StoreError::Fql`].
+    async fn query_factories(&self, q: &Query, now: Micros) -> StoreResult<(Vec<String>, i64)>;
     /// Ids of the factory-token audit events matching `q`, and how many match in all.
-    async fn query_factory_audit(&self, q: &Query, now: Micros) -> anyhow::Result<(Vec<i64>, i64)>;
+    async fn query_factory_audit(&self, q: &Query, now: Micros) -> StoreResult<(Vec<i64>, i64)>;
     /// Factory-token audit events by id (Falcon action names).
-    async fn factory_audit_events(&self, ids: &[i64]) -> anyhow::Result<Vec<AuditEvent>>;
+    async fn factory_audit_events(&self, ids: &[i64]) -> StoreResult<Vec<AuditEvent>>;
 
     // --- settings
-    async fn get_setting(&self, name: &str) -> anyhow::Result<Option<String>>;
-    async fn set_setting(&self, name: &str, value: &str, audit: &AuditEntry) -> anyhow::Result<()>;
+    async fn get_setting(&self, name: &str) -> StoreResult<Option<String>>;
+    async fn set_setting(&self, name: &str, value: &str, audit: &AuditEntry) -> StoreResult<()>;
 
     // --- flocks
-    async fn list_flocks(&self) -> anyhow::Result<Vec<Flock>>;
-    async fn get_flock(&self, id: &str) -> anyhow::Result<Option<Flock>>;
-    async fn insert_flock(&self, flock: &Flock, audit: &AuditEntry) -> anyhow::Result<()>;
+    async fn list_flocks(&self) -> StoreResult<Vec<Flock>>;
+    async fn get_flock(&self, id: &str) -> StoreResult<Option<Flock>>;
+    async fn insert_flock(&self, flock: &Flock, audit: &AuditEntry) -> StoreResult<()>;
     /// False when there is no such flock.
-    async fn rename_flock(&self, id: &str, name: &str, audit: &AuditEntry) -> anyhow::Result<bool>;
-    async fn delete_flock(&self, id: &str, audit: &AuditEntry) -> anyhow::Result<FlockDeletion>;
-    async fn flock_summary(&self, id: &str) -> anyhow::Result<FlockSummary>;
+    async fn rename_flock(&self, id: &str, name: &str, audit: &AuditEntry) -> StoreResult<bool>;
+    async fn delete_flock(&self, id: &str, audit: &AuditEntry) -> StoreResult<FlockDeletion>;
+    async fn flock_summary(&self, id: &str) -> StoreResult<FlockSummary>;
     /// Ids of the flock's tokens, oldest first.
-    async fn flock_token_ids(&self, id: &str) -> anyhow::Result<Vec<String>>;
+    async fn flock_token_ids(&self, id: &str) -> StoreResult<Vec<String>>;
 
     // --- tokens
     /// Stores a token and its files. False (and nothing stored) when the token's flock does
     /// not exist; the check holds the flock against a concurrent delete until the token is in.
-    async fn insert_token(&self, token: &Token, files: &[TokenFile], audit: &AuditEntry) -> anyhow::Result<bool>;
-    async fn get_token_file(&self, token_id: &str, name: &str) -> anyhow::Result<Option<TokenFile>>;
-    async fn get_token(&self, id: &str) -> anyhow::Result<Option<Token>>;
+    async fn insert_token(&self, token: &Token, files: &[TokenFile], audit: &AuditEntry) -> StoreResult<bool>;
+    async fn get_token_file(&self, token_id: &str, name: &str) -> StoreResult<Option<TokenFile>>;
+    async fn get_token(&self, id: &str) -> StoreResult<Option<Token>>;
     /// Up to `limit` tokens matching `filter`, newest first (by creation time, then id),
     /// starting after (or, backwards, just before) `start`'s key.
     async fn list_tokens(
@@ -162,51 +124,47 @@ pub trait Store: Send + Sync + 'static {
         filter: &TokenFilter,
         start: &PageStart<TokenKey>,
         limit: i64,
-    ) -> anyhow::Result<Vec<Token>>;
+    ) -> StoreResult<Vec<Token>>;
     /// How many tokens match `filter`.
-    async fn count_tokens(&self, filter: &TokenFilter) -> anyhow::Result<i64>;
+    async fn count_tokens(&self, filter: &TokenFilter) -> StoreResult<i64>;
     /// Applies the change and bumps `updated_id`; None when there is no such token.
-    async fn update_token(&self, id: &str, change: &TokenChange, audit: &AuditEntry) -> anyhow::Result<Option<Token>>;
+    async fn update_token(&self, id: &str, change: &TokenChange, audit: &AuditEntry) -> StoreResult<Option<Token>>;
     /// Deletes a token with its files and its hits. A token with incidents is deleted only
     /// with `clear_incidents`, and then its incidents go too.
-    async fn delete_token(&self, id: &str, clear_incidents: bool, audit: &AuditEntry) -> anyhow::Result<TokenDeletion>;
+    async fn delete_token(&self, id: &str, clear_incidents: bool, audit: &AuditEntry) -> StoreResult<TokenDeletion>;
 
     // --- hits: the hot path
-    /// Records a batch of hits in ONE transaction (group commit). Each hit is checked against
+    /// Records a batch of hits in ONE transaction (group commit), by the pipeline in
+    /// [`crate::hits`]. Each hit is checked against
     /// its token inside that transaction (unknown or disabled tokens store nothing), judged by
     /// `rules.judge` (ignore lists, the token's kind: alert, ignore or drop), and then put
     /// through the noise rules ([`crate::noise`]): it joins its source's open incident, or
     /// opens a new one that alerts or is throttled. Returns one outcome per hit, in order;
     /// when this returns Ok, every `Recorded` hit is durable. Alerting hits also get their
     /// alerts (from `rules.alerter`) into the outbox, in the same transaction.
-    async fn record_hits(&self, hits: &[NewHit], rules: &HitRules) -> anyhow::Result<Vec<HitOutcome>>;
+    async fn record_hits(&self, hits: &[NewHit], rules: &HitRules) -> StoreResult<Vec<HitOutcome>>;
     /// Deletes stored hits that the retention rules let go: older than `older_than_us`, or
     /// beyond the newest `keep_per_token` of their token. Hits of unacknowledged incidents are
     /// never deleted; an acknowledged incident left with no hits goes too, and so do delivered
     /// or abandoned outbox alerts older than `older_than_us`. Works in small transactions (at
     /// most `chunk` rows each) so hits never wait long for the writer. Returns the hits deleted.
-    async fn prune(
-        &self,
-        older_than_us: Option<Micros>,
-        keep_per_token: Option<i64>,
-        chunk: i64,
-    ) -> anyhow::Result<u64>;
+    async fn prune(&self, older_than_us: Option<Micros>, keep_per_token: Option<i64>, chunk: i64) -> StoreResult<u64>;
     /// The stored hits of a token, ignored ones included, newest first: at most `limit`, and
     /// only those with ids below `before_id` when given (the next page).
-    async fn token_hits(&self, token_id: &str, limit: i64, before_id: Option<i64>) -> anyhow::Result<Vec<Hit>>;
+    async fn token_hits(&self, token_id: &str, limit: i64, before_id: Option<i64>) -> StoreResult<Vec<Hit>>;
 
     // --- alert outputs configured through the API
     /// Oldest first.
-    async fn list_alert_outputs(&self) -> anyhow::Result<Vec<AlertOutput>>;
-    async fn insert_alert_output(&self, o: &AlertOutput, audit: &AuditEntry) -> anyhow::Result<()>;
+    async fn list_alert_outputs(&self) -> StoreResult<Vec<AlertOutput>>;
+    async fn insert_alert_output(&self, o: &AlertOutput, audit: &AuditEntry) -> StoreResult<()>;
     /// False when there is no such output.
-    async fn delete_alert_output(&self, id: &str, audit: &AuditEntry) -> anyhow::Result<bool>;
+    async fn delete_alert_output(&self, id: &str, audit: &AuditEntry) -> StoreResult<bool>;
     /// This installation's id: made once, by whichever node asks first.
-    async fn install_id(&self) -> anyhow::Result<String>;
+    async fn install_id(&self) -> StoreResult<String>;
 
     // --- alert outbox
     /// Undelivered alerts whose next attempt is due, oldest first.
-    async fn due_alerts(&self, now: Micros, limit: i64) -> anyhow::Result<Vec<Alert>>;
+    async fn due_alerts(&self, now: Micros, limit: i64) -> StoreResult<Vec<Alert>>;
     /// Takes up to `limit` due alerts for delivery, in one statement, by moving their next
     /// attempt to `lease_until`: an alert another node claimed a moment ago is no longer due
     /// and is skipped (several nodes may share the outbox). Oldest first.
@@ -217,16 +175,16 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
         lease_until: Micros,
         node: &str,
-    ) -> anyhow::Result<Vec<Alert>>;
+    ) -> StoreResult<Vec<Alert>>;
     /// Makes the unfinished alerts whose lease `node` holds due at once (a node that starts
     /// again takes back its previous run's claims); returns how many.
-    async fn release_claims(&self, node: &str, now: Micros) -> anyhow::Result<u64>;
+    async fn release_claims(&self, node: &str, now: Micros) -> StoreResult<u64>;
     /// Records finished delivery attempts, all in one transaction.
-    async fn finish_alerts(&self, results: &[AlertResult]) -> anyhow::Result<()>;
+    async fn finish_alerts(&self, results: &[AlertResult]) -> StoreResult<()>;
     /// Newest first.
-    async fn list_alerts(&self, undelivered_only: bool, limit: i64) -> anyhow::Result<Vec<Alert>>;
+    async fn list_alerts(&self, undelivered_only: bool, limit: i64) -> StoreResult<Vec<Alert>>;
     /// Alerts outside any hit (test alerts); keys are `<key_prefix>-<n>`.
-    async fn insert_alerts(&self, alerts: &[NewAlert], key_prefix: &str, audit: &AuditEntry) -> anyhow::Result<()>;
+    async fn insert_alerts(&self, alerts: &[NewAlert], key_prefix: &str, audit: &AuditEntry) -> StoreResult<()>;
     /// Adds `value` under `key` to a stored hit's data, once, if `nonce` matches the hit's
     /// `_report_nonce` (the browser-scanner report). False when nothing matched.
     async fn attach_hit_data(
@@ -236,17 +194,17 @@ pub trait Store: Send + Sync + 'static {
         nonce: &str,
         key: &str,
         value: serde_json::Value,
-    ) -> anyhow::Result<bool>;
+    ) -> StoreResult<bool>;
 
     // --- incidents
     /// The incidents matching `filter`, in its order from its page start, each with its
     /// events.
-    async fn list_incidents(&self, filter: &IncidentFilter) -> anyhow::Result<Vec<Incident>>;
+    async fn list_incidents(&self, filter: &IncidentFilter) -> StoreResult<Vec<Incident>>;
     /// How many incidents match `filter` (its order, page and limit aside), and the greatest
     /// `updated_id` among them.
-    async fn count_incidents(&self, filter: &IncidentFilter) -> anyhow::Result<(i64, Option<i64>)>;
+    async fn count_incidents(&self, filter: &IncidentFilter) -> StoreResult<(i64, Option<i64>)>;
     /// The sources of the incidents matching `filter`, with how many each, most first.
-    async fn incident_sources(&self, filter: &IncidentFilter) -> anyhow::Result<Vec<(String, i64)>>;
+    async fn incident_sources(&self, filter: &IncidentFilter) -> StoreResult<Vec<(String, i64)>>;
     /// Sets the acknowledged state of every incident matching `filter`; returns their ids.
     /// Those whose state changed get a new `updated_id`.
     async fn set_acknowledged(
@@ -254,14 +212,14 @@ pub trait Store: Send + Sync + 'static {
         filter: &IncidentFilter,
         acknowledged: bool,
         audit: &AuditEntry,
-    ) -> anyhow::Result<Vec<i64>>;
+    ) -> StoreResult<Vec<i64>>;
     /// Deletes the incidents matching `filter` and their hits; returns their ids.
-    async fn delete_incidents(&self, filter: &IncidentFilter, audit: &AuditEntry) -> anyhow::Result<Vec<i64>>;
+    async fn delete_incidents(&self, filter: &IncidentFilter, audit: &AuditEntry) -> StoreResult<Vec<i64>>;
 
     // --- audit log
-    async fn append_audit(&self, audit: &AuditEntry) -> anyhow::Result<()>;
+    async fn append_audit(&self, audit: &AuditEntry) -> StoreResult<()>;
     /// Newest first.
-    async fn list_audit(&self, limit: i64) -> anyhow::Result<Vec<AuditEntry>>;
+    async fn list_audit(&self, limit: i64) -> StoreResult<Vec<AuditEntry>>;
 }
 
 /// Opens the store a `--database` value names: `postgres://` / `postgresql://` URLs select
