@@ -453,7 +453,7 @@ mod tests {
         assert_eq!(s.domain, "trapline.localhost");
         assert_eq!(s.database, "trapline-data/trapline.db");
         assert_eq!(s.listeners, ListenerSettings::default());
-        assert_eq!(build(&s).unwrap(), 2, "http and dns are always on");
+        assert_eq!(build(&s).unwrap(), 3, "http and dns are always on; smtp is on by default");
     }
 
     #[test]

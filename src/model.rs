@@ -131,6 +131,7 @@ pub type TokenKey = (Micros, String);
 pub enum Channel {
     Http,
     Dns,
+    Smtp,
 }
 
 impl Channel {
@@ -138,12 +139,14 @@ impl Channel {
         match self {
             Channel::Http => "http",
             Channel::Dns => "dns",
+            Channel::Smtp => "smtp",
         }
     }
     pub fn parse(s: &str) -> Option<Channel> {
         match s {
             "http" => Some(Channel::Http),
             "dns" => Some(Channel::Dns),
+            "smtp" => Some(Channel::Smtp),
             _ => None,
         }
     }

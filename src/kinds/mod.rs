@@ -29,6 +29,7 @@ pub mod log4shell;
 pub mod qr_code;
 pub mod redirect;
 pub mod sensitive_cmd;
+pub mod smtp;
 pub mod sql;
 mod support;
 pub mod svn;
@@ -271,6 +272,21 @@ pub trait Kind: Send + Sync + 'static {
     fn dns(&self) -> Option<&dyn DnsDecoding> {
         None
     }
+
+    /// Whether its tokens are mailboxes (`<token id>@<zone>`) of the SMTP listener; None:
+    /// mail for them is refused like mail for no token.
+    fn smtp(&self) -> Option<&dyn SmtpBehaviour> {
+        None
+    }
+}
+
+/// A kind's SMTP behaviour ([`Kind::smtp`]).
+pub trait SmtpBehaviour: Send + Sync {
+    /// Whether the message is read into the hit (subject, links, attachment names and
+    /// types), or only the envelope is kept.
+    fn reads_message(&self) -> bool {
+        true
+    }
 }
 
 /// How the HTTP listener answers a request for a token of this kind.
@@ -337,6 +353,7 @@ pub static KINDS: &[&dyn Kind] = &[
     &windows_dir::WindowsDir,
     &sensitive_cmd::SensitiveCmd,
     &sql::Sql,
+    &smtp::Smtp,
 ];
 
 pub fn find(name: &str) -> Option<&'static dyn Kind> {

@@ -23,6 +23,7 @@ pub mod dns;
 pub mod dns_wire;
 pub mod http;
 pub mod slots;
+pub mod smtp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -49,6 +50,9 @@ pub struct ListenerSettings {
     #[command(flatten)]
     #[serde(default)]
     pub dns: dns::DnsSettings,
+    #[command(flatten)]
+    #[serde(default)]
+    pub smtp: smtp::SmtpSettings,
 }
 
 /// Settings every listener may read besides its own section.
@@ -67,8 +71,11 @@ pub struct Common {
 pub type Build = fn(&ListenerSettings, &Common) -> anyhow::Result<Option<Box<dyn Listener>>>;
 
 /// Every listener, by name (its settings section), in start-up order.
-pub const LISTENERS: &[(&str, Build)] =
-    &[("http", |s, c| http::Http::build(&s.http, c)), ("dns", |s, c| dns::Dns::build(&s.dns, c))];
+pub const LISTENERS: &[(&str, Build)] = &[
+    ("http", |s, c| http::Http::build(&s.http, c)),
+    ("dns", |s, c| dns::Dns::build(&s.dns, c)),
+    ("smtp", |s, c| smtp::Smtp::build(&s.smtp, c)),
+];
 
 /// The listeners the settings turn on, in [`LISTENERS`] order.
 pub fn build_all(settings: &ListenerSettings, common: &Common) -> anyhow::Result<Vec<Box<dyn Listener>>> {

@@ -38,6 +38,7 @@ TOKEN_RE = re.compile(r"^[0-9a-z]{25}$")
 API_RE = re.compile(r"management API:\s+(http://\S+)")
 HTTP_RE = re.compile(r"trigger HTTP:\s+(http://\S+)")
 DNS_RE = re.compile(r"DNS \(UDP\+TCP\):\s+(\S+):(\d+)")
+SMTP_RE = re.compile(r"SMTP \(inbound\):\s+(\S+):(\d+)")
 CREATED_PRINTABLE_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(UTC\)$")
 CREATED_STD_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\+0000$")
 
@@ -50,6 +51,9 @@ def clean_env(extra=None):
     shell settings cannot leak into the server under test), plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAPLINE_")}
     env.setdefault("RUST_BACKTRACE", "1")
+    # The inbound SMTP listener is on by default (127.0.0.1:2525): test servers take a free
+    # port instead, so several can run at once. A flag still overrides this.
+    env["TRAPLINE_SMTP_LISTEN"] = "127.0.0.1:0"
     if extra:
         env.update(extra)
     return env
@@ -190,6 +194,7 @@ class Server:
         self.api_url = self.http_url = None
         self.dns_host = None
         self.dns_port = None
+        self.smtp_host = self.smtp_port = None   # None when the SMTP listener is off
         self.starts = 0
         _ALL_SERVERS.append(self)
 
@@ -256,6 +261,8 @@ class Server:
         self.api_url = m.group(1)
         self.http_url = h.group(1)
         self.dns_host, self.dns_port = d.group(1), int(d.group(2))
+        smtp = SMTP_RE.search(text)
+        self.smtp_host, self.smtp_port = (smtp.group(1), int(smtp.group(2))) if smtp else (None, None)
         for line in self.stdout_lines:
             if line.startswith('{"key_id"'):
                 self.key_lines_this_run.append(line)

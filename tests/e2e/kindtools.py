@@ -19,7 +19,7 @@ from conftest import DOMAIN, unique
 BAD_PARAMS = "Could not process the parameters"
 
 # The first digits of an incident's logtype, by the channel of its event.
-LOGTYPE_PREFIX = {"http": "17", "dns": "16"}
+LOGTYPE_PREFIX = {"http": "17", "dns": "16", "smtp": "16"}
 
 
 # --- API errors ------------------------------------------------------------------------

@@ -209,6 +209,7 @@ fn event_json(i: &Incident, h: &Hit, site: &Site, clock: &Clock) -> Value {
                 m.insert("hostname".into(), name.clone());
             }
         }
+        Channel::Smtp => {}
     }
     add_hit_data(&mut m, &h.data);
     Value::Object(m)
@@ -306,7 +307,7 @@ mod tests {
         assert_eq!(logtype("no-such-kind"), 16000);
         let mut k = kinds_with_logtypes(&[16000]);
         k.sort();
-        assert_eq!(k, ["dns", "log4shell", "sql", "svn"]);
+        assert_eq!(k, ["dns", "log4shell", "smtp", "sql", "svn"]);
         assert_eq!(kinds_with_logtypes(&[17016, 17017]).len(), 2);
         assert!(kinds_with_logtypes(&[1]).is_empty());
     }
