@@ -12,6 +12,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::ids;
 use crate::kinds::{self, Artefact, Params, Site, Uploads};
 use crate::model::*;
+use crate::net::NetList;
 use crate::sealed::SecretBox;
 use crate::store::{FlockDeletion, Store, TokenDeletion};
 
@@ -99,29 +100,17 @@ pub struct CreatedFactory {
     pub value: String,
 }
 
-/// Parses a network restriction: `a.b.c.d/n`, `x::/n`, or a bare address (a /32 or /128). A
-/// network with host bits set is refused, naming the network probably meant.
+/// Parses a network restriction by [`crate::net::parse_net`]'s rules, as text (`a.b.c.d/n`,
+/// `x::/n`; a bare address becomes a /32 or /128). Kept for callers that store networks as
+/// text; lists that are asked about use [`crate::net::NetList`].
 pub fn parse_cidr(raw: &str) -> CoreResult<String> {
-    let raw = raw.trim();
-    if let Ok(ip) = raw.parse::<std::net::IpAddr>() {
-        return Ok(ipnet::IpNet::from(ip).to_string());
-    }
-    let net: ipnet::IpNet =
-        raw.parse().map_err(|_| CoreError::invalid("cidr", format!("{raw:?} is not an address or a network")))?;
-    if net.trunc() != net {
-        return Err(CoreError::invalid("cidr", format!("{raw} has host bits set; did you mean {}?", net.trunc())));
-    }
-    Ok(net.to_string())
+    Ok(crate::net::parse_net(raw)?.to_string())
 }
 
-/// Whether `ip` lies in one of `cidrs` (an empty list allows everything).
+/// Whether `ip` lies in one of `cidrs`, stored networks as text (an empty list allows
+/// everything, as a factory token without networks may be used from anywhere).
 pub fn ip_allowed(cidrs: &[String], ip: &str) -> bool {
-    if cidrs.is_empty() {
-        return true;
-    }
-    let Ok(ip) = ip.parse::<std::net::IpAddr>() else { return false };
-    let ip = ip.to_canonical();
-    cidrs.iter().filter_map(|c| c.parse::<ipnet::IpNet>().ok()).any(|n| n.contains(&ip))
+    cidrs.is_empty() || NetList::from_stored(cidrs).contains_text(ip)
 }
 
 /// Failed authentications waiting to be written to the audit log, counted per
@@ -381,12 +370,9 @@ impl Core {
             change.alert_max_per_hour = Some(v);
         }
         if let Some(v) = given(&a.ignore_sources) {
-            let list: Vec<String> = v
-                .unwrap_or("")
-                .split(',')
-                .filter(|p| !p.trim().is_empty())
-                .map(|p| parse_cidr(p).map_err(|e| CoreError::invalid("ignore_sources", e.to_string())))
-                .collect::<CoreResult<_>>()?;
+            let list = NetList::parse(v.unwrap_or("").split(','))
+                .map_err(|e| CoreError::invalid("ignore_sources", CoreError::from(e).to_string()))?
+                .texts();
             if list.len() > crate::noise::MAX_IGNORE_SOURCES {
                 return Err(CoreError::invalid(
                     "ignore_sources",
