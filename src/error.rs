@@ -71,4 +71,11 @@ impl From<crate::store::StoreError> for CoreError {
     }
 }
 
+/// A refused network, as the parameter `cidr` (callers with their own parameter name re-word it).
+impl From<crate::net::NetError> for CoreError {
+    fn from(e: crate::net::NetError) -> Self {
+        CoreError::invalid("cidr", e.to_string())
+    }
+}
+
 pub type CoreResult<T> = Result<T, CoreError>;

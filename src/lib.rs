@@ -19,6 +19,7 @@ pub mod ids;
 pub mod kinds;
 pub mod listeners;
 pub mod model;
+pub mod net;
 pub mod noise;
 pub mod outputs;
 pub mod recorder;

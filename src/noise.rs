@@ -4,8 +4,8 @@
 //!
 //! In order, for a hit its kind judged worth an alert:
 //! 1. **Ignore lists** (global `--ignore-sources`, and the token's own `ignore_sources`): the
-//!    hit is kept, marked ignored, no incident. This is part of the judge
-//!    ([`crate::kinds::judge_ignoring`]), since it needs nothing from storage.
+//!    hit is kept, marked ignored, no incident. This is part of the judge ([`IgnoreLists`],
+//!    [`judge_with_ignore_lists`]), since it needs nothing from storage.
 //! 2. **Grouping**: a hit of the same token from the same source address, carrying the same
 //!    decoded data ([`group_key`]), within [`NoiseRules::group_window_secs`] of that source's
 //!    last hit joins its open (not acknowledged) incident as a further event, with no new
@@ -19,7 +19,8 @@
 
 use serde_json::Value;
 
-use crate::model::{Channel, Micros, NewHit, Token};
+use crate::model::{Channel, Judgement, Micros, NewHit, Token};
+use crate::net::NetList;
 
 /// Default grouping window (seconds).
 pub const DEFAULT_GROUP_WINDOW_SECS: i64 = 60;
@@ -29,6 +30,47 @@ pub const MAX_SECS: i64 = 30 * 86_400;
 pub const MAX_PER_HOUR: i64 = 100_000;
 /// Most entries in a token's ignore list.
 pub const MAX_IGNORE_SOURCES: usize = 100;
+
+/// The ignore lists a hit is checked against before its kind judges it: the server's
+/// (`--ignore-sources`, parsed once) and the token's own `ignore_sources` (stored as text,
+/// checked when it was set, read with the token).
+#[derive(Debug, Clone, Default)]
+pub struct IgnoreLists {
+    server: NetList,
+}
+
+impl IgnoreLists {
+    pub fn new(server: NetList) -> IgnoreLists {
+        IgnoreLists { server }
+    }
+
+    /// Why a hit of `token` from `src_ip` is ignored, or None when neither list holds it.
+    pub fn reason(&self, token: &Token, src_ip: &str) -> Option<&'static str> {
+        if self.server.contains_text(src_ip) {
+            return Some("source is on the ignore list");
+        }
+        if !token.ignore_sources.is_empty() && NetList::from_stored(&token.ignore_sources).contains_text(src_ip) {
+            return Some("source is on the token's ignore list");
+        }
+        None
+    }
+
+    /// [`Judgement::Ignore`] for a hit on either list, else what `judge` says.
+    pub fn judge(&self, token: &Token, hit: &NewHit, judge: impl Fn(&Token, &NewHit) -> Judgement) -> Judgement {
+        match self.reason(token, &hit.src_ip) {
+            Some(reason) => Judgement::Ignore { reason: reason.into() },
+            None => judge(token, hit),
+        }
+    }
+}
+
+/// The judge of a server whose ignore list is `ignored` (networks as configuration checked
+/// them): hits from those networks, or from the token's own ignore list, are kept, marked
+/// ignored, and raise no alert; everything else goes to the kind's judge.
+pub fn judge_with_ignore_lists(ignored: Vec<String>) -> impl Fn(&Token, &NewHit) -> Judgement + Send + Sync {
+    let lists = IgnoreLists::new(NetList::from_stored(&ignored));
+    move |token, hit| lists.judge(token, hit, crate::kinds::judge)
+}
 
 /// The server-wide rules; tokens may override cooldown and rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +251,39 @@ mod tests {
         let mut http = a.clone();
         http.channel = Channel::Http;
         assert_eq!(group_key(&http), "", "HTTP hits group by source alone");
+    }
+
+    #[test]
+    fn ignore_list_keeps_hits_but_silences_them() {
+        let judge = judge_with_ignore_lists(vec!["10.0.0.0/8".into()]);
+        let token = crate::kinds::testing::token("dns", serde_json::json!({}));
+        let hit = |ip: &str| NewHit {
+            token_id: token.id.clone(),
+            time_us: 0,
+            channel: Channel::Dns,
+            src_ip: ip.into(),
+            src_port: 1,
+            dst_ip: String::new(),
+            dst_port: 0,
+            data: serde_json::json!({}),
+        };
+        assert!(matches!(judge(&token, &hit("10.1.2.3")), Judgement::Ignore { .. }));
+        assert_eq!(judge(&token, &hit("192.0.2.1")), Judgement::alert());
+        assert_eq!(
+            judge_with_ignore_lists(Vec::new())(&token, &hit("10.1.2.3")),
+            Judgement::alert(),
+            "empty list ignores nothing"
+        );
+        let mut own = token.clone();
+        own.ignore_sources = vec!["192.0.2.0/24".into()];
+        let Judgement::Ignore { reason } = judge_with_ignore_lists(Vec::new())(&own, &hit("192.0.2.1")) else {
+            panic!("the token's own list is honoured")
+        };
+        assert!(reason.contains("token's ignore list"));
+        assert_eq!(judge(&own, &hit("198.51.100.1")), Judgement::alert());
+        let lists = IgnoreLists::new("10.0.0.0/8".parse().unwrap());
+        assert_eq!(lists.reason(&own, "10.0.0.1"), Some("source is on the ignore list"), "the server's list first");
+        assert_eq!(lists.reason(&own, "not an address"), None);
     }
 
     #[test]

@@ -312,16 +312,14 @@ fn parse_count(raw: &str) -> Option<i64> {
 
 /// A `cidr[]` value, normalised; refused with Conjur's wording.
 fn parse_cidr(raw: &str) -> Result<String, Response> {
-    crate::core::parse_cidr(raw).map_err(|_| {
-        let raw = raw.trim();
-        match raw.parse::<ipnet::IpNet>() {
-            Ok(net) => argument_error(&format!(
-                "Invalid IP address or CIDR range '{raw}': Value has bits set to right of mask. Did you mean '{}'?",
-                net.trunc()
-            )),
-            Err(_) => argument_error(&format!("Invalid IP address or CIDR range '{raw}'")),
-        }
-    })
+    use crate::net::NetError;
+    match crate::net::parse_net(raw) {
+        Ok(net) => Ok(net.to_string()),
+        Err(NetError::HostBits(raw, net)) => Err(argument_error(&format!(
+            "Invalid IP address or CIDR range '{raw}': Value has bits set to right of mask. Did you mean '{net}'?"
+        ))),
+        Err(NetError::Unparsable(raw)) => Err(argument_error(&format!("Invalid IP address or CIDR range '{raw}'"))),
+    }
 }
 
 /// Whether `actor` can see flock `flock` (checked first, as Conjur answers 404 for a host
