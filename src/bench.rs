@@ -101,6 +101,9 @@ async fn start(args: &BenchArgs, sink: Option<SocketAddr>) -> anyhow::Result<Ser
         .args(["--api-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0"])
         .args(["--domain", "bench.test", "--nx-domain", "nx.bench.test"])
         .env("TRAPLINE_LOG", "warn")
+        // A free port for the inbound SMTP listener too (by environment: older binaries,
+        // which have none, ignore it).
+        .env("TRAPLINE_SMTP_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
