@@ -13,9 +13,10 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio::sync::Notify;
 
+use crate::error::{CoreError, CoreResult};
 use crate::kinds;
 use crate::model::*;
-use crate::outputs::{self, email_output, webhook, webhook_output};
+use crate::outputs::{self, email_output, webhook, webhook_output, OutputSpec};
 use crate::store::Store;
 
 /// Alert settings.
@@ -34,6 +35,36 @@ pub struct AlertConfig {
     pub smtp_from: String,
     /// Extra CAs (PEM) to trust for the SMTP server.
     pub smtp_ca_pem: Option<String>,
+}
+
+/// Longest output description (`TYPE=TARGET`) accepted through the API.
+pub const MAX_OUTPUT_SPEC: usize = 2048;
+
+/// A token's own webhook (its `alert_webhook_url`), checked as its deliveries will be.
+pub fn check_token_webhook(cfg: &AlertConfig, url: &str) -> CoreResult<String> {
+    webhook::validate_url(url, cfg.allow_private).map_err(|e| CoreError::invalid("alert_webhook_url", e))
+}
+
+/// A token's own recipients (its `alert_email`, `a@x;b@y`), normalised; refused when this
+/// server has no SMTP server to send them through.
+pub fn check_token_email(cfg: &AlertConfig, list: &str) -> CoreResult<String> {
+    if cfg.smtp_url.is_none() {
+        return Err(CoreError::invalid("alert_email", "needs an SMTP server (--smtp-url)"));
+    }
+    outputs::email::parse_recipients(list).map(|to| to.join(";")).map_err(|e| CoreError::invalid("alert_email", e))
+}
+
+/// An output added through the API (`TYPE=TARGET`, as `--alert-outputs` takes it), checked
+/// for this server: its target, and for e-mail that an SMTP server is set.
+pub fn check_output(cfg: &AlertConfig, spec: &str) -> CoreResult<OutputSpec> {
+    if spec.len() > MAX_OUTPUT_SPEC {
+        return Err(CoreError::invalid("output", "is too long"));
+    }
+    let output = OutputSpec::parse(spec, cfg.allow_private).map_err(|e| CoreError::invalid("output", e))?;
+    if matches!(output, OutputSpec::Email { .. }) && cfg.smtp_url.is_none() {
+        return Err(CoreError::invalid("output", "e-mail needs an SMTP server (--smtp-url)"));
+    }
+    Ok(output)
 }
 
 /// First retry delay; each further one doubles, up to [`MAX_BACKOFF_SECS`].
@@ -235,6 +266,22 @@ async fn deliver_one(client: &crate::outputs::Context, cfg: &AlertConfig, a: Ale
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_targets_are_checked_for_this_server() {
+        let mut cfg = AlertConfig::default();
+        assert!(check_token_webhook(&cfg, "http://10.0.0.1/h").is_err(), "internal targets need the allowance");
+        assert_eq!(check_token_webhook(&cfg, "https://h.example/x").unwrap(), "https://h.example/x");
+        assert!(matches!(
+            check_token_email(&cfg, "a@x.example"),
+            Err(CoreError::InvalidParam { name: "alert_email", .. })
+        ));
+        assert!(check_output(&cfg, "email=a@x.example").is_err(), "e-mail needs SMTP");
+        assert!(check_output(&cfg, &format!("webhook=https://h.example/{}", "x".repeat(MAX_OUTPUT_SPEC))).is_err());
+        cfg.smtp_url = Some("smtp://127.0.0.1:25".into());
+        assert_eq!(check_token_email(&cfg, "a@x.example; b@y.example").unwrap(), "a@x.example;b@y.example");
+        assert_eq!(check_output(&cfg, "email=a@x.example").unwrap().type_name(), "email");
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

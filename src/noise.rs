@@ -268,6 +268,7 @@ mod tests {
             data: serde_json::json!({}),
         };
         assert!(matches!(judge(&token, &hit("10.1.2.3")), Judgement::Ignore { .. }));
+        assert!(matches!(judge(&token, &hit("::ffff:10.1.2.3")), Judgement::Ignore { .. }), "mapped IPv4");
         assert_eq!(judge(&token, &hit("192.0.2.1")), Judgement::alert());
         assert_eq!(
             judge_with_ignore_lists(Vec::new())(&token, &hit("10.1.2.3")),

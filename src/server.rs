@@ -147,7 +147,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let first_key = core.bootstrap_admin().await?;
     let committed = Arc::new(tokio::sync::Notify::new());
     let rules = crate::store::HitRules::new(
-        crate::kinds::judge_ignoring(settings.ignore_sources.clone()),
+        crate::noise::judge_with_ignore_lists(settings.ignore_sources.clone()),
         crate::alerts::alerter(alert_cfg.clone()),
     )
     .with_noise(settings.noise)

@@ -38,14 +38,8 @@ impl Core {
     /// the tokens of `flock_id`. Webhook targets are checked now, and again at delivery.
     pub async fn add_alert_output(&self, actor: &Actor, spec: &str, flock_id: Option<&str>) -> CoreResult<AlertOutput> {
         self.require(actor, Permission::ManageOutputs).await?;
-        if spec.len() > 2048 {
-            return Err(CoreError::invalid("output", "is too long"));
-        }
-        let output = crate::outputs::parse_output(spec, self.alerts.allow_private)
-            .map_err(|e| CoreError::invalid("output", e))?;
-        if output["type"] == "email" && self.alerts.smtp_url.is_none() {
-            return Err(CoreError::invalid("output", "e-mail needs an SMTP server (--smtp-url)"));
-        }
+        let spec = crate::alerts::check_output(&self.alerts, spec)?;
+        let output = spec.to_value();
         let flock_id = flock_id.map(str::trim).filter(|f| !f.is_empty());
         if let Some(f) = flock_id {
             if self.store.get_flock(f).await?.is_none() {
@@ -64,7 +58,7 @@ impl Core {
             created_by: actor.id.clone(),
         };
         let scope = o.flock_id.as_deref().unwrap_or("every flock");
-        let audit = self.audit(actor, "output_add", &o.id, format!("{} output for {scope}", o.output["type"]));
+        let audit = self.audit(actor, "output_add", &o.id, format!("{:?} output for {scope}", spec.type_name()));
         self.store.insert_alert_output(&o, &audit).await?;
         Ok(o)
     }

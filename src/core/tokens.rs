@@ -103,28 +103,14 @@ impl Core {
         let mut change = TokenChange::default();
         let mut said = Vec::new();
         if let Some(url) = given(&a.webhook_url) {
-            let url = url
-                .map(|u| {
-                    crate::outputs::webhook::validate_url(u, self.alerts.allow_private)
-                        .map_err(|e| CoreError::invalid("alert_webhook_url", e))
-                })
-                .transpose()?;
+            let url = url.map(|u| crate::alerts::check_token_webhook(&self.alerts, u)).transpose()?;
             said.push(url.as_ref().map_or("token webhook removed".into(), |u| {
                 format!("alerts also to {}", crate::outputs::redact::redact(u))
             }));
             change.alert_webhook_url = Some(url);
         }
         if let Some(list) = given(&a.email) {
-            let list = list
-                .map(|l| {
-                    if self.alerts.smtp_url.is_none() {
-                        return Err(CoreError::invalid("alert_email", "needs an SMTP server (--smtp-url)"));
-                    }
-                    crate::outputs::email::parse_recipients(l)
-                        .map(|to| to.join(";"))
-                        .map_err(|e| CoreError::invalid("alert_email", e))
-                })
-                .transpose()?;
+            let list = list.map(|l| crate::alerts::check_token_email(&self.alerts, l)).transpose()?;
             said.push(list.as_ref().map_or("token e-mail removed".into(), |l| format!("alerts also mailed to {l}")));
             change.alert_email = Some(list);
         }

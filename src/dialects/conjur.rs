@@ -475,6 +475,20 @@ mod tests {
     }
 
     #[test]
+    fn counts_and_networks() {
+        assert_eq!((parse_count(" 3 "), parse_count("0"), parse_count("x")), (Some(3), None, None));
+        assert_eq!(
+            (parse_count(&MAX_COUNT.to_string()), parse_count(&(MAX_COUNT + 1).to_string())),
+            (Some(MAX_COUNT), None)
+        );
+        assert_eq!(parse_cidr(" 192.0.2.7 ").ok().as_deref(), Some("192.0.2.7/32"));
+        assert_eq!(parse_cidr("10.0.0.0/8").ok().as_deref(), Some("10.0.0.0/8"));
+        for bad in ["10.0.0.1/8", "banana"] {
+            assert_eq!(parse_cidr(bad).map_err(|r| r.status()), Err(StatusCode::UNPROCESSABLE_ENTITY), "{bad}");
+        }
+    }
+
+    #[test]
     fn expiration_forms() {
         assert_eq!(iso("2050-12-31").as_deref(), Some("2050-12-31T00:00:00+00:00"));
         assert_eq!(iso("2050-12-31T10:20:30Z").as_deref(), Some("2050-12-31T10:20:30+00:00"));

@@ -470,3 +470,26 @@ async fn handle(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_is_absent_never_or_a_time() {
+        let m = |v: Value| body_object(v.to_string().as_bytes()).unwrap();
+        assert_eq!(expires(&m(json!({}))).unwrap(), None);
+        assert_eq!(expires(&m(json!({"expires_timestamp": null}))).unwrap(), Some(None));
+        assert_eq!(expires(&m(json!({"expires_timestamp": " "}))).unwrap(), Some(None));
+        assert_eq!(expires(&m(json!({"expires_timestamp": "1970-01-01T00:00:01Z"}))).unwrap(), Some(Some(1_000_000)));
+        assert!(expires(&m(json!({"expires_timestamp": "tomorrow"}))).is_err());
+        assert!(expires(&m(json!({"expires_timestamp": 5}))).is_err());
+        assert!(body_object(b"[1]").is_err() && body_object(b"{").is_err());
+    }
+
+    #[test]
+    fn times_show_milliseconds_only_when_there_are_some() {
+        assert_eq!(falcon_time(1_000_000), "1970-01-01T00:00:01Z");
+        assert_eq!(falcon_time(1_250_000), "1970-01-01T00:00:01.250Z");
+    }
+}

@@ -395,36 +395,6 @@ pub fn decode_dns_labels(labels: &[String]) -> DnsData {
     DnsData::NoMatch
 }
 
-// ------------------------------------------------------------------ ignore lists
-// `judge_ignoring` belongs with the rest of the noise policy in `noise.rs` and moves there
-// (growth.md §1); it stays here until then, with its own network check rather than
-// `core::ip_allowed`, so that kinds import nothing from core.
-
-/// Whether `ip` lies in one of `nets`.
-fn on_list<'a>(mut nets: impl Iterator<Item = &'a ipnet::IpNet>, ip: &str) -> bool {
-    let Ok(ip) = ip.parse::<std::net::IpAddr>() else { return false };
-    let ip = ip.to_canonical();
-    nets.any(|n| n.contains(&ip))
-}
-
-/// The judge of a server with an ignore list: hits from those networks, or from the token's
-/// own ignore list, are kept, marked ignored, and raise no alert; everything else goes to the
-/// kind's judge.
-pub fn judge_ignoring(ignored: Vec<String>) -> impl Fn(&Token, &NewHit) -> Judgement + Send + Sync {
-    // The server's list is fixed: parse it once. A token's list is parsed per hit.
-    let ignored: Vec<ipnet::IpNet> = ignored.iter().filter_map(|c| c.parse().ok()).collect();
-    move |token, hit| {
-        if on_list(ignored.iter(), &hit.src_ip) {
-            return Judgement::Ignore { reason: "source is on the ignore list".into() };
-        }
-        let own: Vec<ipnet::IpNet> = token.ignore_sources.iter().filter_map(|c| c.parse().ok()).collect();
-        if on_list(own.iter(), &hit.src_ip) {
-            return Judgement::Ignore { reason: "source is on the token's ignore list".into() };
-        }
-        judge(token, hit)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,27 +510,5 @@ mod tests {
         assert!(u.starts_with("http://h:1/"));
         assert!(u.contains(&format!("/{id}/")));
         assert_eq!(site.hostname(id), format!("{id}.t.example"));
-    }
-
-    #[test]
-    fn ignore_list_keeps_hits_but_silences_them() {
-        let judge = judge_ignoring(vec!["10.0.0.0/8".into()]);
-        let token = testing::token("dns", serde_json::json!({}));
-        let hit = |ip: &str| NewHit { src_ip: ip.into(), ..testing::hit(Channel::Dns, serde_json::json!({})) };
-        assert!(matches!(judge(&token, &hit("10.1.2.3")), Judgement::Ignore { .. }));
-        assert!(matches!(judge(&token, &hit("::ffff:10.1.2.3")), Judgement::Ignore { .. }), "mapped IPv4");
-        assert_eq!(judge(&token, &hit("192.0.2.1")), Judgement::alert());
-        assert_eq!(
-            judge_ignoring(Vec::new())(&token, &hit("10.1.2.3")),
-            Judgement::alert(),
-            "empty list ignores nothing"
-        );
-        let mut own = token.clone();
-        own.ignore_sources = vec!["192.0.2.0/24".into()];
-        let Judgement::Ignore { reason } = judge_ignoring(Vec::new())(&own, &hit("192.0.2.1")) else {
-            panic!("the token's own list is honoured")
-        };
-        assert!(reason.contains("token's ignore list"));
-        assert_eq!(judge(&own, &hit("198.51.100.1")), Judgement::alert());
     }
 }

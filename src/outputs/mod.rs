@@ -15,7 +15,7 @@ pub mod syslog;
 pub mod teams;
 pub mod webhook;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Output types `--alert-outputs` takes.
 pub const TYPES: &[&str] = &["webhook", "slack", "teams", "discord", "gchat", "pagerduty", "syslog", "email"];
@@ -26,44 +26,94 @@ pub struct Context {
     pub mail: Option<email::Mailer>,
 }
 
+/// Where an alert goes: one variant per output type, written (in outbox rows, API answers and
+/// the configuration) as a JSON object whose `type` names the variant.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum OutputSpec {
+    Webhook { url: String },
+    Slack { url: String },
+    Teams { url: String },
+    Discord { url: String },
+    Gchat { url: String },
+    Pagerduty { routing_key: String, url: String },
+    Syslog { url: String },
+    Email { to: Vec<String> },
+}
+
+impl OutputSpec {
+    /// Parses one `--alert-outputs` entry: `TYPE=URL`, `pagerduty=ROUTING_KEY[@URL]`,
+    /// `syslog=udp://host:port` / `syslog=tcp://host:port`, or `email=a@x;b@y`.
+    pub fn parse(spec: &str, allow_private: bool) -> Result<OutputSpec, String> {
+        let (kind, rest) =
+            spec.trim().split_once('=').ok_or_else(|| format!("{:?}: expected TYPE=URL", redact::redact(spec)))?;
+        let kind = kind.trim().to_ascii_lowercase();
+        let http = |rest: &str| webhook::validate_url(rest, allow_private);
+        Ok(match kind.as_str() {
+            "syslog" => OutputSpec::Syslog { url: syslog::validate_url(rest)? },
+            "email" => OutputSpec::Email { to: email::parse_recipients(rest)? },
+            "pagerduty" => {
+                let (key, url) = match rest.split_once('@') {
+                    Some((k, u)) => (k.trim(), u.trim()),
+                    None => (rest.trim(), pagerduty::EVENTS_URL),
+                };
+                if key.is_empty() || key.len() > 64 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err("a PagerDuty routing key is 1-64 letters and digits".into());
+                }
+                OutputSpec::Pagerduty { routing_key: key.to_string(), url: http(url)? }
+            }
+            "webhook" => OutputSpec::Webhook { url: http(rest)? },
+            "slack" => OutputSpec::Slack { url: http(rest)? },
+            "teams" => OutputSpec::Teams { url: http(rest)? },
+            "discord" => OutputSpec::Discord { url: http(rest)? },
+            "gchat" => OutputSpec::Gchat { url: http(rest)? },
+            _ => return Err(format!("unknown output type {kind:?} (known: {})", TYPES.join(", "))),
+        })
+    }
+
+    /// An output description as stored (outbox rows, outputs added through the API).
+    pub fn from_value(v: &Value) -> Result<OutputSpec, String> {
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+        if !TYPES.contains(&kind) {
+            return Err(format!("unknown output type {kind:?}"));
+        }
+        serde_json::from_value(v.clone()).map_err(|e| format!("{kind} output: {e}"))
+    }
+
+    /// The stored form: `{"type": ..., ...}` (equal outputs compare equal).
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The output type, as `--alert-outputs` names it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            OutputSpec::Webhook { .. } => "webhook",
+            OutputSpec::Slack { .. } => "slack",
+            OutputSpec::Teams { .. } => "teams",
+            OutputSpec::Discord { .. } => "discord",
+            OutputSpec::Gchat { .. } => "gchat",
+            OutputSpec::Pagerduty { .. } => "pagerduty",
+            OutputSpec::Syslog { .. } => "syslog",
+            OutputSpec::Email { .. } => "email",
+        }
+    }
+}
+
 /// The output description of a JSON webhook (outbox rows and configuration use this one form,
 /// so equal outputs compare equal).
 pub fn webhook_output(url: &str) -> Value {
-    json!({ "type": "webhook", "url": url })
+    OutputSpec::Webhook { url: url.to_string() }.to_value()
 }
 
 /// The output description of an e-mail to `to`.
 pub fn email_output<S: AsRef<str>>(to: &[S]) -> Value {
-    json!({ "type": "email", "to": to.iter().map(|a| a.as_ref()).collect::<Vec<_>>() })
+    OutputSpec::Email { to: to.iter().map(|a| a.as_ref().to_string()).collect() }.to_value()
 }
 
-/// Parses one `--alert-outputs` entry: `TYPE=URL`, `pagerduty=ROUTING_KEY[@URL]`,
-/// `syslog=udp://host:port` / `syslog=tcp://host:port`, or `email=a@x;b@y`.
+/// [`OutputSpec::parse`], in the stored form.
 pub fn parse_output(spec: &str, allow_private: bool) -> Result<Value, String> {
-    let (kind, rest) =
-        spec.trim().split_once('=').ok_or_else(|| format!("{:?}: expected TYPE=URL", redact::redact(spec)))?;
-    let kind = kind.trim().to_ascii_lowercase();
-    if !TYPES.contains(&kind.as_str()) {
-        return Err(format!("unknown output type {kind:?} (known: {})", TYPES.join(", ")));
-    }
-    if kind == "syslog" {
-        return Ok(json!({ "type": kind, "url": syslog::validate_url(rest)? }));
-    }
-    if kind == "email" {
-        return Ok(email_output(&email::parse_recipients(rest)?));
-    }
-    if kind == "pagerduty" {
-        let (key, url) = match rest.split_once('@') {
-            Some((k, u)) => (k.trim(), u.trim()),
-            None => (rest.trim(), pagerduty::EVENTS_URL),
-        };
-        if key.is_empty() || key.len() > 64 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err("a PagerDuty routing key is 1-64 letters and digits".into());
-        }
-        return Ok(json!({ "type": kind, "routing_key": key, "url": webhook::validate_url(url, allow_private)? }));
-    }
-    let url = webhook::validate_url(rest, allow_private)?;
-    Ok(if kind == "webhook" { webhook_output(&url) } else { json!({ "type": kind, "url": url }) })
+    OutputSpec::parse(spec, allow_private).map(|o| o.to_value())
 }
 
 /// Delivers one alert. `Err` is a message for the outbox's `last_error` and the log, with every
@@ -73,42 +123,26 @@ pub async fn deliver(ctx: &Context, output: &Value, payload: &Value, key: &str) 
 }
 
 async fn deliver_unredacted(ctx: &Context, output: &Value, payload: &Value, key: &str) -> Result<(), String> {
-    let kind = output.get("type").and_then(Value::as_str).unwrap_or("");
-    if kind == "email" {
-        let to: Vec<String> = output
-            .get("to")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect();
-        return email::send(ctx.mail.as_ref(), &card::from_payload(payload), &to, key).await;
-    }
-    let url = output.get("url").and_then(Value::as_str).ok_or("output without a url")?;
-    if kind == "syslog" {
-        return syslog::send(url, &syslog::message(&card::from_payload(payload), payload, key)).await;
-    }
-    let body = match kind {
-        "webhook" => payload.clone(),
-        "slack" => slack::body(&card::from_payload(payload)),
-        "teams" => teams::body(&card::from_payload(payload)),
-        "discord" => {
-            discord::body(&card::from_payload(payload), payload.get("time").and_then(Value::as_str).unwrap_or(""))
+    let card = || card::from_payload(payload);
+    let (url, body) = match OutputSpec::from_value(output)? {
+        OutputSpec::Email { to } => return email::send(ctx.mail.as_ref(), &card(), &to, key).await,
+        OutputSpec::Syslog { url } => return syslog::send(&url, &syslog::message(&card(), payload, key)).await,
+        OutputSpec::Webhook { url } => (url, payload.clone()),
+        OutputSpec::Slack { url } => (url, slack::body(&card())),
+        OutputSpec::Teams { url } => (url, teams::body(&card())),
+        OutputSpec::Discord { url } => {
+            (url, discord::body(&card(), payload.get("time").and_then(Value::as_str).unwrap_or("")))
         }
-        "gchat" => gchat::body(&card::from_payload(payload), key),
-        "pagerduty" => {
-            let routing = output.get("routing_key").and_then(Value::as_str).unwrap_or("");
-            pagerduty::body(&card::from_payload(payload), payload, routing, key)
-        }
-        other => return Err(format!("unknown output type {other:?}")),
+        OutputSpec::Gchat { url } => (url, gchat::body(&card(), key)),
+        OutputSpec::Pagerduty { routing_key, url } => (url, pagerduty::body(&card(), payload, &routing_key, key)),
     };
-    webhook::post(&ctx.http, url, &body, key).await
+    webhook::post(&ctx.http, &url, &body, key).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// What the audit sent through a token's User-Agent, path and query, long enough to be cut.
     pub(super) const HOSTILE: &str = "<!channel> <https://evil.example/login|Trapline: session expired, log in again> \
@@ -153,6 +187,19 @@ mod tests {
         );
         assert_eq!(card::inert("a\u{7}b\u{202E}c\nd", 100, card::plain), "a b c\nd");
         assert!(card::inert(&"é".repeat(600), 1024, card::plain).len() <= 1024);
+    }
+
+    #[test]
+    fn output_specs_keep_their_stored_form() {
+        let pd = OutputSpec::parse("pagerduty=K1", false).unwrap();
+        assert_eq!(pd.to_value(), json!({"type": "pagerduty", "routing_key": "K1", "url": pagerduty::EVENTS_URL}));
+        assert_eq!(OutputSpec::from_value(&pd.to_value()).unwrap(), pd);
+        assert_eq!(email_output(&["a@x.example"]), json!({"type": "email", "to": ["a@x.example"]}));
+        assert_eq!(webhook_output("https://h.example/"), json!({"type": "webhook", "url": "https://h.example/"}));
+        let chat = parse_output("gchat=https://chat.googleapis.com/v1/x", false).unwrap();
+        assert_eq!(chat, json!({"type": "gchat", "url": "https://chat.googleapis.com/v1/x"}));
+        assert!(OutputSpec::from_value(&json!({"type": "irc", "url": "x"})).unwrap_err().contains("unknown"));
+        assert!(OutputSpec::from_value(&json!({"type": "slack"})).is_err(), "a slack output needs its url");
     }
 
     #[test]

@@ -6,21 +6,29 @@
 //! `"result": "success"`, laid out as the Console lays them out (indented, keys sorted, `": "`,
 //! a final newline: shell scripts grep them line by line); errors are
 //! `{"result": "error", "message": ...}` with a 4xx status and the exact messages the client
-//! maps to typed exceptions. Paged listings live in `listings`, their cursors in `cursor`,
+//! maps to typed exceptions. Every endpoint is one row of `ENDPOINTS` (name, methods,
+//! credential, handler); the handlers live in files by concern (`tokens`, `factories`,
+//! `flocks`, `incidents`, `alerts`), paged listings in `listings`, their cursors in `cursor`,
 //! and the shapes of tokens and incidents in `shapes`.
 
 // Parsing helpers return a ready error `Response` (128 bytes) on a cold path; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
+mod alerts;
 pub mod cursor;
+mod factories;
+mod flocks;
+mod incidents;
 mod listings;
 mod shapes;
+mod tokens;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -30,7 +38,7 @@ use chrono::NaiveDateTime;
 use serde_json::{json, Map, Value};
 
 use crate::auth::Actor;
-use crate::core::{AlertSettings, Core, NewToken};
+use crate::core::Core;
 use crate::error::{CoreError, CoreResult};
 use crate::http_serve::{self, BodyError};
 use crate::kinds::{self, Upload, Uploads};
@@ -361,86 +369,140 @@ fn json_params(bytes: &[u8]) -> Result<BTreeMap<String, String>, Response> {
         .collect()
 }
 
-/// Endpoints authenticated by a factory auth string instead of an API key.
-const FACTORY_ENDPOINTS: &[&str] =
-    &["canarytoken/factory/create", "canarytoken/factory", "canarytoken/factory/download"];
+/// How an endpoint's caller proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Credential {
+    /// An API key (`auth_token` or the `X-Canary-Auth-Token` header).
+    ApiKey,
+    /// A factory auth string (`factory_auth`), and nothing else: so a factory string can mint
+    /// and download tokens and do nothing more.
+    Factory,
+}
 
-/// Which methods each endpoint takes; None for endpoints this dialect does not have.
-fn methods(endpoint: &str) -> Option<&'static [Method]> {
-    const READ: &[Method] = &[Method::GET, Method::POST];
-    const WRITE: &[Method] = &[Method::POST];
-    const DELETE: &[Method] = &[Method::POST, Method::DELETE];
-    Some(match endpoint {
-        "ping"
-        | "canarytokens/list"
-        | "canarytoken/fetch"
-        | "canarytokens/fetch"
-        | "canarytokens/paginate"
-        | "canarytokens/search"
-        | "canarytoken/download"
-        | "flocks/list"
-        | "flock/list"
-        | "flock/summary"
-        | "incidents/all"
-        | "incidents/unacknowledged"
-        | "incidents/acknowledged"
-        | "incidents/search"
-        | "incident/fetch"
-        | "canarytoken/hits" => READ,
-        "canarytoken/create"
-        | "canarytoken/update"
-        | "canarytoken/update/redirect_url"
-        | "canarytoken/remove/redirect_url"
-        | "canarytoken/enable"
-        | "canarytoken/disable"
-        | "flock/create"
-        | "flock/rename"
-        | "incident/acknowledge"
-        | "incident/unacknowledge"
-        | "incidents/acknowledge"
-        | "incidents/unacknowledge" => WRITE,
-        "canarytokens/factory/list"
-        | "canarytoken/list_factories"
-        | "canarytoken/factory/download"
-        | "alerts/outbox"
-        | "alerts/outputs" => READ,
-        "alert/test" | "alerts/outputs/add" => WRITE,
-        "canarytoken/create_factory" | "canarytoken/factory/create" | "canarytoken/factory" => WRITE,
-        "canarytoken/delete"
-        | "canarytokens/delete"
-        | "flock/delete"
-        | "incident/delete"
-        | "incidents/delete"
-        | "canarytoken/delete_factory"
-        | "alerts/outputs/delete" => DELETE,
-        _ => return None,
-    })
+/// What a handler answers: the whole response, or a core error for the dialect to word.
+type Reply<'a> = Pin<Box<dyn Future<Output = CoreResult<Response>> + Send + 'a>>;
+/// A handler, given the endpoint's name (listings answer by it).
+type Handler = for<'a> fn(&'a Core, &'a Actor, &'a Req, &'static str) -> Reply<'a>;
+
+/// One endpoint: its name under `/api/v1/`, the methods it takes, who may call it and what
+/// answers it.
+struct Endpoint {
+    name: &'static str,
+    methods: &'static [Method],
+    credential: Credential,
+    handler: Handler,
+}
+
+/// A handler answering JSON, `(core, actor, req)`.
+macro_rules! json_answer {
+    ($f:path) => {
+        |c, a, r, _| Box::pin(async move { $f(c, a, r).await.map(success) })
+    };
+}
+
+/// A handler answering JSON by the endpoint's name, `(core, actor, name, req)`.
+macro_rules! named_answer {
+    ($f:path) => {
+        |c, a, r, e| Box::pin(async move { $f(c, a, e, r).await.map(success) })
+    };
+}
+
+/// A handler answering with a response of its own (a file).
+macro_rules! raw_answer {
+    ($f:path) => {
+        |c, a, r, _| Box::pin($f(c, a, r))
+    };
+}
+
+const READ: &[Method] = &[Method::GET, Method::POST];
+const WRITE: &[Method] = &[Method::POST];
+const DELETE: &[Method] = &[Method::POST, Method::DELETE];
+
+macro_rules! endpoint {
+    ($name:literal, $methods:expr, $handler:expr) => {
+        endpoint!($name, $methods, Credential::ApiKey, $handler)
+    };
+    ($name:literal, $methods:expr, $credential:expr, $handler:expr) => {
+        Endpoint { name: $name, methods: $methods, credential: $credential, handler: $handler }
+    };
+}
+
+/// Every endpoint of the dialect, each named once.
+static ENDPOINTS: &[Endpoint] = &[
+    endpoint!("ping", READ, json_answer!(ping)),
+    endpoint!("canarytokens/list", READ, json_answer!(kinds_list)),
+    endpoint!("canarytokens/factory/list", READ, json_answer!(factory_kinds_list)),
+    endpoint!("canarytokens/paginate", READ, named_answer!(listings::tokens)),
+    endpoint!("canarytokens/search", READ, named_answer!(listings::tokens)),
+    endpoint!("canarytoken/create", WRITE, json_answer!(tokens::create)),
+    endpoint!("canarytoken/fetch", READ, json_answer!(tokens::fetch)),
+    endpoint!("canarytokens/fetch", READ, json_answer!(tokens::fetch_all)),
+    endpoint!("canarytoken/update", WRITE, json_answer!(tokens::update)),
+    endpoint!("canarytoken/update/redirect_url", WRITE, json_answer!(tokens::set_redirect)),
+    endpoint!("canarytoken/remove/redirect_url", WRITE, json_answer!(tokens::remove_redirect)),
+    endpoint!("canarytoken/enable", WRITE, json_answer!(tokens::enable)),
+    endpoint!("canarytoken/disable", WRITE, json_answer!(tokens::disable)),
+    endpoint!("canarytoken/hits", READ, json_answer!(tokens::hits)),
+    endpoint!("canarytoken/download", READ, raw_answer!(tokens::download)),
+    endpoint!("canarytoken/delete", DELETE, json_answer!(tokens::delete)),
+    endpoint!("canarytokens/delete", DELETE, json_answer!(tokens::delete_on_domains)),
+    endpoint!("canarytoken/create_factory", WRITE, json_answer!(factories::create_factory)),
+    endpoint!("canarytoken/list_factories", READ, json_answer!(factories::list_factories)),
+    endpoint!("canarytoken/delete_factory", DELETE, json_answer!(factories::delete_factory)),
+    endpoint!("canarytoken/factory/create", WRITE, Credential::Factory, json_answer!(factories::create_token)),
+    endpoint!("canarytoken/factory", WRITE, Credential::Factory, json_answer!(factories::create_token)),
+    endpoint!("canarytoken/factory/download", READ, Credential::Factory, raw_answer!(tokens::download)),
+    endpoint!("flocks/list", READ, json_answer!(flocks::list)),
+    endpoint!("flock/create", WRITE, json_answer!(flocks::create)),
+    endpoint!("flock/rename", WRITE, json_answer!(flocks::rename)),
+    endpoint!("flock/delete", DELETE, json_answer!(flocks::delete)),
+    endpoint!("flock/list", READ, json_answer!(flocks::tokens)),
+    endpoint!("flock/summary", READ, json_answer!(flocks::summary)),
+    endpoint!("incidents/all", READ, named_answer!(listings::incidents)),
+    endpoint!("incidents/unacknowledged", READ, named_answer!(listings::incidents)),
+    endpoint!("incidents/acknowledged", READ, named_answer!(listings::incidents)),
+    endpoint!("incidents/search", READ, named_answer!(listings::incidents)),
+    endpoint!("incident/fetch", READ, json_answer!(incidents::fetch)),
+    endpoint!("incident/acknowledge", WRITE, json_answer!(incidents::acknowledge)),
+    endpoint!("incident/unacknowledge", WRITE, json_answer!(incidents::unacknowledge)),
+    endpoint!("incident/delete", DELETE, json_answer!(incidents::delete)),
+    endpoint!("incidents/acknowledge", WRITE, json_answer!(incidents::acknowledge_many)),
+    endpoint!("incidents/unacknowledge", WRITE, json_answer!(incidents::unacknowledge_many)),
+    endpoint!("incidents/delete", DELETE, json_answer!(incidents::delete_many)),
+    endpoint!("alerts/outputs", READ, json_answer!(alerts::outputs)),
+    endpoint!("alerts/outputs/add", WRITE, json_answer!(alerts::add_output)),
+    endpoint!("alerts/outputs/delete", DELETE, json_answer!(alerts::delete_output)),
+    endpoint!("alerts/outbox", READ, json_answer!(alerts::outbox)),
+    endpoint!("alert/test", WRITE, json_answer!(alerts::test)),
+];
+
+/// The endpoint named, if the dialect has it.
+fn endpoint(name: &str) -> Option<&'static Endpoint> {
+    ENDPOINTS.iter().find(|e| e.name == name)
 }
 
 async fn handle(State(core): State<Arc<Core>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
     let method = req.method().clone();
     // Endpoint names are plain ASCII: take them from the raw path (no percent-decoding, which
     // could fail on bytes that are not UTF-8).
-    let endpoint = req.uri().path().trim_start_matches("/api/v1/").trim_end_matches('/').to_string();
-    let Some(allowed) = methods(&endpoint) else {
-        let shown: String = endpoint.chars().take(200).collect();
+    let name = req.uri().path().trim_start_matches("/api/v1/").trim_end_matches('/').to_string();
+    let Some(endpoint) = endpoint(&name) else {
+        let shown: String = name.chars().take(200).collect();
         return error(StatusCode::NOT_FOUND, "Unknown API endpoint", Some(format!("/api/v1/{shown}")));
     };
-    if !allowed.contains(&method) {
-        let names: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+    if !endpoint.methods.contains(&method) {
+        let names: Vec<&str> = endpoint.methods.iter().map(Method::as_str).collect();
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
             "Method not allowed",
-            Some(format!("{endpoint} takes {}", names.join(" or "))),
+            Some(format!("{name} takes {}", names.join(" or "))),
         );
     }
     let req = match Req::read(req, peer).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    // Factory endpoints take a factory auth string and nothing else; every other endpoint an
-    // API key. So a factory string can mint and download tokens and do nothing more.
-    let factory_endpoint = FACTORY_ENDPOINTS.contains(&endpoint.as_str());
+    let factory_endpoint = endpoint.credential == Credential::Factory;
     let authenticated = if factory_endpoint {
         core.authenticate_factory(req.get("factory_auth"), &req.src_ip, "console").await.map(|(a, _)| a)
     } else {
@@ -457,406 +519,33 @@ async fn handle(State(core): State<Arc<Core>>, ConnectInfo(peer): ConnectInfo<So
         }
         Err(e) => return core_error(e),
     };
-    if endpoint == "canarytoken/download" || endpoint == "canarytoken/factory/download" {
-        return match download(&core, &actor, &req).await {
-            Ok(r) => r,
-            Err(e) => core_error(e),
-        };
-    }
-    match run(&core, &actor, &endpoint, &req).await {
-        Ok(body) => success(body),
+    match (endpoint.handler)(&core, &actor, &req, endpoint.name).await {
+        Ok(r) => r,
         Err(e) => core_error(e),
     }
 }
 
-async fn download(core: &Core, actor: &Actor, req: &Req) -> CoreResult<Response> {
-    let a = core.download(actor, req.required("canarytoken")?).await?;
-    // canarytools splits on "filename=" and expects exactly "attachment; " before it.
-    let name: String = a
-        .filename
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
-        .collect();
-    Ok((
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, a.content_type.to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename={name}")),
-        ],
-        Body::from(a.bytes),
-    )
-        .into_response())
+async fn ping(_core: &Core, _actor: &Actor, _req: &Req) -> CoreResult<Value> {
+    Ok(json!({}))
 }
 
-/// The kinds `canarytokens/list` and `canarytokens/factory/list` show: kind → human name.
-fn kind_names() -> Value {
-    let m: Map<String, Value> =
-        kinds::KINDS.iter().map(|k| (k.name().to_string(), Value::String(k.human_name().into()))).collect();
-    Value::Object(m)
-}
-
-async fn run(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResult<Value> {
-    match endpoint {
-        "ping" => Ok(json!({})),
-        "canarytokens/list" => Ok(json!({ "canarytokens": kind_names() })),
-        "canarytokens/factory/list" => Ok(json!({ "factory_canarytokens": kind_names() })),
-        "canarytokens/paginate" | "canarytokens/search" => listings::tokens(core, actor, endpoint, req).await,
-        "incidents/all" | "incidents/unacknowledged" | "incidents/acknowledged" | "incidents/search" => {
-            listings::incidents(core, actor, endpoint, req).await
-        }
-        e if e.starts_with("canarytoken") => tokens(core, actor, endpoint, req).await,
-        e if e.starts_with("flock") => flocks(core, actor, endpoint, req).await,
-        e if e.starts_with("incident") => incidents(core, actor, endpoint, req).await,
-        _ => alerts(core, actor, endpoint, req).await,
-    }
-}
-
-/// Tokens and factories.
-async fn tokens(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResult<Value> {
-    let site = &core.site;
-    let one = |t: &Token| shapes::token_json(site, t, false);
-    Ok(match endpoint {
-        "canarytoken/create" => json!({ "canarytoken": one(&core.create_token(actor, new_token(req)).await?) }),
-        "canarytoken/create_factory" => {
-            let memo = req.get("memo").unwrap_or("");
-            if memo.trim().is_empty() {
-                return Err(CoreError::EmptyMemo);
-            }
-            let made = core.create_factory(actor, memo, req.opt("flock_id"), None, &[]).await?;
-            json!({
-                "factory_auth": made.value,
-                "factory_url": "/api/v1/canarytoken/factory",
-                "factory_id": made.factory.id,
-                "flock_id": made.factory.flock_id,
-            })
-        }
-        "canarytoken/list_factories" => {
-            let now = now_us();
-            let list: Vec<Value> = core
-                .list_factories(actor)
-                .await?
-                .iter()
-                .map(|f| {
-                    json!({
-                        "factory_auth": core.factory_value(f),
-                        "factory_id": f.id,
-                        "flock_id": f.flock_id,
-                        "memo": f.label,
-                        "created": shapes::epoch_text(f.created_us),
-                        "last_used": f.last_used_us.map(shapes::epoch_text),
-                        "use_count": f.use_count,
-                        "status": f.status(now).as_str(),
-                    })
-                })
-                .collect();
-            json!({ "factories": list })
-        }
-        "canarytoken/delete_factory" => {
-            let f = core.find_factory(actor, req.opt("factory_id"), req.opt("factory_auth")).await?;
-            core.delete_factory(actor, &f).await?;
-            json!({ "msg": "TokenFactory auth string deleted" })
-        }
-        "canarytoken/factory/create" | "canarytoken/factory" => {
-            let mut t = one(&core.create_token(actor, new_token(req)).await?);
-            t["factory_auth"] = req.get("factory_auth").unwrap_or("").into();
-            json!({ "canarytoken": t })
-        }
-        "canarytoken/fetch" => json!({ "token": one(&core.get_token(actor, req.required("canarytoken")?).await?) }),
-        "canarytokens/fetch" => {
-            let tokens = core.all_tokens(actor, listings::token_filter(&req.params)?).await?;
-            json!({ "tokens": tokens.iter().map(one).collect::<Vec<_>>() })
-        }
-        "canarytoken/update" => {
-            // memo, and/or the token's own alert settings (an empty value clears one).
-            let id = req.required("canarytoken")?;
-            let alerting = alert_settings(req);
-            let mut t = None;
-            if req.get("memo").is_some() || alerting.is_empty() {
-                t = Some(core.update_memo(actor, id, req.get("memo").unwrap_or("")).await?);
-            }
-            if !alerting.is_empty() {
-                t = Some(core.set_alert_settings(actor, id, &alerting).await?);
-            }
-            json!({ "token": one(&t.ok_or(CoreError::TokenNotFound)?) })
-        }
-        "canarytoken/hits" => {
-            let before = req.int("before")?;
-            let (hits, more) =
-                core.token_hits(actor, req.required("canarytoken")?, req.int("limit")?.unwrap_or(100), before).await?;
-            // The next page is the hits below the last one listed (ids only grow).
-            let next = if more { hits.last().map(|h| Value::from(h.id)) } else { None };
-            json!({ "hits": hits.iter().map(shapes::hit_json).collect::<Vec<_>>(), "next_before": next })
-        }
-        "canarytoken/update/redirect_url" => {
-            let t = core.set_redirect_url(actor, req.required("canarytoken")?, req.required("redirect_url")?).await?;
-            json!({ "token": one(&t) })
-        }
-        "canarytoken/remove/redirect_url" => {
-            json!({ "token": one(&core.remove_redirect_url(actor, req.required("canarytoken")?).await?) })
-        }
-        "canarytoken/enable" | "canarytoken/disable" => {
-            core.set_enabled(actor, req.required("canarytoken")?, endpoint == "canarytoken/enable").await?;
-            json!({})
-        }
-        "canarytoken/delete" => {
-            let clear = req.bool("clear_incidents")?.unwrap_or(false);
-            core.delete_token(actor, req.required("canarytoken")?, clear).await?;
-            json!({})
-        }
-        "canarytokens/delete" => {
-            let domains: Vec<String> = req
-                .get("domains")
-                .unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                .filter(|d| !d.is_empty())
-                .map(str::to_string)
-                .collect();
-            let clear = req.bool("clear_incidents")?.unwrap_or(false);
-            json!({ "deleted_count": core.delete_tokens_on_domains(actor, &domains, clear).await? })
-        }
-        other => return Err(CoreError::invalid("endpoint", format!("{other} is not handled"))),
+/// The kinds `canarytokens/list` and `canarytokens/factory/list` show: kind → human name,
+/// built once.
+fn kind_names() -> &'static Value {
+    static NAMES: OnceLock<Value> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let m: Map<String, Value> =
+            kinds::KINDS.iter().map(|k| (k.name().to_string(), Value::String(k.human_name().into()))).collect();
+        Value::Object(m)
     })
 }
 
-/// Most kinds `flock/summary` lists under `top_tokens`.
-const MAX_TOP_TOKENS: i64 = 100;
-
-async fn flocks(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResult<Value> {
-    Ok(match endpoint {
-        "flocks/list" => {
-            let m: Map<String, Value> =
-                core.list_flocks(actor).await?.into_iter().map(|f| (f.id, Value::String(f.name))).collect();
-            json!({ "flocks": m })
-        }
-        "flock/create" => {
-            let f = core.create_flock(actor, req.get("name").unwrap_or("")).await?;
-            json!({ "flock_id": f.id, "flock": { "flock_id": f.id, "name": f.name } })
-        }
-        "flock/rename" => {
-            let f = core.rename_flock(actor, req.required("flock_id")?, req.get("name").unwrap_or("")).await?;
-            json!({ "flock_id": f.id, "flock": { "flock_id": f.id, "name": f.name } })
-        }
-        "flock/delete" => {
-            core.delete_flock(actor, req.required("flock_id")?).await?;
-            json!({})
-        }
-        "flock/list" => json!({ "sensors": core.flock_token_ids(actor, req.required("flock_id")?).await? }),
-        "flock/summary" => {
-            let top = req.non_negative("num_top_tokens")?.unwrap_or(3);
-            if top > MAX_TOP_TOKENS {
-                return Err(CoreError::invalid("num_top_tokens", format!("must be at most {MAX_TOP_TOKENS}")));
-            }
-            let (f, s) = core.flock_summary(actor, req.required("flock_id")?).await?;
-            let top_tokens: Vec<Value> = s
-                .kinds
-                .iter()
-                .take(top as usize)
-                .map(|(kind, count)| json!({ "count": count, "kind": kind }))
-                .collect();
-            json!({
-                "flock_id": f.id,
-                "name": f.name,
-                "total_tokens": s.token_count,
-                "disabled_tokens": s.token_count - s.enabled_token_count,
-                "different_token_num": s.kinds.len(),
-                "triggered_tokens": s.triggered_token_count,
-                "incident_count": s.incident_count,
-                "unacknowledged_incident_count": s.unacknowledged_incident_count,
-                "top_tokens": top_tokens,
-            })
-        }
-        other => return Err(CoreError::invalid("endpoint", format!("{other} is not handled"))),
-    })
+async fn kinds_list(_core: &Core, _actor: &Actor, _req: &Req) -> CoreResult<Value> {
+    Ok(json!({ "canarytokens": kind_names() }))
 }
 
-/// One incident and bulk actions on incidents.
-async fn incidents(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResult<Value> {
-    let action = match endpoint {
-        "incident/acknowledge" | "incidents/acknowledge" => "acknowledged",
-        "incident/unacknowledge" | "incidents/unacknowledge" => "unacknowledged",
-        _ => "deleted",
-    };
-    Ok(match endpoint {
-        "incident/fetch" => {
-            let which = match (req.opt("incident"), req.opt("hash_id")) {
-                (Some(_), _) => IncidentFilter { id: Some(incident_id(req)?), ..Default::default() },
-                (None, Some(h)) => IncidentFilter { hash_id: Some(h.to_string()), ..Default::default() },
-                (None, None) => return Err(CoreError::invalid("incident", "or hash_id is required")),
-            };
-            let clock = listings::clock(&req.params)?;
-            let inc = core.get_incident(actor, which).await?;
-            json!({ "incident": shapes::fetched_incident(&inc, &core.site, &clock) })
-        }
-        "incident/acknowledge" | "incident/unacknowledge" | "incident/delete" => {
-            let id = incident_id(req)?;
-            let filter = IncidentFilter { id: Some(id), ..Default::default() };
-            match endpoint {
-                "incident/delete" => core.delete_incidents(actor, filter).await?,
-                e => core.set_acknowledged(actor, filter, e == "incident/acknowledge").await?,
-            };
-            json!({ "action": action, "key": shapes::incident_key(id) })
-        }
-        "incidents/acknowledge" | "incidents/unacknowledge" | "incidents/delete" => {
-            let mut filter = bulk_filter(req)?;
-            let ids = match endpoint {
-                "incidents/delete" => {
-                    if !req.bool("include_unacknowledged")?.unwrap_or(false) {
-                        filter.acknowledged = Some(true);
-                    }
-                    core.delete_incidents(actor, filter).await?
-                }
-                e => core.set_acknowledged(actor, filter, e == "incidents/acknowledge").await?,
-            };
-            let keys: Vec<String> = ids.iter().map(|i| shapes::incident_key(*i)).collect();
-            json!({ "action": action, "keys": keys })
-        }
-        other => return Err(CoreError::invalid("endpoint", format!("{other} is not handled"))),
-    })
-}
-
-/// Alert outputs, the outbox and test alerts (Trapline's own endpoints). The outbox shows
-/// targets redacted to callers who may not manage outputs.
-async fn alerts(core: &Core, actor: &Actor, endpoint: &str, req: &Req) -> CoreResult<Value> {
-    Ok(match endpoint {
-        "alerts/outputs" => {
-            let (fixed, added) = core.list_alert_outputs(actor).await?;
-            let added: Vec<Value> = added.iter().map(output_json).collect();
-            json!({ "configured": fixed, "outputs": added })
-        }
-        "alerts/outputs/add" => {
-            let o = core.add_alert_output(actor, req.required("output")?, req.opt("flock_id")).await?;
-            json!({ "output": output_json(&o) })
-        }
-        "alerts/outputs/delete" => {
-            if !core.delete_alert_output(actor, req.required("output_id")?).await? {
-                return Err(CoreError::OutputNotFound);
-            }
-            json!({})
-        }
-        "alert/test" => {
-            let n = core.send_test_alert(actor, req.opt("description")).await?;
-            if n == 0 {
-                return Err(CoreError::invalid("outputs", "none are configured (see alert_webhooks, alert_outputs)"));
-            }
-            json!({ "outputs": n, "msg": "test alert queued for every configured output" })
-        }
-        "alerts/outbox" => {
-            let pending = !matches!(req.opt("all"), Some("true" | "1"));
-            let alerts = core.list_alerts(actor, pending, req.int("limit")?.unwrap_or(100)).await?;
-            // Webhook URLs and routing keys are secrets: only those who manage outputs see
-            // them whole; everyone else sees the output's type and host (audit F4).
-            let whole = actor.may(crate::auth::Permission::ManageOutputs);
-            let items: Vec<Value> = alerts
-                .iter()
-                .map(|a| {
-                    let (output, last_error) = if whole {
-                        (a.output.clone(), a.last_error.clone())
-                    } else {
-                        (
-                            crate::outputs::redact::output(&a.output),
-                            a.last_error.as_deref().map(crate::outputs::redact::redact),
-                        )
-                    };
-                    json!({
-                        "id": a.id,
-                        "idempotency_key": a.idempotency_key,
-                        "output": output,
-                        "canarytoken": a.token_id,
-                        "incident_id": a.incident_id,
-                        "created": shapes::epoch_text(a.created_us),
-                        "attempts": a.attempts,
-                        "last_error": last_error,
-                        "next_attempt": shapes::epoch_text(a.next_attempt_us),
-                        "delivered": a.delivered_us.map(shapes::epoch_text),
-                        "gave_up": a.gave_up_us.map(shapes::epoch_text),
-                    })
-                })
-                .collect();
-            json!({ "alerts": items })
-        }
-        other => return Err(CoreError::invalid("endpoint", format!("{other} is not handled"))),
-    })
-}
-
-/// A create request: kind, memo, flock and the kind's own parameters and files. Credentials
-/// and transport parameters are not the kind's business and are left out.
-fn new_token(req: &Req) -> NewToken {
-    let mut params = req.params.0.clone();
-    for transport in ["auth_token", "factory_auth"].iter().chain(ALERT_PARAMS) {
-        params.remove(*transport);
-    }
-    NewToken {
-        kind: req.get("kind").unwrap_or("").to_string(),
-        memo: req.get("memo").unwrap_or("").to_string(),
-        flock_id: req.opt("flock_id").map(str::to_string),
-        params,
-        uploads: req.uploads.clone(),
-        alerting: alert_settings(req),
-    }
-}
-
-/// The token's own alert settings, as create and update take them.
-const ALERT_PARAMS: &[&str] =
-    &["alert_webhook_url", "alert_email", "alert_cooldown", "alert_max_per_hour", "ignore_sources"];
-
-fn alert_settings(req: &Req) -> AlertSettings {
-    let given = |name: &str| req.get(name).map(str::to_string);
-    AlertSettings {
-        webhook_url: given("alert_webhook_url"),
-        email: given("alert_email"),
-        cooldown: given("alert_cooldown"),
-        max_per_hour: given("alert_max_per_hour"),
-        ignore_sources: given("ignore_sources"),
-    }
-}
-
-/// An alert output added through the API.
-fn output_json(o: &AlertOutput) -> Value {
-    json!({
-        "id": o.id,
-        "flock_id": o.flock_id,
-        "output": o.output,
-        "created": shapes::epoch_text(o.created_us),
-        "created_by": o.created_by,
-    })
-}
-
-/// Incident ids look like `incident:canarytoken:<n>`; a bare number is accepted too.
-fn incident_id(req: &Req) -> CoreResult<i64> {
-    let raw = req.required("incident")?;
-    raw.rsplit(':').next().and_then(|n| n.parse::<i64>().ok()).ok_or(CoreError::IncidentNotFound)
-}
-
-/// The filters of the bulk incident actions.
-fn bulk_filter(req: &Req) -> CoreResult<IncidentFilter> {
-    let (node, src) = (req.opt("node_id"), req.opt("src_host"));
-    if node.is_some() && src.is_some() {
-        return Err(CoreError::invalid(SRC_AND_NODE, "cannot be combined"));
-    }
-    let mut f = IncidentFilter {
-        token_id: node.map(str::to_string),
-        src_ip: src.map(str::to_string),
-        flock_id: req.opt("flock_id").map(str::to_string),
-        ..Default::default()
-    };
-    if let Some(v) = req.opt("older_than") {
-        f.created_before_us = Some(now_us() - parse_period(v).ok_or_else(|| CoreError::invalid("older_than", v))?);
-    }
-    listings::text_filters(&req.params, &mut f)?;
-    Ok(f)
-}
-
-/// `[quantity][h|d|w]` in microseconds.
-fn parse_period(v: &str) -> Option<i64> {
-    let unit = match v.chars().last()? {
-        'h' => 3_600,
-        'd' => 86_400,
-        'w' => 604_800,
-        _ => return None,
-    };
-    let n: i64 = v[..v.len() - 1].parse().ok().filter(|n| *n >= 0)?;
-    n.checked_mul(unit)?.checked_mul(1_000_000)
+async fn factory_kinds_list(_core: &Core, _actor: &Actor, _req: &Req) -> CoreResult<Value> {
+    Ok(json!({ "factory_canarytokens": kind_names() }))
 }
 
 /// `2019-12-25-12:00:00` (UTC) or epoch seconds, as `newer_than` and `older_than` take them.
@@ -872,16 +561,6 @@ fn parse_time(name: &'static str, v: &str) -> CoreResult<Micros> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn periods() {
-        assert_eq!(parse_period("1h"), Some(3_600_000_000));
-        assert_eq!(parse_period("2d"), Some(2 * 86_400_000_000));
-        assert_eq!(parse_period("1w"), Some(604_800_000_000));
-        for bad in ["", "h", "1x", "-1d", "1.5h", "99999999999999999w"] {
-            assert_eq!(parse_period(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn times() {
@@ -940,8 +619,15 @@ mod tests {
             "incidents/unacknowledge",
             "incidents/delete",
         ] {
-            assert!(methods(e).is_some(), "{e}");
+            assert!(endpoint(e).is_some(), "{e}");
         }
-        assert!(methods("canarytoken/nope").is_none());
+        assert!(endpoint("canarytoken/nope").is_none());
+        let mut names: Vec<&str> = ENDPOINTS.iter().map(|e| e.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ENDPOINTS.len(), "each endpoint is listed once");
+        let factory: Vec<&str> =
+            ENDPOINTS.iter().filter(|e| e.credential == Credential::Factory).map(|e| e.name).collect();
+        assert_eq!(factory, ["canarytoken/factory/create", "canarytoken/factory", "canarytoken/factory/download"]);
     }
 }
