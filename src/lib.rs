@@ -1,8 +1,10 @@
 //! Trapline: a self-hosted honeytoken platform.
 //!
-//! Data flows one way: **listener → hit → store** ([`listeners`] → [`recorder`] → [`store`]);
-//! management flows **dialect → core → store** ([`dialects`] → [`core`] → [`store`]).
-//! Token kinds live in [`kinds`], one module each, behind one registry table.
+//! Data flows one way: **listener → hit sink → hit pipeline → store (hit, incident, outbox) →
+//! alert worker → outputs** ([`listeners`] → [`recorder`] → [`hits`] → [`store`] → [`alerts`] →
+//! [`outputs`]); management flows **dialect → core → store** ([`dialects`] → [`core`] →
+//! [`store`]). Token kinds live in [`kinds`] and listeners in [`listeners`], one module each,
+//! behind one registry table each.
 
 pub mod alerts;
 pub mod auth;
