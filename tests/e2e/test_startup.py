@@ -11,7 +11,7 @@ import dns.rcode
 import dns.rdatatype
 import requests
 
-from conftest import Server, create_key, url_path_parts
+from conftest import Server, create_key, url_path_parts, wait_for
 
 LISTEN0 = ["--api-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0"]
 
@@ -237,7 +237,9 @@ def test_loose_data_dir_is_refused_or_made_private(tmp_path):
     srv = Server(data_dir=str(data)).start()
     try:
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
-        assert any("was readable by its group or others (mode 0755)" in l for l in srv.stderr_lines), srv.output()
+        # stderr is read by its own thread: the warning may land just after "Ready.".
+        wait_for(lambda: any("was readable by its group or others (mode 0755)" in l for l in srv.stderr_lines),
+                 timeout=5, desc="the warning about a readable data directory")
     finally:
         srv.close()
 
