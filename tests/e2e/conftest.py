@@ -240,11 +240,15 @@ class Server:
             for line in proc.stderr:
                 err.append(line.rstrip("\r\n"))
 
-        threading.Thread(target=read_stdout, daemon=True).start()
-        threading.Thread(target=read_stderr, daemon=True).start()
+        readers = [threading.Thread(target=read_stdout, daemon=True),
+                   threading.Thread(target=read_stderr, daemon=True)]
+        for r in readers:
+            r.start()
 
         if not ready.wait(READY_TIMEOUT) or not any(l.strip() == "Ready." for l in out):
             self._kill_quietly()
+            for r in readers:  # the process is gone: take in all it wrote before failing
+                r.join(5)
             pytest.fail(f"trapline did not print 'Ready.' within {READY_TIMEOUT}s "
                         f"(exit code {proc.poll()})\n{self.output()}")
         self._parse_startup()
