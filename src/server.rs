@@ -133,8 +133,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         smtp_from: settings.smtp_from.clone(),
         smtp_ca_pem: settings.smtp_ca_pem.clone(),
     });
+    // The configured outputs' types, read through the one typed form of an output.
+    let types: Vec<&'static str> = alert_cfg
+        .outputs
+        .iter()
+        .map(|o| crate::outputs::OutputSpec::from_value(o).map(|spec| spec.type_name()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("alert output: {e}"))?;
     anyhow::ensure!(
-        alert_cfg.smtp_url.is_some() || !alert_cfg.outputs.iter().any(|o| o["type"] == "email"),
+        alert_cfg.smtp_url.is_some() || !types.contains(&"email"),
         "e-mail alert outputs need an SMTP server: set --alert-smtp-url (or --smtp-url)"
     );
     let secrets = Arc::new(crate::sealed::SecretBox::load_or_create(&settings.data_dir.join("secrets.key"))?);
@@ -198,7 +205,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let outputs = match alert_cfg.outputs.len() {
         0 => "none (--alert-webhooks, --alert-outputs, or a token's alert_webhook_url)".to_string(),
         _ => {
-            let kinds: Vec<&str> = alert_cfg.outputs.iter().filter_map(|o| o["type"].as_str()).collect();
+            let kinds = &types;
             let webhooks = kinds.iter().filter(|k| **k == "webhook").count();
             let others: Vec<&str> = kinds.iter().copied().filter(|k| *k != "webhook").collect();
             let mut parts = Vec::new();
