@@ -125,7 +125,12 @@ pub struct PageStart<K> {
 /// The key of a token in listings (newest first): its creation time and id.
 pub type TokenKey = (Micros, String);
 
-/// Where a hit came in.
+/// Where a hit came in: which listener took it.
+///
+/// What differs by channel is decided here, one method per fact (its stored name, the
+/// Console's log type for kinds the Console has no code for), so a new channel adds a row to
+/// each method and nothing elsewhere. Grouping asks the listener ([`NewHit::group`]), not the
+/// channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {

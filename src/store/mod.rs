@@ -145,7 +145,8 @@ pub trait Store: Send + Sync + 'static {
     // --- hits: the hot path
     /// Records a batch of hits in ONE transaction (group commit), by the pipeline in
     /// [`crate::hits`]. Each hit is checked against
-    /// its token inside that transaction (unknown or disabled tokens store nothing), judged by
+    /// its token inside that transaction (named by id, or by a trigger key through the key
+    /// index; unknown or disabled tokens store nothing), judged by
     /// `rules.judge` (ignore lists, the token's kind: alert, ignore or drop), and then put
     /// through the noise rules ([`crate::noise`]): it joins its source's open incident, or
     /// opens a new one that alerts or is throttled. Returns one outcome per hit, in order;
