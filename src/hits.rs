@@ -142,14 +142,18 @@ async fn record_one<T: HitTx>(
 ) -> Result<HitOutcome, T::Error> {
     // Read inside the write transaction, so a token disabled or deleted a moment ago is seen
     // as such (its keys go with it).
+    let by_key;
     let token_id = match &h.token {
-        TokenRef::Id(id) => id.clone(),
+        TokenRef::Id(id) => id.as_str(),
         TokenRef::Key(key) => match tx.token_of_key(key).await? {
-            Some(id) => id,
+            Some(id) => {
+                by_key = id;
+                by_key.as_str()
+            }
             None => return Ok(HitOutcome::Unknown),
         },
     };
-    let token = match tx.token_for_update(&token_id).await? {
+    let token = match tx.token_for_update(token_id).await? {
         Some(t) if t.enabled => t,
         _ => return Ok(HitOutcome::Unknown),
     };
