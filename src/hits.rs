@@ -1,7 +1,7 @@
 //! What a hit becomes: the recording pipeline, one policy for every store.
 //!
 //! For each hit of a batch, inside the batch's one write transaction: **resolve** its token
-//! (unknown or disabled: nothing stored) → **judge** it ([`HitRules::judge`]: drop, ignore or
+//! (by id, or by a trigger key through the key index; unknown or disabled: nothing stored) → **judge** it ([`HitRules::judge`]: drop, ignore or
 //! alert) → **dedupe** (a kind's "same trigger again" key already stored: kept, ignored) →
 //! **group or throttle** by the noise rules ([`crate::noise`]: join the source's open incident,
 //! or open a new one that alerts unless the cooldown or rate limit holds it back) → store the
@@ -58,10 +58,12 @@ impl HitRules {
     }
 }
 
-/// A hit as it is to be stored.
+/// A hit as it is to be stored (its private data, [`NewHit::private`], apart from `data`).
 #[derive(Debug)]
 pub struct HitRow<'a> {
     pub hit: &'a NewHit,
+    /// The token the hit resolved to (the hit may have named it by a key).
+    pub token_id: &'a str,
     /// None: no incident (ignored).
     pub incident_id: Option<i64>,
     /// The hit's data with what the pipeline added (the kind's extra fields, why it was
@@ -78,6 +80,8 @@ pub trait HitTx {
     type Error;
     /// The token, read so that a concurrent delete waits for this transaction (no hit count).
     async fn token_for_update(&mut self, token_id: &str) -> Result<Option<Token>, Self::Error>;
+    /// The id of the token a trigger key names in the key index, if any.
+    async fn token_of_key(&mut self, key: &TriggerKey) -> Result<Option<String>, Self::Error>;
     /// Whether a hit of the token with this dedupe key is stored already.
     async fn dedupe_seen(&mut self, token_id: &str, dedupe_key: &str) -> Result<bool, Self::Error>;
     /// The newest unacknowledged incident of the token from `src_ip` with `group_key` whose
@@ -137,8 +141,19 @@ async fn record_one<T: HitTx>(
     outputs: &mut Option<Vec<AlertOutput>>,
 ) -> Result<HitOutcome, T::Error> {
     // Read inside the write transaction, so a token disabled or deleted a moment ago is seen
-    // as such.
-    let token = match tx.token_for_update(&h.token_id).await? {
+    // as such (its keys go with it).
+    let by_key;
+    let token_id = match &h.token {
+        TokenRef::Id(id) => id.as_str(),
+        TokenRef::Key(key) => match tx.token_of_key(key).await? {
+            Some(id) => {
+                by_key = id;
+                by_key.as_str()
+            }
+            None => return Ok(HitOutcome::Unknown),
+        },
+    };
+    let token = match tx.token_for_update(token_id).await? {
         Some(t) if t.enabled => t,
         _ => return Ok(HitOutcome::Unknown),
     };
@@ -166,7 +181,8 @@ async fn record_one<T: HitTx>(
             }
         }
     };
-    let row = HitRow { hit: h, incident_id, data: &data, dedupe_key: dedupe_key.as_deref(), status };
+    let row =
+        HitRow { hit: h, token_id: &token.id, incident_id, data: &data, dedupe_key: dedupe_key.as_deref(), status };
     let hit_id = tx.insert_hit(&row).await?;
     if let (AlertStatus::Alerted, Some(incident_id)) = (status, incident_id) {
         if outputs.is_none() {
@@ -239,6 +255,7 @@ mod tests {
         token_id: String,
         incident_id: Option<i64>,
         data: Value,
+        private: Option<Value>,
         dedupe_key: Option<String>,
         status: AlertStatus,
     }
@@ -254,6 +271,8 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         tokens: Vec<Token>,
+        /// The key index: (scheme, value) → token id.
+        keys: Vec<(TriggerKey, String)>,
         incidents: Vec<Incident>,
         hits: Vec<StoredHit>,
         alerts: Vec<StoredAlert>,
@@ -265,6 +284,9 @@ mod tests {
         type Error = Infallible;
         async fn token_for_update(&mut self, id: &str) -> Result<Option<Token>, Infallible> {
             Ok(self.tokens.iter().find(|t| t.id == id).cloned())
+        }
+        async fn token_of_key(&mut self, key: &TriggerKey) -> Result<Option<String>, Infallible> {
+            Ok(self.keys.iter().find(|(k, _)| k == key).map(|(_, id)| id.clone()))
         }
         async fn dedupe_seen(&mut self, token_id: &str, key: &str) -> Result<bool, Infallible> {
             Ok(self.hits.iter().any(|h| h.token_id == token_id && h.dedupe_key.as_deref() == Some(key)))
@@ -320,9 +342,10 @@ mod tests {
             let id = self.hits.len() as i64 + 1;
             self.hits.push(StoredHit {
                 id,
-                token_id: row.hit.token_id.clone(),
+                token_id: row.token_id.to_string(),
                 incident_id: row.incident_id,
                 data: row.data.clone(),
+                private: row.hit.private.clone(),
                 dedupe_key: row.dedupe_key.map(str::to_string),
                 status: row.status,
             });
@@ -372,7 +395,7 @@ mod tests {
 
     fn hit(token: &str, ip: &str, t: Micros) -> NewHit {
         NewHit {
-            token_id: token.into(),
+            token: TokenRef::Id(token.into()),
             time_us: t,
             channel: Channel::Http,
             src_ip: ip.into(),
@@ -380,6 +403,8 @@ mod tests {
             dst_ip: String::new(),
             dst_port: 0,
             data: json!({"path": "/"}),
+            private: None,
+            group: None,
         }
     }
 
@@ -419,6 +444,63 @@ mod tests {
         let out = run(&mut tx, &[hit("nosuch", "a", 1), hit("off", "a", 2)], &alert_all(NoiseRules::none()));
         assert!(matches!(out.as_slice(), [HitOutcome::Unknown, HitOutcome::Unknown]));
         assert!(tx.hits.is_empty() && tx.incidents.is_empty() && tx.alerts.is_empty());
+    }
+
+    fn key(value: &str) -> TriggerKey {
+        TriggerKey { scheme: KeyScheme::WireGuardPublicKey, value: value.into() }
+    }
+
+    #[test]
+    fn a_hit_may_name_its_token_by_a_trigger_key() {
+        let mut tx = fake(&["t", "off"]);
+        tx.tokens[1].enabled = false;
+        tx.keys = vec![(key("k-t"), "t".into()), (key("k-off"), "off".into()), (key("k-gone"), "deleted".into())];
+        let by_key = |v: &str, ip: &str| NewHit { token: TokenRef::Key(key(v)), ..hit("", ip, 1) };
+        let other_scheme = NewHit {
+            token: TokenRef::Key(TriggerKey { scheme: KeyScheme::AwsAccessKeyId, value: "k-t".into() }),
+            ..hit("", "e", 1)
+        };
+        let hits =
+            [by_key("k-t", "a"), by_key("nosuch", "b"), by_key("k-off", "c"), by_key("k-gone", "d"), other_scheme];
+        let out = run(&mut tx, &hits, &alert_all(NoiseRules::none()));
+        assert!(matches!(&out[0], HitOutcome::Recorded { token, .. } if token.id == "t"), "{:?}", out[0]);
+        for o in &out[1..] {
+            assert_eq!(o, &HitOutcome::Unknown, "unknown key, disabled or deleted token, other scheme");
+        }
+        assert_eq!(tx.hits.len(), 1);
+        assert_eq!(tx.hits[0].token_id, "t", "stored under the token the key named");
+        assert_eq!(tx.incidents[0].token_id, "t");
+    }
+
+    #[test]
+    fn private_data_is_stored_apart_from_the_data() {
+        let mut tx = fake(&["t"]);
+        let h = NewHit { private: Some(amend_guard("n0nce")), ..hit("t", "a", 1) };
+        run(&mut tx, &[h], &alert_all(NoiseRules::none()));
+        assert_eq!(tx.hits[0].private, Some(json!({AMEND_GUARD: "n0nce"})));
+        assert_eq!(tx.hits[0].data, json!({"path": "/"}), "the data has no trace of it");
+    }
+
+    #[test]
+    fn the_listeners_group_decides_what_joins_an_incident() {
+        let mut tx = fake(&["t"]);
+        let rules = alert_all(NoiseRules { group_window_secs: 60, ..NoiseRules::none() });
+        let g = |group: Option<&str>, t: Micros| NewHit { group: group.map(str::to_string), ..hit("t", "a", t) };
+        let hits =
+            [g(Some("alpha"), 0), g(Some("alpha"), SEC), g(Some("beta"), 2 * SEC), g(None, 3 * SEC), g(None, 4 * SEC)];
+        let out = run(&mut tx, &hits, &rules);
+        assert_eq!(
+            statuses(&out),
+            [
+                (AlertStatus::Alerted, Some(1)),
+                (AlertStatus::Grouped, Some(1)),
+                (AlertStatus::Alerted, Some(2)),
+                (AlertStatus::Alerted, Some(3)),
+                (AlertStatus::Grouped, Some(3)),
+            ]
+        );
+        assert_eq!(tx.incidents[0].group_key, noise::group_key(&hits[0]));
+        assert_eq!(tx.incidents[2].group_key, "", "no group: the source alone");
     }
 
     #[test]

@@ -125,7 +125,12 @@ pub struct PageStart<K> {
 /// The key of a token in listings (newest first): its creation time and id.
 pub type TokenKey = (Micros, String);
 
-/// Where a hit came in.
+/// Where a hit came in: which listener took it.
+///
+/// What differs by channel is decided here, one method per fact (its stored name, the
+/// Console's log type for kinds the Console has no code for), so a new channel adds a row to
+/// each method and nothing elsewhere. Grouping asks the listener ([`NewHit::group`]), not the
+/// channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
@@ -143,19 +148,67 @@ impl Channel {
         }
     }
     pub fn parse(s: &str) -> Option<Channel> {
-        match s {
-            "http" => Some(Channel::Http),
-            "dns" => Some(Channel::Dns),
-            "smtp" => Some(Channel::Smtp),
-            _ => None,
+        Channel::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+    /// The Console's log type for a token of a kind the Console has no code of its own for
+    /// (a kind Trapline adds): the generic HTTP or DNS token's code, by the channel the kind
+    /// is fired through. The Console knows no mail tokens, so SMTP falls back as DNS does.
+    pub fn console_logtype_fallback(self) -> u32 {
+        match self {
+            Channel::Http => 17000,
+            Channel::Dns | Channel::Smtp => 16000,
         }
     }
+}
+
+impl Channel {
+    /// Every channel, in the order they were added.
+    pub const ALL: [Channel; 3] = [Channel::Http, Channel::Dns, Channel::Smtp];
+}
+
+/// How a hit names its token: by id (a request that carries it: a URL, a DNS name, a mail
+/// address), or by a credential the token's kind minted ([`TriggerKey`]: a WireGuard public
+/// key, a client certificate) that the recording transaction looks up in the key index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRef {
+    Id(String),
+    Key(TriggerKey),
+}
+
+impl TokenRef {
+    /// The token id, when the hit names one.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            TokenRef::Id(id) => Some(id),
+            TokenRef::Key(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TokenRef {
+    /// The id, or `<scheme>:<value>` (for logs).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenRef::Id(id) => f.write_str(id),
+            TokenRef::Key(k) => write!(f, "{}:{}", k.scheme.as_str(), k.value),
+        }
+    }
+}
+
+/// The entry of a hit's [`NewHit::private`] data that guards later additions to the hit: only
+/// who knows it may amend the hit ([`crate::store::Store::amend_hit`]).
+pub const AMEND_GUARD: &str = "amend_guard";
+
+/// Private hit data holding just an amendment guard (see [`AMEND_GUARD`]).
+pub fn amend_guard(secret: &str) -> Value {
+    serde_json::json!({ AMEND_GUARD: secret })
 }
 
 /// A trigger observed by a listener, not yet stored.
 #[derive(Debug, Clone)]
 pub struct NewHit {
-    pub token_id: String,
+    /// Which token the listener saw named; resolved inside the recording transaction.
+    pub token: TokenRef,
     pub time_us: Micros,
     pub channel: Channel,
     pub src_ip: String,
@@ -164,8 +217,19 @@ pub struct NewHit {
     /// listener does not know a better one).
     pub dst_ip: String,
     pub dst_port: u16,
-    /// Channel- and kind-specific details (headers, query name, decoded data...).
+    /// Channel- and kind-specific details (headers, query name, decoded data...): shown to
+    /// users and put into alerts.
     pub data: Value,
+    /// What the listener keeps for itself: stored with the hit, never shown and never part of
+    /// an alert or of [`Hit::data`]. Its [`AMEND_GUARD`] entry is the secret a later amendment
+    /// of the hit must bring (the browser scanner's nonce).
+    pub private: Option<Value>,
+    /// What "the same trigger again" is, as the listener sees it: hits of one token from one
+    /// source with the same group (or both none) join one open incident within the grouping
+    /// window ([`crate::noise`]). None: the source alone decides (an HTTP page loaded twice);
+    /// DNS names the data decoded from the name, so a resolver's A and AAAA lookups of one
+    /// name group, two payloads through one resolver do not.
+    pub group: Option<String>,
 }
 
 /// Longest text of a hit's data that is stored, in bytes (cut at a character boundary).
@@ -182,9 +246,18 @@ impl NewHit {
     /// at most 64 entries an object or list and 6 levels deep. The address fields come from
     /// the socket and are short already. Applied once, where every listener hands hits over,
     /// so no field of any listener (the HTTP method was one) is stored uncut.
+    /// The private data is bounded the same way, with a budget of its own, and the group is
+    /// cut to [`MAX_HIT_FIELD`] (it is stored only as a hash, but is held until then).
     pub fn bounded(mut self) -> NewHit {
         let mut budget = MAX_HIT_TEXT;
         bound_value(&mut self.data, 0, &mut budget);
+        if let Some(private) = &mut self.private {
+            let mut budget = MAX_HIT_TEXT;
+            bound_value(private, 0, &mut budget);
+        }
+        if let Some(group) = &mut self.group {
+            cut_text(group, MAX_HIT_FIELD);
+        }
         self
     }
 }
@@ -386,7 +459,7 @@ mod tests {
 
     fn hit(data: Value) -> NewHit {
         NewHit {
-            token_id: "t".into(),
+            token: TokenRef::Id("t".into()),
             time_us: 1,
             channel: Channel::Http,
             src_ip: "127.0.0.1".into(),
@@ -394,6 +467,8 @@ mod tests {
             dst_ip: "127.0.0.1".into(),
             dst_port: 2,
             data,
+            private: None,
+            group: None,
         }
     }
 
@@ -420,6 +495,36 @@ mod tests {
         }
         let text = serde_json::to_string(&hit(deep).bounded().data).unwrap();
         assert!(text.len() < 20, "{text}");
+    }
+
+    #[test]
+    fn private_data_and_group_are_bounded_too() {
+        let big = json!({ AMEND_GUARD: "n".repeat(300_000), "more": "x".repeat(100) });
+        let h = NewHit { private: Some(big), group: Some("g".repeat(300_000)), ..hit(json!({})) }.bounded();
+        assert_eq!(h.private.as_ref().unwrap()[AMEND_GUARD].as_str().unwrap().len(), MAX_HIT_FIELD);
+        assert_eq!(h.private.as_ref().unwrap()["more"].as_str().unwrap().len(), 100);
+        assert_eq!(h.group.unwrap().len(), MAX_HIT_FIELD);
+        assert_eq!(hit(json!({})).bounded().private, None, "no private data stays none");
+    }
+
+    #[test]
+    fn channels_name_themselves_and_parse_back() {
+        for c in Channel::ALL {
+            assert_eq!(Channel::parse(c.as_str()), Some(c));
+            assert_eq!(serde_json::to_value(c).unwrap(), json!(c.as_str()), "serde agrees with as_str");
+        }
+        assert_eq!(Channel::parse("HTTP"), None);
+        assert_eq!(Channel::Http.console_logtype_fallback(), 17000);
+        assert_eq!(Channel::Dns.console_logtype_fallback(), 16000);
+    }
+
+    #[test]
+    fn token_refs_print_for_logs() {
+        assert_eq!(TokenRef::Id("abc".into()).to_string(), "abc");
+        let key = TokenRef::Key(TriggerKey { scheme: KeyScheme::AwsAccessKeyId, value: "AKIA1".into() });
+        assert_eq!(key.to_string(), "aws-access-key-id:AKIA1");
+        assert_eq!(key.id(), None);
+        assert_eq!(TokenRef::Id("abc".into()).id(), Some("abc"));
     }
 
     use super::*;
@@ -713,7 +818,7 @@ pub enum KeyScheme {
 }
 
 impl KeyScheme {
-    /// The scheme's stable name, as it will be stored beside the key.
+    /// The scheme's stable name, as the key index (`token_keys`) stores it beside the key.
     pub fn as_str(self) -> &'static str {
         match self {
             KeyScheme::WireGuardPublicKey => "wireguard-public-key",

@@ -6,8 +6,8 @@
 //! 1. **Ignore lists** (global `--ignore-sources`, and the token's own `ignore_sources`): the
 //!    hit is kept, marked ignored, no incident. This is part of the judge ([`IgnoreLists`],
 //!    [`judge_with_ignore_lists`]), since it needs nothing from storage.
-//! 2. **Grouping**: a hit of the same token from the same source address, carrying the same
-//!    decoded data ([`group_key`]), within [`NoiseRules::group_window_secs`] of that source's
+//! 2. **Grouping**: a hit of the same token from the same source address, in the same group
+//!    (what its listener says "the same trigger again" is, [`NewHit::group`]; [`group_key`]), within [`NoiseRules::group_window_secs`] of that source's
 //!    last hit joins its open (not acknowledged) incident as a further event, with no new
 //!    alert — a resolver asking A then AAAA, a browser loading a page twice. The window slides
 //!    with each hit. Different data through one resolver (two hosts' log4shell lookups) stays
@@ -17,9 +17,7 @@
 //!    on every incident, -1 only on the first ever, N waits N seconds after the last alert) or
 //!    once the token has raised its most alerts in the last hour.
 
-use serde_json::Value;
-
-use crate::model::{Channel, Judgement, Micros, NewHit, Token};
+use crate::model::{Judgement, Micros, NewHit, Token};
 use crate::net::NetList;
 
 /// Default grouping window (seconds).
@@ -102,25 +100,16 @@ impl NoiseRules {
     }
 }
 
-/// What, besides its source, tells one trigger of a token from another: for DNS hits the
-/// data the kind decoded from the name (not the query type, transport or spelling, which
-/// differ between a resolver's A and AAAA lookups of one name); nothing for HTTP hits.
-/// Empty, or 32 hex characters.
+/// What, besides its source, tells one trigger of a token from another: the hash of the group
+/// its listener named ([`NewHit::group`]; for DNS the data decoded from the name, so a
+/// resolver's A and AAAA lookups of one name share it; none for HTTP). Empty (no group, or an
+/// empty one), or 32 hex characters, as stored with the incident.
 pub fn group_key(hit: &NewHit) -> String {
     use sha2::Digest;
-    const NOT_DATA: &[&str] = &["query_name", "query_type", "transport"];
-    let Value::Object(m) = &hit.data else { return String::new() };
-    if hit.channel != Channel::Dns {
-        return String::new();
+    match hit.group.as_deref() {
+        None | Some("") => String::new(),
+        Some(group) => hex::encode(&sha2::Sha256::digest(group.as_bytes())[..16]),
     }
-    let mut fields: Vec<(&String, &Value)> =
-        m.iter().filter(|(k, _)| !k.starts_with('_') && !NOT_DATA.contains(&k.as_str())).collect();
-    if fields.is_empty() {
-        return String::new();
-    }
-    fields.sort_by(|a, b| a.0.cmp(b.0));
-    let text = serde_json::to_string(&fields).unwrap_or_default();
-    hex::encode(&sha2::Sha256::digest(text.as_bytes())[..16])
 }
 
 /// What the store found about a token's earlier alerts (only what the rules asked for).
@@ -223,34 +212,18 @@ mod tests {
     }
 
     #[test]
-    fn group_keys_tell_payloads_apart_not_lookups() {
-        let dns = |data: Value| NewHit {
-            token_id: "t".into(),
-            time_us: 0,
-            channel: Channel::Dns,
-            src_ip: "192.0.2.1".into(),
-            src_port: 53,
-            dst_ip: String::new(),
-            dst_port: 0,
-            data,
+    fn group_keys_hash_the_listeners_group() {
+        let hit = |group: Option<&str>| NewHit {
+            group: group.map(str::to_string),
+            ..crate::kinds::testing::hit(crate::model::Channel::Dns, serde_json::json!({"query_name": "x"}))
         };
-        let a = dns(
-            serde_json::json!({"query_name": "x.L4J.t.z", "query_type": "A", "transport": "udp", "log4shell_hostname": "alpha"}),
-        );
-        let aaaa = dns(
-            serde_json::json!({"query_name": "X.l4j.T.z", "query_type": "AAAA", "transport": "tcp", "log4shell_hostname": "alpha"}),
-        );
-        let other = dns(
-            serde_json::json!({"query_name": "y.L4J.t.z", "query_type": "A", "transport": "udp", "log4shell_hostname": "beta"}),
-        );
-        assert_eq!(group_key(&a), group_key(&aaaa));
-        assert_ne!(group_key(&a), group_key(&other));
-        assert_eq!(group_key(&a).len(), 32);
-        let plain = dns(serde_json::json!({"query_name": "t.z", "query_type": "A", "transport": "udp"}));
-        assert_eq!(group_key(&plain), "");
-        let mut http = a.clone();
-        http.channel = Channel::Http;
-        assert_eq!(group_key(&http), "", "HTTP hits group by source alone");
+        // What the DNS listener names for a log4shell lookup of "alpha" (see its tests): the
+        // key incidents stored before listeners named their groups.
+        let alpha = hit(Some(r#"[["log4shell_hostname","alpha"]]"#));
+        assert_eq!(group_key(&alpha), "ed8b9c0ca6a4f613dc473be4f4be398a");
+        assert_ne!(group_key(&alpha), group_key(&hit(Some(r#"[["log4shell_hostname","beta"]]"#))));
+        assert_eq!(group_key(&hit(None)), "", "no group: the source alone");
+        assert_eq!(group_key(&hit(Some(""))), "");
     }
 
     #[test]
@@ -258,14 +231,16 @@ mod tests {
         let judge = judge_with_ignore_lists(vec!["10.0.0.0/8".into()]);
         let token = crate::kinds::testing::token("dns", serde_json::json!({}));
         let hit = |ip: &str| NewHit {
-            token_id: token.id.clone(),
+            token: crate::model::TokenRef::Id(token.id.clone()),
             time_us: 0,
-            channel: Channel::Dns,
+            channel: crate::model::Channel::Dns,
             src_ip: ip.into(),
             src_port: 1,
             dst_ip: String::new(),
             dst_port: 0,
             data: serde_json::json!({}),
+            private: None,
+            group: None,
         };
         assert!(matches!(judge(&token, &hit("10.1.2.3")), Judgement::Ignore { .. }));
         assert!(matches!(judge(&token, &hit("::ffff:10.1.2.3")), Judgement::Ignore { .. }), "mapped IPv4");

@@ -24,8 +24,10 @@ pub trait HitSink: Send + Sync {
     /// Records one hit; returns once it is committed (or known to be ignored or dropped).
     /// The outcome carries the token, so the listener shapes its answer without a lookup.
     async fn record(&self, hit: NewHit) -> Result<HitOutcome, RecordError>;
-    /// Adds follow-up data to a recorded hit (the browser scanner's report today), once,
-    /// if the amendment's nonce is the one stored with the hit. False when nothing matched.
+    /// Adds follow-up data to a recorded hit, once, if the amendment's guard is the one stored
+    /// in the hit's private data: the browser scanner's report today; an SMTP message body
+    /// that arrives after its envelope was recorded, or the rest of a MySQL handshake, next
+    /// (see [`Store::amend_hit`]). False when nothing matched.
     async fn amend(&self, amendment: HitAmendment) -> Result<bool, RecordError>;
     /// A file stored with a token (a web image), for the listener's answer.
     async fn token_file(&self, token_id: &str, name: &str) -> Result<Option<TokenFile>, RecordError>;
@@ -40,8 +42,9 @@ pub trait HitSink: Send + Sync {
 pub struct HitAmendment {
     pub hit_id: i64,
     pub token_id: String,
-    /// The nonce stored with the hit when it was recorded; only its holder may amend it.
-    pub nonce: String,
+    /// The secret the listener stored with the hit when it recorded it (its private data's
+    /// [`AMEND_GUARD`](crate::model::AMEND_GUARD)); only its holder may amend the hit.
+    pub guard: String,
     pub key: String,
     pub value: serde_json::Value,
 }
@@ -110,7 +113,7 @@ impl HitSink for Recorder {
 
     async fn amend(&self, a: HitAmendment) -> Result<bool, RecordError> {
         self.store
-            .attach_hit_data(a.hit_id, &a.token_id, &a.nonce, &a.key, a.value)
+            .amend_hit(a.hit_id, &a.token_id, &a.guard, &a.key, a.value)
             .await
             .map_err(|e| RecordError::Storage(e.to_string()))
     }
@@ -145,7 +148,7 @@ async fn writer(store: Arc<dyn Store>, rules: Arc<HitRules>, committed: Arc<Noti
                         Ok(mut o) if o.len() == 1 => Ok(o.remove(0)),
                         Ok(_) => Err(RecordError::Storage("store returned no outcome".into())),
                         Err(e) => {
-                            tracing::error!(error = %e, token = %hit.token_id, "could not commit hit");
+                            tracing::error!(error = %e, token = %hit.token, "could not commit hit");
                             Err(RecordError::Storage(e.to_string()))
                         }
                     });
@@ -186,7 +189,7 @@ pub mod testing {
         pub answer: Mutex<Answer>,
         pub hits: Mutex<Vec<NewHit>>,
         pub amendments: Mutex<Vec<HitAmendment>>,
-        /// Whether amendments match (the store checks the nonce; the fake only says yes or no).
+        /// Whether amendments match (the store checks the guard; the fake only says yes or no).
         pub amend_matches: bool,
         pub files: HashMap<(String, String), TokenFile>,
     }

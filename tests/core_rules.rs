@@ -48,7 +48,7 @@ async fn every_management_action_is_audited_once() {
     store
         .record_hits(
             &[NewHit {
-                token_id: t.id.clone(),
+                token: TokenRef::Id(t.id.clone()),
                 time_us: now_us(),
                 channel: Channel::Http,
                 src_ip: "198.51.100.9".into(),
@@ -56,6 +56,8 @@ async fn every_management_action_is_audited_once() {
                 dst_ip: String::new(),
                 dst_port: 0,
                 data: serde_json::json!({}),
+                private: None,
+                group: None,
             }],
             &trapline::store::HitRules::new(
                 |_: &Token, _: &NewHit| Judgement::alert(),
@@ -319,7 +321,7 @@ async fn listings_stay_within_their_memory_budget() {
     // 450 incidents of one 1 KiB hit each (grouping off), so more than two store chunks
     let hits: Vec<NewHit> = (0..450)
         .map(|i| NewHit {
-            token_id: t.id.clone(),
+            token: TokenRef::Id(t.id.clone()),
             time_us: 1_000_000 + i,
             channel: Channel::Http,
             src_ip: "198.51.100.9".into(),
@@ -327,6 +329,8 @@ async fn listings_stay_within_their_memory_budget() {
             dst_ip: String::new(),
             dst_port: 0,
             data: serde_json::json!({ "ua": "u".repeat(1024) }),
+            private: None,
+            group: None,
         })
         .collect();
     store.record_hits(&hits, &rules).await.unwrap();

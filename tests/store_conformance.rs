@@ -89,6 +89,7 @@ conformance!(
     concurrent_claims_never_share_an_alert,
     token_files_round_trip,
     reports_attach_once_with_the_right_nonce,
+    trigger_keys_name_their_token_until_it_goes,
     api_keys_manage,
     factory_tokens_round_trip,
     fql_queries_over_factories_and_audit,
@@ -152,7 +153,7 @@ fn token(kind: &str, memo: &str, flock: &str, created_us: Micros) -> Token {
 
 fn hit(token_id: &str, ip: &str, time_us: Micros) -> NewHit {
     NewHit {
-        token_id: token_id.into(),
+        token: TokenRef::Id(token_id.into()),
         time_us,
         channel: Channel::Http,
         src_ip: ip.into(),
@@ -160,6 +161,8 @@ fn hit(token_id: &str, ip: &str, time_us: Micros) -> NewHit {
         dst_ip: "192.0.2.200".into(),
         dst_port: 8081,
         data: json!({"method": "GET", "headers": {"User-Agent": "curl/8"}, "ünïcode": "✓"}),
+        private: None,
+        group: None,
     }
 }
 
@@ -218,16 +221,16 @@ async fn flocks_lifecycle(s: Arc<dyn Store>) {
     assert_eq!(s.get_flock("flock:abc").await.unwrap().unwrap().name, "Durban");
 
     let t = token("dns", "m", "flock:abc", 1);
-    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&t, &[], &[], &audit("token_create")).await.unwrap();
     assert_eq!(s.delete_flock("flock:abc", &audit("flock_delete")).await.unwrap(), FlockDeletion::NotEmpty);
     assert_eq!(s.delete_flock("flock:nope", &audit("flock_delete")).await.unwrap(), FlockDeletion::NotFound);
 
     s.record_hits(&[hit(&t.id, "10.0.0.1", 5)], &rules(alert_all, no_alerts)).await.unwrap();
     let mut idle = token("http", "idle", "flock:abc", 2);
     idle.enabled = false;
-    s.insert_token(&idle, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&idle, &[], &[], &audit("token_create")).await.unwrap();
     let other = token("dns", "idle too", "flock:abc", 3);
-    s.insert_token(&other, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&other, &[], &[], &audit("token_create")).await.unwrap();
     let sum = s.flock_summary("flock:abc").await.unwrap();
     assert_eq!(
         sum,
@@ -253,7 +256,7 @@ async fn flocks_lifecycle(s: Arc<dyn Store>) {
 
 async fn tokens_round_trip_and_update(s: Arc<dyn Store>) {
     let t = token("http", "under the desk", DEFAULT_FLOCK, 1_000);
-    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&t, &[], &[], &audit("token_create")).await.unwrap();
     assert_eq!(s.get_token(&t.id).await.unwrap(), Some(t.clone()));
     assert_eq!(s.get_token("nosuchtoken0000000000000a").await.unwrap(), None);
 
@@ -292,7 +295,7 @@ async fn tokens_round_trip_and_update(s: Arc<dyn Store>) {
     let mut with_noise = token("dns", "born noisy", DEFAULT_FLOCK, 2_000);
     with_noise.alert_cooldown_secs = Some(300);
     with_noise.ignore_sources = vec!["198.51.100.0/24".into()];
-    s.insert_token(&with_noise, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&with_noise, &[], &[], &audit("token_create")).await.unwrap();
     assert_eq!(s.get_token(&with_noise.id).await.unwrap(), Some(with_noise));
 }
 
@@ -306,7 +309,7 @@ async fn token_listing_filters_and_pages(s: Arc<dyn Store>) {
         let flock = if i < 5 { DEFAULT_FLOCK } else { "flock:two" };
         // Two tokens share a creation time to exercise the (created, id) tie-break.
         let t = token(kind, &format!("Memo {i} 100%_done"), flock, 100 + (i / 2) as i64);
-        s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+        s.insert_token(&t, &[], &[], &audit("token_create")).await.unwrap();
         all.push(t);
     }
     // Newest first, ties by id (descending).
@@ -352,7 +355,7 @@ async fn token_listing_filters_and_pages(s: Arc<dyn Store>) {
     assert_eq!(s.list_tokens(&memo("memo 1 100%_done!"), &first, 100).await.unwrap().len(), 0);
     // Beyond ASCII too, the same on both engines.
     let t = token("dns", "Serveur de l'ÉCOLE Ünïcode", DEFAULT_FLOCK, 999);
-    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&t, &[], &[], &audit("token_create")).await.unwrap();
     assert_eq!(s.list_tokens(&memo("école ünï"), &first, 100).await.unwrap().len(), 1);
     s.update_token(&t.id, &TokenChange { memo: Some("ÀÉÎ moved".into()), ..Default::default() }, &audit("u"))
         .await
@@ -372,8 +375,8 @@ async fn hits_record_only_for_enabled_tokens(s: Arc<dyn Store>) {
     let live = token("http", "live", DEFAULT_FLOCK, 1);
     let mut off = token("http", "off", DEFAULT_FLOCK, 2);
     off.enabled = false;
-    s.insert_token(&live, &[], &audit("token_create")).await.unwrap();
-    s.insert_token(&off, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&live, &[], &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&off, &[], &[], &audit("token_create")).await.unwrap();
 
     let out = s
         .record_hits(
@@ -425,8 +428,8 @@ async fn hits_record_only_for_enabled_tokens(s: Arc<dyn Store>) {
 async fn incidents_filter_acknowledge_delete(s: Arc<dyn Store>) {
     let t1 = token("dns", "one", DEFAULT_FLOCK, 1);
     let t2 = token("dns", "two", DEFAULT_FLOCK, 2);
-    s.insert_token(&t1, &[], &audit("token_create")).await.unwrap();
-    s.insert_token(&t2, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&t1, &[], &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&t2, &[], &[], &audit("token_create")).await.unwrap();
     s.record_hits(
         &[hit(&t1.id, "198.51.100.1", 1_000), hit(&t1.id, "198.51.100.2", 2_000), hit(&t2.id, "198.51.100.1", 3_000)],
         &rules(alert_all, no_alerts),
@@ -509,7 +512,7 @@ async fn token_delete_needs_cleared_incidents(s: Arc<dyn Store>) {
     let clear = token("http", "clear", DEFAULT_FLOCK, 2);
     let quiet = token("http", "quiet", DEFAULT_FLOCK, 3);
     for t in [&keep, &clear, &quiet] {
-        s.insert_token(t, &[], &audit("token_create")).await.unwrap();
+        s.insert_token(t, &[], &[], &audit("token_create")).await.unwrap();
     }
     let ignore = |_: &Token, _: &NewHit| Judgement::Ignore { reason: "kept, no incident".into() };
     s.record_hits(&[hit(&keep.id, "203.0.113.1", 1), hit(&clear.id, "203.0.113.2", 2)], &rules(alert_all, no_alerts))
@@ -542,7 +545,7 @@ async fn token_search_by_word_prefix(s: Arc<dyn Store>) {
     let backup = token("dns", "backup host: db-payroll", DEFAULT_FLOCK, 2);
     let ecole = token("dns", "Serveur de l'ÉCOLE", DEFAULT_FLOCK, 3);
     for t in [&payroll, &backup, &ecole] {
-        s.insert_token(t, &[], &audit("token_create")).await.unwrap();
+        s.insert_token(t, &[], &[], &audit("token_create")).await.unwrap();
     }
     let find = |words: &[&str]| {
         let f = TokenFilter { words: words.iter().map(|w| w.to_string()).collect(), ..Default::default() };
@@ -581,7 +584,7 @@ async fn token_search_by_word_prefix(s: Arc<dyn Store>) {
 
 async fn concurrent_batches_all_commit(s: Arc<dyn Store>) {
     let t = token("dns", "busy", DEFAULT_FLOCK, 1);
-    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&t, &[], &[], &audit("token_create")).await.unwrap();
     let mut tasks = Vec::new();
     for w in 0..8 {
         let (s1, id) = (s.clone(), t.id.clone());
@@ -651,7 +654,7 @@ async fn first_key_only_once(s: Arc<dyn Store>) {
 
 async fn token_insert_needs_its_flock(s: Arc<dyn Store>) {
     let t = token("dns", "orphan?", "flock:gone", 1);
-    assert!(!s.insert_token(&t, &[], &audit("token_create")).await.unwrap());
+    assert!(!s.insert_token(&t, &[], &[], &audit("token_create")).await.unwrap());
     assert_eq!(s.get_token(&t.id).await.unwrap(), None);
     assert!(s.list_audit(10).await.unwrap().is_empty());
     // Racing a flock delete against token inserts never leaves a token without its flock.
@@ -663,7 +666,7 @@ async fn token_insert_needs_its_flock(s: Arc<dyn Store>) {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
             let t = token("dns", &format!("race {i}"), "flock:race", i);
-            s.insert_token(&t, &[], &audit("token_create")).await.unwrap()
+            s.insert_token(&t, &[], &[], &audit("token_create")).await.unwrap()
         }));
     }
     let s2 = s.clone();
@@ -691,7 +694,7 @@ async fn token_insert_needs_its_flock(s: Arc<dyn Store>) {
 
 async fn judgements_ignore_drop_and_dedupe(s: Arc<dyn Store>) {
     let t = token("sensitive-cmd", "judged", DEFAULT_FLOCK, 1);
-    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&t, &[], &[], &audit("token_create")).await.unwrap();
     // A judge keyed on the hit's "v": ignore, drop, or alert with a dedupe key and extra data.
     let judge = |_: &Token, h: &NewHit| match h.data["v"].as_str().unwrap_or("") {
         "ignore" => Judgement::Ignore { reason: "no data".into() },
@@ -730,7 +733,7 @@ async fn token_files_round_trip(s: Arc<dyn Store>) {
     let t = token("web-image", "with a file", DEFAULT_FLOCK, 1);
     let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
     let f = TokenFile { name: "web_image".into(), content_type: "image/png".into(), data: bytes };
-    assert!(s.insert_token(&t, std::slice::from_ref(&f), &audit("token_create")).await.unwrap());
+    assert!(s.insert_token(&t, std::slice::from_ref(&f), &[], &audit("token_create")).await.unwrap());
     assert_eq!(s.get_token_file(&t.id, "web_image").await.unwrap(), Some(f));
     assert_eq!(s.get_token_file(&t.id, "other").await.unwrap(), None);
     s.delete_token(&t.id, false, &audit("token_delete")).await.unwrap();
@@ -739,21 +742,64 @@ async fn token_files_round_trip(s: Arc<dyn Store>) {
 
 async fn reports_attach_once_with_the_right_nonce(s: Arc<dyn Store>) {
     let t = token("http", "scanned", DEFAULT_FLOCK, 1);
-    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
-    let h = NewHit { data: json!({ "method": "GET", "_report_nonce": "n0nce" }), ..hit(&t.id, "192.0.2.1", 1) };
-    let HitOutcome::Recorded { hit_id, .. } =
-        s.record_hits(&[h], &rules(alert_all, no_alerts)).await.unwrap().remove(0)
-    else {
-        panic!("not recorded")
+    s.insert_token(&t, &[], &[], &audit("token_create")).await.unwrap();
+    let h = NewHit { private: Some(amend_guard("n0nce")), ..hit(&t.id, "192.0.2.1", 1) };
+    let plain = hit(&t.id, "192.0.2.2", 2);
+    let out = s.record_hits(&[h, plain], &rules(alert_all, no_alerts)).await.unwrap();
+    let [HitOutcome::Recorded { hit_id, .. }, HitOutcome::Recorded { hit_id: plain_id, .. }] = out.as_slice() else {
+        panic!("not recorded: {out:?}")
     };
     let report = json!({ "language": "en-GB" });
-    assert!(!s.attach_hit_data(hit_id, &t.id, "wrong", "browser", report.clone()).await.unwrap());
-    assert!(!s.attach_hit_data(hit_id, "othertoken000000000000000", "n0nce", "browser", report.clone()).await.unwrap());
-    assert!(s.attach_hit_data(hit_id, &t.id, "n0nce", "browser", report.clone()).await.unwrap());
-    assert!(!s.attach_hit_data(hit_id, &t.id, "n0nce", "browser", json!({"x": 1})).await.unwrap(), "only once");
+    assert!(!s.amend_hit(*hit_id, &t.id, "wrong", "browser", report.clone()).await.unwrap());
+    assert!(!s.amend_hit(*hit_id, "othertoken000000000000000", "n0nce", "browser", report.clone()).await.unwrap());
+    assert!(!s.amend_hit(*plain_id, &t.id, "", "browser", report.clone()).await.unwrap(), "no guard, no amending");
+    assert!(!s.amend_hit(*hit_id, &t.id, "n0nce", "method", json!("POST")).await.unwrap(), "data is never replaced");
+    assert!(s.amend_hit(*hit_id, &t.id, "n0nce", "browser", report.clone()).await.unwrap());
+    assert!(!s.amend_hit(*hit_id, &t.id, "n0nce", "browser", json!({"x": 1})).await.unwrap(), "only once");
     let inc = s.list_incidents(&IncidentFilter { token_id: Some(t.id.clone()), ..Default::default() }).await.unwrap();
-    assert_eq!(inc.len(), 1, "a report is no second incident");
-    assert_eq!(inc[0].events[0].data["browser"], report);
+    assert_eq!(inc.len(), 2, "a report is no incident of its own");
+    let amended = inc.iter().flat_map(|i| &i.events).find(|h| h.id == *hit_id).unwrap();
+    assert_eq!(amended.data["browser"], report);
+    assert_eq!(amended.data["method"], "GET");
+    for h in s.token_hits(&t.id, 10, None).await.unwrap() {
+        assert!(!h.data.to_string().contains("n0nce"), "private data is never shown: {}", h.data);
+    }
+}
+
+async fn trigger_keys_name_their_token_until_it_goes(s: Arc<dyn Store>) {
+    let key = |v: &str| TriggerKey { scheme: KeyScheme::WireGuardPublicKey, value: v.into() };
+    let by_key = |k: TriggerKey, ip: &str| NewHit { token: TokenRef::Key(k), ..hit("", ip, 5) };
+    let t = token("wireguard", "peer", DEFAULT_FLOCK, 1);
+    assert!(s.insert_token(&t, &[], &[key("pk-1"), key("pk-2")], &audit("token_create")).await.unwrap());
+
+    // Resolved inside the recording transaction, stored under the token.
+    let other_scheme = TriggerKey { scheme: KeyScheme::CertificateSha256, value: "pk-1".into() };
+    let hits =
+        [by_key(key("pk-2"), "192.0.2.1"), by_key(key("nosuch"), "192.0.2.2"), by_key(other_scheme, "192.0.2.3")];
+    let out = s.record_hits(&hits, &rules(alert_all, no_alerts)).await.unwrap();
+    assert!(matches!(&out[0], HitOutcome::Recorded { token, status: AlertStatus::Alerted, .. } if token.id == t.id));
+    assert_eq!(out[1..], [HitOutcome::Unknown, HitOutcome::Unknown], "an unknown key is like an unknown id");
+    let stored = s.token_hits(&t.id, 10, None).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|h| (h.token_id.as_str(), h.src_ip.as_str())).collect::<Vec<_>>(),
+        [(t.id.as_str(), "192.0.2.1")]
+    );
+
+    // A key names one token: a second token claiming it is refused, and nothing of it stays.
+    let thief = token("wireguard", "thief", DEFAULT_FLOCK, 2);
+    assert!(s.insert_token(&thief, &[], &[key("pk-3"), key("pk-1")], &audit("token_create")).await.is_err());
+    assert_eq!(s.get_token(&thief.id).await.unwrap(), None, "the whole insert is undone");
+    let out = s.record_hits(&[by_key(key("pk-3"), "192.0.2.4")], &rules(alert_all, no_alerts)).await.unwrap();
+    assert_eq!(out, [HitOutcome::Unknown], "its other keys were not kept either");
+
+    // The keys go with their token: hits by them are unknown, and they may name another.
+    assert_eq!(s.delete_token(&t.id, true, &audit("token_delete")).await.unwrap(), TokenDeletion::Deleted);
+    let out = s.record_hits(&[by_key(key("pk-1"), "192.0.2.5")], &rules(alert_all, no_alerts)).await.unwrap();
+    assert_eq!(out, [HitOutcome::Unknown]);
+    let next = token("wireguard", "next", DEFAULT_FLOCK, 3);
+    assert!(s.insert_token(&next, &[], &[key("pk-1")], &audit("token_create")).await.unwrap());
+    let out = s.record_hits(&[by_key(key("pk-1"), "192.0.2.6")], &rules(alert_all, no_alerts)).await.unwrap();
+    assert!(matches!(&out[0], HitOutcome::Recorded { token, .. } if token.id == next.id), "{out:?}");
 }
 
 async fn api_keys_manage(s: Arc<dyn Store>) {
@@ -966,7 +1012,7 @@ async fn settings_round_trip(s: Arc<dyn Store>) {
 
 async fn alert_outbox_lifecycle(s: Arc<dyn Store>) {
     let t = token("dns", "alerting", DEFAULT_FLOCK, 1);
-    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&t, &[], &[], &audit("token_create")).await.unwrap();
     let two = |_: &Token, h: &NewHit, _: &[AlertOutput]| {
         ["https://a.example/h", "https://b.example/h"]
             .iter()
@@ -1057,7 +1103,7 @@ fn statuses(out: &[HitOutcome]) -> Vec<Option<AlertStatus>> {
 
 async fn repeats_from_one_source_join_the_open_incident(s: Arc<dyn Store>) {
     let t = token("dns", "grouped", DEFAULT_FLOCK, 1);
-    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&t, &[], &[], &audit("token_create")).await.unwrap();
     let r = HitRules::new(alert_all, one_alert).with_noise(NoiseRules { group_window_secs: 60, ..NoiseRules::none() });
     let sec = 1_000_000;
     // A then AAAA from one resolver in one batch, another source, then the first source again
@@ -1128,7 +1174,7 @@ async fn cooldown_and_rate_limit_throttle_but_keep_incidents(s: Arc<dyn Store>) 
     // -1: the first incident alerts, later ones (other sources) are throttled but stored.
     let mut once = token("dns", "once", DEFAULT_FLOCK, 1);
     once.alert_cooldown_secs = Some(-1);
-    s.insert_token(&once, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&once, &[], &[], &audit("token_create")).await.unwrap();
     let out = s.record_hits(&[hit(&once.id, "192.0.2.1", sec), hit(&once.id, "192.0.2.2", 2 * sec)], &r).await.unwrap();
     assert_eq!(statuses(&out), [Some(Alerted), Some(Throttled)]);
     let out = s.record_hits(&[hit(&once.id, "192.0.2.3", 100_000 * sec)], &r).await.unwrap();
@@ -1144,7 +1190,7 @@ async fn cooldown_and_rate_limit_throttle_but_keep_incidents(s: Arc<dyn Store>) 
 
     // 300 s cooldown from the server default, and back to alerting once it has passed.
     let cool = token("dns", "cool", DEFAULT_FLOCK, 2);
-    s.insert_token(&cool, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&cool, &[], &[], &audit("token_create")).await.unwrap();
     let r300 = HitRules::new(alert_all, one_alert).with_noise(NoiseRules { cooldown_secs: 300, ..NoiseRules::none() });
     let out = s
         .record_hits(
@@ -1168,7 +1214,7 @@ async fn cooldown_and_rate_limit_throttle_but_keep_incidents(s: Arc<dyn Store>) 
     // At most 2 alerts in any hour.
     let mut capped = token("dns", "capped", DEFAULT_FLOCK, 3);
     capped.alert_max_per_hour = Some(2);
-    s.insert_token(&capped, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&capped, &[], &[], &audit("token_create")).await.unwrap();
     let hits: Vec<NewHit> =
         (0..4).map(|i| hit(&capped.id, &format!("192.0.2.{}", 10 + i), (5_000 + i) * sec)).collect();
     assert_eq!(
@@ -1201,7 +1247,7 @@ async fn api_outputs_reach_the_alerter_and_go_with_their_flock(s: Arc<dyn Store>
     assert_eq!(s.list_alert_outputs().await.unwrap(), vec![out("out_all", None), out("out_ops", Some("flock:ops"))]);
 
     let t = token("dns", "routed", DEFAULT_FLOCK, 1);
-    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&t, &[], &[], &audit("token_create")).await.unwrap();
     let r = HitRules::new(alert_all, one_alert).with_noise(NoiseRules::none()).with_key_prefix("inst1-");
     let HitOutcome::Recorded { hit_id, .. } = s.record_hits(&[hit(&t.id, "192.0.2.1", 1)], &r).await.unwrap().remove(0)
     else {
@@ -1260,7 +1306,7 @@ async fn concurrent_claims_never_share_an_alert(s: Arc<dyn Store>) {
 
 async fn incident_change_sequence(s: Arc<dyn Store>) {
     let t = token("dns", "polled", DEFAULT_FLOCK, 1);
-    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&t, &[], &[], &audit("token_create")).await.unwrap();
     let grouping = HitRules::new(alert_all, no_alerts).with_noise(NoiseRules {
         group_window_secs: 60,
         cooldown_secs: 0,
@@ -1307,8 +1353,8 @@ async fn incident_change_sequence(s: Arc<dyn Store>) {
 async fn incident_filters_text_kinds_hash_and_pages(s: Arc<dyn Store>) {
     let web = token("fast-redirect", "Wiki ADMIN page", DEFAULT_FLOCK, 1);
     let name = token("dns", "backup host", DEFAULT_FLOCK, 2);
-    s.insert_token(&web, &[], &audit("token_create")).await.unwrap();
-    s.insert_token(&name, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&web, &[], &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&name, &[], &[], &audit("token_create")).await.unwrap();
     let mut hits = Vec::new();
     for i in 0..5 {
         hits.push(hit(&web.id, &format!("198.51.100.{i}"), 100 + i));
@@ -1422,8 +1468,8 @@ async fn alert_claims_are_taken_back_by_their_node(s: Arc<dyn Store>) {
 async fn retention_spares_unacknowledged_incidents(s: Arc<dyn Store>) {
     let t = token("http", "kept", DEFAULT_FLOCK, 1);
     let other = token("http", "other", DEFAULT_FLOCK, 2);
-    s.insert_token(&t, &[], &audit("token_create")).await.unwrap();
-    s.insert_token(&other, &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&t, &[], &[], &audit("token_create")).await.unwrap();
+    s.insert_token(&other, &[], &[], &audit("token_create")).await.unwrap();
     let r = rules(alert_all, no_alerts);
     // t: ten incidents of one hit each (grouping is off), at times 1..=10; other: one old one
     let hits: Vec<NewHit> = (1..=10).map(|i| hit(&t.id, "192.0.2.1", i * 1_000)).collect();

@@ -7,6 +7,11 @@
 //! without `TRAPLINE_TEST_DATABASE_URL` unless under `CI`, as in the conformance suite), opens it
 //! with [`store::open`] and checks that everything is there, that the schema is at the latest
 //! step, and that recording a hit and claiming the pending alerts still work.
+//!
+//! The fixtures' browser did not ask for HTML, so none of their hits has a scanner nonce. Each
+//! case therefore adds, before opening, one hit row exactly as that release stored a browser's
+//! hit (its `hits` columns, with `_report_nonce` in the data; see `OLD_BROWSER_HIT`), and
+//! checks that after the upgrade its report can still be attached and the nonce never shows.
 
 use std::sync::Arc;
 
@@ -40,6 +45,16 @@ const POSTGRES: Release = Release {
     quiet: "hitezp59ykoqrkmygaol7pir5",
 };
 
+/// A browser's hit as release 605748e stored it, for the token `{web}`: the scanner nonce in the
+/// data (`data["_report_nonce"] = nonce`, release `src/listeners/http.rs:177`). The engine numbers
+/// it (4, after the fixture's three); incident 0 (stored ignored), so no incident count changes.
+const OLD_BROWSER_HIT: &str = "INSERT INTO hits (incident_id, token_id, time_us, channel, src_ip, src_port, data, \
+     dedupe_key, alert_status, dst_ip, dst_port) VALUES (0, '{web}', 1796305799000000, 'http', '127.0.0.1', 46600, \
+     '{\"_report_nonce\":\"0123456789abcdef01234567\",\"headers\":{\"Accept\":\"text/html\",\
+     \"User-Agent\":\"fixture-browser/1.0\"},\"method\":\"GET\",\"path\":\"/{web}\",\"query\":\"\",\
+     \"useragent\":\"fixture-browser/1.0\"}', NULL, 'ignored', '127.0.0.1', 43021)";
+const OLD_NONCE: &str = "0123456789abcdef01234567";
+
 const SQLITE_DUMP: &str = include_str!("fixtures/release-605748e.sqlite.sql");
 const POSTGRES_DUMP: &str = include_str!("fixtures/release-605748e.postgres.sql");
 
@@ -51,6 +66,7 @@ async fn sqlite_database_of_release_605748e_upgrades() {
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
     sqlx::Executor::execute(&mut conn, SQLITE_DUMP).await.expect("the SQLite fixture loads");
+    sqlx::Executor::execute(&mut conn, OLD_BROWSER_HIT.replace("{web}", SQLITE.web).as_str()).await.unwrap();
     conn.close().await.unwrap();
 
     let s = store::open(path.to_str().unwrap()).await.expect("the release's database opens");
@@ -73,6 +89,12 @@ async fn postgres_database_of_release_605748e_upgrades() {
     sqlx::Executor::execute(&mut admin, POSTGRES_DUMP.replace("__SCHEMA__", &schema).as_str())
         .await
         .expect("the PostgreSQL fixture loads");
+    let old_hit = OLD_BROWSER_HIT.replace("{web}", POSTGRES.web).replacen(
+        "INSERT INTO hits",
+        &format!("INSERT INTO {schema}.hits"),
+        1,
+    );
+    sqlx::Executor::execute(&mut admin, old_hit.as_str()).await.unwrap();
     let sep = if url.contains('?') { '&' } else { '?' };
     let scoped = format!("{url}{sep}options=-c%20search_path%3D{schema}");
 
@@ -108,7 +130,11 @@ async fn check(s: &Arc<dyn Store>, r: &Release) {
     assert_eq!(s.count_tokens(&words).await.unwrap(), 1, "search texts survived too");
 
     // The hits, with what they saw.
-    let web = s.token_hits(r.web, 10, None).await.unwrap();
+    let mut web = s.token_hits(r.web, 10, None).await.unwrap();
+    let browser = web.remove(0);
+    assert_eq!((browser.id, browser.incident_id, browser.alert_status), (4, 0, AlertStatus::Ignored));
+    assert_eq!(browser.data["useragent"], "fixture-browser/1.0", "the old browser hit keeps its data");
+    assert!(browser.data.get("_report_nonce").is_none(), "its nonce left the data: {}", browser.data);
     assert_eq!(web.iter().map(|h| (h.id, h.incident_id)).collect::<Vec<_>>(), [(2, 1), (1, 1)]);
     for h in &web {
         assert_eq!(
@@ -122,6 +148,15 @@ async fn check(s: &Arc<dyn Store>, r: &Release) {
     assert_eq!((dns[0].id, dns[0].channel), (3, Channel::Dns));
     assert_eq!(dns[0].data["query_name"], format!("{}.canary.test", r.dns));
     assert!(s.token_hits(r.quiet, 10, None).await.unwrap().is_empty());
+
+    // The old hit's nonce still guards it: its scanner report can be attached, once, by it only.
+    let report = serde_json::json!({"language": "de-CH"});
+    assert!(!s.amend_hit(4, r.web, "ffffffffffffffffffffffff", "browser", report.clone()).await.unwrap());
+    assert!(s.amend_hit(4, r.web, OLD_NONCE, "browser", report.clone()).await.unwrap());
+    assert!(!s.amend_hit(4, r.web, OLD_NONCE, "browser", report.clone()).await.unwrap(), "once");
+    let browser = s.token_hits(r.web, 1, None).await.unwrap().remove(0);
+    assert_eq!((browser.id, &browser.data["browser"]), (4, &report));
+    assert!(!browser.data.to_string().contains(OLD_NONCE), "the nonce never shows: {}", browser.data);
 
     // The incidents, unacknowledged, with their events.
     let incidents = s.list_incidents(&IncidentFilter::default()).await.unwrap();
@@ -149,7 +184,7 @@ async fn check(s: &Arc<dyn Store>, r: &Release) {
     .with_noise(NoiseRules::none())
     .with_key_prefix(&format!("{}-", r.install_id));
     let hit = NewHit {
-        token_id: r.dns.into(),
+        token: TokenRef::Id(r.dns.into()),
         time_us: now_us(),
         channel: Channel::Dns,
         src_ip: "192.0.2.7".into(),
@@ -157,15 +192,17 @@ async fn check(s: &Arc<dyn Store>, r: &Release) {
         dst_ip: "192.0.2.1".into(),
         dst_port: 53,
         data: serde_json::json!({"query_name": format!("{}.canary.test", r.dns)}),
+        private: None,
+        group: None,
     };
     let out = s.record_hits(&[hit], &rules).await.unwrap();
     let [HitOutcome::Recorded { hit_id, incident_id, status, .. }] = out.as_slice() else { panic!("{out:?}") };
-    assert_eq!((*hit_id, *incident_id, *status), (4, Some(3), AlertStatus::Alerted));
+    assert_eq!((*hit_id, *incident_id, *status), (5, Some(3), AlertStatus::Alerted));
     assert_eq!(s.token_hits(r.dns, 10, None).await.unwrap().len(), 2);
 
     // The release's pending alerts are claimed for delivery, oldest first, with the new one.
     let now = now_us();
     let claimed = s.claim_due_alerts(now, 10, now + 60_000_000, "upgrade-test").await.unwrap();
-    assert_eq!(claimed.iter().map(|a| a.hit_id).collect::<Vec<_>>(), [1, 3, 4]);
-    assert_eq!(claimed[2].idempotency_key, format!("{}-hit-4-0", r.install_id));
+    assert_eq!(claimed.iter().map(|a| a.hit_id).collect::<Vec<_>>(), [1, 3, 5]);
+    assert_eq!(claimed[2].idempotency_key, format!("{}-hit-5-0", r.install_id));
 }

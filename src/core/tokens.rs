@@ -216,7 +216,7 @@ impl Core {
         };
         let audit =
             self.audit(actor, "token_create", &token.id, format!("created {} token in {}", token.kind, token.flock_id));
-        if !self.store.insert_token(&token, &created.files, &audit).await? {
+        if !self.store.insert_token(&token, &created.files, &created.keys, &audit).await? {
             return Err(CoreError::FlockNotFound); // deleted a moment ago
         }
         Ok(token)

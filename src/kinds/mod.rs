@@ -124,9 +124,9 @@ pub struct Created {
     pub params: Value,
     /// Files stored with the token (an uploaded image).
     pub files: Vec<TokenFile>,
-    /// Credentials minted for the token, by which a listener would find it. No kind mints any
-    /// yet, and the core does not store them yet: the key index that resolves a hit by key is
-    /// a later step, and until it exists a kind must not return keys.
+    /// Credentials minted for the token, by which a listener finds it: stored with the token in
+    /// the key index, through which a hit naming [`TokenRef::Key`](crate::model::TokenRef)
+    /// resolves inside the recording transaction. No kind mints any yet.
     pub keys: Vec<TriggerKey>,
 }
 

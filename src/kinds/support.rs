@@ -88,7 +88,7 @@ pub(crate) mod testing {
     /// A would-be hit of the fixture token over `channel`, with this data.
     pub fn hit(channel: Channel, data: serde_json::Value) -> NewHit {
         NewHit {
-            token_id: "abcdefghijklmnopqrstuvwxy".into(),
+            token: crate::model::TokenRef::Id("abcdefghijklmnopqrstuvwxy".into()),
             time_us: 0,
             channel,
             src_ip: "192.0.2.7".into(),
@@ -96,6 +96,8 @@ pub(crate) mod testing {
             dst_ip: String::new(),
             dst_port: 0,
             data,
+            private: None,
+            group: None,
         }
     }
 }

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, MX, NS, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{watch, Semaphore};
@@ -47,7 +47,7 @@ use crate::kinds::{self, DnsData};
 use crate::listeners::dns_wire;
 use crate::listeners::slots::{Caps, Slot, Slots};
 use crate::listeners::{at_least_one, stopped, Bound, Common, Listener, ListenerContext, GRACE};
-use crate::model::{now_us, Channel, NewHit};
+use crate::model::{now_us, Channel, NewHit, TokenRef};
 use crate::recorder::HitSink;
 
 /// TTL of A/AAAA answers: short, so repeated use reaches us again.
@@ -362,29 +362,32 @@ impl DnsServer {
     }
 
     fn hit(&self, q: &Query, data_labels: &[String], token: &str, peer: SocketAddr, transport: Transport) -> NewHit {
-        let mut data = json!({
-            "query_name": q.name().to_ascii().trim_end_matches('.'),
-            "query_type": q.query_type().to_string(),
-            "transport": transport.as_str(),
-        });
-        match kinds::decode_dns_labels(data_labels) {
-            DnsData::Decoded(fields) => {
-                if let Value::Object(m) = &mut data {
-                    m.extend(fields);
-                }
-            }
-            DnsData::Undecodable => data["decode_error"] = json!("labels carry an encoding marker but do not decode"),
-            DnsData::NoMatch => {}
-        }
+        let decoded = match kinds::decode_dns_labels(data_labels) {
+            DnsData::Decoded(fields) => fields,
+            DnsData::Undecodable => Map::from_iter([(
+                "decode_error".to_string(),
+                json!("labels carry an encoding marker but do not decode"),
+            )]),
+            DnsData::NoMatch => Map::new(),
+        };
+        let group = group_of(&decoded);
+        let mut data = Map::from_iter([
+            ("query_name".to_string(), json!(q.name().to_ascii().trim_end_matches('.'))),
+            ("query_type".to_string(), json!(q.query_type().to_string())),
+            ("transport".to_string(), json!(transport.as_str())),
+        ]);
+        data.extend(decoded);
         NewHit {
-            token_id: token.to_string(),
+            token: TokenRef::Id(token.to_string()),
             time_us: now_us(),
             channel: Channel::Dns,
             src_ip: peer.ip().to_canonical().to_string(),
             src_port: peer.port(),
             dst_ip: self.dst.ip().to_canonical().to_string(),
             dst_port: self.dst.port(),
-            data,
+            data: Value::Object(data),
+            private: None,
+            group,
         }
     }
 
@@ -660,6 +663,16 @@ async fn tcp_connection(
     }
 }
 
+/// The group of a DNS hit ([`NewHit::group`]): what the kind decoded from the labels (or the
+/// decoding error), not the query type, transport or spelling, which differ between a
+/// resolver's A and AAAA lookups of one name. None when nothing was decoded. The text is the
+/// decoded fields as a JSON list of `[name, value]` pairs in name order, exactly what grouping
+/// hashed before listeners named their groups, so open incidents keep their keys.
+fn group_of(decoded: &Map<String, Value>) -> Option<String> {
+    let fields: Vec<(&String, &Value)> = decoded.iter().filter(|(k, _)| !k.starts_with('_')).collect();
+    (!fields.is_empty()).then(|| serde_json::to_string(&fields).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -820,7 +833,7 @@ mod tests {
         f.lookup(&name, RecordType::TXT, Transport::Tcp).await;
         let hits = f.sink.hits();
         let [hit] = hits.as_slice() else { panic!("one hit: {hits:?}") };
-        assert_eq!(hit.token_id, TOKEN);
+        assert_eq!(hit.token, TokenRef::Id(TOKEN.into()));
         assert_eq!(hit.channel, Channel::Dns);
         assert_eq!((hit.src_ip.as_str(), hit.src_port), ("192.0.2.9", 5353));
         assert_eq!((hit.dst_ip.as_str(), hit.dst_port), ("127.0.0.1", 5354), "the public address for 0.0.0.0");
@@ -845,7 +858,50 @@ mod tests {
         assert!(hits[2].data.get("generic_data").is_none() && hits[2].data.get("decode_error").is_none());
         // The right-most token label counts: a token-looking label further left is data.
         f.lookup(&format!("{}.{TOKEN}.t.test.", "z".repeat(25)), RecordType::A, Transport::Udp).await;
-        assert_eq!(f.sink.hits()[3].token_id, TOKEN);
+        assert_eq!(f.sink.hits()[3].token, TokenRef::Id(TOKEN.into()));
+    }
+
+    /// How grouping keyed DNS hits before listeners named their groups (release 605748e's
+    /// `noise::group_key`, over the hit's data): stored incidents carry these keys.
+    fn key_of_release_605748e(data: &Value) -> String {
+        use sha2::Digest;
+        const NOT_DATA: &[&str] = &["query_name", "query_type", "transport"];
+        let Value::Object(m) = data else { return String::new() };
+        let mut fields: Vec<(&String, &Value)> =
+            m.iter().filter(|(k, _)| !k.starts_with('_') && !NOT_DATA.contains(&k.as_str())).collect();
+        if fields.is_empty() {
+            return String::new();
+        }
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        let text = serde_json::to_string(&fields).unwrap_or_default();
+        hex::encode(&sha2::Sha256::digest(text.as_bytes())[..16])
+    }
+
+    #[tokio::test]
+    async fn dns_hits_group_by_their_decoded_data_with_the_keys_they_had() {
+        let f = fixture().await;
+        let generic = crate::kinds::dns::encode_generic(b"hello from dns", 7);
+        let other = crate::kinds::dns::encode_generic(b"another payload", 7);
+        for (name, rtype, transport) in [
+            (format!("{generic}.{TOKEN}.t.test."), RecordType::A, Transport::Udp),
+            (format!("{generic}.{}.T.test.", TOKEN.to_ascii_uppercase()), RecordType::AAAA, Transport::Tcp),
+            (format!("{other}.{TOKEN}.t.test."), RecordType::A, Transport::Udp),
+            (format!("11111111.G01.{TOKEN}.t.test."), RecordType::A, Transport::Udp),
+            (format!("www.{TOKEN}.t.test."), RecordType::A, Transport::Udp),
+            (format!("{TOKEN}.t.test."), RecordType::TXT, Transport::Udp),
+        ] {
+            f.lookup(&name, rtype, transport).await;
+        }
+        let hits = f.sink.hits();
+        let keys: Vec<String> = hits.iter().map(crate::noise::group_key).collect();
+        for (h, key) in hits.iter().zip(&keys) {
+            assert_eq!(key, &key_of_release_605748e(&h.data), "{:?}", h.data);
+        }
+        assert_eq!(keys[0].len(), 32);
+        assert_eq!(keys[0], keys[1], "A and AAAA of one payload, however spelt, are one trigger");
+        assert_ne!(keys[0], keys[2], "two payloads through one resolver are two");
+        assert_eq!(keys[3].len(), 32, "an undecodable payload groups by its error");
+        assert_eq!((hits[4].group.as_deref(), hits[5].group.as_deref()), (None, None), "nothing decoded: no group");
     }
 
     #[tokio::test]

@@ -44,7 +44,7 @@ use crate::ids::is_token_id;
 use crate::kinds;
 use crate::listeners::slots::{Caps, Slots};
 use crate::listeners::{at_least_one, stopped, Bound, Common, Listener, ListenerContext, GRACE};
-use crate::model::{now_us, Channel, NewHit};
+use crate::model::{now_us, Channel, NewHit, TokenRef};
 use crate::recorder::{HitSink, RecordError};
 
 /// Where the listener listens unless told otherwise.
@@ -490,13 +490,21 @@ fn hit_data(s: &Session, env: &Envelope, addr: &str, message: Option<&Value>) ->
     d
 }
 
+/// The group of an SMTP hit ([`NewHit::group`]): the envelope's sender and the token address
+/// (case-folded: mail domains and, here, token mailboxes are case-insensitive). The same sender
+/// mailing the address again from the same source joins the open incident, as a client
+/// retrying a delivery does; another sender is another trigger.
+fn group(env: &Envelope, address: &str) -> String {
+    serde_json::to_string(&[env.mail_from.to_lowercase(), address.to_lowercase()]).unwrap_or_default()
+}
+
 /// Records one hit per token recipient; Ok(false) when the sink could not take any of them.
 async fn record(s: &Session, env: &Envelope, message: Option<&Value>, sink: &dyn HitSink) -> bool {
     let mut taken = false;
     for r in &env.recipients {
         let message = message.filter(|_| r.reads_message);
         let hit = NewHit {
-            token_id: r.token.clone(),
+            token: TokenRef::Id(r.token.clone()),
             time_us: now_us(),
             channel: Channel::Smtp,
             src_ip: s.ends.peer.ip().to_canonical().to_string(),
@@ -504,6 +512,8 @@ async fn record(s: &Session, env: &Envelope, message: Option<&Value>, sink: &dyn
             dst_ip: s.ends.local.ip().to_canonical().to_string(),
             dst_port: s.ends.local.port(),
             data: hit_data(s, env, &r.address, message),
+            private: None,
+            group: Some(group(env, &r.address)),
         };
         match sink.record(hit).await {
             Ok(_) => taken = true,
@@ -862,7 +872,9 @@ mod tests {
         let hits = sink.hits();
         assert_eq!(hits.len(), 1, "one hit per token recipient and message");
         let h = &hits[0];
-        assert_eq!((h.token_id.as_str(), h.channel), (TOKEN, Channel::Smtp));
+        assert_eq!((&h.token, h.channel), (&TokenRef::Id(TOKEN.into()), Channel::Smtp));
+        let group = format!(r#"["ceo@victim.example","{TOKEN}@t.test"]"#);
+        assert_eq!(h.group.as_deref(), Some(group.as_str()), "grouped by sender and token address");
         assert_eq!(
             (h.src_ip.as_str(), h.src_port, h.dst_ip.as_str(), h.dst_port),
             ("192.0.2.7", 4000, "198.51.100.1", 25)
@@ -909,6 +921,25 @@ mod tests {
         let hits = sink.hits();
         assert_eq!(hits.len(), 2);
         assert!(hits.iter().all(|h| h.data.get("message").is_none() && h.data["helo"] == "probe"));
+    }
+
+    #[tokio::test]
+    async fn hits_group_by_envelope_sender_and_token_address() {
+        let sink = sink("smtp");
+        let mut c = Client::start(sink.clone()).await;
+        c.say("EHLO probe").await;
+        for from in ["a@b.example", "A@B.EXAMPLE", "other@b.example", ""] {
+            c.say(&format!("MAIL FROM:<{from}>")).await;
+            c.say(&format!("RCPT TO:<{TOKEN}@t.test>")).await;
+            c.say("RSET").await;
+        }
+        c.quit().await;
+        let keys: Vec<String> = sink.hits().iter().map(crate::noise::group_key).collect();
+        assert_eq!(keys.len(), 4);
+        assert!(keys.iter().all(|k| k.len() == 32), "{keys:?}");
+        assert_eq!(keys[0], keys[1], "the same sender, however spelt, is the same trigger again");
+        assert_ne!(keys[0], keys[2], "another sender is another trigger");
+        assert_ne!(keys[2], keys[3], "the null sender too");
     }
 
     #[tokio::test]

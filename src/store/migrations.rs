@@ -44,6 +44,15 @@
 //! Step 10 records in `settings` that the provision key is spent when an admin key it made
 //! exists (from now on the mark is written with that key, so it outlives the key).
 //!
+//! Step 11 is the hit contract: `hits.private_data` (what a listener keeps for itself, JSON,
+//! NULL when none; never read back into a hit's data) and `token_keys`, the key index by which
+//! a hit names its token with a trigger key (scheme and value, unique; written with the token,
+//! deleted with it). Release 605748e kept the browser scanner's nonce in the hit's data as
+//! `_report_nonce`; the step is followed, in its transaction, by a data move written in Rust
+//! (the engines share no JSON functions: `move_report_nonces` in `store/sql/schema.rs`) that takes it out of
+//! the data into the private data's `amend_guard`, so an old hit's report can still be attached
+//! and the nonce is never shown.
+//!
 //! Conventions both schemas follow so one SQL text works on both: integers are `{INT}` (BIGINT;
 //! SQLite INTEGER), booleans are BIGINT 0/1, times are BIGINT microseconds since the epoch (UTC), JSON
 //! is TEXT.
@@ -222,7 +231,21 @@ ALTER TABLE alerts ADD COLUMN claimed_by TEXT;
 INSERT INTO settings (name, value)
 SELECT 'provision_spent', key_id FROM api_keys WHERE created_by = 'provision' AND role = 'admin' ORDER BY key_id LIMIT 1;
 "#,
+    r#"
+ALTER TABLE hits ADD COLUMN private_data TEXT;
+CREATE TABLE token_keys (
+    scheme TEXT NOT NULL,
+    value TEXT NOT NULL,
+    token_id TEXT NOT NULL,
+    PRIMARY KEY (scheme, value)
+);
+CREATE INDEX token_keys_token ON token_keys (token_id);
+"#,
 ];
+
+/// The step ([`STEPS`], counted from 1) after which, in the same transaction, the store moves
+/// release 605748e's `_report_nonce` out of hit data (see the module docs).
+pub const PRIVATE_DATA_STEP: usize = 11;
 
 /// The type names a step's placeholders stand for on one engine.
 #[derive(Debug, Clone, Copy)]

@@ -112,9 +112,18 @@ pub trait Store: Send + Sync + 'static {
     async fn flock_token_ids(&self, id: &str) -> StoreResult<Vec<String>>;
 
     // --- tokens
-    /// Stores a token and its files. False (and nothing stored) when the token's flock does
-    /// not exist; the check holds the flock against a concurrent delete until the token is in.
-    async fn insert_token(&self, token: &Token, files: &[TokenFile], audit: &AuditEntry) -> StoreResult<bool>;
+    /// Stores a token, its files and its trigger keys (into the key index hits resolve
+    /// [`TokenRef::Key`] through), in one transaction. False (and nothing stored) when the
+    /// token's flock does not exist; the check holds the flock against a concurrent delete
+    /// until the token is in. A key that already names a token is an error, and then nothing
+    /// is stored.
+    async fn insert_token(
+        &self,
+        token: &Token,
+        files: &[TokenFile],
+        keys: &[TriggerKey],
+        audit: &AuditEntry,
+    ) -> StoreResult<bool>;
     async fn get_token_file(&self, token_id: &str, name: &str) -> StoreResult<Option<TokenFile>>;
     async fn get_token(&self, id: &str) -> StoreResult<Option<Token>>;
     /// Up to `limit` tokens matching `filter`, newest first (by creation time, then id),
@@ -129,14 +138,15 @@ pub trait Store: Send + Sync + 'static {
     async fn count_tokens(&self, filter: &TokenFilter) -> StoreResult<i64>;
     /// Applies the change and bumps `updated_id`; None when there is no such token.
     async fn update_token(&self, id: &str, change: &TokenChange, audit: &AuditEntry) -> StoreResult<Option<Token>>;
-    /// Deletes a token with its files and its hits. A token with incidents is deleted only
+    /// Deletes a token with its files, its trigger keys and its hits. A token with incidents is deleted only
     /// with `clear_incidents`, and then its incidents go too.
     async fn delete_token(&self, id: &str, clear_incidents: bool, audit: &AuditEntry) -> StoreResult<TokenDeletion>;
 
     // --- hits: the hot path
     /// Records a batch of hits in ONE transaction (group commit), by the pipeline in
     /// [`crate::hits`]. Each hit is checked against
-    /// its token inside that transaction (unknown or disabled tokens store nothing), judged by
+    /// its token inside that transaction (named by id, or by a trigger key through the key
+    /// index; unknown or disabled tokens store nothing), judged by
     /// `rules.judge` (ignore lists, the token's kind: alert, ignore or drop), and then put
     /// through the noise rules ([`crate::noise`]): it joins its source's open incident, or
     /// opens a new one that alerts or is throttled. Returns one outcome per hit, in order;
@@ -185,13 +195,16 @@ pub trait Store: Send + Sync + 'static {
     async fn list_alerts(&self, undelivered_only: bool, limit: i64) -> StoreResult<Vec<Alert>>;
     /// Alerts outside any hit (test alerts); keys are `<key_prefix>-<n>`.
     async fn insert_alerts(&self, alerts: &[NewAlert], key_prefix: &str, audit: &AuditEntry) -> StoreResult<()>;
-    /// Adds `value` under `key` to a stored hit's data, once, if `nonce` matches the hit's
-    /// `_report_nonce` (the browser-scanner report). False when nothing matched.
-    async fn attach_hit_data(
+    /// The one way to add to a recorded hit later: puts `value` under `key` in the data of hit
+    /// `hit_id` of `token_id`, once (a key the data has already is never replaced), if `guard`
+    /// is the [`AMEND_GUARD`] stored in the hit's private data when it was recorded. False when
+    /// nothing matched. The browser scanner's report uses it today; an SMTP message body that
+    /// comes after its envelope was recorded, and the rest of a MySQL handshake, will too.
+    async fn amend_hit(
         &self,
         hit_id: i64,
         token_id: &str,
-        nonce: &str,
+        guard: &str,
         key: &str,
         value: serde_json::Value,
     ) -> StoreResult<bool>;

@@ -38,7 +38,7 @@ use crate::kinds::{self, HttpAnswer};
 use crate::listeners::{at_least_one, Bound, Common, Listener, ListenerContext, GRACE};
 #[cfg(test)]
 use crate::model::TokenFile;
-use crate::model::{now_us, Channel, HitOutcome, NewHit, Token};
+use crate::model::{amend_guard, now_us, Channel, HitOutcome, NewHit, Token, TokenRef};
 use crate::recorder::HitSink;
 
 /// The smallest transparent GIF (1×1, 43 bytes).
@@ -256,21 +256,19 @@ async fn trigger(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html") || a.contains("application/xhtml"));
-    let mut data = json!({
+    let data = json!({
         "method": req.method().as_str(),
         "path": cut(path),
         "query": cut(query),
         "useragent": cut(&useragent),
         "headers": headers_json(headers),
     });
-    // Only a browser may get the scanner page, and only its page may report to this hit.
+    // Only a browser may get the scanner page, and only its page may report to this hit: the
+    // nonce is the hit's private amendment guard, never shown with its data.
     let nonce = wants_html.then(|| crate::ids::hex_id(12));
-    if let Some(n) = &nonce {
-        data["_report_nonce"] = n.clone().into();
-    }
     let local = req.extensions().get::<crate::http_serve::LocalAddr>().map(|l| l.0);
     let hit = NewHit {
-        token_id: token,
+        token: TokenRef::Id(token),
         time_us: now_us(),
         channel: Channel::Http,
         src_ip: peer.ip().to_canonical().to_string(),
@@ -278,6 +276,9 @@ async fn trigger(
         dst_ip: local.map(|l| l.ip().to_canonical().to_string()).unwrap_or_default(),
         dst_port: local.map_or(0, |l| l.port()),
         data,
+        private: nonce.as_deref().map(amend_guard),
+        // An HTTP trigger is the source alone: a browser loading the page twice is one.
+        group: None,
     };
     match state.sink.record(hit).await {
         Ok(HitOutcome::Unknown) => gif(),
@@ -351,14 +352,15 @@ mod tests {
         assert_eq!(body(r).await, GIF);
         let hits = sink.hits();
         let [hit] = hits.as_slice() else { panic!("one hit: {hits:?}") };
-        assert_eq!((hit.token_id.as_str(), hit.channel), (ID, Channel::Http));
+        assert_eq!((&hit.token, hit.channel), (&TokenRef::Id(ID.into()), Channel::Http));
         assert_eq!((hit.src_ip.as_str(), hit.src_port), ("192.0.2.7", 4444));
         assert_eq!(hit.data["method"], "GET");
         assert_eq!(hit.data["path"], format!("/static/{ID}/x.png"));
         assert_eq!(hit.data["query"], "q=1");
         assert_eq!(hit.data["useragent"], "curl/8");
         assert_eq!(hit.data["headers"]["User-Agent"], "curl/8");
-        assert!(hit.data.get("_report_nonce").is_none(), "not a browser: no scanner page to report");
+        assert_eq!(hit.private, None, "not a browser: no scanner page to report");
+        assert_eq!(hit.group, None, "an HTTP trigger is its source alone");
 
         assert_eq!(body(send(&sink, get("/no/token/here")).await).await, GIF);
         assert_eq!(sink.hits().len(), 1, "no token, nothing handed on");
@@ -385,7 +387,10 @@ mod tests {
         let page =
             axum::http::Request::get(format!("/{ID}")).header("accept", "text/html").body(Body::empty()).unwrap();
         let html = String::from_utf8(body(send(&sink, page).await).await).unwrap();
-        let nonce = sink.hits()[0].data["_report_nonce"].as_str().unwrap().to_string();
+        let hit = &sink.hits()[0];
+        let nonce = hit.private.as_ref().unwrap()[crate::model::AMEND_GUARD].as_str().unwrap().to_string();
+        assert_eq!(nonce.len(), 24);
+        assert!(!hit.data.to_string().contains(&nonce), "the nonce is private: {}", hit.data);
         assert!(html.contains(&format!("?tl_report=1.{nonce}&t={ID}")), "the page reports to hit 1");
 
         let report = axum::http::Request::post(format!("/{ID}?tl_report=1.{nonce}"))
@@ -393,7 +398,7 @@ mod tests {
             .unwrap();
         assert_eq!(send(&sink, report).await.status(), StatusCode::NO_CONTENT);
         let amendments = sink.amendments.lock().unwrap().clone();
-        let [HitAmendment { hit_id: 1, token_id, nonce: sent, key, value }] = amendments.as_slice() else {
+        let [HitAmendment { hit_id: 1, token_id, guard: sent, key, value }] = amendments.as_slice() else {
             panic!("one amendment of hit 1: {amendments:?}")
         };
         assert_eq!((token_id.as_str(), sent, key.as_str()), (ID, &nonce, "browser"));

@@ -2,8 +2,8 @@
 //! for it ([`crate::kinds::HttpAnswer::Scanner`]), and the report that page sends back.
 //!
 //! The page collects a few browser details and POSTs them back to the token URL with
-//! `?tl_report=<hit id>.<nonce>`; the nonce was stored with the hit, so only the page that hit
-//! produced can add to it, once (the [`HitSink`] checks it). The report joins that hit: it is
+//! `?tl_report=<hit id>.<nonce>`; the nonce was stored with the hit as its private amendment
+//! guard, so only the page that hit produced can add to it, once (the [`HitSink`] checks it). The report joins that hit: it is
 //! not a second alert.
 
 use axum::body::Body;
@@ -31,7 +31,7 @@ pub(super) async fn report(sink: &dyn HitSink, token_id: &str, report: &str, bod
     let amendment = HitAmendment {
         hit_id,
         token_id: token_id.to_string(),
-        nonce: nonce.to_string(),
+        guard: nonce.to_string(),
         key: "browser".into(),
         value: browser,
     };

@@ -1,6 +1,7 @@
 //! Recording hits (the hot path) and reading them back.
 
 use anyhow::Context;
+use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -51,6 +52,15 @@ impl HitTx for SqlHitTx {
         let sql = format!("SELECT {TOKEN_COLS_NO_COUNT} FROM tokens t WHERE t.id = $1{}", self.token_lock);
         let row = sqlx::query(&sql).bind(token_id).fetch_optional(&mut *self.tx).await?;
         row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn token_of_key(&mut self, key: &TriggerKey) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT token_id FROM token_keys WHERE scheme = $1 AND value = $2")
+            .bind(key.scheme.as_str())
+            .bind(key.value.as_str())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
     async fn dedupe_seen(&mut self, token_id: &str, dedupe_key: &str) -> StoreResult<bool> {
@@ -149,10 +159,10 @@ impl HitTx for SqlHitTx {
         let h = row.hit;
         Ok(sqlx::query(
             "INSERT INTO hits (incident_id, token_id, time_us, channel, src_ip, src_port, data, dedupe_key, alert_status, \
-             dst_ip, dst_port) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+             dst_ip, dst_port, private_data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
         )
         .bind(row.incident_id.unwrap_or(0))
-        .bind(h.token_id.as_str())
+        .bind(row.token_id)
         .bind(h.time_us)
         .bind(h.channel.as_str())
         .bind(h.src_ip.as_str())
@@ -162,6 +172,7 @@ impl HitTx for SqlHitTx {
         .bind(row.status.as_str())
         .bind(h.dst_ip.as_str())
         .bind(h.dst_port as i64)
+        .bind(h.private.as_ref().map(Value::to_string))
         .fetch_one(&mut *self.tx)
         .await?
         .try_get(0)?)
@@ -207,25 +218,29 @@ pub(super) async fn token_hits(
     rows.iter().map(hit_from_row).collect()
 }
 
-pub(super) async fn attach_hit_data(
+pub(super) async fn amend_hit(
     s: &SqlStore,
     hit_id: i64,
     token_id: &str,
-    nonce: &str,
+    guard: &str,
     key: &str,
-    value: serde_json::Value,
+    value: Value,
 ) -> StoreResult<bool> {
     let mut tx = s.begin().await?;
-    let row = sqlx::query("SELECT data FROM hits WHERE id = $1 AND token_id = $2")
+    let row = sqlx::query("SELECT data, private_data FROM hits WHERE id = $1 AND token_id = $2")
         .bind(hit_id)
         .bind(token_id)
         .fetch_optional(&mut *tx)
         .await?;
     let Some(row) = row else { return Ok(false) };
-    let text: String = row.try_get(0)?;
-    let mut data: serde_json::Value = serde_json::from_str(&text).context("hit data is not JSON")?;
-    let expected = data.get("_report_nonce").and_then(|v| v.as_str()).unwrap_or("");
-    if expected.is_empty() || !crate::auth::ct_eq(expected, nonce) || data.get(key).is_some() {
+    let mut data: Value = serde_json::from_str(&row.try_get::<String, _>(0)?).context("hit data is not JSON")?;
+    let private: Option<String> = row.try_get(1)?;
+    let private: Value = match private {
+        Some(text) => serde_json::from_str(&text).context("private hit data is not JSON")?,
+        None => Value::Null,
+    };
+    let expected = private.get(AMEND_GUARD).and_then(Value::as_str).unwrap_or("");
+    if expected.is_empty() || !crate::auth::ct_eq(expected, guard) || !data.is_object() || data.get(key).is_some() {
         return Ok(false);
     }
     data[key] = value;

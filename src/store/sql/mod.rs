@@ -430,8 +430,14 @@ impl Store for SqlStore {
         flocks::flock_token_ids(self, id).await
     }
 
-    async fn insert_token(&self, t: &Token, files: &[TokenFile], audit: &AuditEntry) -> StoreResult<bool> {
-        tokens::insert_token(self, t, files, audit).await
+    async fn insert_token(
+        &self,
+        t: &Token,
+        files: &[TokenFile],
+        keys: &[TriggerKey],
+        audit: &AuditEntry,
+    ) -> StoreResult<bool> {
+        tokens::insert_token(self, t, files, keys, audit).await
     }
 
     async fn get_token_file(&self, token_id: &str, name: &str) -> StoreResult<Option<TokenFile>> {
@@ -482,15 +488,15 @@ impl Store for SqlStore {
         settings::install_id(self).await
     }
 
-    async fn attach_hit_data(
+    async fn amend_hit(
         &self,
         hit_id: i64,
         token_id: &str,
-        nonce: &str,
+        guard: &str,
         key: &str,
         value: serde_json::Value,
     ) -> StoreResult<bool> {
-        hits::attach_hit_data(self, hit_id, token_id, nonce, key, value).await
+        hits::amend_hit(self, hit_id, token_id, guard, key, value).await
     }
 
     async fn list_incidents(&self, filter: &IncidentFilter) -> StoreResult<Vec<Incident>> {

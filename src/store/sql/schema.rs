@@ -37,6 +37,9 @@ impl SqlStore {
                 .try_get(0)?;
             if done == 0 {
                 (&mut *tx).execute(step.as_str()).await.with_context(|| format!("migration {version} failed"))?;
+                if version == migrations::PRIVATE_DATA_STEP as i64 {
+                    move_report_nonces(&mut tx).await.context("migration 11: moving report nonces failed")?;
+                }
                 sqlx::query("INSERT INTO trapline_schema (version, applied_us) VALUES ($1, $2)")
                     .bind(version)
                     .bind(now_us())
@@ -107,6 +110,38 @@ impl SqlStore {
     }
 }
 
+/// Takes release 605748e's browser-scanner nonce (`_report_nonce` in a hit's data) out of the
+/// data of every hit that has one and into its private data, as its amendment guard: the hit's
+/// report can still be attached, and the nonce is never shown. Runs once, in the transaction
+/// of migration 11 (see [`migrations`]); in Rust because the engines share no JSON functions.
+async fn move_report_nonces(tx: &mut WriteTx) -> anyhow::Result<()> {
+    let mut after = 0i64;
+    loop {
+        // `_` is a LIKE wildcard: this finds a little more than it must; the JSON decides.
+        let rows = sqlx::query(
+            "SELECT id, data FROM hits WHERE id > $1 AND data LIKE '%_report_nonce%' ORDER BY id LIMIT 500",
+        )
+        .bind(after)
+        .fetch_all(&mut **tx)
+        .await?;
+        let Some(last) = rows.last() else { return Ok(()) };
+        after = last.try_get(0)?;
+        for r in &rows {
+            let id: i64 = r.try_get(0)?;
+            let mut data: serde_json::Value = serde_json::from_str(&r.try_get::<String, _>(1)?)
+                .with_context(|| format!("hit {id}: data is not JSON"))?;
+            let Some(nonce) = data.as_object_mut().and_then(|m| m.remove("_report_nonce")) else { continue };
+            let private = nonce.as_str().map(|n| amend_guard(n).to_string());
+            sqlx::query("UPDATE hits SET data = $1, private_data = $2 WHERE id = $3")
+                .bind(data.to_string())
+                .bind(private)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,9 +165,9 @@ mod tests {
         };
         let mut t = crate::kinds::testing::token("dns", serde_json::json!({}));
         t.memo = "Payroll share".into();
-        store.insert_token(&t, &[], &audit).await.unwrap();
+        store.insert_token(&t, &[], &[], &audit).await.unwrap();
         let hit = NewHit {
-            token_id: t.id.clone(),
+            token: TokenRef::Id(t.id.clone()),
             time_us: 5,
             channel: Channel::Dns,
             src_ip: "192.0.2.1".into(),
@@ -140,6 +175,8 @@ mod tests {
             dst_ip: String::new(),
             dst_port: 0,
             data: serde_json::json!({}),
+            private: None,
+            group: None,
         };
         let rules = HitRules::new(
             |_: &Token, _: &NewHit| Judgement::alert(),

@@ -1,4 +1,4 @@
-//! Tokens and their files: the rows hits are checked against.
+//! Tokens, their files and their trigger keys: the rows hits are checked against.
 
 use anyhow::Context;
 use sqlx::any::AnyRow;
@@ -80,6 +80,7 @@ pub(super) async fn insert_token(
     s: &SqlStore,
     t: &Token,
     files: &[TokenFile],
+    keys: &[TriggerKey],
     audit: &AuditEntry,
 ) -> StoreResult<bool> {
     let mut tx = s.begin().await?;
@@ -121,6 +122,16 @@ pub(super) async fn insert_token(
             .bind(f.data.as_slice())
             .execute(&mut *tx)
             .await?;
+    }
+    for k in keys {
+        // The primary key refuses a key that names another token; the whole insert fails.
+        sqlx::query("INSERT INTO token_keys (scheme, value, token_id) VALUES ($1, $2, $3)")
+            .bind(k.scheme.as_str())
+            .bind(k.value.as_str())
+            .bind(t.id.as_str())
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("trigger key {}:{} is taken", k.scheme.as_str(), k.value))?;
     }
     audited(tx, audit, true).await
 }
@@ -249,6 +260,7 @@ pub(super) async fn delete_token(
         }
     }
     sqlx::query("DELETE FROM token_files WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM token_keys WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM hits WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM incidents WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
     audited(tx, audit, TokenDeletion::Deleted).await
