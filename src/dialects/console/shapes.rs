@@ -42,10 +42,7 @@ pub fn logtype(kind: &str) -> u32 {
         "msword-macro" => 16009,
         "msexcel-macro" => 16010,
         "sensitive-cmd" => 16011,
-        other => match kinds::find(other).map(|k| k.channel()) {
-            Some(Channel::Http) => 17000,
-            _ => 16000,
-        },
+        other => kinds::find(other).map_or(16000, |k| k.channel().console_logtype_fallback()),
     }
 }
 
