@@ -66,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
     let config = Arc::new(Config { domain: "t.test".into(), max_message: 64 * 1024, tls: None });
     let stream = tokio::io::join(std::io::Cursor::new(data.to_vec()), tokio::io::sink());
     let ends = Ends { peer: "192.0.2.1:1000".parse().unwrap(), local: "192.0.2.2:25".parse().unwrap() };
-    rt.block_on(serve_connection(Box::new(stream), ends, config, sink.clone()));
+    rt.block_on(serve_connection(Box::new(stream), ends, config, sink.clone(), Box::pin(std::future::pending())));
     let hits = sink.0.lock().unwrap();
     // Each hit closes an envelope, which needs a MAIL and a RCPT command line (each at least 8 bytes).
     assert!(hits.len() <= data.len() / 16 + 1, "{} hits from {} bytes", hits.len(), data.len());

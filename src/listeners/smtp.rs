@@ -208,11 +208,13 @@ impl Bound for BoundSmtp {
             let local = stream.local_addr().unwrap_or(addr);
             conns.spawn(async move {
                 let ends = Ends { peer, local };
-                tokio::select! {
-                    _ = serve_connection(Box::new(stream), ends, config, hits) => {}
-                    _ = slot.evicted() => {}
-                    _ = stopped(&mut stop) => {}
-                }
+                let closing: Closing<'_> = Box::pin(async {
+                    tokio::select! {
+                        _ = slot.evicted() => {}
+                        _ = stopped(&mut stop) => {}
+                    }
+                });
+                serve_connection(Box::new(stream), ends, config, hits, closing).await;
                 drop(slot);
             });
         }
@@ -441,8 +443,19 @@ async fn reply<W: AsyncWrite + Unpin>(w: &mut W, code: u16, lines: &[&str]) -> s
     w.flush().await
 }
 
-/// Serves one connection until QUIT, an error, a limit or the end of its lifetime.
-pub async fn serve_connection(stream: Box<dyn Stream>, ends: Ends, cfg: Arc<Config>, sink: Arc<dyn HitSink>) {
+/// Resolves when a session must end early: the server stops, or the connection's slot goes to
+/// a newcomer. The session notices it between commands (421), so an envelope it accepted is
+/// still recorded.
+pub type Closing<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// Serves one connection until QUIT, an error, a limit, the end of its lifetime or `closing`.
+pub async fn serve_connection(
+    stream: Box<dyn Stream>,
+    ends: Ends,
+    cfg: Arc<Config>,
+    sink: Arc<dyn HitSink>,
+    mut closing: Closing<'_>,
+) {
     let deadline = Instant::now() + SESSION_LIFETIME;
     let mut s = Session { ends, helo: None, envelope: None, tls: false, errors: 0, refused: 0 };
     let mut conn = BufReader::new(stream);
@@ -450,7 +463,7 @@ pub async fn serve_connection(stream: Box<dyn Stream>, ends: Ends, cfg: Arc<Conf
         return;
     }
     loop {
-        match tokio::time::timeout_at(deadline, commands(&mut conn, &mut s, &cfg, sink.as_ref())).await {
+        match tokio::time::timeout_at(deadline, commands(&mut conn, &mut s, &cfg, sink.as_ref(), &mut closing)).await {
             Ok(Ok(Next::StartTls)) => {
                 let Some(acceptor) = cfg.tls.clone() else { break };
                 // Whatever the client sent after STARTTLS and before the handshake is thrown
@@ -569,9 +582,18 @@ async fn commands(
     s: &mut Session,
     cfg: &Config,
     sink: &dyn HitSink,
+    closing: &mut Closing<'_>,
 ) -> std::io::Result<Next> {
     loop {
-        let line = match tokio::time::timeout(COMMAND_TIMEOUT, read_line(conn, MAX_COMMAND_LINE)).await {
+        let read = tokio::select! {
+            biased;
+            _ = closing.as_mut() => {
+                reply(conn.get_mut(), 421, &["4.3.2 closing, try again later"]).await?;
+                return Ok(Next::Quit);
+            }
+            read = tokio::time::timeout(COMMAND_TIMEOUT, read_line(conn, MAX_COMMAND_LINE)) => read,
+        };
+        let line = match read {
             Err(_) => {
                 reply(conn.get_mut(), 421, &["4.4.2 idle too long, closing"]).await?;
                 return Ok(Next::Quit);
@@ -809,7 +831,13 @@ mod tests {
         async fn start(sink: Arc<FakeSink>) -> Client {
             let (io, server) = tokio::io::duplex(64 * 1024);
             let ends = Ends { peer: "192.0.2.7:4000".parse().unwrap(), local: "198.51.100.1:25".parse().unwrap() };
-            let session = tokio::spawn(serve_connection(Box::new(server), ends, config(), sink));
+            let session = tokio::spawn(serve_connection(
+                Box::new(server),
+                ends,
+                config(),
+                sink,
+                Box::pin(std::future::pending()),
+            ));
             let mut c = Client { io, session };
             assert!(c.read().await.starts_with("220 t.test ESMTP"));
             c
@@ -940,6 +968,29 @@ mod tests {
         assert_eq!(keys[0], keys[1], "the same sender, however spelt, is the same trigger again");
         assert_ne!(keys[0], keys[2], "another sender is another trigger");
         assert_ne!(keys[2], keys[3], "the null sender too");
+    }
+
+    #[tokio::test]
+    async fn a_session_closed_early_says_so_and_records_its_envelope() {
+        let sink = sink("smtp");
+        let (io, server) = tokio::io::duplex(64 * 1024);
+        let (close, closed) = tokio::sync::oneshot::channel::<()>();
+        let ends = Ends { peer: "192.0.2.7:4000".parse().unwrap(), local: "198.51.100.1:25".parse().unwrap() };
+        let closing: Closing<'static> = Box::pin(async move {
+            let _ = closed.await;
+        });
+        let session = tokio::spawn(serve_connection(Box::new(server), ends, config(), sink.clone(), closing));
+        let mut c = Client { io, session };
+        c.read().await;
+        c.say("EHLO x").await;
+        c.say("MAIL FROM:<a@b.example>").await;
+        assert!(c.say(&format!("RCPT TO:<{TOKEN}@t.test>")).await.starts_with("250"));
+        close.send(()).unwrap();
+        assert!(c.read().await.starts_with("421 4.3.2"), "the server stops, or the slot is taken");
+        c.session.await.unwrap();
+        let hits = sink.hits();
+        assert_eq!(hits.len(), 1, "the accepted address is still a hit");
+        assert!(hits[0].data.get("message").is_none());
     }
 
     #[tokio::test]
