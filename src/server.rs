@@ -233,15 +233,22 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     use std::io::Write;
     std::io::stdout().flush()?;
 
-    // Failed logins reach the audit log in batches.
+    // Failed logins reach the audit log in batches; the last batch when the server stops.
     let flusher = {
         let core = core.clone();
+        let mut stop = stop_tx.subscribe();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(FAILED_LOGIN_FLUSH);
             loop {
-                tick.tick().await;
+                let stopping = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = crate::listeners::stopped(&mut stop) => true,
+                };
                 if let Err(e) = core.flush_failed_logins().await {
                     tracing::warn!(error = %e, "could not write failed logins to the audit log");
+                }
+                if stopping {
+                    return;
                 }
             }
         })
@@ -261,13 +268,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }),
     };
     tracing::info!("shutting down");
-    flusher.abort();
-    let _ = core.flush_failed_logins().await;
+    // Nothing is aborted before the hits are in: a task aborted inside a transaction would
+    // keep SQLite's write lock from the hit writer until its connection is used again.
     let _ = stop_tx.send(true);
-    // Undelivered alerts stay in the outbox and go out after the next start.
-    outbox_task.abort();
-    retention_task.abort();
     let _ = api_task.await;
+    let _ = flusher.await;
     // Each listener stops taking work and finishes what it took (within its grace).
     while let Some(r) = running.join_next().await {
         match r {
@@ -280,5 +285,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     // it ends once the last sink is dropped and its queue is drained.
     drop(core);
     let _ = tokio::time::timeout(WRITER_GRACE, writer).await;
+    // Undelivered alerts stay in the outbox and go out after the next start.
+    outbox_task.abort();
+    retention_task.abort();
     outcome
 }
