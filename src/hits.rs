@@ -372,24 +372,7 @@ mod tests {
     const SEC: Micros = 1_000_000;
 
     fn fake(tokens: &[&str]) -> Fake {
-        let token = |id: &&str| Token {
-            id: id.to_string(),
-            kind: "http".into(),
-            memo: String::new(),
-            flock_id: "flock:default".into(),
-            enabled: true,
-            created_us: 0,
-            updated_id: 1,
-            params: json!({}),
-            created_by: "t".into(),
-            triggered_count: 0,
-            unacked_count: 0,
-            alert_webhook_url: None,
-            alert_email: None,
-            alert_cooldown_secs: None,
-            alert_max_per_hour: None,
-            ignore_sources: Vec::new(),
-        };
+        let token = |id: &&str| Token { id: id.to_string(), ..crate::kinds::testing::token("http", json!({})) };
         Fake { tokens: tokens.iter().map(token).collect(), ..Default::default() }
     }
 
