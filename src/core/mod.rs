@@ -117,6 +117,11 @@ fn validate_label(name: &'static str, label: &str, max: usize) -> CoreResult<Str
 }
 
 impl Core {
+    /// What kinds read to show a token: the site, and the key that opens their sealed secrets.
+    pub fn view_context(&self) -> crate::kinds::ViewContext<'_> {
+        crate::kinds::ViewContext { site: &self.site, secrets: &self.secrets }
+    }
+
     pub fn new(store: Arc<dyn Store>, site: Site) -> Core {
         let alerts = Arc::new(crate::alerts::AlertConfig::default());
         Core {

@@ -405,7 +405,7 @@ impl Core {
         self.require(actor, Permission::Download).await?;
         let token = self.visible_token(actor, id).await?;
         let kind = kinds::find(&token.kind).ok_or(CoreError::NoFile)?;
-        let artefact = kind.artefact(&token, &self.site).ok_or(CoreError::NoFile)?;
+        let artefact = kind.artefact(&token, &self.view_context()).ok_or(CoreError::NoFile)?;
         let audit = self.audit(actor, "token_download", &token.id, format!("downloaded {}", artefact.filename));
         self.store.append_audit(&audit).await?;
         Ok(artefact)

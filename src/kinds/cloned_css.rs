@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::cloned_web::validate_domain;
-use super::{params, required, CreateRequest, Created, Kind, KindContext, KindView, Site};
+use super::{params, required, CreateRequest, Created, Kind, KindContext, KindView, ViewContext};
 use crate::error::CoreResult;
 use crate::model::{Channel, Judgement, NewHit, Token};
 
@@ -43,7 +43,8 @@ impl Kind for ClonedCss {
         Created::with(&ClonedCssParams { expected_referrer: validate_domain(PARAM, &host)? })
     }
 
-    fn view(&self, token: &Token, site: &Site) -> KindView {
+    fn view(&self, token: &Token, cx: &ViewContext<'_>) -> KindView {
+        let site = cx.site;
         let p: ClonedCssParams = params(token);
         let url = format!("{}?r={}", site.url(&token.id), p.expected_referrer);
         let css = format!("body {{\n  background: url(\"{url}\") no-repeat -9999px -9999px;\n}}\n");
@@ -101,7 +102,7 @@ mod tests {
         let stored = testing::create(&ClonedCss, &[(PARAM, "https://Example.com/page")]).await.unwrap();
         assert_eq!(stored, json!({ PARAM: "example.com" }));
         let (site, token) = (testing::site(), testing::token("cloned-css", stored));
-        let view = ClonedCss.view(&token, &site);
+        let view = ClonedCss.view(&token, &crate::kinds::testing::vcx(&site));
         assert_eq!(view.fields, vec![(PARAM, json!("example.com"))]);
         let (name, css) = &view.renders[0];
         assert_eq!(*name, "cloned-css");

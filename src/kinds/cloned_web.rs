@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{params, required, CreateRequest, Created, Kind, KindContext, KindView, Site};
+use super::{params, required, CreateRequest, Created, Kind, KindContext, KindView, ViewContext};
 use crate::error::{CoreError, CoreResult};
 use crate::model::{Channel, Judgement, NewHit, Token};
 
@@ -37,7 +37,8 @@ impl Kind for ClonedWeb {
         Created::with(&ClonedWebParams { cloned_web: domain })
     }
 
-    fn view(&self, token: &Token, site: &Site) -> KindView {
+    fn view(&self, token: &Token, cx: &ViewContext<'_>) -> KindView {
+        let site = cx.site;
         let p: ClonedWebParams = params(token);
         let script = script(&p.cloned_web, &site.url(&token.id));
         KindView::default().field("cloned_web", p.cloned_web).render(self.name(), script)
@@ -121,7 +122,7 @@ mod tests {
         let stored = testing::create(&ClonedWeb, &[("cloned_web", "Example.com")]).await.unwrap();
         assert_eq!(stored, serde_json::json!({"cloned_web": "example.com"}));
         let (site, token) = (testing::site(), testing::token("cloned-web", stored));
-        let view = ClonedWeb.view(&token, &site);
+        let view = ClonedWeb.view(&token, &crate::kinds::testing::vcx(&site));
         assert_eq!(view.fields, vec![("cloned_web", serde_json::json!("example.com"))]);
         assert_eq!(view.renders, vec![("cloned-web", script("example.com", &site.url(&token.id)))]);
     }

@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{params, parse_bool, CreateRequest, Created, HttpAnswer, HttpBehaviour, Kind, KindContext, KindView, Site};
+use super::{
+    params, parse_bool, CreateRequest, Created, HttpAnswer, HttpBehaviour, Kind, KindContext, KindView, ViewContext,
+};
 use crate::error::CoreResult;
 use crate::model::{Channel, Token};
 
@@ -46,7 +48,7 @@ impl Kind for Http {
         Created::with(&HttpParams { browser_scanner_enabled: scanner })
     }
 
-    fn view(&self, token: &Token, _site: &Site) -> KindView {
+    fn view(&self, token: &Token, _cx: &ViewContext<'_>) -> KindView {
         KindView::default().field("browser_scanner_enabled", params::<HttpParams>(token).browser_scanner_enabled)
     }
 
@@ -87,10 +89,16 @@ mod tests {
     fn view_and_answer_follow_the_setting() {
         let site = testing::site();
         let on = testing::token("http", json!({}));
-        assert_eq!(Http.view(&on, &site).fields, vec![("browser_scanner_enabled", json!(true))]);
+        assert_eq!(
+            Http.view(&on, &crate::kinds::testing::vcx(&site)).fields,
+            vec![("browser_scanner_enabled", json!(true))]
+        );
         assert_eq!(Http.answer(&on), HttpAnswer::Scanner { then: None });
         let off = testing::token("http", json!({"browser_scanner_enabled": false}));
-        assert_eq!(Http.view(&off, &site).fields, vec![("browser_scanner_enabled", json!(false))]);
+        assert_eq!(
+            Http.view(&off, &crate::kinds::testing::vcx(&site)).fields,
+            vec![("browser_scanner_enabled", json!(false))]
+        );
         assert_eq!(Http.answer(&off), HttpAnswer::Gif);
     }
 }

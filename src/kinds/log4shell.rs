@@ -2,7 +2,7 @@
 //! Log4j expands `${hostName}` and looks the name up; the label after the leading `x` is the
 //! host's name. Lookups that carry no host name (scanners, resolvers) are kept but not alerted.
 
-use super::{needs_dns_field, DnsData, DnsDecoding, Kind, KindView, Site};
+use super::{needs_dns_field, DnsData, DnsDecoding, Kind, KindView, ViewContext};
 use crate::model::{Channel, Judgement, NewHit, Token};
 
 pub struct Log4Shell;
@@ -22,7 +22,8 @@ impl Kind for Log4Shell {
         Channel::Dns
     }
 
-    fn view(&self, token: &Token, site: &Site) -> KindView {
+    fn view(&self, token: &Token, cx: &ViewContext<'_>) -> KindView {
+        let site = cx.site;
         let text = format!("${{jndi:ldap://x${{hostName}}.L4J.{}/a}}", site.hostname(&token.id));
         KindView::default().render(self.name(), text)
     }
@@ -83,7 +84,7 @@ mod tests {
     fn renders_the_lookup_string_and_ignores_bare_lookups() {
         use crate::kinds::testing;
         let (site, token) = (testing::site(), testing::token("log4shell", serde_json::json!({})));
-        let view = Log4Shell.view(&token, &site);
+        let view = Log4Shell.view(&token, &crate::kinds::testing::vcx(&site));
         assert_eq!(
             view.renders,
             vec![("log4shell", format!("${{jndi:ldap://x${{hostName}}.L4J.{}/a}}", site.hostname(&token.id)))]

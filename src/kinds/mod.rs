@@ -117,6 +117,15 @@ pub struct KindContext {
     pub secrets: Arc<SecretBox>,
 }
 
+/// What a kind may read when it shows a token or hands out its file.
+#[derive(Clone, Copy)]
+pub struct ViewContext<'a> {
+    pub site: &'a Site,
+    /// Opens the secrets the kind sealed at creation (a honey AWS key's secret half), which
+    /// it shows again; the store holds them only sealed.
+    pub secrets: &'a SecretBox,
+}
+
 /// What a kind keeps of a create request.
 #[derive(Debug, Clone, Default)]
 pub struct Created {
@@ -231,14 +240,14 @@ pub trait Kind: Send + Sync + 'static {
     }
 
     /// The kind's own fields and renders of `token`.
-    fn view(&self, token: &Token, site: &Site) -> KindView {
-        let _ = (token, site);
+    fn view(&self, token: &Token, cx: &ViewContext<'_>) -> KindView {
+        let _ = (token, cx);
         KindView::default()
     }
 
     /// The file `canarytoken/download` hands out, for kinds that have one.
-    fn artefact(&self, token: &Token, site: &Site) -> Option<Artefact> {
-        let _ = (token, site);
+    fn artefact(&self, token: &Token, cx: &ViewContext<'_>) -> Option<Artefact> {
+        let _ = (token, cx);
         None
     }
 
@@ -425,12 +434,12 @@ mod tests {
         for k in KINDS {
             let t = testing::token(k.name(), serde_json::json!({}));
             assert!(!k.name().is_empty() && !k.human_name().is_empty());
-            if let Some(a) = k.artefact(&t, &site) {
+            if let Some(a) = k.artefact(&t, &crate::kinds::testing::vcx(&site)) {
                 assert!(!a.filename.is_empty() && a.filename.contains('.'), "{}: {}", k.name(), a.filename);
                 assert!(a.content_type.contains('/'), "{}: {}", k.name(), a.content_type);
                 assert!(!a.bytes.is_empty(), "{}", k.name());
             }
-            let view = k.view(&t, &site);
+            let view = k.view(&t, &crate::kinds::testing::vcx(&site));
             for (name, text) in &view.renders {
                 assert_eq!(*name, k.name(), "renders are named after their kind");
                 assert!(!text.is_empty());

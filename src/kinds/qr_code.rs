@@ -9,7 +9,8 @@ use image::ImageEncoder;
 
 use super::redirect::{self, RedirectParams};
 use super::{
-    Artefact, CreateRequest, Created, HttpAnswer, HttpBehaviour, Kind, KindChange, KindContext, KindView, Site, Updated,
+    Artefact, CreateRequest, Created, HttpAnswer, HttpBehaviour, Kind, KindChange, KindContext, KindView, Updated,
+    ViewContext,
 };
 use crate::error::CoreResult;
 use crate::model::{Channel, Token};
@@ -38,14 +39,16 @@ impl Kind for QrCode {
         Created::with(&RedirectParams { browser_redirect_url: url })
     }
 
-    fn view(&self, token: &Token, site: &Site) -> KindView {
+    fn view(&self, token: &Token, cx: &ViewContext<'_>) -> KindView {
+        let site = cx.site;
         let png = base64::engine::general_purpose::STANDARD.encode(qr_png(&site.url(&token.id)));
         KindView::default()
             .field(redirect::PARAM, RedirectParams::of(token).unwrap_or_default())
             .field("qr_code", format!("data:image/png;base64,{png}"))
     }
 
-    fn artefact(&self, token: &Token, site: &Site) -> Option<Artefact> {
+    fn artefact(&self, token: &Token, cx: &ViewContext<'_>) -> Option<Artefact> {
+        let site = cx.site;
         Some(Artefact {
             filename: format!("qr-code-{}.png", token.id),
             content_type: "image/png",
@@ -127,7 +130,7 @@ mod tests {
     #[test]
     fn view_carries_the_target_and_the_png() {
         let (site, token) = (testing::site(), testing::token("qr-code", json!({})));
-        let view = QrCode.view(&token, &site);
+        let view = QrCode.view(&token, &crate::kinds::testing::vcx(&site));
         let names: Vec<_> = view.fields.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, ["browser_redirect_url", "qr_code"]);
         assert_eq!(view.fields[0].1, json!(""));

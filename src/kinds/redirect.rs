@@ -9,8 +9,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    params, required, CreateRequest, Created, HttpAnswer, HttpBehaviour, Kind, KindChange, KindContext, KindView, Site,
-    Updated,
+    params, required, CreateRequest, Created, HttpAnswer, HttpBehaviour, Kind, KindChange, KindContext, KindView,
+    Updated, ViewContext,
 };
 use crate::error::{CoreError, CoreResult};
 use crate::model::{Channel, Token};
@@ -80,7 +80,7 @@ impl Kind for Redirect {
         Created::with(&RedirectParams { browser_redirect_url: Some(url) })
     }
 
-    fn view(&self, token: &Token, _site: &Site) -> KindView {
+    fn view(&self, token: &Token, _cx: &ViewContext<'_>) -> KindView {
         KindView::default().field(PARAM, RedirectParams::of(token).unwrap_or_default())
     }
 
@@ -149,7 +149,7 @@ mod tests {
         assert_eq!(FAST.answer(&token), HttpAnswer::Redirect("https://example.com/x".into()));
         assert_eq!(SLOW.answer(&token), HttpAnswer::Scanner { then: Some("https://example.com/x".into()) });
         assert_eq!(
-            SLOW.view(&token, &testing::site()).fields,
+            SLOW.view(&token, &testing::vcx(&testing::site())).fields,
             vec![(PARAM, serde_json::json!("https://example.com/x"))]
         );
     }

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::{
     needs_dns_field, params, required, Artefact, CreateRequest, Created, DnsData, DnsDecoding, Kind, KindContext,
-    KindView, Site,
+    KindView, ViewContext,
 };
 use crate::error::{CoreError, CoreResult};
 use crate::model::{Channel, Judgement, NewHit, Token};
@@ -44,11 +44,12 @@ impl Kind for SensitiveCmd {
         Created::with(&SensitiveCmdParams { process_name: name })
     }
 
-    fn view(&self, token: &Token, _site: &Site) -> KindView {
+    fn view(&self, token: &Token, _cx: &ViewContext<'_>) -> KindView {
         KindView::default().field(PARAM, params::<SensitiveCmdParams>(token).process_name)
     }
 
-    fn artefact(&self, token: &Token, site: &Site) -> Option<Artefact> {
+    fn artefact(&self, token: &Token, cx: &ViewContext<'_>) -> Option<Artefact> {
+        let site = cx.site;
         // Registry Editor 5.00 files are UTF-16 LE with a byte-order mark.
         let mut bytes = vec![0xff, 0xfe];
         let text = reg_text(&params::<SensitiveCmdParams>(token).process_name, &site.hostname(&token.id));
@@ -207,8 +208,11 @@ mod tests {
         let stored = testing::create(&SensitiveCmd, &[(PARAM, "klist.exe")]).await.unwrap();
         assert_eq!(stored, serde_json::json!({ PARAM: "klist.exe" }));
         let (site, token) = (testing::site(), testing::token("sensitive-cmd", stored));
-        assert_eq!(SensitiveCmd.view(&token, &site).fields, vec![(PARAM, serde_json::json!("klist.exe"))]);
-        let a = SensitiveCmd.artefact(&token, &site).unwrap();
+        assert_eq!(
+            SensitiveCmd.view(&token, &crate::kinds::testing::vcx(&site)).fields,
+            vec![(PARAM, serde_json::json!("klist.exe"))]
+        );
+        let a = SensitiveCmd.artefact(&token, &crate::kinds::testing::vcx(&site)).unwrap();
         assert_eq!(a.filename, format!("sensitive-cmd-{}.reg", token.id));
         let units: Vec<u16> = a.bytes[2..].chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
         assert_eq!(String::from_utf16(&units).unwrap(), reg_text("klist.exe", &site.hostname(&token.id)));

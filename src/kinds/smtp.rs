@@ -5,7 +5,7 @@
 //! recipient, and what the message shows of itself: subject, the links in its text, and its
 //! attachments' names and types (never their bytes).
 
-use super::{Kind, KindView, Site, SmtpBehaviour};
+use super::{Kind, KindView, Site, SmtpBehaviour, ViewContext};
 use crate::model::{Channel, Token};
 
 pub struct Smtp;
@@ -30,7 +30,8 @@ impl Kind for Smtp {
         Channel::Smtp
     }
 
-    fn view(&self, token: &Token, site: &Site) -> KindView {
+    fn view(&self, token: &Token, cx: &ViewContext<'_>) -> KindView {
+        let site = cx.site;
         KindView::default().field("email", Smtp::address(token, site)).render(self.name(), Smtp::address(token, site))
     }
 
@@ -50,7 +51,7 @@ mod tests {
     fn the_address_is_the_token_id_at_the_zone() {
         let (site, token) =
             (crate::kinds::testing::site(), crate::kinds::testing::token("smtp", serde_json::json!({})));
-        let view = Smtp.view(&token, &site);
+        let view = Smtp.view(&token, &crate::kinds::testing::vcx(&site));
         let address = format!("{}@t.test", token.id);
         assert_eq!(view.renders, vec![("smtp", address.clone())]);
         assert_eq!(view.fields, vec![("email", serde_json::Value::String(address))]);

@@ -7,7 +7,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    needs_dns_field, params, Artefact, CreateRequest, Created, DnsData, DnsDecoding, Kind, KindContext, KindView, Site,
+    needs_dns_field, params, Artefact, CreateRequest, Created, DnsData, DnsDecoding, Kind, KindContext, KindView,
+    ViewContext,
 };
 use crate::error::{CoreError, CoreResult};
 use crate::model::{Channel, Judgement, NewHit, Token};
@@ -78,7 +79,8 @@ impl Kind for Sql {
         })
     }
 
-    fn view(&self, token: &Token, site: &Site) -> KindView {
+    fn view(&self, token: &Token, cx: &ViewContext<'_>) -> KindView {
+        let site = cx.site;
         let p: SqlParams = params(token);
         let text = script(&p, &site.hostname(&token.id));
         KindView::default()
@@ -90,7 +92,8 @@ impl Kind for Sql {
             .render(self.name(), text)
     }
 
-    fn artefact(&self, token: &Token, site: &Site) -> Option<Artefact> {
+    fn artefact(&self, token: &Token, cx: &ViewContext<'_>) -> Option<Artefact> {
+        let site = cx.site;
         Some(Artefact {
             filename: format!("sql-server-{}.sql", token.id),
             content_type: "application/sql",
@@ -221,12 +224,15 @@ mod tests {
         });
         assert_eq!(stored, expected);
         let (site, token) = (testing::site(), testing::token("sql", stored));
-        let view = Sql.view(&token, &site);
+        let view = Sql.view(&token, &crate::kinds::testing::vcx(&site));
         let names: Vec<_> = view.fields.iter().map(|(n, _)| *n).collect();
         assert_eq!(names[0], "sql_server_sql_action");
         assert_eq!(names.len(), 5);
         assert!(view.fields.iter().all(|(n, v)| expected[n] == *v));
         assert_eq!(view.renders, vec![("sql", script(&params(&token), &site.hostname(&token.id)))]);
-        assert_eq!(Sql.artefact(&token, &site).unwrap().bytes, view.renders[0].1.as_bytes());
+        assert_eq!(
+            Sql.artefact(&token, &crate::kinds::testing::vcx(&site)).unwrap().bytes,
+            view.renders[0].1.as_bytes()
+        );
     }
 }

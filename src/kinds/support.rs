@@ -43,6 +43,12 @@ pub(crate) mod testing {
         s.split('.').map(str::to_string).collect()
     }
 
+    /// A view context over `site`, with a key of this test process.
+    pub fn vcx(site: &Site) -> crate::kinds::ViewContext<'_> {
+        static KEY: std::sync::OnceLock<crate::sealed::SecretBox> = std::sync::OnceLock::new();
+        crate::kinds::ViewContext { site, secrets: KEY.get_or_init(crate::sealed::SecretBox::ephemeral) }
+    }
+
     pub fn site() -> Site {
         Site { domain: "t.test".into(), nx_domain: "nx.t.test".into(), public_url: "http://h".into() }
     }

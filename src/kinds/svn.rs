@@ -2,7 +2,7 @@
 //! every checkout of the repository fetch an external from it — so each checkout looks the
 //! hostname up, and the lookup is the hit.
 
-use super::{Kind, KindView, Site};
+use super::{Kind, KindView, ViewContext};
 use crate::model::{Channel, Token};
 
 pub struct Svn;
@@ -20,7 +20,8 @@ impl Kind for Svn {
         Channel::Dns
     }
 
-    fn view(&self, token: &Token, site: &Site) -> KindView {
+    fn view(&self, token: &Token, cx: &ViewContext<'_>) -> KindView {
+        let site = cx.site;
         let line = format!("svn propset svn:externals \"extras http://{}/svn/extras\" .", site.hostname(&token.id));
         KindView::default().render(self.name(), line)
     }
@@ -33,7 +34,7 @@ mod tests {
     #[test]
     fn renders_the_propset_line() {
         let (site, token) = (crate::kinds::testing::site(), crate::kinds::testing::token("svn", serde_json::json!({})));
-        let view = Svn.view(&token, &site);
+        let view = Svn.view(&token, &crate::kinds::testing::vcx(&site));
         assert_eq!(
             view.renders,
             vec![(

@@ -9,7 +9,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use super::{params, CreateRequest, Created, HttpAnswer, HttpBehaviour, Kind, KindContext, KindView, Site};
+use super::{params, CreateRequest, Created, HttpAnswer, HttpBehaviour, Kind, KindContext, KindView, ViewContext};
 use crate::error::{CoreError, CoreResult};
 use crate::model::{Channel, Token, TokenFile};
 
@@ -62,7 +62,7 @@ impl Kind for WebImage {
         Ok(created)
     }
 
-    fn view(&self, token: &Token, _site: &Site) -> KindView {
+    fn view(&self, token: &Token, _cx: &ViewContext<'_>) -> KindView {
         match params::<WebImageParams>(token).web_image_type {
             Some(t) => KindView::default().field("web_image_type", t),
             None => KindView::default(),
@@ -146,7 +146,10 @@ mod tests {
         );
         let token = crate::kinds::testing::token("web-image", created.params);
         let site = crate::kinds::testing::site();
-        assert_eq!(WebImage.view(&token, &site).fields, vec![("web_image_type", serde_json::json!("image/gif"))]);
+        assert_eq!(
+            WebImage.view(&token, &crate::kinds::testing::vcx(&site)).fields,
+            vec![("web_image_type", serde_json::json!("image/gif"))]
+        );
         assert_eq!(WebImage.answer(&token), HttpAnswer::File(FIELD));
 
         let empty = crate::kinds::Uploads::new();

@@ -10,7 +10,7 @@ use serde_json::Map;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, System, ZipWriter};
 
-use super::{needs_dns_field, Artefact, DnsData, DnsDecoding, Kind, Site};
+use super::{needs_dns_field, Artefact, DnsData, DnsDecoding, Kind, Site, ViewContext};
 use crate::model::{Channel, Judgement, NewHit, Token};
 
 pub struct WindowsDir;
@@ -28,7 +28,8 @@ impl Kind for WindowsDir {
         Channel::Dns
     }
 
-    fn artefact(&self, token: &Token, site: &Site) -> Option<Artefact> {
+    fn artefact(&self, token: &Token, cx: &ViewContext<'_>) -> Option<Artefact> {
+        let site = cx.site;
         Some(artefact(token, site))
     }
 

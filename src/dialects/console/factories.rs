@@ -53,7 +53,8 @@ pub(super) async fn delete_factory(core: &Core, actor: &Actor, req: &Req) -> Cor
 
 /// A token made with a factory auth string, which the answer carries back.
 pub(super) async fn create_token(core: &Core, actor: &Actor, req: &Req) -> CoreResult<Value> {
-    let mut t = shapes::token_json(&core.site, &core.create_token(actor, tokens::new_token(req)).await?, false);
+    let mut t =
+        shapes::token_json(&core.view_context(), &core.create_token(actor, tokens::new_token(req)).await?, false);
     t["factory_auth"] = req.get("factory_auth").unwrap_or("").into();
     Ok(json!({ "canarytoken": t }))
 }

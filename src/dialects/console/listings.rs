@@ -67,7 +67,7 @@ pub(super) async fn tokens(core: &Core, actor: &Actor, endpoint: &str, req: &Req
     let key = |t: &Token| Key::Token(t.created_us, t.id.clone());
     let ends = found.tokens.first().zip(found.tokens.last()).map(|(a, b)| (key(a), key(b)));
     let near = Neighbours::around(endpoint, &p.listing(), page, start.backwards, start.key.is_some(), found.more, ends);
-    let tokens: Vec<Value> = found.tokens.iter().map(|t| shapes::token_json(&core.site, t, search)).collect();
+    let tokens: Vec<Value> = found.tokens.iter().map(|t| shapes::token_json(&core.view_context(), t, search)).collect();
     let total_pages = pages(found.total, limit.unwrap_or(DEFAULT_PAGE));
     Ok(if search {
         json!({

@@ -117,7 +117,8 @@ pub fn add_hit_data(m: &mut Map<String, Value>, data: &Value) {
 
 /// A token object. `extra` adds the fields only some listings carry (`node_id` and
 /// `unacked_alert_count` in searches).
-pub fn token_json(site: &Site, t: &Token, with_unacked: bool) -> Value {
+pub fn token_json(cx: &kinds::ViewContext<'_>, t: &Token, with_unacked: bool) -> Value {
+    let site = cx.site;
     let mut m = Map::new();
     m.insert("canarytoken".into(), json!(t.id));
     m.insert("node_id".into(), json!(t.id));
@@ -152,7 +153,7 @@ pub fn token_json(site: &Site, t: &Token, with_unacked: bool) -> Value {
     }
     if let Some(kind) = kinds::find(&t.kind) {
         m.insert("kind_description".into(), json!(kind.human_name()));
-        let view = kind.view(t, site);
+        let view = kind.view(t, cx);
         m.extend(view.fields.into_iter().map(|(name, value)| (name.to_string(), value)));
         if !view.renders.is_empty() {
             let renders = view.renders.into_iter().map(|(name, text)| (name.to_string(), Value::String(text)));

@@ -14,7 +14,7 @@ use crate::model::*;
 
 /// A token as every endpoint here shows it.
 fn one(core: &Core, t: &Token) -> Value {
-    shapes::token_json(&core.site, t, false)
+    shapes::token_json(&core.view_context(), t, false)
 }
 
 pub(super) async fn create(core: &Core, actor: &Actor, req: &Req) -> CoreResult<Value> {
