@@ -1,8 +1,9 @@
 //! What a hit becomes: the recording pipeline, one policy for every store.
 //!
 //! For each hit of a batch, inside the batch's one write transaction: **resolve** its token
-//! (by id, or by a trigger key through the key index; unknown or disabled: nothing stored) → **judge** it ([`HitRules::judge`]: drop, ignore or
-//! alert) → **dedupe** (a kind's "same trigger again" key already stored: kept, ignored) →
+//! (by id, or by a trigger key through the key index; unknown or disabled: nothing stored) → **judge** it ([`HitRules::judge`]: drop, ignore,
+//! alert, or alert once per event id) → **dedupe** (a kind's "same trigger again" key already
+//! stored: kept, ignored; an event id already stored: nothing stored) →
 //! **group or throttle** by the noise rules ([`crate::noise`]: join the source's open incident,
 //! or open a new one that alerts unless the cooldown or rate limit holds it back) → store the
 //! **hit** → put its **alerts** into the outbox ([`HitRules::alerter`]), in the same transaction,
@@ -15,6 +16,29 @@ use serde_json::Value;
 
 use crate::model::*;
 use crate::noise::{self, AlertHistory, NoiseRules};
+
+/// What starts the stored dedupe key of a [`Judgement::Once`] event: `event:` and its id.
+/// A kind's [`Judgement::Alert`] dedupe key that happens to start so is stored with
+/// `alert:` before it, so the two kinds of key never match each other (and the
+/// store may hold event keys unique).
+pub const EVENT_KEY_PREFIX: &str = "event:";
+
+/// Put before an `Alert` dedupe key that starts with [`EVENT_KEY_PREFIX`].
+const ALERT_KEY_ESCAPE: &str = "alert:";
+
+/// The stored dedupe key of an event id.
+pub fn event_key(event_id: &str) -> String {
+    format!("{EVENT_KEY_PREFIX}{event_id}")
+}
+
+/// The stored form of a kind's `Alert` dedupe key (itself, unless it looks like an event key).
+fn alert_key(key: String) -> String {
+    if key.starts_with(EVENT_KEY_PREFIX) {
+        format!("{ALERT_KEY_ESCAPE}{key}")
+    } else {
+        key
+    }
+}
 
 /// Decides, for a token and a would-be hit, what to store. Pure: no I/O.
 pub type Judge = dyn Fn(&Token, &NewHit) -> Judgement + Send + Sync;
@@ -168,6 +192,7 @@ async fn record_one<T: HitTx>(
             if let Value::Object(m) = &mut data {
                 m.extend(extra);
             }
+            let dedupe_key = dedupe_key.map(alert_key);
             let seen = match &dedupe_key {
                 Some(k) => tx.dedupe_seen(&token.id, k).await?,
                 None => false,
@@ -178,6 +203,29 @@ async fn record_one<T: HitTx>(
             } else {
                 let (status, id) = place_in_incident(tx, &rules.noise, &token, h, &mut data).await?;
                 (status, Some(id), dedupe_key)
+            }
+        }
+        Judgement::Once { event_id, extra, ignore } => {
+            // The key is looked up inside this transaction, so an earlier hit of the same
+            // batch counts as much as one committed long ago.
+            let key = (!event_id.is_empty()).then(|| event_key(&event_id));
+            if let Some(k) = &key {
+                if tx.dedupe_seen(&token.id, k).await? {
+                    return Ok(HitOutcome::Dropped { token });
+                }
+            }
+            if let Value::Object(m) = &mut data {
+                m.extend(extra);
+            }
+            match ignore {
+                Some(reason) => {
+                    data["ignored"] = reason.into();
+                    (AlertStatus::Ignored, None, key)
+                }
+                None => {
+                    let (status, id) = place_in_incident(tx, &rules.noise, &token, h, &mut data).await?;
+                    (status, Some(id), key)
+                }
             }
         }
     };
@@ -530,6 +578,86 @@ mod tests {
         assert_eq!(tx.hits[1].dedupe_key.as_deref(), Some("k1"), "the repeat keeps its key");
         assert_eq!(tx.incidents.len(), 1);
         assert_eq!(tx.alerts.len(), 1);
+    }
+
+    /// A judge of events by their `event_id` (data), kept without incident when `inactive`.
+    fn once(_: &Token, h: &NewHit) -> Judgement {
+        let mut extra = serde_json::Map::new();
+        extra.insert("via".into(), json!("cloudtrail"));
+        Judgement::Once {
+            event_id: h.data["event_id"].as_str().unwrap_or_default().to_string(),
+            extra,
+            ignore: h.data["inactive"].as_bool().unwrap_or(false).then(|| "the key is inactive".to_string()),
+        }
+    }
+
+    fn event(id: &str, inactive: bool, t: Micros) -> NewHit {
+        NewHit { channel: Channel::Aws, data: json!({"event_id": id, "inactive": inactive}), ..hit("t", "a", t) }
+    }
+
+    fn dropped(o: &HitOutcome) -> bool {
+        matches!(o, HitOutcome::Dropped { token } if token.id == "t")
+    }
+
+    #[test]
+    fn an_event_delivered_again_stores_nothing() {
+        let mut tx = fake(&["t"]);
+        let rules = HitRules::new(once, per_output).with_noise(NoiseRules::none());
+        // First delivery alerts; a repeat inside the same batch stores nothing.
+        let out = run(&mut tx, &[event("e1", false, 1), event("e1", false, 2), event("e2", false, 3)], &rules);
+        assert_eq!(statuses(&out[..1]), [(AlertStatus::Alerted, Some(1))]);
+        assert!(dropped(&out[1]), "{:?}", out[1]);
+        assert_eq!(statuses(&out[2..]), [(AlertStatus::Alerted, Some(2))]);
+        assert_eq!(tx.hits.len(), 2);
+        assert_eq!(tx.hits[0].dedupe_key.as_deref(), Some("event:e1"));
+        assert_eq!(tx.hits[0].data["via"], "cloudtrail", "the extra fields join the data");
+        // A repeat in a later batch stores nothing either.
+        let out = run(&mut tx, &[event("e2", false, 4), event("e1", false, 5)], &rules);
+        assert!(out.iter().all(dropped), "{out:?}");
+        assert_eq!((tx.hits.len(), tx.incidents.len(), tx.alerts.len()), (2, 2, 2));
+    }
+
+    #[test]
+    fn an_ignored_event_is_kept_once_without_an_incident() {
+        let mut tx = fake(&["t"]);
+        let rules = HitRules::new(once, per_output).with_noise(NoiseRules::none());
+        let out = run(&mut tx, &[event("e9", true, 1), event("e9", true, 2)], &rules);
+        assert_eq!(statuses(&out[..1]), [(AlertStatus::Ignored, None)]);
+        assert!(dropped(&out[1]), "{:?}", out[1]);
+        let out = run(&mut tx, &[event("e9", false, 3)], &rules);
+        assert!(dropped(&out[0]), "its repeat is dropped too, whatever the verdict now: {:?}", out[0]);
+        assert_eq!(tx.hits.len(), 1);
+        assert_eq!(tx.hits[0].data["ignored"], "the key is inactive");
+        assert_eq!(tx.hits[0].dedupe_key.as_deref(), Some("event:e9"));
+        assert!(tx.incidents.is_empty() && tx.alerts.is_empty());
+    }
+
+    #[test]
+    fn an_event_without_an_id_is_never_a_repeat() {
+        let mut tx = fake(&["t"]);
+        let rules = HitRules::new(once, per_output).with_noise(NoiseRules::none());
+        let out = run(&mut tx, &[event("", false, 1), event("", false, 2)], &rules);
+        assert_eq!(statuses(&out), [(AlertStatus::Alerted, Some(1)), (AlertStatus::Alerted, Some(2))]);
+        assert!(tx.hits.iter().all(|h| h.dedupe_key.is_none()));
+    }
+
+    #[test]
+    fn event_ids_and_alert_dedupe_keys_never_match() {
+        let mut tx = fake(&["t"]);
+        // A kind's Alert key spelled like an event key, then the event of that id.
+        let judge = |t: &Token, h: &NewHit| match h.data["event_id"].as_str() {
+            Some(_) => once(t, h),
+            None => Judgement::Alert { extra: Default::default(), dedupe_key: Some("event:x".into()) },
+        };
+        let rules = HitRules::new(judge, per_output).with_noise(NoiseRules::none());
+        let out = run(&mut tx, &[hit("t", "a", 1), event("x", false, 2), hit("t", "a", 3)], &rules);
+        assert_eq!(
+            statuses(&out),
+            [(AlertStatus::Alerted, Some(1)), (AlertStatus::Alerted, Some(2)), (AlertStatus::Ignored, None)],
+            "the event is no repeat of the Alert key, the Alert repeat is one of its own"
+        );
+        let keys: Vec<_> = tx.hits.iter().map(|h| h.dedupe_key.as_deref()).collect();
+        assert_eq!(keys, [Some("alert:event:x"), Some("event:x"), Some("alert:event:x")]);
     }
 
     #[test]

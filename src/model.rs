@@ -137,6 +137,9 @@ pub enum Channel {
     Http,
     Dns,
     Smtp,
+    /// An AWS event about a honey credential or bucket: a CloudTrail record, an S3 server
+    /// access log line, or a key's last-used time (the hit's `via` says which).
+    Aws,
 }
 
 impl Channel {
@@ -145,6 +148,7 @@ impl Channel {
             Channel::Http => "http",
             Channel::Dns => "dns",
             Channel::Smtp => "smtp",
+            Channel::Aws => "aws",
         }
     }
     pub fn parse(s: &str) -> Option<Channel> {
@@ -152,10 +156,11 @@ impl Channel {
     }
     /// The Console's log type for a token of a kind the Console has no code of its own for
     /// (a kind Trapline adds): the generic HTTP or DNS token's code, by the channel the kind
-    /// is fired through. The Console knows no mail tokens, so SMTP falls back as DNS does.
+    /// is fired through. The Console knows no mail tokens, so SMTP falls back as DNS does; an
+    /// AWS event is a request to a web API, so it falls back as HTTP does.
     pub fn console_logtype_fallback(self) -> u32 {
         match self {
-            Channel::Http => 17000,
+            Channel::Http | Channel::Aws => 17000,
             Channel::Dns | Channel::Smtp => 16000,
         }
     }
@@ -163,7 +168,7 @@ impl Channel {
 
 impl Channel {
     /// Every channel, in the order they were added.
-    pub const ALL: [Channel; 3] = [Channel::Http, Channel::Dns, Channel::Smtp];
+    pub const ALL: [Channel; 4] = [Channel::Http, Channel::Dns, Channel::Smtp, Channel::Aws];
 }
 
 /// How a hit names its token: by id (a request that carries it: a URL, a DNS name, a mail
@@ -367,6 +372,14 @@ pub enum Judgement {
     Alert { extra: serde_json::Map<String, Value>, dedupe_key: Option<String> },
     /// Store the hit, but raise no incident (e.g. an encoding kind's lookup without data).
     Ignore { reason: String },
+    /// An event its source may deliver more than once (a CloudTrail record, by its eventID):
+    /// a repeat of an `event_id` already stored for the token stores nothing
+    /// ([`HitOutcome::Dropped`]); otherwise it is recorded as an alert (like `Alert`, with
+    /// `extra` merged into its data), or, with `ignore: Some(reason)`, kept without an
+    /// incident (an inactive or expired honey key). Event ids live apart from `Alert`'s
+    /// dedupe keys, so the two never match each other. An empty `event_id` names no event:
+    /// such a hit is never taken for a repeat.
+    Once { event_id: String, extra: serde_json::Map<String, Value>, ignore: Option<String> },
     /// Store nothing.
     Drop,
 }
@@ -375,6 +388,24 @@ impl Judgement {
     pub fn alert() -> Judgement {
         Judgement::Alert { extra: serde_json::Map::new(), dedupe_key: None }
     }
+}
+
+/// A deleted token's outside resources (an IAM user, ...) still to be undone by its kind's
+/// [`retire`](crate::kinds::Kind::retire): queued in the transaction that deleted the token,
+/// retried with backoff until it succeeds, and listed for the operator meanwhile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retirement {
+    pub id: i64,
+    pub token_id: String,
+    pub kind: String,
+    /// The token's settings (its `params`) when it was deleted.
+    pub params: Value,
+    /// When the token was deleted.
+    pub created_us: Micros,
+    /// Failed attempts so far.
+    pub attempts: i64,
+    /// Why the latest attempt failed.
+    pub last_error: Option<String>,
 }
 
 /// A file that belongs to a token (an uploaded image, ...).
@@ -516,6 +547,8 @@ mod tests {
         assert_eq!(Channel::parse("HTTP"), None);
         assert_eq!(Channel::Http.console_logtype_fallback(), 17000);
         assert_eq!(Channel::Dns.console_logtype_fallback(), 16000);
+        assert_eq!(Channel::Aws.console_logtype_fallback(), 17000);
+        assert_eq!(Channel::parse("aws"), Some(Channel::Aws));
     }
 
     #[test]
@@ -806,7 +839,7 @@ pub struct AuditEntry {
 ///
 /// Some kinds are not fired by a request that carries the token's id but by a credential the
 /// kind minted (a WireGuard peer's public key, a client certificate, an AWS access key id);
-/// their listeners find the token by that key. No kind mints keys yet.
+/// their listeners find the token by that key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyScheme {
     /// A WireGuard peer's public key (base64), seen in a handshake.
@@ -815,6 +848,8 @@ pub enum KeyScheme {
     CertificateSha256,
     /// An AWS access key id (`AKIA…`), seen in CloudTrail.
     AwsAccessKeyId,
+    /// An S3 bucket's name, seen in its server access logs (and in CloudTrail data events).
+    S3Bucket,
 }
 
 impl KeyScheme {
@@ -824,6 +859,7 @@ impl KeyScheme {
             KeyScheme::WireGuardPublicKey => "wireguard-public-key",
             KeyScheme::CertificateSha256 => "certificate-sha256",
             KeyScheme::AwsAccessKeyId => "aws-access-key-id",
+            KeyScheme::S3Bucket => "aws-s3-bucket",
         }
     }
 }

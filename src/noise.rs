@@ -4,7 +4,8 @@
 //!
 //! In order, for a hit its kind judged worth an alert:
 //! 1. **Ignore lists** (global `--ignore-sources`, and the token's own `ignore_sources`): the
-//!    hit is kept, marked ignored, no incident. This is part of the judge ([`IgnoreLists`],
+//!    hit is kept, marked ignored, no incident (an event recorded once per id stays so). This
+//!    is part of the judge ([`IgnoreLists`],
 //!    [`judge_with_ignore_lists`]), since it needs nothing from storage.
 //! 2. **Grouping**: a hit of the same token from the same source address, in the same group
 //!    (what its listener says "the same trigger again" is, [`NewHit::group`]; [`group_key`]), within [`NoiseRules::group_window_secs`] of that source's
@@ -53,10 +54,17 @@ impl IgnoreLists {
         None
     }
 
-    /// [`Judgement::Ignore`] for a hit on either list, else what `judge` says.
+    /// [`Judgement::Ignore`] for a hit on either list, else what `judge` says. An event the
+    /// kind would record once ([`Judgement::Once`]) stays one, kept without an incident, so
+    /// its repeats are still dropped.
     pub fn judge(&self, token: &Token, hit: &NewHit, judge: impl Fn(&Token, &NewHit) -> Judgement) -> Judgement {
         match self.reason(token, &hit.src_ip) {
-            Some(reason) => Judgement::Ignore { reason: reason.into() },
+            Some(reason) => match judge(token, hit) {
+                Judgement::Once { event_id, extra, .. } => {
+                    Judgement::Once { event_id, extra, ignore: Some(reason.into()) }
+                }
+                _ => Judgement::Ignore { reason: reason.into() },
+            },
             None => judge(token, hit),
         }
     }
@@ -260,6 +268,24 @@ mod tests {
         let lists = IgnoreLists::new("10.0.0.0/8".parse().unwrap());
         assert_eq!(lists.reason(&own, "10.0.0.1"), Some("source is on the ignore list"), "the server's list first");
         assert_eq!(lists.reason(&own, "not an address"), None);
+
+        // An event recorded once stays one, ignored, whatever the kind's own verdict was.
+        fn once(ignore: Option<&'static str>) -> impl Fn(&Token, &NewHit) -> Judgement {
+            move |_, _| Judgement::Once {
+                event_id: "e1".into(),
+                extra: serde_json::Map::new(),
+                ignore: ignore.map(str::to_string),
+            }
+        }
+        let listed = Judgement::Once {
+            event_id: "e1".into(),
+            extra: serde_json::Map::new(),
+            ignore: Some("source is on the ignore list".into()),
+        };
+        assert_eq!(lists.judge(&own, &hit("10.1.2.3"), once(None)), listed);
+        assert_eq!(lists.judge(&own, &hit("10.1.2.3"), once(Some("inactive key"))), listed);
+        assert_eq!(lists.judge(&own, &hit("203.0.113.1"), once(None)), once(None)(&own, &hit("x")));
+        assert!(matches!(lists.judge(&own, &hit("10.1.2.3"), |_, _| Judgement::Drop), Judgement::Ignore { .. }));
     }
 
     #[test]

@@ -97,6 +97,13 @@ conformance!(
     alert_outbox_lifecycle,
     audit_log_newest_first,
     retention_spares_unacknowledged_incidents,
+    events_delivered_twice_are_stored_once,
+    concurrent_deliveries_of_one_event_store_one_hit,
+    trigger_keys_list_a_scheme_for_enabled_and_disabled_tokens,
+    poller_state_and_processed_objects,
+    leases_are_held_renewed_expired_and_released,
+    concurrent_lease_takers_one_wins,
+    retirements_are_queued_with_their_delete,
 );
 
 /// No outputs configured: alerting hits queue nothing.
@@ -246,10 +253,10 @@ async fn flocks_lifecycle(s: Arc<dyn Store>) {
     assert_eq!(s.flock_token_ids("flock:abc").await.unwrap(), vec![t.id.clone(), idle.id.clone(), other.id.clone()]);
     assert!(s.flock_token_ids("flock:nope").await.unwrap().is_empty());
     for x in [&idle, &other] {
-        assert_eq!(s.delete_token(&x.id, false, &audit("token_delete")).await.unwrap(), TokenDeletion::Deleted);
+        assert_eq!(s.delete_token(&x.id, false, &audit("token_delete"), false).await.unwrap(), TokenDeletion::Deleted);
     }
 
-    assert_eq!(s.delete_token(&t.id, true, &audit("token_delete")).await.unwrap(), TokenDeletion::Deleted);
+    assert_eq!(s.delete_token(&t.id, true, &audit("token_delete"), false).await.unwrap(), TokenDeletion::Deleted);
     assert_eq!(s.delete_flock("flock:abc", &audit("flock_delete")).await.unwrap(), FlockDeletion::Deleted);
     assert_eq!(s.get_flock("flock:abc").await.unwrap(), None);
 }
@@ -362,7 +369,7 @@ async fn token_listing_filters_and_pages(s: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(s.list_tokens(&memo("àéî"), &first, 100).await.unwrap().len(), 1);
     assert_eq!(s.list_tokens(&memo("école"), &first, 100).await.unwrap().len(), 0);
-    s.delete_token(&t.id, true, &audit("d")).await.unwrap();
+    s.delete_token(&t.id, true, &audit("d"), false).await.unwrap();
 
     s.update_token(&all[0].id, &TokenChange { enabled: Some(false), ..Default::default() }, &audit("token_disable"))
         .await
@@ -521,13 +528,16 @@ async fn token_delete_needs_cleared_incidents(s: Arc<dyn Store>) {
     s.record_hits(&[hit(&quiet.id, "203.0.113.3", 3)], &rules(ignore, no_alerts)).await.unwrap();
 
     // A token with incidents stays, with everything it had, unless they are cleared too.
-    assert_eq!(s.delete_token(&keep.id, false, &audit("token_delete")).await.unwrap(), TokenDeletion::HasIncidents);
+    assert_eq!(
+        s.delete_token(&keep.id, false, &audit("token_delete"), false).await.unwrap(),
+        TokenDeletion::HasIncidents
+    );
     assert!(s.get_token(&keep.id).await.unwrap().is_some());
     assert_eq!(s.token_hits(&keep.id, 10, None).await.unwrap().len(), 1);
-    assert_eq!(s.delete_token(&clear.id, true, &audit("token_delete")).await.unwrap(), TokenDeletion::Deleted);
-    assert_eq!(s.delete_token(&clear.id, true, &audit("token_delete")).await.unwrap(), TokenDeletion::NotFound);
+    assert_eq!(s.delete_token(&clear.id, true, &audit("token_delete"), false).await.unwrap(), TokenDeletion::Deleted);
+    assert_eq!(s.delete_token(&clear.id, true, &audit("token_delete"), false).await.unwrap(), TokenDeletion::NotFound);
     // Without incidents it simply goes, and its hits (which raised none) with it.
-    assert_eq!(s.delete_token(&quiet.id, false, &audit("token_delete")).await.unwrap(), TokenDeletion::Deleted);
+    assert_eq!(s.delete_token(&quiet.id, false, &audit("token_delete"), false).await.unwrap(), TokenDeletion::Deleted);
     assert!(s.token_hits(&quiet.id, 10, None).await.unwrap().is_empty());
     let left = s.list_incidents(&IncidentFilter::default()).await.unwrap();
     assert_eq!(left.iter().map(|i| i.token_id.as_str()).collect::<Vec<_>>(), [keep.id.as_str()]);
@@ -736,7 +746,7 @@ async fn token_files_round_trip(s: Arc<dyn Store>) {
     assert!(s.insert_token(&t, std::slice::from_ref(&f), &[], &audit("token_create")).await.unwrap());
     assert_eq!(s.get_token_file(&t.id, "web_image").await.unwrap(), Some(f));
     assert_eq!(s.get_token_file(&t.id, "other").await.unwrap(), None);
-    s.delete_token(&t.id, false, &audit("token_delete")).await.unwrap();
+    s.delete_token(&t.id, false, &audit("token_delete"), false).await.unwrap();
     assert_eq!(s.get_token_file(&t.id, "web_image").await.unwrap(), None, "files go with their token");
 }
 
@@ -793,7 +803,7 @@ async fn trigger_keys_name_their_token_until_it_goes(s: Arc<dyn Store>) {
     assert_eq!(out, [HitOutcome::Unknown], "its other keys were not kept either");
 
     // The keys go with their token: hits by them are unknown, and they may name another.
-    assert_eq!(s.delete_token(&t.id, true, &audit("token_delete")).await.unwrap(), TokenDeletion::Deleted);
+    assert_eq!(s.delete_token(&t.id, true, &audit("token_delete"), false).await.unwrap(), TokenDeletion::Deleted);
     let out = s.record_hits(&[by_key(key("pk-1"), "192.0.2.5")], &rules(alert_all, no_alerts)).await.unwrap();
     assert_eq!(out, [HitOutcome::Unknown]);
     let next = token("wireguard", "next", DEFAULT_FLOCK, 3);
@@ -1512,4 +1522,266 @@ async fn retention_spares_unacknowledged_incidents(s: Arc<dyn Store>) {
     assert_eq!(s.list_incidents(&all).await.unwrap().len(), 2);
     assert_eq!(s.prune(Some(i64::MAX), Some(0), 100).await.unwrap(), 2, "everything acknowledged may go");
     assert!(s.list_incidents(&all).await.unwrap().is_empty());
+}
+
+/// A CloudTrail-like judge: each hit is the event `data.event_id`, kept without incident when
+/// `data.inactive` (an inactive honey key).
+fn once_per_event(_: &Token, h: &NewHit) -> Judgement {
+    Judgement::Once {
+        event_id: h.data["event_id"].as_str().unwrap_or_default().to_string(),
+        extra: serde_json::Map::from_iter([("via".to_string(), json!("cloudtrail"))]),
+        ignore: h.data["inactive"].as_bool().unwrap_or(false).then(|| "the key is inactive".to_string()),
+    }
+}
+
+fn aws_event(token_id: &str, event_id: &str, inactive: bool, time_us: Micros) -> NewHit {
+    NewHit {
+        channel: Channel::Aws,
+        data: json!({"event_id": event_id, "event_name": "GetCallerIdentity", "inactive": inactive}),
+        ..hit(token_id, "198.51.100.77", time_us)
+    }
+}
+
+async fn events_delivered_twice_are_stored_once(s: Arc<dyn Store>) {
+    let t = token("aws-id", "honey key", DEFAULT_FLOCK, 1);
+    s.insert_token(&t, &[], &[], &audit("token_create")).await.unwrap();
+    let r = rules(once_per_event, no_alerts);
+    let dropped = |o: &HitOutcome| matches!(o, HitOutcome::Dropped { token } if token.id == t.id);
+    // Twice in one batch: the repeat sees the hit stored earlier in the same transaction.
+    let out =
+        s.record_hits(&[aws_event(&t.id, "ev-1", false, 1), aws_event(&t.id, "ev-1", false, 2)], &r).await.unwrap();
+    assert!(matches!(&out[0], HitOutcome::Recorded { status: AlertStatus::Alerted, incident_id: Some(_), .. }));
+    assert!(dropped(&out[1]), "{:?}", out[1]);
+    // Again in a later batch, with a new event and an inactive key's event twice.
+    let out = s
+        .record_hits(
+            &[aws_event(&t.id, "ev-1", false, 3), aws_event(&t.id, "ev-2", true, 4), aws_event(&t.id, "ev-2", true, 5)],
+            &r,
+        )
+        .await
+        .unwrap();
+    assert!(dropped(&out[0]), "committed earlier: {:?}", out[0]);
+    assert!(matches!(&out[1], HitOutcome::Recorded { status: AlertStatus::Ignored, incident_id: None, .. }));
+    assert!(dropped(&out[2]), "{:?}", out[2]);
+    let out = s.record_hits(&[aws_event(&t.id, "ev-2", false, 6)], &r).await.unwrap();
+    assert!(dropped(&out[0]), "an ignored event is still the event: {:?}", out[0]);
+
+    let stored = s.token_hits(&t.id, 10, None).await.unwrap();
+    let got: Vec<_> = stored.iter().map(|h| (h.channel, h.alert_status, h.data["event_id"].clone())).collect();
+    assert_eq!(
+        got,
+        [(Channel::Aws, AlertStatus::Ignored, json!("ev-2")), (Channel::Aws, AlertStatus::Alerted, json!("ev-1"))]
+    );
+    assert_eq!(stored[1].data["via"], "cloudtrail", "the extra fields are stored");
+    assert_eq!(stored[0].data["ignored"], "the key is inactive");
+    assert_eq!(s.count_incidents(&IncidentFilter::default()).await.unwrap().0, 1);
+    let incident = s.list_incidents(&IncidentFilter::default()).await.unwrap().remove(0);
+    assert_eq!((incident.channel, incident.events_count), (Channel::Aws, 1));
+
+    // The same event id of another token is another event.
+    let other = token("aws-id", "another key", DEFAULT_FLOCK, 2);
+    s.insert_token(&other, &[], &[], &audit("token_create")).await.unwrap();
+    let out = s.record_hits(&[aws_event(&other.id, "ev-1", false, 7)], &r).await.unwrap();
+    assert!(matches!(&out[0], HitOutcome::Recorded { status: AlertStatus::Alerted, .. }), "{out:?}");
+}
+
+async fn concurrent_deliveries_of_one_event_store_one_hit(s: Arc<dyn Store>) {
+    let t = token("aws-id", "raced", DEFAULT_FLOCK, 1);
+    s.insert_token(&t, &[], &[], &audit("token_create")).await.unwrap();
+    let r = Arc::new(rules(once_per_event, no_alerts));
+    // Several transactions at once (several nodes, or a lease that ran out mid-batch): one
+    // stores the event; the others drop it or, on PostgreSQL, fail on the unique event key and
+    // drop it when tried again, as the recorder does.
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let (s, r, id) = (s.clone(), r.clone(), t.id.clone());
+            tokio::spawn(async move { s.record_hits(&[aws_event(&id, "ev-race", false, i)], &r).await })
+        })
+        .collect();
+    let (mut recorded, mut dropped, mut failed) = (0, 0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(out) => match &out[0] {
+                HitOutcome::Recorded { .. } => recorded += 1,
+                HitOutcome::Dropped { .. } => dropped += 1,
+                other => panic!("{other:?}"),
+            },
+            Err(_) => failed += 1,
+        }
+    }
+    assert_eq!((recorded, recorded + dropped + failed), (1, 6), "one delivery stored it");
+    let again = s.record_hits(&[aws_event(&t.id, "ev-race", false, 9)], &r).await.unwrap();
+    assert!(matches!(&again[0], HitOutcome::Dropped { .. }), "{again:?}");
+    assert_eq!(s.token_hits(&t.id, 10, None).await.unwrap().len(), 1);
+}
+
+async fn trigger_keys_list_a_scheme_for_enabled_and_disabled_tokens(s: Arc<dyn Store>) {
+    let akid = |v: &str| TriggerKey { scheme: KeyScheme::AwsAccessKeyId, value: v.into() };
+    let bucket = |v: &str| TriggerKey { scheme: KeyScheme::S3Bucket, value: v.into() };
+    let on = token("aws-id", "on", DEFAULT_FLOCK, 1);
+    let mut off = token("aws-id", "off", DEFAULT_FLOCK, 2);
+    off.enabled = false;
+    let b = token("aws-s3", "bucket", DEFAULT_FLOCK, 3);
+    assert!(s.insert_token(&on, &[], &[akid("AKIAZZZ")], &audit("token_create")).await.unwrap());
+    assert!(s.insert_token(&off, &[], &[akid("AKIAAAA")], &audit("token_create")).await.unwrap());
+    assert!(s.insert_token(&b, &[], &[bucket("honey-bucket"), akid("AKIAMMM")], &audit("token_create")).await.unwrap());
+    assert_eq!(
+        s.trigger_keys(KeyScheme::AwsAccessKeyId).await.unwrap(),
+        [("AKIAAAA".to_string(), off.id.clone()), ("AKIAMMM".into(), b.id.clone()), ("AKIAZZZ".into(), on.id.clone())],
+        "every token's, by value"
+    );
+    assert_eq!(s.trigger_keys(KeyScheme::S3Bucket).await.unwrap(), [("honey-bucket".to_string(), b.id.clone())]);
+    assert!(s.trigger_keys(KeyScheme::WireGuardPublicKey).await.unwrap().is_empty());
+    s.delete_token(&b.id, false, &audit("token_delete"), false).await.unwrap();
+    assert!(s.trigger_keys(KeyScheme::S3Bucket).await.unwrap().is_empty(), "keys go with their token");
+    assert_eq!(s.trigger_keys(KeyScheme::AwsAccessKeyId).await.unwrap().len(), 2);
+}
+
+async fn poller_state_and_processed_objects(s: Arc<dyn Store>) {
+    assert_eq!(s.get_poller_state("cloudtrail:start").await.unwrap(), None);
+    s.put_poller_state("cloudtrail:start", "AWSLogs/1/CloudTrail/us-east-1/2030/01/01/").await.unwrap();
+    s.put_poller_state("cloudtrail:start", "AWSLogs/1/CloudTrail/us-east-1/2030/01/02/").await.unwrap();
+    s.put_poller_state("other", "ünï ✓").await.unwrap();
+    assert_eq!(
+        s.get_poller_state("cloudtrail:start").await.unwrap().as_deref(),
+        Some("AWSLogs/1/CloudTrail/us-east-1/2030/01/02/")
+    );
+    assert_eq!(s.get_poller_state("other").await.unwrap().as_deref(), Some("ünï ✓"));
+
+    // More keys than one statement looks up, some done, per source.
+    let keys: Vec<String> = (0..1_200).map(|i| format!("AWSLogs/1/CloudTrail/obj-{i:04}.json.gz")).collect();
+    assert!(s.objects_done("s3://trail", &keys).await.unwrap().is_empty());
+    assert!(s.objects_done("s3://trail", &[]).await.unwrap().is_empty());
+    for (i, k) in keys.iter().enumerate().filter(|(i, _)| i % 300 == 7) {
+        s.mark_object_done("s3://trail", k, 1_000 + i as i64).await.unwrap();
+    }
+    s.mark_object_done("s3://trail", &keys[7], 1_000 + 7).await.unwrap(); // twice is fine
+    s.mark_object_done("s3://logs", &keys[8], 5_000).await.unwrap();
+    let done = s.objects_done("s3://trail", &keys).await.unwrap();
+    let mut done: Vec<&str> = done.iter().map(String::as_str).collect();
+    done.sort_unstable();
+    assert_eq!(done, [&keys[7], &keys[307], &keys[607], &keys[907]].map(String::as_str));
+    assert_eq!(s.objects_done("s3://logs", &keys).await.unwrap().len(), 1, "another source's ledger");
+
+    // Pruning forgets what was done before the cut: 7 and 307 (done at 1007 and 1307).
+    assert_eq!(s.prune_objects_done(1_308).await.unwrap(), 2);
+    assert_eq!(s.objects_done("s3://trail", &keys).await.unwrap().len(), 2);
+    assert_eq!(s.prune_objects_done(1_308).await.unwrap(), 0);
+    assert!(s.list_audit(10).await.unwrap().is_empty(), "machine bookkeeping is not audited");
+}
+
+async fn leases_are_held_renewed_expired_and_released(s: Arc<dyn Store>) {
+    const SEC: Micros = 1_000_000;
+    let ttl = 30 * SEC;
+    assert!(s.try_lease("cloudtrail", "node-a", 100 * SEC, ttl).await.unwrap(), "free");
+    assert!(!s.try_lease("cloudtrail", "node-b", 110 * SEC, ttl).await.unwrap(), "held by a");
+    assert!(s.try_lease("other-job", "node-b", 110 * SEC, ttl).await.unwrap(), "leases are by name");
+    assert!(s.try_lease("cloudtrail", "node-a", 120 * SEC, ttl).await.unwrap(), "renewed, to 150 s");
+    assert!(!s.try_lease("cloudtrail", "node-b", 149 * SEC, ttl).await.unwrap(), "still a's after its first end");
+    assert!(s.try_lease("cloudtrail", "node-b", 150 * SEC, ttl).await.unwrap(), "expired: b takes it");
+    assert!(!s.try_lease("cloudtrail", "node-a", 151 * SEC, ttl).await.unwrap(), "a lost it");
+    s.release_lease("cloudtrail", "node-a").await.unwrap();
+    assert!(!s.try_lease("cloudtrail", "node-a", 152 * SEC, ttl).await.unwrap(), "only the holder releases");
+    s.release_lease("cloudtrail", "node-b").await.unwrap();
+    assert!(s.try_lease("cloudtrail", "node-a", 153 * SEC, ttl).await.unwrap(), "released: free at once");
+    assert!(s.list_audit(10).await.unwrap().is_empty(), "machine bookkeeping is not audited");
+}
+
+async fn concurrent_lease_takers_one_wins(s: Arc<dyn Store>) {
+    let now = now_us();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.try_lease("ingest", &format!("node-{i}"), now, 60_000_000).await.unwrap() })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        winners += task.await.unwrap() as usize;
+    }
+    assert_eq!(winners, 1, "exactly one of 20 concurrent takers holds the lease");
+    // And when it has expired, again exactly one of many.
+    let later = now + 60_000_000;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.try_lease("ingest", &format!("late-{i}"), later, 60_000_000).await.unwrap() })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        winners += task.await.unwrap() as usize;
+    }
+    assert_eq!(winners, 1);
+}
+
+async fn retirements_are_queued_with_their_delete(s: Arc<dyn Store>) {
+    let mut key = token("aws-id", "honey key", DEFAULT_FLOCK, 1);
+    key.params = json!({"username": "svc-backup", "access_key_id": "AKIAEXAMPLE"});
+    let busy = token("aws-id", "has incidents", DEFAULT_FLOCK, 2);
+    let plain = token("http", "nothing outside", DEFAULT_FLOCK, 3);
+    for t in [&key, &busy, &plain] {
+        s.insert_token(t, &[], &[], &audit("token_create")).await.unwrap();
+    }
+    s.record_hits(&[hit(&busy.id, "192.0.2.1", 1)], &rules(alert_all, no_alerts)).await.unwrap();
+
+    // Refused, missing, or not retiring: nothing queued.
+    assert_eq!(
+        s.delete_token(&busy.id, false, &audit("token_delete"), true).await.unwrap(),
+        TokenDeletion::HasIncidents
+    );
+    assert_eq!(
+        s.delete_token("nosuchtoken0000000000000a", true, &audit("token_delete"), true).await.unwrap(),
+        TokenDeletion::NotFound
+    );
+    assert_eq!(s.delete_token(&plain.id, false, &audit("token_delete"), false).await.unwrap(), TokenDeletion::Deleted);
+    assert!(s.list_retirements().await.unwrap().is_empty());
+
+    // A delete with retire queues exactly one row, with the token's kind and settings.
+    let mut deleting = audit("token_delete");
+    deleting.time_us = 5_000;
+    assert_eq!(s.delete_token(&key.id, false, &deleting, true).await.unwrap(), TokenDeletion::Deleted);
+    assert_eq!(s.delete_token(&key.id, false, &deleting, true).await.unwrap(), TokenDeletion::NotFound);
+    let queued = s.list_retirements().await.unwrap();
+    assert_eq!(queued.len(), 1);
+    let r = &queued[0];
+    assert_eq!(
+        (r.token_id.as_str(), r.kind.as_str(), &r.params, r.created_us, r.attempts, r.last_error.as_deref()),
+        (key.id.as_str(), "aws-id", &key.params, 5_000, 0, None)
+    );
+    assert_eq!(s.get_token(&key.id).await.unwrap(), None);
+
+    // Due at once; a failure counts, keeps its error and moves the next try.
+    assert_eq!(s.due_retirements(4_999, 10).await.unwrap(), [], "not before the delete");
+    assert_eq!(s.due_retirements(5_000, 10).await.unwrap(), queued);
+    s.retirement_failed(r.id, "AccessDenied: iam:DeleteUser ✗", 9_000).await.unwrap();
+    assert!(s.due_retirements(8_999, 10).await.unwrap().is_empty(), "in backoff");
+    let due = s.due_retirements(9_000, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|d| (d.id, d.attempts, d.last_error.as_deref())).collect::<Vec<_>>(),
+        [(r.id, 1, Some("AccessDenied: iam:DeleteUser ✗"))]
+    );
+    s.retirement_failed(r.id, &"x".repeat(100_000), 10_000).await.unwrap();
+    let listed = s.list_retirements().await.unwrap();
+    assert_eq!(listed[0].attempts, 2);
+    assert!(listed[0].last_error.as_ref().unwrap().len() <= 4096, "a long error is cut");
+
+    // A second queued token: oldest due first, limited.
+    let mut other = token("aws-id", "second", DEFAULT_FLOCK, 4);
+    other.params = json!({"username": "svc-other"});
+    s.insert_token(&other, &[], &[], &audit("token_create")).await.unwrap();
+    let mut later = audit("token_delete");
+    later.time_us = 6_000;
+    s.delete_token(&other.id, false, &later, true).await.unwrap();
+    let due = s.due_retirements(20_000, 10).await.unwrap();
+    assert_eq!(due.iter().map(|d| d.token_id.as_str()).collect::<Vec<_>>(), [other.id.as_str(), key.id.as_str()]);
+    assert_eq!(s.due_retirements(20_000, 1).await.unwrap().len(), 1);
+    assert_eq!(s.list_retirements().await.unwrap().iter().map(|d| d.created_us).collect::<Vec<_>>(), [5_000, 6_000]);
+
+    // Done: the row goes.
+    s.retirement_done(r.id).await.unwrap();
+    let left = s.list_retirements().await.unwrap();
+    assert_eq!(left.iter().map(|d| d.token_id.as_str()).collect::<Vec<_>>(), [other.id.as_str()]);
+    let deletes = s.list_audit(20).await.unwrap().into_iter().filter(|a| a.action == "token_delete").count();
+    assert_eq!(deletes, 3, "the deletes are audited, the queue's bookkeeping is not");
 }

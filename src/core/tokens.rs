@@ -357,11 +357,13 @@ impl Core {
             &token.id,
             format!("deleted {} token{}", token.kind, if clear_incidents { " and its incidents" } else { "" }),
         );
-        match self.store.delete_token(&token.id, clear_incidents, &audit).await? {
+        // A kind whose undoing may fail gets it queued with the delete, and retried from there.
+        let queued = kinds::find(&token.kind).is_some_and(|k| k.retires());
+        match self.store.delete_token(&token.id, clear_incidents, &audit, queued).await? {
             TokenDeletion::Deleted => {
                 // The token is gone whatever its kind says now: a failure to undo what the kind
                 // set up elsewhere is the operator's to see, not the caller's.
-                if let Some(kind) = kinds::find(&token.kind) {
+                if let Some(kind) = kinds::find(&token.kind).filter(|k| !k.retires()) {
                     let cx = kinds::KindContext {
                         site: self.site.clone(),
                         work: self.work.clone(),

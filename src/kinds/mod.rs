@@ -264,9 +264,21 @@ pub trait Kind: Send + Sync + 'static {
         Err(change.unsupported())
     }
 
+    /// Whether undoing what `create` did outside Trapline may fail and must then be retried.
+    /// A kind returning true gets a row in the store's retirement queue, written in the
+    /// transaction that deletes its token ([`crate::store::Store::delete_token`]), and its
+    /// `retire` is called from that queue, retried with backoff until it succeeds (the token
+    /// handed to it is rebuilt from the queued id, kind and settings). A kind returning false
+    /// (the default) has `retire` called once, right after the delete.
+    fn retires(&self) -> bool {
+        false
+    }
+
     /// Runs after `token` has been deleted from the store (undo what `create` did outside
-    /// Trapline, such as an IAM user). The token is gone by then, so a failure is logged, not
-    /// answered: a kind that can fail here must leave enough behind to retry.
+    /// Trapline, such as an IAM user). The token is gone by then, so a failure is not
+    /// answered: it is logged, and for a kind whose [`retires`](Kind::retires) is true the
+    /// queued retirement is tried again later (so `retire` must treat "already undone" as
+    /// done).
     async fn retire(&self, token: &Token, cx: &KindContext) -> anyhow::Result<()> {
         let _ = (token, cx);
         Ok(())
@@ -490,8 +502,13 @@ mod tests {
 
     #[test]
     fn key_scheme_names_are_distinct() {
-        let names = [KeyScheme::WireGuardPublicKey, KeyScheme::CertificateSha256, KeyScheme::AwsAccessKeyId]
-            .map(KeyScheme::as_str);
+        let names = [
+            KeyScheme::WireGuardPublicKey,
+            KeyScheme::CertificateSha256,
+            KeyScheme::AwsAccessKeyId,
+            KeyScheme::S3Bucket,
+        ]
+        .map(KeyScheme::as_str);
         assert!(names.iter().enumerate().all(|(i, n)| !names[..i].contains(n)), "{names:?}");
     }
 

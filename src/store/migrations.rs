@@ -53,6 +53,15 @@
 //! the data into the private data's `amend_guard`, so an old hit's report can still be attached
 //! and the nonce is never shown.
 //!
+//! Step 12 serves the honey AWS keys. `poller_state` (name → value) and `ingested_objects` (the
+//! log objects a source has processed, by source and key) are a poller's own bookkeeping, never
+//! audited; `leases` lets one node of several ingest at a time; `retirements` queues what a
+//! deleted token's kind must still undo outside Trapline (written in the delete's transaction,
+//! retried until done). `hits_events` holds a [`Judgement::Once`](crate::model::Judgement::Once)
+//! event's dedupe key (`event:` and its id, see [`crate::hits::EVENT_KEY_PREFIX`]) unique per
+//! token, so an event delivered twice is stored once even by two transactions at a time; no
+//! earlier hit has such a key (the pipeline escapes kinds' own keys that look like one).
+//!
 //! Conventions both schemas follow so one SQL text works on both: integers are `{INT}` (BIGINT;
 //! SQLite INTEGER), booleans are BIGINT 0/1, times are BIGINT microseconds since the epoch (UTC), JSON
 //! is TEXT.
@@ -241,6 +250,37 @@ CREATE TABLE token_keys (
 );
 CREATE INDEX token_keys_token ON token_keys (token_id);
 "#,
+    r#"
+CREATE TABLE poller_state (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_us {INT} NOT NULL
+);
+CREATE TABLE ingested_objects (
+    source TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    done_us {INT} NOT NULL,
+    PRIMARY KEY (source, object_key)
+);
+CREATE INDEX ingested_objects_done ON ingested_objects (done_us);
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_us {INT} NOT NULL
+);
+CREATE TABLE retirements (
+    id {SERIAL},
+    token_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL,
+    created_us {INT} NOT NULL,
+    attempts {INT} NOT NULL,
+    next_try_us {INT} NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX retirements_due ON retirements (next_try_us, id);
+CREATE UNIQUE INDEX hits_events ON hits (token_id, dedupe_key) WHERE substr(dedupe_key, 1, 6) = 'event:';
+"#,
 ];
 
 /// The step ([`STEPS`], counted from 1) after which, in the same transaction, the store moves
@@ -276,6 +316,13 @@ pub fn rendered(types: Types) -> impl Iterator<Item = String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The event keys the unique index covers are exactly the pipeline's.
+    #[test]
+    fn the_event_index_matches_the_event_key_prefix() {
+        let prefix = crate::hits::EVENT_KEY_PREFIX;
+        assert!(STEPS[11].contains(&format!("substr(dedupe_key, 1, {}) = '{prefix}'", prefix.len())));
+    }
 
     #[test]
     fn every_placeholder_is_rendered_on_both_engines() {

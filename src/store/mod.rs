@@ -11,6 +11,8 @@
 //!
 //! Every mutating method that corresponds to a management action takes the [`AuditEntry`] and
 //! writes it in the same transaction, so the audit log can never miss a change that happened.
+//! Machine bookkeeping (a poller's state and processed objects, leases, the retirement queue's
+//! attempts) is no management action and leaves no audit entry.
 
 pub mod args;
 pub mod error;
@@ -139,8 +141,21 @@ pub trait Store: Send + Sync + 'static {
     /// Applies the change and bumps `updated_id`; None when there is no such token.
     async fn update_token(&self, id: &str, change: &TokenChange, audit: &AuditEntry) -> StoreResult<Option<Token>>;
     /// Deletes a token with its files, its trigger keys and its hits. A token with incidents is deleted only
-    /// with `clear_incidents`, and then its incidents go too.
-    async fn delete_token(&self, id: &str, clear_incidents: bool, audit: &AuditEntry) -> StoreResult<TokenDeletion>;
+    /// with `clear_incidents`, and then its incidents go too. With `retire`, a [`Retirement`] of
+    /// the token (its id, kind and settings; created and due at `audit.time_us`) is queued in
+    /// the same transaction, so a deleted token's outside resources are never forgotten; a
+    /// delete that does not happen queues nothing.
+    async fn delete_token(
+        &self,
+        id: &str,
+        clear_incidents: bool,
+        audit: &AuditEntry,
+        retire: bool,
+    ) -> StoreResult<TokenDeletion>;
+    /// Every key of the scheme in the key index, as (key value, token id), by value: of
+    /// enabled and disabled tokens alike (a listener prefilters what it reads by them;
+    /// recording still checks the token).
+    async fn trigger_keys(&self, scheme: KeyScheme) -> StoreResult<Vec<(String, String)>>;
 
     // --- hits: the hot path
     /// Records a batch of hits in ONE transaction (group commit), by the pipeline in
@@ -228,6 +243,36 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<i64>>;
     /// Deletes the incidents matching `filter` and their hits; returns their ids.
     async fn delete_incidents(&self, filter: &IncidentFilter, audit: &AuditEntry) -> StoreResult<Vec<i64>>;
+
+    // --- pollers' bookkeeping (no audit)
+    /// A poller's saved value under `name` (a listing's start, a checkpoint).
+    async fn get_poller_state(&self, name: &str) -> StoreResult<Option<String>>;
+    /// Saves `value` under `name`, replacing what was there.
+    async fn put_poller_state(&self, name: &str, value: &str) -> StoreResult<()>;
+    /// Which of `keys` are marked done for `source` (any number of keys).
+    async fn objects_done(&self, source: &str, keys: &[String]) -> StoreResult<std::collections::HashSet<String>>;
+    /// Marks the object `key` of `source` done at `now_us` (again: the time moves on).
+    async fn mark_object_done(&self, source: &str, key: &str, now_us: Micros) -> StoreResult<()>;
+    /// Forgets the objects marked done before `older_than_us`; returns how many.
+    async fn prune_objects_done(&self, older_than_us: Micros) -> StoreResult<u64>;
+
+    // --- leases (no audit)
+    /// Takes the lease `name` for `holder` until `now_us + ttl_us`, atomically, if it is free,
+    /// expired (its end at or before `now_us`) or held by `holder` already (then it is
+    /// extended); false when another holder has it. Of several nodes asking at once, one wins.
+    async fn try_lease(&self, name: &str, holder: &str, now_us: Micros, ttl_us: Micros) -> StoreResult<bool>;
+    /// Gives the lease up, if `holder` has it (otherwise nothing changes).
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
+
+    // --- the retirement queue (queued by `delete_token`; no audit)
+    /// Up to `limit` retirements due at `now_us`, the longest due first.
+    async fn due_retirements(&self, now_us: Micros, limit: i64) -> StoreResult<Vec<Retirement>>;
+    /// Records a failed attempt: one more attempt, its error, next try at `next_try_us`.
+    async fn retirement_failed(&self, id: i64, error: &str, next_try_us: Micros) -> StoreResult<()>;
+    /// Removes a retirement that succeeded.
+    async fn retirement_done(&self, id: i64) -> StoreResult<()>;
+    /// Every queued retirement, oldest first.
+    async fn list_retirements(&self) -> StoreResult<Vec<Retirement>>;
 
     // --- audit log
     async fn append_audit(&self, audit: &AuditEntry) -> StoreResult<()>;

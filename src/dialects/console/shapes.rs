@@ -207,7 +207,8 @@ fn event_json(i: &Incident, h: &Hit, site: &Site, clock: &Clock) -> Value {
                 m.insert("hostname".into(), name.clone());
             }
         }
-        Channel::Smtp => {}
+        // Their hit data (the mail envelope; the AWS event's name, key and agent) says it all.
+        Channel::Smtp | Channel::Aws => {}
     }
     add_hit_data(&mut m, &h.data);
     Value::Object(m)

@@ -14,9 +14,12 @@ mod flocks;
 mod hits;
 mod incidents;
 mod keys;
+mod leases;
 mod outbox;
 mod outputs;
+mod poller;
 mod retention;
+mod retirements;
 mod schema;
 mod settings;
 mod sqlite_file;
@@ -460,8 +463,18 @@ impl Store for SqlStore {
         tokens::update_token(self, id, change, audit).await
     }
 
-    async fn delete_token(&self, id: &str, clear_incidents: bool, audit: &AuditEntry) -> StoreResult<TokenDeletion> {
-        tokens::delete_token(self, id, clear_incidents, audit).await
+    async fn delete_token(
+        &self,
+        id: &str,
+        clear_incidents: bool,
+        audit: &AuditEntry,
+        retire: bool,
+    ) -> StoreResult<TokenDeletion> {
+        tokens::delete_token(self, id, clear_incidents, audit, retire).await
+    }
+
+    async fn trigger_keys(&self, scheme: KeyScheme) -> StoreResult<Vec<(String, String)>> {
+        tokens::trigger_keys(self, scheme).await
     }
 
     async fn record_hits(&self, hits: &[NewHit], rules: &HitRules) -> StoreResult<Vec<HitOutcome>> {
@@ -526,6 +539,50 @@ impl Store for SqlStore {
 
     async fn prune(&self, older_than_us: Option<Micros>, keep_per_token: Option<i64>, chunk: i64) -> StoreResult<u64> {
         retention::prune(self, older_than_us, keep_per_token, chunk).await
+    }
+
+    async fn get_poller_state(&self, name: &str) -> StoreResult<Option<String>> {
+        poller::get_poller_state(self, name).await
+    }
+
+    async fn put_poller_state(&self, name: &str, value: &str) -> StoreResult<()> {
+        poller::put_poller_state(self, name, value).await
+    }
+
+    async fn objects_done(&self, source: &str, keys: &[String]) -> StoreResult<std::collections::HashSet<String>> {
+        poller::objects_done(self, source, keys).await
+    }
+
+    async fn mark_object_done(&self, source: &str, key: &str, now_us: Micros) -> StoreResult<()> {
+        poller::mark_object_done(self, source, key, now_us).await
+    }
+
+    async fn prune_objects_done(&self, older_than_us: Micros) -> StoreResult<u64> {
+        poller::prune_objects_done(self, older_than_us).await
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, now_us: Micros, ttl_us: Micros) -> StoreResult<bool> {
+        leases::try_lease(self, name, holder, now_us, ttl_us).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        leases::release_lease(self, name, holder).await
+    }
+
+    async fn due_retirements(&self, now_us: Micros, limit: i64) -> StoreResult<Vec<Retirement>> {
+        retirements::due_retirements(self, now_us, limit).await
+    }
+
+    async fn retirement_failed(&self, id: i64, error: &str, next_try_us: Micros) -> StoreResult<()> {
+        retirements::retirement_failed(self, id, error, next_try_us).await
+    }
+
+    async fn retirement_done(&self, id: i64) -> StoreResult<()> {
+        retirements::retirement_done(self, id).await
+    }
+
+    async fn list_retirements(&self) -> StoreResult<Vec<Retirement>> {
+        retirements::list_retirements(self).await
     }
 
     async fn append_audit(&self, audit: &AuditEntry) -> StoreResult<()> {

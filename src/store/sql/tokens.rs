@@ -1,9 +1,11 @@
-//! Tokens, their files and their trigger keys: the rows hits are checked against.
+//! Tokens, their files and their trigger keys: the rows hits are checked against. A delete may
+//! queue the token's retirement ([`super::retirements`]) in its transaction.
 
 use anyhow::Context;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::retirements::queue_retirement;
 use super::*;
 use crate::model::*;
 use crate::store::args::{Arg, Args};
@@ -241,14 +243,18 @@ pub(super) async fn delete_token(
     id: &str,
     clear_incidents: bool,
     audit: &AuditEntry,
+    retire: bool,
 ) -> StoreResult<TokenDeletion> {
     let mut tx = s.begin().await?;
     // Deleting the row first locks it: a hit batch that has not read the token yet then
     // finds it gone, one that has read it is waited for (it share-locks the row).
-    let n = sqlx::query("DELETE FROM tokens WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
-    if n == 0 {
+    let row = sqlx::query("DELETE FROM tokens WHERE id = $1 RETURNING kind, params")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(row) = row else {
         return Ok(TokenDeletion::NotFound);
-    }
+    };
     if !clear_incidents {
         let incidents: i64 = sqlx::query("SELECT COUNT(*) FROM incidents WHERE token_id = $1")
             .bind(id)
@@ -263,5 +269,17 @@ pub(super) async fn delete_token(
     sqlx::query("DELETE FROM token_keys WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM hits WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM incidents WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
+    if retire {
+        let (kind, params): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        queue_retirement(&mut tx, id, &kind, &params, audit.time_us).await?;
+    }
     audited(tx, audit, TokenDeletion::Deleted).await
+}
+
+pub(super) async fn trigger_keys(s: &SqlStore, scheme: KeyScheme) -> StoreResult<Vec<(String, String)>> {
+    let rows = sqlx::query("SELECT value, token_id FROM token_keys WHERE scheme = $1 ORDER BY value")
+        .bind(scheme.as_str())
+        .fetch_all(&s.pool)
+        .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
 }
