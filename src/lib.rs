@@ -8,6 +8,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod aws;
 pub mod bench;
 pub mod config;
 pub mod core;
