@@ -76,6 +76,8 @@ pub struct ServeArgs {
     pub ignore_sources: Option<Vec<String>>,
     #[command(flatten)]
     pub alert_email: AlertEmailSettings,
+    #[command(flatten)]
+    pub aws: crate::aws::AwsSettings,
     /// Seconds after which a failing alert delivery is given up (default one day).
     #[arg(long, env = "TRAPLINE_ALERT_GIVE_UP_SECS")]
     pub alert_give_up_secs: Option<i64>,
@@ -112,6 +114,8 @@ struct FileConfig {
     listeners: ListenerSettings,
     #[serde(default)]
     alerts: AlertsFile,
+    #[serde(default)]
+    aws: crate::aws::AwsSettings,
     domain: Option<String>,
     nx_domain: Option<String>,
     public_ip: Option<IpAddr>,
@@ -201,6 +205,8 @@ pub struct Settings {
     pub smtp_ca_pem: Option<String>,
     /// Which stored hits may be deleted.
     pub retention: crate::retention::Retention,
+    /// AWS access (`[aws]`), flags over file; checked when the client is made.
+    pub aws: crate::aws::AwsSettings,
 }
 
 fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -318,6 +324,7 @@ impl Settings {
             data_dir,
             api_listen: args.api_listen.or(file.api_listen).unwrap_or(([127, 0, 0, 1], 8080).into()),
             listeners: overlay(&args.listeners, &file.listeners)?,
+            aws: overlay(&args.aws, &file.aws)?,
             domain,
             nx_domain,
             public_ip: args.public_ip.or(file.public_ip).unwrap_or([127, 0, 0, 1].into()),
@@ -423,6 +430,8 @@ mod tests {
             nx_domain: s.nx_domain.clone(),
             public_ip: s.public_ip,
             trusted_proxies: Default::default(),
+            aws: None,
+            aws_last_used: (300, 1800),
         };
         Ok(build_all(&s.listeners, &common)?.len())
     }

@@ -48,6 +48,12 @@ pub enum CoreError {
     /// Too much heavy work (uploads being checked) is queued: try again shortly.
     #[error("busy: too many uploads are being processed, try again shortly")]
     Busy,
+    /// The kind needs something this server is not set up for (AWS settings for aws-id).
+    #[error("kind {kind} is not available on this server: {reason}")]
+    KindUnavailable { kind: &'static str, reason: String },
+    /// A service the kind works through (AWS) refused or failed; the text says which and why.
+    #[error("{0}")]
+    Upstream(String),
     #[error("storage error: {0}")]
     Storage(#[from] anyhow::Error),
 }

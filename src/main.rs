@@ -27,6 +27,12 @@ enum Command {
     Dns(DnsCommand),
     /// Measure hit throughput and latency against a freshly started release server.
     Bench(trapline::bench::BenchArgs),
+    /// List deleted tokens whose outside resources (an aws-id token's IAM user and key) are not
+    /// removed yet, with the last error; the server retries them on its own.
+    Retirements {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -113,5 +119,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => trapline::bench::run(args).await,
+        Command::Retirements { store } => {
+            let settings = Settings::resolve(&ServeArgs { store, ..Default::default() })?;
+            let store = trapline::store::open(&settings.database).await?;
+            let pending = store.list_retirements().await?;
+            for r in &pending {
+                let line = serde_json::json!({
+                    "token": r.token_id,
+                    "kind": r.kind,
+                    "deleted": chrono::DateTime::from_timestamp_micros(r.created_us).map(|t| t.to_rfc3339()),
+                    "attempts": r.attempts,
+                    "last_error": r.last_error,
+                });
+                println!("{line}");
+            }
+            if pending.is_empty() {
+                eprintln!("no retirements pending");
+            }
+            Ok(())
+        }
     }
 }

@@ -94,11 +94,23 @@ async fn shutdown_signal() {
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    // AWS (the aws-id and aws-s3 kinds, the AWS poller): on when a region is set.
+    let aws = crate::aws::Aws::from_settings(&settings.aws)?;
+    let aws_access = match &aws {
+        Some(client) => Some(Arc::new(crate::kinds::aws_access::AwsAccess::new(
+            client.clone(),
+            Some(settings.aws.iam_path()?),
+            settings.aws.user_tags()?,
+        ))),
+        None => None,
+    };
     let common = Common {
         domain: settings.domain.clone(),
         nx_domain: settings.nx_domain.clone(),
         public_ip: settings.public_ip,
         trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
+        aws: aws.clone(),
+        aws_last_used: (settings.aws.last_used_interval()?, settings.aws.last_used_grace()),
     };
     let configured = listeners::build_all(&settings.listeners, &common)?;
     crate::datadir::prepare_dir(&settings.data_dir)?;
@@ -149,7 +161,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Core::new(store.clone(), site.clone())
             .with_provision_key(&provision)
             .with_alerts(alert_cfg.clone())
-            .with_secrets(secrets),
+            .with_secrets(secrets)
+            .with_aws(aws_access),
     );
     let first_key = core.bootstrap_admin().await?;
     let committed = Arc::new(tokio::sync::Notify::new());
@@ -161,10 +174,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     .with_key_prefix(&format!("{}-", store.install_id().await?));
     let (recorder, writer) = Recorder::start(store.clone(), Arc::new(rules), committed.clone());
     let node = node_id(&settings.data_dir.join("node.id"))?;
-    let outbox_task = tokio::spawn(crate::alerts::run_outbox(store.clone(), alert_cfg.clone(), committed, node));
+    let outbox_task =
+        tokio::spawn(crate::alerts::run_outbox(store.clone(), alert_cfg.clone(), committed, node.clone()));
     let retention_task = tokio::spawn(crate::retention::run(store.clone(), settings.retention));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Retirements of deleted tokens and kinds' upkeep (aws-id key expiry), one node at a time.
+    let upkeep_task = tokio::spawn(core.clone().run_upkeep(node.clone(), stop_rx.clone()));
     // One management listener, one router per dialect.
     let api_router = console::router(core.clone())
         .merge(spacesiren::router(core.clone()))
@@ -202,6 +218,19 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     println!("  token URLs:       {}/...", site.public_url);
     println!("  storage:          {storage}");
+    let kind_cx = core.kind_context();
+    let off: Vec<&str> =
+        crate::kinds::KINDS.iter().filter(|k| k.unavailable(&kind_cx).is_some()).map(|k| k.name()).collect();
+    if !off.is_empty() {
+        println!("  kinds off:        {} (they need AWS settings: --aws-region; see the README, AWS)", off.join(", "));
+    }
+    let unretired = store.list_retirements().await?;
+    if !unretired.is_empty() {
+        println!(
+            "  retirements:      {} deleted token(s) whose AWS resources are not removed yet, retried (trapline retirements)",
+            unretired.len()
+        );
+    }
     let outputs = match alert_cfg.outputs.len() {
         0 => "none (--alert-webhooks, --alert-outputs, or a token's alert_webhook_url)".to_string(),
         _ => {
@@ -273,6 +302,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = api_task.await;
     let _ = flusher.await;
+    let _ = upkeep_task.await;
     // Each listener stops taking work and finishes what it took (within its grace).
     while let Some(r) = running.join_next().await {
         match r {

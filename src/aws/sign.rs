@@ -156,14 +156,18 @@ impl Aws {
         version: &str,
         params: &[(&str, &str)],
     ) -> Result<xml::Element, AwsError> {
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("Action", action).append_pair("Version", version);
-        for (name, value) in params {
-            form.append_pair(name, value);
-        }
+        // The serializer is not Send: it is gone before the await.
+        let body = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("Action", action).append_pair("Version", version);
+            for (name, value) in params {
+                form.append_pair(name, value);
+            }
+            form.finish()
+        };
         let call = Call::new(service, Method::POST, target)
             .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
-            .body(form.finish());
+            .body(body);
         xml::parse(&self.fetch(call).await?)
     }
 

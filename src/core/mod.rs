@@ -13,8 +13,10 @@ mod alerting;
 mod credentials;
 mod factories;
 mod flocks;
+mod honey_keys;
 mod incidents;
 mod tokens;
+mod upkeep;
 
 use std::sync::Arc;
 
@@ -92,6 +94,8 @@ pub struct Core {
     secrets: Arc<SecretBox>,
     /// Where kinds check what they are given (decoding uploads), off the async workers.
     work: Arc<crate::workpool::WorkPool>,
+    /// AWS for the AWS kinds (see [`Core::with_aws`]).
+    aws: Option<Arc<crate::kinds::aws_access::AwsAccess>>,
 }
 
 /// Parses a network restriction by [`crate::net::parse_net`]'s rules, as text (`a.b.c.d/n`,
@@ -132,6 +136,23 @@ impl Core {
             alerts,
             secrets: Arc::new(SecretBox::ephemeral()),
             work: Arc::new(crate::workpool::WorkPool::for_host()),
+            aws: None,
+        }
+    }
+
+    /// Gives the AWS kinds their AWS access (without it they are unavailable).
+    pub fn with_aws(mut self, aws: Option<Arc<crate::kinds::aws_access::AwsAccess>>) -> Core {
+        self.aws = aws;
+        self
+    }
+
+    /// What a kind may use beyond its token, for one call.
+    pub fn kind_context(&self) -> crate::kinds::KindContext {
+        crate::kinds::KindContext {
+            site: self.site.clone(),
+            work: self.work.clone(),
+            secrets: self.secrets.clone(),
+            aws: self.aws.clone(),
         }
     }
 

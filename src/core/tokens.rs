@@ -194,7 +194,10 @@ impl Core {
         let (alerting, _) = self.check_alert_settings(&req.alerting)?;
         // A kind runs CPU-heavy checks (decoding an image) on the context's work pool, never on
         // the threads that serve hits; the pool refuses with Busy when too much is queued.
-        let cx = kinds::KindContext { site: self.site.clone(), work: self.work.clone(), secrets: self.secrets.clone() };
+        let cx = self.kind_context();
+        if let Some(e) = kind.unavailable(&cx) {
+            return Err(e);
+        }
         let created = kind.create(&kinds::CreateRequest { params: &req.params, uploads: &req.uploads }, &cx).await?;
         let token = Token {
             id: ids::token_id(),
@@ -216,8 +219,29 @@ impl Core {
         };
         let audit =
             self.audit(actor, "token_create", &token.id, format!("created {} token in {}", token.kind, token.flock_id));
-        if !self.store.insert_token(&token, &created.files, &created.keys, &audit).await? {
-            return Err(CoreError::FlockNotFound); // deleted a moment ago
+        // What the kind made outside Trapline (an IAM user) is undone when the token cannot be
+        // stored, or it would be a live credential nobody watches.
+        let stored = async {
+            for key in &created.keys {
+                if self.store.trigger_keys(key.scheme).await?.iter().any(|(k, _)| *k == key.value) {
+                    return Err(CoreError::invalid(
+                        "canarytoken",
+                        format!("{} {} belongs to another token already", key.scheme.as_str(), key.value),
+                    ));
+                }
+            }
+            if !self.store.insert_token(&token, &created.files, &created.keys, &audit).await? {
+                return Err(CoreError::FlockNotFound); // deleted a moment ago
+            }
+            Ok(())
+        };
+        if let Err(e) = stored.await {
+            if !created.keys.is_empty() || kind.retires() {
+                if let Err(r) = kind.retire(&token, &cx).await {
+                    tracing::error!(error = %r, kind = %token.kind, "could not undo a token that was not stored");
+                }
+            }
+            return Err(e);
         }
         Ok(token)
     }
@@ -228,7 +252,7 @@ impl Core {
         Ok(shown(actor, self.visible_token(actor, id).await?))
     }
 
-    async fn visible_token(&self, actor: &Actor, id: &str) -> CoreResult<Token> {
+    pub(super) async fn visible_token(&self, actor: &Actor, id: &str) -> CoreResult<Token> {
         let id = id.trim();
         if !ids::is_token_id(id) {
             return Err(CoreError::TokenNotFound);
@@ -301,7 +325,7 @@ impl Core {
         }
     }
 
-    async fn change_token(
+    pub(super) async fn change_token(
         &self,
         actor: &Actor,
         id: &str,
@@ -364,12 +388,7 @@ impl Core {
                 // The token is gone whatever its kind says now: a failure to undo what the kind
                 // set up elsewhere is the operator's to see, not the caller's.
                 if let Some(kind) = kinds::find(&token.kind).filter(|k| !k.retires()) {
-                    let cx = kinds::KindContext {
-                        site: self.site.clone(),
-                        work: self.work.clone(),
-                        secrets: self.secrets.clone(),
-                    };
-                    if let Err(e) = kind.retire(&token, &cx).await {
+                    if let Err(e) = kind.retire(&token, &self.kind_context()).await {
                         tracing::error!(error = %e, token = %token.id, kind = %token.kind, "could not retire token");
                     }
                 }

@@ -97,6 +97,7 @@ fn core_error(e: CoreError) -> Response {
         FlockNotFound | FactoryNotFound => StatusCode::NOT_FOUND.into_response(),
         InvalidParam { name, reason } => argument_error(&format!("{name} {reason}")),
         Busy => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Upstream(_) => StatusCode::BAD_GATEWAY.into_response(),
         Storage(e) => {
             tracing::error!(error = %e, "storage failure in Conjur API");
             StatusCode::SERVICE_UNAVAILABLE.into_response()

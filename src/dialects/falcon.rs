@@ -125,6 +125,7 @@ fn core_answer(e: CoreError) -> Answer {
         EmptyMemo => Answer::error(StatusCode::BAD_REQUEST, "label is required"),
         InvalidParam { name, reason } => Answer::error(StatusCode::BAD_REQUEST, format!("{name} {reason}")),
         Busy => Answer::error(StatusCode::SERVICE_UNAVAILABLE, "busy, try again shortly"),
+        Upstream(m) => Answer::error(StatusCode::BAD_GATEWAY, m),
         Storage(e) => {
             tracing::error!(error = %e, "storage failure in Falcon API");
             Answer::error(StatusCode::SERVICE_UNAVAILABLE, "storage is unavailable, try again")

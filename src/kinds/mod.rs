@@ -21,6 +21,9 @@
 //! changed; [`KindContext`] holds shared handles (`Arc`s), so a kind may keep what it needs
 //! past the call (a task that retries an outside service).
 
+pub mod aws_access;
+pub mod aws_id;
+pub mod aws_s3;
 pub mod cloned_css;
 pub mod cloned_web;
 pub mod dns;
@@ -115,6 +118,8 @@ pub struct KindContext {
     pub work: Arc<WorkPool>,
     /// Seals secrets that must be shown again (a honey credential's secret half).
     pub secrets: Arc<SecretBox>,
+    /// AWS, when this server has AWS settings (the aws-id and aws-s3 kinds need it).
+    pub aws: Option<Arc<aws_access::AwsAccess>>,
 }
 
 /// What a kind may read when it shows a token or hands out its file.
@@ -196,6 +201,9 @@ pub enum KindChange<'a> {
     SetRedirect(&'a str),
     /// Send visitors nowhere.
     RemoveRedirect,
+    /// Set these of the kind's own settings, by name (SpaceSiren's `location`, `description`,
+    /// `active`, `expire_time` of an aws-id token); the kind checks names and values.
+    Settings(&'a Params),
 }
 
 impl KindChange<'_> {
@@ -206,6 +214,7 @@ impl KindChange<'_> {
             KindChange::RemoveRedirect => {
                 CoreError::invalid("canarytoken", "is not a token whose redirect can be removed")
             }
+            KindChange::Settings(_) => CoreError::invalid("canarytoken", "has no settings that can be changed"),
         }
     }
 }
@@ -272,6 +281,26 @@ pub trait Kind: Send + Sync + 'static {
     /// (the default) has `retire` called once, right after the delete.
     fn retires(&self) -> bool {
         false
+    }
+
+    /// Why tokens of this kind cannot be made on this server (aws-id without AWS settings), or
+    /// None. Such a kind is left out of the kind listings, and create refuses with this error.
+    fn unavailable(&self, cx: &KindContext) -> Option<CoreError> {
+        let _ = cx;
+        None
+    }
+
+    /// Whether its tokens need [`Kind::maintain`] called now and then (by the upkeep task).
+    fn maintains(&self) -> bool {
+        false
+    }
+
+    /// Keeps what the token set up outside Trapline in step with its settings (aws-id
+    /// deactivates an expired key). Returns the new settings and what changed, when anything
+    /// did; a failure is retried next time.
+    async fn maintain(&self, token: &Token, cx: &KindContext) -> anyhow::Result<Option<Updated>> {
+        let _ = (token, cx);
+        Ok(None)
     }
 
     /// Runs after `token` has been deleted from the store (undo what `create` did outside
@@ -375,6 +404,8 @@ pub static KINDS: &[&dyn Kind] = &[
     &sensitive_cmd::SensitiveCmd,
     &sql::Sql,
     &smtp::Smtp,
+    &aws_id::AwsId,
+    &aws_s3::AwsS3,
 ];
 
 pub fn find(name: &str) -> Option<&'static dyn Kind> {

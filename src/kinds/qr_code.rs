@@ -61,6 +61,7 @@ impl Kind for QrCode {
         match change {
             KindChange::SetRedirect(url) => redirect::set_target(token, url),
             KindChange::RemoveRedirect => Ok(redirect::remove_target(token)),
+            KindChange::Settings(_) => Err(change.unsupported()),
         }
     }
 

@@ -88,7 +88,7 @@ impl Kind for Redirect {
     fn update(&self, token: &Token, change: &KindChange<'_>) -> CoreResult<Updated> {
         match change {
             KindChange::SetRedirect(url) => set_target(token, url),
-            KindChange::RemoveRedirect => Err(change.unsupported()),
+            KindChange::RemoveRedirect | KindChange::Settings(_) => Err(change.unsupported()),
         }
     }
 

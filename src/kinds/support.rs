@@ -59,6 +59,7 @@ pub(crate) mod testing {
             site: site(),
             work: Arc::new(crate::workpool::WorkPool::new(1, 4)),
             secrets: Arc::new(crate::sealed::SecretBox::ephemeral()),
+            aws: None,
         }
     }
 

@@ -952,6 +952,8 @@ mod tests {
             nx_domain: "nx.t.test".into(),
             public_ip: [127, 0, 0, 1].into(),
             trusted_proxies: Default::default(),
+            aws: None,
+            aws_last_used: (300, 1800),
         };
         let bound = Dns::build(&settings, &common).unwrap().unwrap().bind().await.unwrap();
         let addr = bound.local_addr().unwrap();

@@ -65,6 +65,10 @@ pub struct Common {
     pub public_ip: IpAddr,
     /// Proxies whose X-Forwarded-For is believed.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// AWS, when set up (`[aws]`): the AWS poller needs it.
+    pub aws: Option<crate::aws::Aws>,
+    /// The AWS safety net's poll interval and grace, in seconds.
+    pub aws_last_used: (u64, u64),
 }
 
 /// Builds one listener from the settings, checked; `None` when it is off.

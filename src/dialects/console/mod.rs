@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -197,6 +197,8 @@ fn core_error(e: CoreError) -> Response {
             error(StatusCode::PAYLOAD_TOO_LARGE, BAD_PARAMS, Some(format!("{name} is larger than {limit} bytes")))
         }
         Busy => error(StatusCode::SERVICE_UNAVAILABLE, "Too busy, try again shortly", None),
+        e @ KindUnavailable { .. } => error(StatusCode::BAD_REQUEST, BAD_PARAMS, Some(e.to_string())),
+        Upstream(m) => error(StatusCode::BAD_GATEWAY, "Could not create the token in AWS", Some(m)),
         Storage(e) => {
             tracing::error!(error = %e, "storage failure in console API");
             error(StatusCode::SERVICE_UNAVAILABLE, "Storage is unavailable, try again", None)
@@ -529,23 +531,24 @@ async fn ping(_core: &Core, _actor: &Actor, _req: &Req) -> CoreResult<Value> {
     Ok(json!({}))
 }
 
-/// The kinds `canarytokens/list` and `canarytokens/factory/list` show: kind → human name,
-/// built once.
-fn kind_names() -> &'static Value {
-    static NAMES: OnceLock<Value> = OnceLock::new();
-    NAMES.get_or_init(|| {
-        let m: Map<String, Value> =
-            kinds::KINDS.iter().map(|k| (k.name().to_string(), Value::String(k.human_name().into()))).collect();
-        Value::Object(m)
-    })
+/// The kinds `canarytokens/list` and `canarytokens/factory/list` show: kind → human name, of
+/// the kinds available on this server (aws-id needs AWS settings).
+fn kind_names(core: &Core) -> Value {
+    let cx = core.kind_context();
+    let m: Map<String, Value> = kinds::KINDS
+        .iter()
+        .filter(|k| k.unavailable(&cx).is_none())
+        .map(|k| (k.name().to_string(), Value::String(k.human_name().into())))
+        .collect();
+    Value::Object(m)
 }
 
-async fn kinds_list(_core: &Core, _actor: &Actor, _req: &Req) -> CoreResult<Value> {
-    Ok(json!({ "canarytokens": kind_names() }))
+async fn kinds_list(core: &Core, _actor: &Actor, _req: &Req) -> CoreResult<Value> {
+    Ok(json!({ "canarytokens": kind_names(core) }))
 }
 
-async fn factory_kinds_list(_core: &Core, _actor: &Actor, _req: &Req) -> CoreResult<Value> {
-    Ok(json!({ "factory_canarytokens": kind_names() }))
+async fn factory_kinds_list(core: &Core, _actor: &Actor, _req: &Req) -> CoreResult<Value> {
+    Ok(json!({ "factory_canarytokens": kind_names(core) }))
 }
 
 /// `2019-12-25-12:00:00` (UTC) or epoch seconds, as `newer_than` and `older_than` take them.

@@ -11,11 +11,13 @@
 //! `Access denied.`, 404 `Key not found.`, and, once the caller is known, the 400s for the body:
 //! `Content-Type header must be application/json.` (a body with another media type),
 //! `Could not decode json request.`, `Parameter '<name>' must be of type string|bool|int.` and
-//! `Parameter 'key_id' is required.` `/token` and `/event` (honey AWS keys) need the aws-id
-//! kind, which Trapline does not have yet: after authentication they answer 501 in this shape.
+//! `Parameter 'key_id' is required.` `/token` and `/event` (honey AWS keys) are in [`tokens`];
+//! on a server without AWS settings they answer 400 saying so.
 
 // Parsing helpers return a ready error `Response` on a cold path; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
+mod tokens;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,16 +42,13 @@ const MAX_BODY: usize = 64 * 1024;
 const BODY_DEADLINE: Duration = Duration::from_secs(30);
 /// Latest `expire_time` accepted (9999-12-31T23:59:59Z).
 pub const MAX_EXPIRE_SECS: i64 = 253_402_300_799;
-/// The answer on `/token` and `/event`.
-const NO_AWS_KIND: &str = "Honey AWS tokens (/token and /event) need the aws-id token kind, \
-which this server does not have yet.";
 
 pub fn router(core: Arc<Core>) -> Router {
     Router::new()
         .route("/key", any(key))
         .route("/test-alert", any(test_alert))
-        .route("/token", any(not_built))
-        .route("/event", any(not_built))
+        .route("/token", any(honey))
+        .route("/event", any(honey))
         .with_state(core)
 }
 
@@ -73,6 +72,7 @@ fn core_error(e: CoreError) -> Response {
         KeyNotFound => error(StatusCode::NOT_FOUND, "Key not found."),
         InvalidParam { name, reason } => bad_request(&format!("Parameter '{name}' is invalid: {reason}.")),
         Busy => error(StatusCode::SERVICE_UNAVAILABLE, "Busy, try again shortly."),
+        Upstream(m) => error(StatusCode::BAD_GATEWAY, &m),
         Storage(e) => {
             tracing::error!(error = %e, "storage failure in SpaceSiren API");
             error(StatusCode::SERVICE_UNAVAILABLE, "Storage is unavailable, try again.")
@@ -264,20 +264,22 @@ async fn test_alert(
     run.await.unwrap_or_else(|r| r)
 }
 
-/// `/token` and `/event`, any method: known callers learn, in SpaceSiren's shape, that honey
-/// AWS keys are not available here yet (501); unknown ones get the usual 401.
-async fn not_built(
-    State(core): State<Arc<Core>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-) -> Response {
+/// `/token` and `/event`: authenticated by the key pair, then the body, then [`tokens`].
+async fn honey(State(core): State<Arc<Core>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
     let src_ip = src(peer);
     let (parts, body) = req.into_parts();
-    if let Err(r) = read_body(body).await {
-        return r;
-    }
-    match key_pair(&core, &parts.headers, &src_ip).await {
-        Ok(_) => error(StatusCode::NOT_IMPLEMENTED, NO_AWS_KIND),
-        Err(r) => r,
-    }
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let run = async {
+        let actor = key_pair(&core, &parts.headers, &src_ip).await?;
+        let body = body_object(&parts.headers, &bytes)?;
+        if parts.uri.path() == "/event" {
+            tokens::event(&core, &actor, &parts.method, &body).await
+        } else {
+            tokens::token(&core, &actor, &parts.method, &body).await
+        }
+    };
+    run.await.unwrap_or_else(|r| r)
 }
