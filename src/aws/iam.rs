@@ -24,6 +24,9 @@ pub struct IamUser {
     pub user_id: String,
     pub arn: String,
     pub create_date: Option<DateTime<Utc>>,
+    /// The user's tags (`GetUser` and `CreateUser` answer them), to tell Trapline's users
+    /// from others.
+    pub tags: Vec<(String, String)>,
 }
 
 /// A new access key, with its secret (shown once by IAM; hidden from `Debug`).
@@ -170,6 +173,13 @@ fn parse_user(user: &Element) -> Result<IamUser, AwsError> {
         user_id: user.required("UserId")?.to_owned(),
         arn: user.required("Arn")?.to_owned(),
         create_date: user.date_of("CreateDate")?,
+        tags: match user.child("Tags") {
+            Some(tags) => tags
+                .children("member")
+                .map(|m| Ok((m.required("Key")?.to_owned(), m.text_of("Value").unwrap_or_default().to_owned())))
+                .collect::<Result<_, AwsError>>()?,
+            None => Vec::new(),
+        },
     })
 }
 
@@ -260,6 +270,7 @@ mod tests {
         assert_eq!(user.user_id, "AIDACKCEVSQ6C2EXAMPLE");
         assert_eq!(user.arn, "arn:aws:iam::123456789012:user/division_abc/subdivision_xyz/Bob");
         assert_eq!(user.create_date.unwrap().to_rfc3339(), "2013-10-02T17:01:44+00:00");
+        assert_eq!(user.tags, vec![("team".to_owned(), "infra".to_owned())]);
         let no_arn = parse(b"<User><UserName>x</UserName><UserId>y</UserId></User>").unwrap();
         assert!(matches!(parse_user(&no_arn), Err(AwsError::Malformed(_))));
     }

@@ -1,5 +1,6 @@
 //! S3 calls (REST-XML): list a prefix (ListObjectsV2), read an object with a size cap, write
-//! one, create a bucket, check one exists (HeadBucket), and turn server access logging on or off.
+//! one, create a bucket, check one exists (HeadBucket), read and set server access logging,
+//! and set a bucket policy (what lets the logging service write into a log bucket).
 //!
 //! Listings ask for `encoding-type=url`, so keys with any bytes survive XML, and decode them
 //! (`+` or `%20` for a space). One call is one page: the caller follows
@@ -120,6 +121,21 @@ impl Aws {
         self.bucket_logging(bucket, logging_body(Some((target_bucket, target_prefix)))).await
     }
 
+    /// `GetBucketLogging`: where the bucket's access logs go (`(target bucket, target
+    /// prefix)`), `None` when logging is off.
+    pub async fn get_bucket_logging(&self, bucket: &str) -> Result<Option<(String, String)>, AwsError> {
+        let call = Call::new(Service::S3, Method::GET, self.s3_target(bucket, None, &[("logging", "")])?);
+        parse_logging(&xml::parse(&self.fetch(call).await?)?)
+    }
+
+    /// `PutBucketPolicy`: the bucket's policy (a JSON document), replacing any other.
+    pub async fn put_bucket_policy(&self, bucket: &str, policy_json: &str) -> Result<(), AwsError> {
+        let call = Call::new(Service::S3, Method::PUT, self.s3_target(bucket, None, &[("policy", "")])?)
+            .header("content-type", "application/json")
+            .body(policy_json.to_owned());
+        self.fetch(call).await.map(drop)
+    }
+
     /// `PutBucketLogging` with an empty status: logging off.
     pub async fn delete_bucket_logging(&self, bucket: &str) -> Result<(), AwsError> {
         self.bucket_logging(bucket, logging_body(None)).await
@@ -154,6 +170,19 @@ fn logging_body(target: Option<(&str, &str)>) -> String {
             xml::escape(prefix)
         ),
         None => format!(r#"<BucketLoggingStatus xmlns="{NAMESPACE}" />"#),
+    }
+}
+
+fn parse_logging(root: &Element) -> Result<Option<(String, String)>, AwsError> {
+    if root.name != "BucketLoggingStatus" {
+        return Err(AwsError::Malformed(format!("a logging reply is <BucketLoggingStatus>, not <{}>", root.name)));
+    }
+    match root.child("LoggingEnabled") {
+        Some(enabled) => Ok(Some((
+            enabled.required("TargetBucket")?.to_owned(),
+            enabled.text_of("TargetPrefix").unwrap_or_default().to_owned(),
+        ))),
+        None => Ok(None),
     }
 }
 
@@ -253,6 +282,21 @@ mod tests {
         ] {
             assert!(parse_listing(&xml::parse(bad).unwrap()).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn logging_reply() {
+        let on = xml::parse(
+            br#"<?xml version="1.0" encoding="UTF-8"?>
+<BucketLoggingStatus xmlns="http://doc.s3.amazonaws.com/2006-03-01">
+  <LoggingEnabled><TargetBucket>mybucketlogs</TargetBucket><TargetPrefix>mybucket-access_log-/</TargetPrefix></LoggingEnabled>
+</BucketLoggingStatus>"#,
+        )
+        .unwrap();
+        assert_eq!(parse_logging(&on).unwrap(), Some(("mybucketlogs".into(), "mybucket-access_log-/".into())));
+        let off = xml::parse(br#"<BucketLoggingStatus xmlns="http://doc.s3.amazonaws.com/2006-03-01" />"#).unwrap();
+        assert_eq!(parse_logging(&off).unwrap(), None);
+        assert!(parse_logging(&xml::parse(b"<Other/>").unwrap()).is_err());
     }
 
     #[test]
