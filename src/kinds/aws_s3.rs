@@ -56,6 +56,22 @@ pub fn check_bucket(name: &'static str, bucket: &str) -> CoreResult<()> {
     }
 }
 
+/// The log bucket policy that lets S3's logging service write the source bucket's logs.
+fn log_delivery_policy(p: &AwsS3Params) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "S3ServerAccessLogs",
+            "Effect": "Allow",
+            "Principal": {"Service": "logging.s3.amazonaws.com"},
+            "Action": "s3:PutObject",
+            "Resource": format!("arn:aws:s3:::{}/{}*", p.s3_log_bucket, p.log_prefix),
+            "Condition": {"ArnLike": {"aws:SourceArn": format!("arn:aws:s3:::{}", p.s3_source_bucket)}},
+        }],
+    })
+    .to_string()
+}
+
 /// The client create uses: the caller's credentials when given, else Trapline's.
 fn creating_client(req: &CreateRequest<'_>, ours: &Aws) -> CoreResult<Aws> {
     let get = |n: &str| req.params.get(n).map(|v| v.trim()).filter(|v| !v.is_empty());
@@ -108,6 +124,11 @@ impl Kind for AwsS3 {
         };
         if !s3.bucket_exists(&p.s3_log_bucket).await.map_err(|e| up("look for the log bucket", &e))? {
             s3.create_bucket(&p.s3_log_bucket).await.map_err(|e| up("create the log bucket", &e))?;
+            // S3's logging service may write into a bucket only if its policy lets it: set on a
+            // bucket made here (an existing one's policy is the operator's, never replaced).
+            s3.put_bucket_policy(&p.s3_log_bucket, &log_delivery_policy(&p))
+                .await
+                .map_err(|e| up("let S3 write access logs into the log bucket", &e))?;
         }
         if !s3.bucket_exists(&p.s3_source_bucket).await.map_err(|e| up("look for the bucket", &e))? {
             s3.create_bucket(&p.s3_source_bucket).await.map_err(|e| up("create the bucket", &e))?;
