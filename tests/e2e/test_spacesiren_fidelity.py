@@ -9,8 +9,10 @@ answering in SpaceSiren's shape.
 * 400 texts, once the caller is known: `Content-Type header must be application/json.` (a body
   with another media type; `; charset=utf-8` is accepted), `Could not decode json request.`,
   `Parameter '<name>' must be of type string|bool|int.`, `Parameter 'key_id' is required.`
-* `/token` and `/event`, any method: 401 `Authentication failed.` without a key pair, and with
-  one 501 `{"error": ...}` naming the aws-id kind this server does not have yet.
+* `/token` and `/event` on a server without AWS settings: 401 `Authentication failed.` without
+  a key pair; with one, `POST /token` is a 400 `{"error": ...}` naming the AWS settings it needs,
+  listings are empty, a named key or event is SpaceSiren's 404, and a missing required
+  parameter its 400. (With AWS, see test_spacesiren_tokens.py.)
 
 The documented calls are made with curl (helpers from test_spacesiren.py); requests sends the
 deliberately malformed ones, where the exact bytes and headers matter.
@@ -248,17 +250,30 @@ def test_curl_without_a_content_type_is_refused(server, admin):
 
 def test_token_and_event_answer_in_spacesiren_shape(server, admin):
     user = new_key(server, admin, admin=False, description="aws user")
+    missing = {"access_key_id": "AKIAIOSFODNN7EXAMPLE"}
+    for key in (admin, user):
+        code, parsed, text = curl("POST", root(server) + "token", creds(key), {"description": "x"})
+        assert code == 400 and set(parsed) == {"error"}, text
+        assert "aws-id" in parsed["error"] and "--aws-region" in parsed["error"], parsed
+        code, parsed, text = curl("GET", root(server) + "token", creds(key))
+        assert (code, parsed) == (200, {"count": 0, "tokens": []}), text
+        for method in ("GET", "PATCH", "DELETE"):
+            code, parsed, text = curl(method, root(server) + "token", creds(key), missing)
+            assert (code, parsed) == (404, {"error": "Token not found."}), (method, text)
+        for method in ("PATCH", "DELETE"):
+            code, parsed, text = curl(method, root(server) + "token", creds(key))
+            assert (code, parsed) == (400, {"error": "Parameter 'access_key_id' is required."}), (method, text)
+        code, parsed, text = curl("GET", root(server) + "event", creds(key), missing)
+        assert (code, parsed) == (404, {"error": "Token not found."}), text
+        code, parsed, text = curl("GET", root(server) + "event", creds(key), {"event_id": "8c90a152-00c2-44b1-9bce-758a32f7b02e"})
+        assert (code, parsed) == (404, {"error": "Event not found."}), text
+        code, parsed, text = curl("GET", root(server) + "event", creds(key))
+        assert code == 400 and set(parsed) == {"error"}, text
+        code, parsed, text = curl("GET", root(server) + "token", creds(key), {"access_key_id": 5})
+        assert (code, parsed) == (400, {"error": "Parameter 'access_key_id' must be of type string."}), text
     for path in ("token", "event"):
         for method in ("GET", "POST", "PATCH", "DELETE"):
-            body = {"access_key_id": "AKIAIOSFODNN7EXAMPLE"} if method != "POST" else {"description": "x"}
-            for key in (admin, user):
-                code, parsed, text = curl(method, root(server) + path, creds(key), body)
-                assert code == 501, (path, method, code, text)
-                assert isinstance(parsed, dict) and set(parsed) == {"error"}, text
-                assert "aws-id" in parsed["error"], parsed
-            # no body at all
-            code, parsed, text = curl(method, root(server) + path, creds(admin))
-            assert code == 501 and set(parsed) == {"error"}, (path, method, code, text)
+            body = missing if method != "POST" else {"description": "x"}
             # unauthenticated: SpaceSiren's 401, not another dialect's 404
             for h in ({}, {"X-Key-ID": admin["key_id"], "X-Secret-ID": wrong_secret(admin)},
                       {"X-Key-ID": "00000000-0000-4000-8000-000000000000", "X-Secret-ID": admin["secret_id"]}):
