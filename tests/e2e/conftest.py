@@ -5,6 +5,10 @@ The suite drives the real binary (env ``TRAPLINE_BIN``, default
 the Canary Console API (raw ``requests`` and the unmodified ``canarytools``
 client), the trigger HTTP listener and the DNS listener (UDP and TCP).
 Everything listens on 127.0.0.1 with port 0 so tests never collide.
+
+The AWS tests share one moto server per session (fixture `moto`, see awstools.py) and start
+Trapline against it with `aws_server` (the same `Server`, with the environment of
+`awstools.trapline_aws_env`).
 """
 
 import base64
@@ -39,6 +43,7 @@ API_RE = re.compile(r"management API:\s+(http://\S+)")
 HTTP_RE = re.compile(r"trigger HTTP:\s+(http://\S+)")
 DNS_RE = re.compile(r"DNS \(UDP\+TCP\):\s+(\S+):(\d+)")
 SMTP_RE = re.compile(r"SMTP \(inbound\):\s+(\S+):(\d+)")
+CLOUDTRAIL_RE = re.compile(r"ingest CloudTrail:\s+(.+)$", re.M)
 CREATED_PRINTABLE_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(UTC\)$")
 CREATED_STD_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\+0000$")
 
@@ -47,9 +52,9 @@ _ALL_SERVERS = []
 
 
 def clean_env(extra=None):
-    """The current environment without any TRAPLINE_* variable (so a developer's
-    shell settings cannot leak into the server under test), plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAPLINE_")}
+    """The current environment without any TRAPLINE_* or AWS_* variable (so a developer's
+    shell settings and AWS credentials cannot leak into the server under test), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAPLINE_", "AWS_"))}
     env.setdefault("RUST_BACKTRACE", "1")
     # The inbound SMTP listener is on by default (127.0.0.1:2525): test servers take a free
     # port instead, so several can run at once. A flag still overrides this.
@@ -195,6 +200,7 @@ class Server:
         self.dns_host = None
         self.dns_port = None
         self.smtp_host = self.smtp_port = None   # None when the SMTP listener is off
+        self.cloudtrail_line = None   # what follows "ingest CloudTrail:" (None: the listener is off)
         self.starts = 0
         _ALL_SERVERS.append(self)
 
@@ -267,6 +273,8 @@ class Server:
         self.dns_host, self.dns_port = d.group(1), int(d.group(2))
         smtp = SMTP_RE.search(text)
         self.smtp_host, self.smtp_port = (smtp.group(1), int(smtp.group(2))) if smtp else (None, None)
+        ct = CLOUDTRAIL_RE.search(text)
+        self.cloudtrail_line = ct.group(1).strip() if ct else None
         for line in self.stdout_lines:
             if line.startswith('{"key_id"'):
                 self.key_lines_this_run.append(line)
@@ -435,9 +443,41 @@ def keys(server):
     return {role: server.create_key(role) for role in ("admin", "analyst", "read-only")}
 
 
+# --- AWS (moto) ------------------------------------------------------------------------
+
+_MOTOS = []
+
+
+@pytest.fixture(scope="session")
+def moto():
+    """One moto server for the session (`moto_server` in its own process group). Tests keep
+    apart by unique user, bucket and queue names; `moto.reset()` wipes everything."""
+    from awstools import Moto
+    m = Moto()
+    _MOTOS.append(m)
+    m.start()
+    yield m
+    m.stop()
+
+
+def aws_server(moto, bucket=None, sqs_url=None, args=None, env=None, data_dir=None, start=True, **settings):
+    """A `Server` pointed at moto (see awstools.trapline_aws_env for the environment; `settings`
+    are more TRAPLINE_* variables by suffix, `env` anything else), started unless `start` is false."""
+    from awstools import trapline_aws_env
+    full = trapline_aws_env(moto, bucket=bucket, sqs_url=sqs_url, **settings)
+    full.update(env or {})
+    srv = Server(data_dir=data_dir, args=args, env=full)
+    return srv.start() if start else srv
+
+
 def pytest_sessionfinish(session, exitstatus):
     for srv in _ALL_SERVERS:
         try:
             srv._kill_quietly()
+        except Exception:
+            pass
+    for m in _MOTOS:
+        try:
+            m.stop()
         except Exception:
             pass
