@@ -138,7 +138,10 @@ def test_without_aws_settings_the_kind_is_refused_clearly(request):
         make_console(srv).tokens.create(memo=unique("no-aws"), kind=canarytools.CanaryTokenKinds.AWS)
     # SpaceSiren: its own error shape, never a 500
     key = ss_provision(srv)
-    for method, body in (("POST", {"location": "laptop"}), ("POST", None), ("GET", None)):
+    # listing works (there are none); making one says what is missing
+    r = ss(srv, key, "GET", "token", None)
+    assert (r.status_code, r.json()) == (200, {"count": 0, "tokens": []}), r.text[:200]
+    for method, body in (("POST", {"location": "laptop"}), ("POST", None)):
         r = ss(srv, key, method, "token", body)
         assert r.status_code != 500 and 400 <= r.status_code < 600, \
             f"{method} /token without AWS: {r.status_code} {r.text[:200]}"

@@ -197,7 +197,7 @@ fn core_error(e: CoreError) -> Response {
             error(StatusCode::PAYLOAD_TOO_LARGE, BAD_PARAMS, Some(format!("{name} is larger than {limit} bytes")))
         }
         Busy => error(StatusCode::SERVICE_UNAVAILABLE, "Too busy, try again shortly", None),
-        e @ KindUnavailable { .. } => error(StatusCode::BAD_REQUEST, BAD_PARAMS, Some(e.to_string())),
+        e @ KindUnavailable { .. } => error(StatusCode::BAD_REQUEST, &e.to_string(), None),
         Upstream(m) => error(StatusCode::BAD_GATEWAY, "Could not create the token in AWS", Some(m)),
         Storage(e) => {
             tracing::error!(error = %e, "storage failure in console API");

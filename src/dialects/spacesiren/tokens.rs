@@ -27,7 +27,9 @@ use crate::kinds::{params, Params};
 use crate::model::{AlertStatus, Hit, KeyScheme, Token, TokenFilter};
 
 const KIND: &str = "aws-id";
-const NOT_FOUND: &str = "Token not found.";
+/// SpaceSiren's 404 texts: `/token` names a honey token, `/event` a token.
+const NOT_FOUND: &str = "Honey token not found.";
+const NO_TOKEN: &str = "Token not found.";
 const NO_EVENT: &str = "Event not found.";
 
 /// A string parameter that, when present, must be a string (null too is the wrong type).
@@ -119,8 +121,8 @@ fn event_json(access_key_id: &str, h: &Hit) -> Value {
     })
 }
 
-async fn by_key(core: &Core, actor: &Actor, access_key_id: &str) -> Result<Token, Response> {
-    core.token_by_key(actor, KeyScheme::AwsAccessKeyId, access_key_id).await.map_err(|e| not_found(e, NOT_FOUND))
+async fn by_key(core: &Core, actor: &Actor, access_key_id: &str, missing: &str) -> Result<Token, Response> {
+    core.token_by_key(actor, KeyScheme::AwsAccessKeyId, access_key_id).await.map_err(|e| not_found(e, missing))
 }
 
 /// The memo the Console shows for a token made through SpaceSiren (which has none).
@@ -148,7 +150,7 @@ pub async fn token(
             reply(StatusCode::OK, token_json(core, &t))
         }
         Method::GET => match key.filter(|k| !k.trim().is_empty()) {
-            Some(k) => reply(StatusCode::OK, json!({ "token": token_json(core, &by_key(core, actor, &k).await?) })),
+            Some(k) => reply(StatusCode::OK, json!({ "token": token_json(core, &by_key(core, actor, &k, NOT_FOUND).await?) })),
             None => {
                 let filter = TokenFilter { kind: Some(KIND.into()), ..TokenFilter::default() };
                 let all = core.all_tokens(actor, filter).await.map_err(core_error)?;
@@ -159,7 +161,7 @@ pub async fn token(
         Method::PATCH => {
             let k = str_param(body, "access_key_id", true)?.unwrap_or_default();
             let settings = settings(body)?;
-            let t = by_key(core, actor, &k).await?;
+            let t = by_key(core, actor, &k, NOT_FOUND).await?;
             let t = if settings.is_empty() {
                 t
             } else {
@@ -169,7 +171,7 @@ pub async fn token(
         }
         Method::DELETE => {
             let k = str_param(body, "access_key_id", true)?.unwrap_or_default();
-            let t = by_key(core, actor, &k).await?;
+            let t = by_key(core, actor, &k, NOT_FOUND).await?;
             core.delete_token(actor, &t.id, true).await.map_err(|e| not_found(e, NOT_FOUND))?;
             StatusCode::NO_CONTENT.into_response()
         }
@@ -195,12 +197,12 @@ pub async fn event(
             reply(StatusCode::OK, json!({ "event": event_json(&p.access_key_id, &h) }))
         }
         (None, Some(k)) => {
-            let t = by_key(core, actor, &k).await?;
+            let t = by_key(core, actor, &k, NO_TOKEN).await?;
             let hits = core.all_token_hits(actor, &t.id).await.map_err(core_error)?;
             let p = params::<AwsIdParams>(&t);
             let events: Vec<Value> = hits.iter().map(|h| event_json(&p.access_key_id, h)).collect();
             reply(StatusCode::OK, json!({ "count": events.len(), "access_key_id": p.access_key_id, "events": events }))
         }
-        (None, None) => return Err(bad_request("Parameter 'event_id' or 'access_key_id' is required.")),
+        (None, None) => return Err(bad_request("Must specify 'event_id' or 'access_key_id'.")),
     })
 }
