@@ -19,6 +19,7 @@
 //! Adding a listener is its module and one row here (its settings field and its
 //! [`LISTENERS`] entry).
 
+pub mod cloudtrail;
 pub mod dns;
 pub mod dns_wire;
 pub mod http;
