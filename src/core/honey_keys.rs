@@ -33,7 +33,7 @@ impl Core {
         self.change_token(actor, &token.id, change, "token_update", updated.description).await
     }
 
-    /// Every hit of the token, newest first, at most [`MAX_TOKEN_EVENTS`].
+    /// Every hit of the token, newest first, at most `MAX_TOKEN_EVENTS` (10,000).
     pub async fn all_token_hits(&self, actor: &Actor, id: &str) -> CoreResult<Vec<Hit>> {
         let mut out: Vec<Hit> = Vec::new();
         loop {

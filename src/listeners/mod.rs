@@ -54,6 +54,9 @@ pub struct ListenerSettings {
     #[command(flatten)]
     #[serde(default)]
     pub smtp: smtp::SmtpSettings,
+    #[command(flatten)]
+    #[serde(default)]
+    pub cloudtrail: cloudtrail::CloudTrailSettings,
 }
 
 /// Settings every listener may read besides its own section.
@@ -80,6 +83,7 @@ pub const LISTENERS: &[(&str, Build)] = &[
     ("http", |s, c| http::Http::build(&s.http, c)),
     ("dns", |s, c| dns::Dns::build(&s.dns, c)),
     ("smtp", |s, c| smtp::Smtp::build(&s.smtp, c)),
+    ("cloudtrail", |s, c| cloudtrail::AwsListener::build(&s.cloudtrail, c)),
 ];
 
 /// The listeners the settings turn on, in [`LISTENERS`] order.

@@ -11,7 +11,7 @@
 //! `Access denied.`, 404 `Key not found.`, and, once the caller is known, the 400s for the body:
 //! `Content-Type header must be application/json.` (a body with another media type),
 //! `Could not decode json request.`, `Parameter '<name>' must be of type string|bool|int.` and
-//! `Parameter 'key_id' is required.` `/token` and `/event` (honey AWS keys) are in [`tokens`];
+//! `Parameter 'key_id' is required.` `/token` and `/event` (honey AWS keys) are in `tokens.rs`;
 //! on a server without AWS settings they answer 400 saying so.
 
 // Parsing helpers return a ready error `Response` on a cold path; boxing it buys nothing.
@@ -264,7 +264,7 @@ async fn test_alert(
     run.await.unwrap_or_else(|r| r)
 }
 
-/// `/token` and `/event`: authenticated by the key pair, then the body, then [`tokens`].
+/// `/token` and `/event`: authenticated by the key pair, then the body, then `tokens.rs`.
 async fn honey(State(core): State<Arc<Core>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
     let src_ip = src(peer);
     let (parts, body) = req.into_parts();

@@ -150,7 +150,9 @@ pub async fn token(
             reply(StatusCode::OK, token_json(core, &t))
         }
         Method::GET => match key.filter(|k| !k.trim().is_empty()) {
-            Some(k) => reply(StatusCode::OK, json!({ "token": token_json(core, &by_key(core, actor, &k, NOT_FOUND).await?) })),
+            Some(k) => {
+                reply(StatusCode::OK, json!({ "token": token_json(core, &by_key(core, actor, &k, NOT_FOUND).await?) }))
+            }
             None => {
                 let filter = TokenFilter { kind: Some(KIND.into()), ..TokenFilter::default() };
                 let all = core.all_tokens(actor, filter).await.map_err(core_error)?;
