@@ -198,7 +198,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     for (_, b) in &bound {
         banner.extend(b.describe());
     }
-    let cx = ListenerContext { hits: Arc::new(recorder) as Arc<dyn HitSink>, site: site.clone(), stop: stop_rx };
+    let cx = ListenerContext {
+        hits: Arc::new(recorder) as Arc<dyn HitSink>,
+        site: site.clone(),
+        stop: stop_rx,
+        node: node.clone(),
+    };
     let mut running = JoinSet::new();
     for (name, b) in bound {
         let cx = cx.clone();

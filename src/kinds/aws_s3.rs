@@ -57,7 +57,9 @@ pub fn check_bucket(name: &'static str, bucket: &str) -> CoreResult<()> {
 }
 
 /// The log bucket policy that lets S3's logging service write the source bucket's logs.
-fn log_delivery_policy(p: &AwsS3Params) -> String {
+fn log_delivery_policy(log_bucket: &str, account: &str) -> String {
+    // The whole bucket, so later aws-s3 tokens can log into it too; only for this account's
+    // buckets (AWS's advice against a confused deputy).
     serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [{
@@ -65,21 +67,23 @@ fn log_delivery_policy(p: &AwsS3Params) -> String {
             "Effect": "Allow",
             "Principal": {"Service": "logging.s3.amazonaws.com"},
             "Action": "s3:PutObject",
-            "Resource": format!("arn:aws:s3:::{}/{}*", p.s3_log_bucket, p.log_prefix),
-            "Condition": {"ArnLike": {"aws:SourceArn": format!("arn:aws:s3:::{}", p.s3_source_bucket)}},
+            "Resource": format!("arn:aws:s3:::{log_bucket}/*"),
+            "Condition": {"StringEquals": {"aws:SourceAccount": account}},
         }],
     })
     .to_string()
 }
 
-/// The client create uses: the caller's credentials when given, else Trapline's.
-fn creating_client(req: &CreateRequest<'_>, ours: &Aws) -> CoreResult<Aws> {
+/// The client create uses: the caller's credentials when given, else Trapline's (and whether
+/// it is Trapline's).
+fn creating_client(req: &CreateRequest<'_>, ours: &Aws) -> CoreResult<(Aws, bool)> {
     let get = |n: &str| req.params.get(n).map(|v| v.trim()).filter(|v| !v.is_empty());
     match (get("aws_access_key"), get("aws_secret_key")) {
-        (None, None) => Ok(ours.clone()),
+        (None, None) => Ok((ours.clone(), true)),
         (Some(id), Some(secret)) => {
             let region = get("aws_region").unwrap_or(ours.region());
             Aws::with_static_credentials(id, secret, get("aws_session_token"), region, ours.endpoint())
+                .map(|c| (c, false))
                 .map_err(|e| CoreError::invalid("aws_access_key", e.to_string()))
         }
         _ => Err(CoreError::invalid("aws_secret_key", "and aws_access_key go together")),
@@ -113,7 +117,7 @@ impl Kind for AwsS3 {
         if source == logs {
             return Err(CoreError::invalid("s3_log_bucket", "must differ from s3_source_bucket"));
         }
-        let s3 = creating_client(req, &aws.client)?;
+        let (s3, ours) = creating_client(req, &aws.client)?;
         let up = |what: &str, e: &crate::aws::AwsError| aws_access::upstream(what, e);
         let mut p = AwsS3Params {
             log_prefix: format!("{source}/"),
@@ -126,7 +130,12 @@ impl Kind for AwsS3 {
             s3.create_bucket(&p.s3_log_bucket).await.map_err(|e| up("create the log bucket", &e))?;
             // S3's logging service may write into a bucket only if its policy lets it: set on a
             // bucket made here (an existing one's policy is the operator's, never replaced).
-            s3.put_bucket_policy(&p.s3_log_bucket, &log_delivery_policy(&p))
+            let account = match ours {
+                true => aws.account_id().await,
+                false => s3.caller_identity().await.map(|c| c.account),
+            }
+            .map_err(|e| up("find the AWS account", &e))?;
+            s3.put_bucket_policy(&p.s3_log_bucket, &log_delivery_policy(&p.s3_log_bucket, &account))
                 .await
                 .map_err(|e| up("let S3 write access logs into the log bucket", &e))?;
         }
@@ -134,9 +143,21 @@ impl Kind for AwsS3 {
             s3.create_bucket(&p.s3_source_bucket).await.map_err(|e| up("create the bucket", &e))?;
             p.created_bucket = true;
         }
-        s3.put_bucket_logging(&p.s3_source_bucket, &p.s3_log_bucket, &p.log_prefix)
-            .await
-            .map_err(|e| up("turn on the bucket's server access logging", &e))?;
+        s3.put_bucket_logging(&p.s3_source_bucket, &p.s3_log_bucket, &p.log_prefix).await.map_err(|e| {
+            match e.is_code("InvalidTargetBucketForLogging") {
+                // An existing log bucket whose policy the operator has not opened to S3's logging
+                // service: theirs to change (see the README), so say what it needs.
+                true => CoreError::invalid(
+                    "s3_log_bucket",
+                    format!(
+                        "S3 may not write access logs into {}: its bucket policy must allow s3:PutObject by \
+                         the service logging.s3.amazonaws.com on {}/{}*",
+                        p.s3_log_bucket, p.s3_log_bucket, p.log_prefix
+                    ),
+                ),
+                false => up("turn on the bucket's server access logging", &e),
+            }
+        })?;
         p.logging_set = true;
         let mut created = Created::with(&p)?;
         created.keys.push(TriggerKey { scheme: KeyScheme::S3Bucket, value: p.s3_source_bucket });

@@ -961,7 +961,7 @@ mod tests {
         assert!(bound.describe()[0].contains(&format!("{addr}  zone t.test, NX zone nx.t.test")));
         let (stop_tx, stop) = watch::channel(false);
         let site = crate::kinds::testing::site();
-        let run = tokio::spawn(bound.run(ListenerContext { hits: sink.clone(), site, stop }));
+        let run = tokio::spawn(bound.run(ListenerContext { hits: sink.clone(), site, stop, node: "test-node".into() }));
 
         let f = Fixture {
             server: DnsServer::new(ZONE, "nx.t.test", [127, 0, 0, 1].into(), sink.clone()).unwrap(),

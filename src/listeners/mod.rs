@@ -104,6 +104,9 @@ pub struct ListenerContext {
     pub site: crate::kinds::Site,
     /// Turns true when the server stops.
     pub stop: watch::Receiver<bool>,
+    /// This node's name (kept in the data directory), for leases: a restarted node takes its
+    /// own lease back at once instead of waiting for it to expire.
+    pub node: String,
 }
 
 /// A configured listener, not yet bound.

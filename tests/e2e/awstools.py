@@ -192,9 +192,9 @@ def user_of_key(iam, access_key_id):
     """The IAM user dict (UserName, Path, Arn, UserId) holding `access_key_id`, or None."""
     for page in iam.get_paginator("list_users").paginate():
         for user in page["Users"]:
-            for k in iam.list_access_keys(UserName=user["UserName"])["AccessKeyMetadata"]:
-                if k["AccessKeyId"] == access_key_id:
-                    return user
+            keys = keys_of(iam, user["UserName"])  # None: deleted since the listing (a retirement)
+            if keys and access_key_id in keys:
+                return user
     return None
 
 

@@ -7,6 +7,8 @@ moto writes no access logs, so the emulator turns the intruder's recorded GetObj
 CLI, with a key of another IAM user) into the documented log line and data event.
 """
 
+import json
+
 import pytest
 
 import cloudtrail_emu as ct
@@ -45,11 +47,19 @@ def mallory(moto):
     return key
 
 
+def operator_log_bucket(s3, name):
+    """A log bucket the operator made and opened to S3's logging service, as the README says."""
+    s3.create_bucket(Bucket=name)
+    s3.put_bucket_policy(Bucket=name, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "logging.s3.amazonaws.com"}, "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{name}/*"}]}))
+
+
 @pytest.fixture
 def watched(api, s3):
     """A new aws-s3 token: a source bucket Trapline makes, and the operator's log bucket."""
     src, logs = unique("reports"), unique("access-logs")
-    s3.create_bucket(Bucket=logs)
+    operator_log_bucket(s3, logs)
     tok = new_token(api, KIND, "s3 bucket", s3_source_bucket=src, s3_log_bucket=logs)
     s3.put_object(Bucket=src, Key="finance/2026-payroll.csv", Body=b"name,salary\nceo,1\n")
     s3.put_object(Bucket=src, Key="finance/q4 forecast.xlsx", Body=b"xlsx")
@@ -83,7 +93,7 @@ def test_both_buckets_are_required(api):
 def test_an_existing_bucket_is_registered(api, s3):
     src, logs = unique("existing"), unique("existing-logs")
     s3.create_bucket(Bucket=src)
-    s3.create_bucket(Bucket=logs)
+    operator_log_bucket(s3, logs)
     s3.put_object(Bucket=src, Key="keep/me.txt", Body=b"mine")
     tok = new_token(api, KIND, "s3 existing", s3_source_bucket=src, s3_log_bucket=logs)
     assert api.fetch_token(tok["canarytoken"])["kind"] == KIND
@@ -122,3 +132,32 @@ def test_a_cloudtrail_data_event_is_a_hit(moto, api, trail, mallory, watched, tm
     assert hit["bucket"] == src and hit["object_key"] == "finance/q4 forecast.xlsx", hit
     assert hit["user_arn"] == ident.arn and hit["access_key_id"] == mallory["AccessKeyId"], hit
     assert hit["source_ip_address"] == "127.0.0.1" and "aws-cli/" in hit["user_agent"], hit
+
+
+def test_a_log_bucket_trapline_makes_is_opened_to_s3_logging_and_can_be_shared(api, s3):
+    logs = unique("made-logs")
+    first, second = unique("made-src-a"), unique("made-src-b")
+    new_token(api, KIND, "s3 made a", s3_source_bucket=first, s3_log_bucket=logs)
+    [stmt] = json.loads(s3.get_bucket_policy(Bucket=logs)["Policy"])["Statement"]
+    assert stmt["Principal"] == {"Service": "logging.s3.amazonaws.com"} and stmt["Action"] == "s3:PutObject", stmt
+    assert stmt["Resource"] == f"arn:aws:s3:::{logs}/*", stmt
+    assert stmt["Condition"]["StringEquals"]["aws:SourceAccount"] == "123456789012", stmt
+    new_token(api, KIND, "s3 made b", s3_source_bucket=second, s3_log_bucket=logs)
+    assert s3.get_bucket_logging(Bucket=second)["LoggingEnabled"]["TargetBucket"] == logs
+
+
+def test_an_existing_log_bucket_that_s3_may_not_write_to_is_a_clear_400(api, s3):
+    logs = unique("closed-logs")
+    s3.create_bucket(Bucket=logs)
+    r = api.post("canarytoken/create", kind=KIND, memo=unique("s3"), s3_source_bucket=unique("src"), s3_log_bucket=logs)
+    body = assert_error(r, 400)
+    assert "logging.s3.amazonaws.com" in str(body), body
+    assert not _has_policy(s3, logs), "Trapline changed the policy of the operator's bucket"
+
+
+def _has_policy(s3, bucket):
+    try:
+        s3.get_bucket_policy(Bucket=bucket)
+        return True
+    except s3.exceptions.ClientError:
+        return False

@@ -190,7 +190,7 @@ impl Bound for BoundPoller {
 
     async fn run(self: Box<Self>, cx: ListenerContext) -> anyhow::Result<()> {
         let p = self.poller;
-        let holder = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
+        let holder = cx.node.clone();
         let lease_us = (p.interval.max(Duration::from_secs(30)) * 4 + Duration::from_secs(60)).as_micros() as i64;
         let mut stop = cx.stop.clone();
         let mut last_used_due = tokio::time::Instant::now();

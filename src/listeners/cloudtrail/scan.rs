@@ -95,7 +95,10 @@ where
 {
     let bytes = match p.aws.get_object(bucket, key, max_bytes).await {
         Ok(b) => b,
-        Err(e) if e.is_code("NoSuchKey") || e.is_code("AccessDenied") || matches!(e, AwsError::TooLarge { .. }) => {
+        Err(e)
+            if ["NoSuchKey", "NoSuchBucket", "AccessDenied"].iter().any(|c| e.is_code(c))
+                || matches!(e, AwsError::TooLarge { .. }) =>
+        {
             return Err(ObjectError::Skip(e.to_string()))
         }
         Err(e) => return Err(ObjectError::Retry(e.into())),

@@ -72,30 +72,37 @@ impl Trail {
     }
 
     pub async fn round(&self, p: &Poller, cx: &ListenerContext) -> anyhow::Result<()> {
-        let watched = Watched::load(cx).await?;
         match &self.sqs_url {
-            Some(q) => self.sqs_round(p, cx, &watched, q).await,
-            None => self.list_round(p, cx, &watched).await,
+            Some(q) => self.sqs_round(p, cx, q).await,
+            None => self.list_round(p, cx, &Watched::load(cx).await?).await,
         }?;
         let _ = cx.hits.prune_objects_done(now_us() - LEDGER_DAYS * 86_400_000_000).await;
         Ok(())
     }
 
-    async fn sqs_round(&self, p: &Poller, cx: &ListenerContext, watched: &Watched, queue: &str) -> anyhow::Result<()> {
+    async fn sqs_round(&self, p: &Poller, cx: &ListenerContext, queue: &str) -> anyhow::Result<()> {
         // Until the queue is empty, at most a few batches a round (so the other jobs run).
         for _ in 0..10 {
             let msgs = p.aws.receive_messages(queue, 10, 20, Some(300)).await?;
             if msgs.is_empty() {
                 return Ok(());
             }
-            for m in msgs {
+            // Loaded after the long poll, which may have waited while a token was made.
+            let watched = &Watched::load(cx).await?;
+            'messages: for m in msgs {
                 match super::notify::parse_notification(&m.body) {
                     Ok(super::notify::Notification::Objects(objs)) => {
                         for (bucket, key) in objs {
                             if !key.ends_with(".json.gz") || is_digest_or_insight(&key) {
                                 continue; // digests, insights, anything that is not a log file
                             }
-                            self.read_once(p, cx, watched, &bucket, &key).await?;
+                            if let Err(e) = self.read_once(p, cx, watched, &bucket, &key).await {
+                                // Kept in the queue: it comes back after its visibility timeout
+                                // (a queue with a dead-letter queue moves it there in the end).
+                                tracing::warn!(error = %format!("{e:#}"), message_id = %m.message_id,
+                                    "could not read the files of an SQS message; it stays in the queue");
+                                continue 'messages;
+                            }
                         }
                     }
                     Ok(super::notify::Notification::Ignore(why)) => {
