@@ -8,7 +8,9 @@ Falcon bodies and trigger requests, and falconpy (from ./.venv, when it is there
 query strings. What the clients sent becomes the seeds, in each target's input format (see the
 doc comment of each file in fuzz_targets/). FQL seeds are the filters the end-to-end tests use;
 cursors are the ones the server handed out. Scanner reports are written here in the shape the
-scanner page's script posts.
+scanner page's script posts. CloudTrail log files, SQS notifications and S3 access logs come
+from AWS, not from Trapline, so they are written here (first, needing no server) in the shapes
+AWS documents and the end-to-end tests' CloudTrail emulator writes.
 
 Usage: fuzz/make_corpus.py [TRAPLINE_BIN]   (default target/debug/trapline; needs dig and curl)
 Existing seeds are kept; files are named by content hash, so reruns add only what is new.
@@ -56,6 +58,104 @@ def free_port():
     p = s.getsockname()[1]
     s.close()
     return p
+
+
+# --- AWS: CloudTrail log files, SQS notifications, S3 access logs (AWS's documented shapes) ----
+def aws_seeds():
+    import gzip
+    acct, key_id = "123456789012", "AKIAIOSFODNN7EXAMPLE"
+    ident = {"type": "IAMUser", "principalId": "AIDAEXAMPLEPRINCIPAL", "arn": f"arn:aws:iam::{acct}:user/svc-backup",
+             "accountId": acct, "accessKeyId": key_id, "userName": "svc-backup"}
+    common = {"eventVersion": "1.08", "userIdentity": ident, "awsRegion": "us-east-1",
+              "sourceIPAddress": "203.0.113.9", "userAgent": "aws-cli/1.46.3 Python/3.12.3 Linux/6.8 botocore/1.38",
+              "readOnly": True, "eventType": "AwsApiCall", "managementEvent": True,
+              "recipientAccountId": acct, "eventCategory": "Management",
+              "tlsDetails": {"tlsVersion": "TLSv1.3", "cipherSuite": "TLS_AES_128_GCM_SHA256"}}
+    records = [
+        {**common, "eventTime": "2024-03-05T10:11:12Z", "eventSource": "sts.amazonaws.com",
+         "eventName": "GetCallerIdentity", "requestParameters": None, "responseElements": None,
+         "requestID": "9f3c1a2b-0000-4000-8000-000000000001", "eventID": "0d5a8c3e-1111-4d2b-9f00-000000000001"},
+        {**common, "eventTime": "2024-03-05T10:11:13Z", "eventSource": "iam.amazonaws.com", "eventName": "ListUsers",
+         "errorCode": "AccessDenied",
+         "errorMessage": f"User: arn:aws:iam::{acct}:user/svc-backup is not authorized to perform: iam:ListUsers "
+                         f"on resource: arn:aws:iam::{acct}:user/ with an explicit deny in an identity-based policy",
+         "requestParameters": {"maxItems": 100}, "eventID": "0d5a8c3e-1111-4d2b-9f00-000000000002"},
+        {**common, "eventTime": "2024-03-05T10:11:14.250Z", "eventSource": "s3.amazonaws.com", "eventName": "GetObject",
+         "awsRegion": "eu-west-1", "eventCategory": "Data", "managementEvent": False,
+         "requestParameters": {"bucketName": "honey-bucket", "Host": "honey-bucket.s3.eu-west-1.amazonaws.com",
+                               "key": "payroll/2024 Q1.xlsx"},
+         "resources": [{"type": "AWS::S3::Object", "ARN": "arn:aws:s3:::honey-bucket/payroll/2024 Q1.xlsx"},
+                       {"accountId": acct, "type": "AWS::S3::Bucket", "ARN": "arn:aws:s3:::honey-bucket"}],
+         "eventID": "0d5a8c3e-1111-4d2b-9f00-000000000003"},
+        {"eventVersion": "1.08", "userIdentity": {"type": "AWSService", "invokedBy": "s3.amazonaws.com"},
+         "eventTime": "2024-03-05T10:11:15Z", "eventSource": "sts.amazonaws.com", "eventName": "AssumeRole",
+         "awsRegion": "us-east-1", "sourceIPAddress": "s3.amazonaws.com", "userAgent": "s3.amazonaws.com",
+         "eventID": "0d5a8c3e-1111-4d2b-9f00-000000000004"},
+    ]
+    files = [
+        {"Records": records},
+        {"Records": records[2:3]},
+        {"Records": []},
+        {"Records": [records[0], {"digestStartTime": "2024-03-05T09:00:00Z", "logFiles": []}, "x", 7, None]},
+        {"awsAccountId": acct, "digestStartTime": "2024-03-05T09:00:00Z", "digestEndTime": "2024-03-05T10:00:00Z",
+         "digestS3Bucket": "trail-bucket", "logFiles": [], "digestSignatureAlgorithm": "SHA256withRSA"},
+    ]
+    for f in files:
+        body = json.dumps(f).encode()
+        seed("cloudtrail_file", b"\x01" + body)
+        seed("cloudtrail_file", b"\x00" + gzip.compress(body, mtime=0))
+    gz = gzip.compress(json.dumps(files[0]).encode(), mtime=0)
+    seed("cloudtrail_file", b"\x00" + gz[: len(gz) // 2])
+    seed("cloudtrail_file", b"\x00" + gzip.compress(b'{"Records":[', mtime=0) + gzip.compress(b"]}", mtime=0))
+    seed("cloudtrail_file", b"\x03" + json.dumps(files[1]).encode())
+
+    log_key = f"AWSLogs/{acct}/CloudTrail/us-east-1/2024/03/05/{acct}_CloudTrail_us-east-1_20240305T1015Z_aB3dE5fG7hI9jK1l.json.gz"
+    trail = {"s3Bucket": "trail-bucket", "s3ObjectKey": [log_key]}
+    s3_event = {"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1", "eventTime": "2024-03-05T10:16:00.000Z",
+        "eventName": "ObjectCreated:Put", "userIdentity": {"principalId": "AWS:AROAEXAMPLE:regionalDeliverySession"},
+        "requestParameters": {"sourceIPAddress": "10.0.0.1"}, "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "trail-logs",
+               "bucket": {"name": "trail-bucket", "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
+                          "arn": "arn:aws:s3:::trail-bucket"},
+               "object": {"key": urllib.parse.quote_plus(log_key, safe="/"), "size": 1024, "eTag": "d41d8cd98f00b204e9800998ecf8427e",
+                          "sequencer": "0055AED6DCD90281E5"}}}]}
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2024-03-05T10:00:00.000Z",
+                  "Bucket": "trail-bucket", "RequestId": "5582815E1AEA5ADF", "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE"}
+
+    def sns(message):
+        return {"Type": "Notification", "MessageId": "5f8e4c1a-0000-4000-8000-000000000001",
+                "TopicArn": f"arn:aws:sns:us-east-1:{acct}:trail-topic", "Message": json.dumps(message),
+                "Timestamp": "2024-03-05T10:16:01.123Z", "SignatureVersion": "1", "Signature": "c2lnbmF0dXJl",
+                "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0000.pem",
+                "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn=x"}
+    for m in [trail, s3_event, test_event]:
+        seed("cloudtrail_notification", json.dumps(m))
+        seed("cloudtrail_notification", json.dumps(sns(m)))
+    seed("cloudtrail_notification", json.dumps({
+        "Type": "SubscriptionConfirmation", "MessageId": "m", "Token": "0" * 32,
+        "TopicArn": f"arn:aws:sns:us-east-1:{acct}:trail-topic", "Message": "You have chosen to subscribe to the topic",
+        "SubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription", "Timestamp": "2024-03-05T10:00:00.000Z"}))
+
+    owner = "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be"
+    lines = [
+        f'{owner} honey-bucket [06/Feb/2019:00:00:38 +0000] 192.0.2.3 {owner} 3E57427F3EXAMPLE REST.GET.VERSIONING - '
+        f'"GET /honey-bucket?versioning HTTP/1.1" 200 - 113 - 7 - "-" "S3Console/0.4" - '
+        f's9lzHYrFp76ZVxRcpX9+5cjAnEH2ROuNkd2BHfIa6UkFVdtjf5mKR3/eTPFvsiP/XV/VLi31234= SigV4 ECDHE-RSA-AES128-GCM-SHA256 '
+        f'AuthHeader honey-bucket.s3.us-west-1.amazonaws.com TLSV1.2 arn:aws:s3:us-west-1:{acct}:accesspoint/example-AP Yes',
+        f'{owner} honey-bucket [06/Feb/2019:00:01:57 +0000] 198.51.100.7 arn:aws:iam::{acct}:user/svc-backup '
+        f'A1206F460EXAMPLE REST.GET.OBJECT payroll/2024%20Q1.xlsx "GET /payroll/2024%20Q1.xlsx?x-id=GetObject HTTP/1.1" '
+        f'403 AccessDenied 243 - 24 - "-" "aws-cli/1.46.3 md/Botocore#1.38" - HostIdExample= SigV4 '
+        f'TLS_AES_128_GCM_SHA256 AuthHeader s3.dualstack.eu-west-1.amazonaws.com TLSv1.3 - - us-east-1',
+        f'{owner} honey-bucket [31/Dec/2015:23:59:59 -0500] 203.0.113.250 - 7B4A0FABBEXAMPLE WEBSITE.GET.OBJECT index.html '
+        f'"GET /index.html HTTP/1.1" 304 - - 4242 10 9 "https://example.com/?q=\\"x\\"" "curl/8.5.0" -',
+    ]
+    for line in lines:
+        seed("s3_access_log", line + "\n")
+    seed("s3_access_log", "\n".join(lines) + "\n\nnot a log line\r\n")
+
+
+aws_seeds()
 
 
 # --- the server -------------------------------------------------------------------------------

@@ -10,12 +10,13 @@
 //! of links and attachments and says its true size.
 #![no_main]
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use libfuzzer_sys::fuzz_target;
 use trapline::listeners::smtp::{serve_connection, Config, Ends, MAX_ATTACHMENTS, MAX_LINKS};
-use trapline::model::{Channel, HitOutcome, NewHit, Token, TokenFile};
+use trapline::model::{Channel, HitOutcome, KeyScheme, Micros, NewHit, Token, TokenFile};
 use trapline::recorder::{HitAmendment, HitSink, RecordError};
 
 const TOKEN: &str = "abcdefghijklmnopqrstuvwxy";
@@ -57,6 +58,31 @@ impl HitSink for Sink {
     }
     async fn live_token(&self, id: &str) -> Result<Option<Token>, RecordError> {
         Ok((id == TOKEN).then(token))
+    }
+    // The poller's state and leases: SMTP sessions use none of them.
+    async fn trigger_keys(&self, _scheme: KeyScheme) -> Result<Vec<(String, String)>, RecordError> {
+        Ok(Vec::new())
+    }
+    async fn poller_state_get(&self, _name: &str) -> Result<Option<String>, RecordError> {
+        Ok(None)
+    }
+    async fn poller_state_put(&self, _name: &str, _value: &str) -> Result<(), RecordError> {
+        Ok(())
+    }
+    async fn objects_done(&self, _source: &str, _keys: &[String]) -> Result<HashSet<String>, RecordError> {
+        Ok(HashSet::new())
+    }
+    async fn mark_object_done(&self, _source: &str, _key: &str, _now_us: Micros) -> Result<(), RecordError> {
+        Ok(())
+    }
+    async fn prune_objects_done(&self, _older_than_us: Micros) -> Result<u64, RecordError> {
+        Ok(0)
+    }
+    async fn try_lease(&self, _name: &str, _holder: &str, _now: Micros, _ttl: Micros) -> Result<bool, RecordError> {
+        Ok(true)
+    }
+    async fn release_lease(&self, _name: &str, _holder: &str) -> Result<(), RecordError> {
+        Ok(())
     }
 }
 

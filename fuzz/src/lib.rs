@@ -1,9 +1,12 @@
 //! Helpers shared by the fuzz targets in `fuzz_targets/`: splitting an input into the parts a
-//! target needs (header lines, then a body), and running async production code to completion on
-//! a small runtime that lives as long as the fuzzing process.
+//! target needs (header lines, then a body), running async production code to completion on
+//! a small runtime that lives as long as the fuzzing process, and the checks every AWS event
+//! the CloudTrail readers produce must pass.
 
 use std::future::Future;
 use std::sync::OnceLock;
+
+use trapline::listeners::cloudtrail::event::{AwsEvent, Via, MAX_FIELD, MAX_REQUEST_PARAMETERS};
 
 /// Splits `data` at the first `n` newlines: `n` lines (without their `\n`) and the rest.
 /// Missing lines are empty, so every input maps to some split.
@@ -51,6 +54,56 @@ pub fn first_run(s: &str, len: usize, is: impl Fn(u8) -> bool) -> Option<&str> {
         start = i + 1;
     }
     None
+}
+
+/// Asserts what holds for every [`AwsEvent`] a reader hands out: it came from `via`, has an
+/// event id, every text is within [`MAX_FIELD`], the request parameters within
+/// [`MAX_REQUEST_PARAMETERS`] (or the truncation marker), and its hit data has the contract's
+/// keys with the right JSON types.
+pub fn check_aws_event(e: &AwsEvent, via: Via) {
+    assert_eq!(e.via, via);
+    assert!(!e.event_id.is_empty(), "an event without an id");
+    let texts = [&e.event_id, &e.event_name, &e.event_source, &e.region, &e.source_ip, &e.user_agent];
+    let opts = [
+        &e.error_code,
+        &e.error_message,
+        &e.access_key_id,
+        &e.user_arn,
+        &e.account_id,
+        &e.bucket,
+        &e.object_key,
+        &e.operation,
+        &e.requester,
+    ];
+    for t in texts.into_iter().chain(opts.into_iter().flatten()) {
+        assert!(t.len() <= MAX_FIELD, "{} bytes kept", t.len());
+    }
+    if let Some(p) = &e.request_parameters {
+        let len = serde_json::to_string(p).expect("JSON").len();
+        assert!(len <= MAX_REQUEST_PARAMETERS || *p == serde_json::json!({"_truncated": true}), "{len} bytes of parameters");
+        assert!(!p.is_null(), "null parameters are None");
+    }
+    let d = e.data();
+    let d = d.as_object().expect("hit data is an object");
+    for k in ["event_id", "event_name", "event_source", "event_region", "source_ip_address", "user_agent", "via"] {
+        assert!(d[k].is_string(), "{k}");
+    }
+    assert_eq!(d["event_time"].as_i64(), Some(e.event_time_us.div_euclid(1_000_000)));
+    for k in ["error_code", "error_message", "access_key_id", "user_arn", "account_id"] {
+        assert!(d[k].is_string() || d[k].is_null(), "{k}");
+    }
+    assert_eq!(d.get("request_parameters"), Some(e.request_parameters.as_ref().unwrap_or(&serde_json::Value::Null)));
+    for (k, set) in [
+        ("bucket", e.bucket.is_some()),
+        ("object_key", e.object_key.is_some()),
+        ("operation", e.operation.is_some()),
+        ("requester", e.requester.is_some()),
+        ("http_status", e.http_status.is_some()),
+    ] {
+        assert_eq!(d.contains_key(k), set, "{k}");
+    }
+    let ip = e.src_ip();
+    assert!(ip.is_empty() || ip.parse::<std::net::IpAddr>().is_ok(), "{ip}");
 }
 
 #[cfg(test)]
