@@ -164,6 +164,18 @@ def test_a_trail_prefix_is_followed(moto, request):
     assert outside["eventID"] not in event_ids(api, tok["canarytoken"]), "a file outside the trail's prefix was read"
 
 
+def test_an_organization_trail_is_read_for_every_member_account_and_region(server, api, trail):
+    """Organization trails write `AWSLogs/<org id>/<account>/CloudTrail/<region>/…`: a record of a
+    member account's file in another region is found as well as the management account's."""
+    tok, ident = honey(api, trail, "org")
+    member, mine = ct.synthetic_records(ident, 2)
+    key = ct.log_file_key(region="eu-central-1", account="210987654321")
+    org_key = key.replace("AWSLogs/", "AWSLogs/o-a1b2c3d4e5/", 1)
+    trail.put(org_key, ct.gz_records([member]))
+    trail.deliver([mine])
+    wait_event_ids(api, tok["canarytoken"], [member["eventID"], mine["eventID"]])
+
+
 def test_kill9_in_the_middle_of_a_big_delivery_loses_and_repeats_nothing(moto, request):
     emu = ct.CloudTrailEmulator(moto.url, unique("big-trail")).create_bucket()
     srv = aws_server(moto, bucket=emu.bucket)

@@ -12,6 +12,7 @@ an incident with the call's details, a webhook alert, and SpaceSiren `/event` en
   gone from IAM), and the secret never in plain text in the data directory or the log.
 """
 
+import json
 import os
 import re
 from pathlib import Path
@@ -20,8 +21,9 @@ import pytest
 
 import cloudtrail_emu as ct
 from awstools import (ALLOW, NO_GROUPING, TELLTALE, aws_hits, aws_ok, check_ss_event, denies_everything,
-                      epoch, keys_of, ss, ss_events, ss_provision, tags_of, user_exists, wait_aws_hits, wait_gone)
-from conftest import Api, Server, aws_server, make_console, unique, wait_for
+                      epoch, keys_of, ss, ss_events, ss_provision, tags_of, user_exists, user_of_key, wait_aws_hits,
+                      wait_gone)
+from conftest import Api, Server, aws_server, free_port, make_console, unique, wait_for
 from kindtools import assert_error, attachment_re
 from test_alerts import Receiver
 
@@ -253,6 +255,41 @@ def test_delete_retires_the_key_and_the_user(api, iam):
     api.ok_post("canarytoken/delete", canarytoken=tok["canarytoken"])
     wait_gone(iam, tok["access_key_id"], tok["username"])
     assert_error(api.get("canarytoken/fetch", canarytoken=tok["canarytoken"]), 404)
+
+
+def pending_retirements(data_dir):
+    """`trapline retirements` over the data directory: -> its JSON lines."""
+    import subprocess
+    from conftest import BIN
+    out = subprocess.run([BIN, "retirements", "--data-dir", data_dir], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_a_failed_retirement_is_retried_shown_and_finished_when_aws_answers(moto, trail, iam, request):
+    srv = aws_server(moto, bucket=trail.bucket)
+    request.addfinalizer(srv.close)
+    api = srv.api()
+    tok = check_answer(api.create_token(KIND, memo=unique("aws unreachable")))
+    srv.stop()
+    # AWS unreachable: the delete is accepted, the key stays live and the retirement is retried
+    srv.env["TRAPLINE_AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
+    srv.start()
+    api = srv.api()
+    api.ok_post("canarytoken/delete", canarytoken=tok["canarytoken"])
+    assert_error(api.get("canarytoken/fetch", canarytoken=tok["canarytoken"]), 404)
+    wait_for(lambda: [r for r in pending_retirements(srv.data_dir) if r["attempts"] >= 2], timeout=40,
+             interval=0.5, desc="two failed attempts")
+    [r] = pending_retirements(srv.data_dir)
+    assert r["token"] == tok["canarytoken"] and r["kind"] == KIND and r["last_error"], r
+    assert user_of_key(iam, tok["access_key_id"]) is not None, "the key went while AWS was unreachable?"
+    srv.stop()
+    # AWS back: the start-up lines count it, and the next attempt removes key and user
+    srv.env["TRAPLINE_AWS_ENDPOINT_URL"] = moto.url
+    srv.start()
+    assert any("retirements:" in l and "1 deleted token" in l for l in srv.stdout_lines), srv.output()
+    wait_gone(iam, tok["access_key_id"], tok["username"], timeout=30)
+    wait_for(lambda: pending_retirements(srv.data_dir) == [], timeout=10, desc="the retirement to be done")
 
 
 # --- the intruder ----------------------------------------------------------------------------------------------
