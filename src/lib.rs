@@ -7,6 +7,7 @@
 //! behind one registry table each.
 
 pub mod alerts;
+pub mod artefacts;
 pub mod auth;
 pub mod aws;
 pub mod bench;
