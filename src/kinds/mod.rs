@@ -32,6 +32,7 @@ pub mod log4shell;
 pub mod qr_code;
 pub mod redirect;
 pub mod sensitive_cmd;
+pub mod signed_exe;
 pub mod smtp;
 pub mod sql;
 mod support;
@@ -72,6 +73,12 @@ impl Site {
         format!("{token_id}.{}", self.domain)
     }
 
+    /// The token's name under the NX zone: lookups of it and of names under it are recorded,
+    /// then answered NXDOMAIN.
+    pub fn nx_hostname(&self, token_id: &str) -> String {
+        format!("{token_id}.{}", self.nx_domain)
+    }
+
     /// The token URL: a few innocuous path words, the id, an innocuous page. The words are
     /// derived from the id, so the URL is stable without being stored.
     pub fn url(&self, token_id: &str) -> String {
@@ -106,6 +113,9 @@ pub type Uploads = BTreeMap<String, Upload>;
 pub struct CreateRequest<'a> {
     pub params: &'a Params,
     pub uploads: &'a Uploads,
+    /// The id the token will have, for kinds that write its names into what they make at
+    /// creation (a signed executable's certificate URLs).
+    pub token_id: &'a str,
 }
 
 /// What a kind may use to reach outside itself. Built by the core for each call.
@@ -120,6 +130,8 @@ pub struct KindContext {
     pub secrets: Arc<SecretBox>,
     /// AWS, when this server has AWS settings (the aws-id and aws-s3 kinds need it).
     pub aws: Option<Arc<aws_access::AwsAccess>>,
+    /// The installation's code-signing CA (the signed-exe kind's issuer).
+    pub code_signing: Arc<crate::artefacts::authenticode::CodeSigningCa>,
 }
 
 /// What a kind may read when it shows a token or hands out its file.
@@ -194,6 +206,17 @@ pub struct Artefact {
     pub bytes: Vec<u8>,
 }
 
+/// A download kept as one of the token's stored files ([`Created::files`]): made once at
+/// creation, from an upload, rather than on each download.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredArtefact {
+    /// The stored file's name.
+    pub file: &'static str,
+    /// The name the download is given.
+    pub filename: String,
+    pub content_type: &'static str,
+}
+
 /// A change to a kind's own settings, asked for after creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KindChange<'a> {
@@ -257,6 +280,12 @@ pub trait Kind: Send + Sync + 'static {
     /// The file `canarytoken/download` hands out, for kinds that have one.
     fn artefact(&self, token: &Token, cx: &ViewContext<'_>) -> Option<Artefact> {
         let _ = (token, cx);
+        None
+    }
+
+    /// The stored file `canarytoken/download` hands out when [`Kind::artefact`] makes none.
+    fn stored_artefact(&self, token: &Token) -> Option<StoredArtefact> {
+        let _ = token;
         None
     }
 
@@ -402,6 +431,7 @@ pub static KINDS: &[&dyn Kind] = &[
     &log4shell::Log4Shell,
     &windows_dir::WindowsDir,
     &sensitive_cmd::SensitiveCmd,
+    &signed_exe::SignedExe,
     &sql::Sql,
     &smtp::Smtp,
     &aws_id::AwsId,

@@ -60,13 +60,14 @@ pub(crate) mod testing {
             work: Arc::new(crate::workpool::WorkPool::new(1, 4)),
             secrets: Arc::new(crate::sealed::SecretBox::ephemeral()),
             aws: None,
+            code_signing: Arc::new(crate::artefacts::authenticode::CodeSigningCa::ephemeral()),
         }
     }
 
     /// `kind`'s stored settings for these form fields (and no uploads).
     pub async fn create(kind: &dyn Kind, fields: &[(&str, &str)]) -> CoreResult<serde_json::Value> {
         let params: Params = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let req = CreateRequest { params: &params, uploads: &Uploads::new() };
+        let req = CreateRequest { params: &params, uploads: &Uploads::new(), token_id: "abcdefghijklmnopqrstuvwxy" };
         Ok(kind.create(&req, &context()).await?.params)
     }
 
