@@ -258,6 +258,20 @@ def test_an_already_signed_upload_gets_its_signature_replaced(server, api, tmp_p
     assert "Someone Else" not in out and "Number of verified signatures: 1" in out, out
 
 
+def test_an_overlay_of_odd_length_is_kept_and_padded(server, api, tmp_path):
+    """Data appended to an image (installers keep payloads there) stays; the file is padded to 8
+    bytes before the certificate table, and the padding is hashed as osslsigncode hashes it."""
+    need(OSSLSIGNCODE, "osslsigncode 2.9+")
+    original = launcher("t64.exe") + b"payload appended after the last section:\x01\x02"
+    assert len(original) % 8 != 0
+    tok = api.ok(upload(api, original, name="setup.exe"))["canarytoken"]
+    signed = check_download(api.get("canarytoken/download", canarytoken=tok["canarytoken"]), "setup.exe")
+    assert_sections_identical(original, signed)
+    rc, out = osslsigncode_verify(tmp_path, signed, tok["code_signing_ca"], server.dns_addr, "-ignore-crl")
+    cur, calc = digests(out)
+    assert cur == calc and rc == 0 and "Signature verification: ok" in out, out
+
+
 def test_the_ca_is_the_installations_and_survives_a_restart(fresh_server):
     server = fresh_server
     api = server.api()
