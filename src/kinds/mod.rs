@@ -72,6 +72,12 @@ impl Site {
         format!("{token_id}.{}", self.domain)
     }
 
+    /// The token's name in the NX zone: looking it up is a hit, answered NXDOMAIN (so the
+    /// program that looked never connects anywhere).
+    pub fn nx_hostname(&self, token_id: &str) -> String {
+        format!("{token_id}.{}", self.nx_domain)
+    }
+
     /// The token URL: a few innocuous path words, the id, an innocuous page. The words are
     /// derived from the id, so the URL is stable without being stored.
     pub fn url(&self, token_id: &str) -> String {
@@ -104,6 +110,8 @@ pub type Uploads = BTreeMap<String, Upload>;
 /// What a caller sent to create a token, as far as its kind is concerned.
 #[derive(Debug, Clone, Copy)]
 pub struct CreateRequest<'a> {
+    /// The id the token will have (drawn before `create`, so a file can carry it).
+    pub token_id: &'a str,
     pub params: &'a Params,
     pub uploads: &'a Uploads,
 }
@@ -194,6 +202,18 @@ pub struct Artefact {
     pub bytes: Vec<u8>,
 }
 
+/// A download that is one of the token's stored files ([`Created::files`]): for kinds whose
+/// file is made once, at creation (an upload with the token put into it), rather than from
+/// the settings each time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredArtefact {
+    /// The stored file's name ([`TokenFile::name`]).
+    pub file: &'static str,
+    /// The name to hand it out under.
+    pub filename: String,
+    pub content_type: &'static str,
+}
+
 /// A change to a kind's own settings, asked for after creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KindChange<'a> {
@@ -257,6 +277,13 @@ pub trait Kind: Send + Sync + 'static {
     /// The file `canarytoken/download` hands out, for kinds that have one.
     fn artefact(&self, token: &Token, cx: &ViewContext<'_>) -> Option<Artefact> {
         let _ = (token, cx);
+        None
+    }
+
+    /// The stored file `canarytoken/download` hands out, for kinds whose file was made at
+    /// creation; asked when [`Kind::artefact`] has none.
+    fn stored_artefact(&self, token: &Token) -> Option<StoredArtefact> {
+        let _ = token;
         None
     }
 
@@ -481,6 +508,9 @@ mod tests {
                 assert!(!a.filename.is_empty() && a.filename.contains('.'), "{}: {}", k.name(), a.filename);
                 assert!(a.content_type.contains('/'), "{}: {}", k.name(), a.content_type);
                 assert!(!a.bytes.is_empty(), "{}", k.name());
+            }
+            if let Some(s) = k.stored_artefact(&t) {
+                assert!(s.filename.contains('.') && s.content_type.contains('/'), "{}: {s:?}", k.name());
             }
             let view = k.view(&t, &crate::kinds::testing::vcx(&site));
             for (name, text) in &view.renders {

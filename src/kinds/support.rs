@@ -66,7 +66,7 @@ pub(crate) mod testing {
     /// `kind`'s stored settings for these form fields (and no uploads).
     pub async fn create(kind: &dyn Kind, fields: &[(&str, &str)]) -> CoreResult<serde_json::Value> {
         let params: Params = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let req = CreateRequest { params: &params, uploads: &Uploads::new() };
+        let req = CreateRequest { token_id: "abcdefghijklmnopqrstuvwxy", params: &params, uploads: &Uploads::new() };
         Ok(kind.create(&req, &context()).await?.params)
     }
 
