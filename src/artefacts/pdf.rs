@@ -124,24 +124,31 @@ const HELVETICA: [u16; 95] = [
     260, 334, 584,
 ];
 
-/// The width of `text` in points (bold text runs about 6% wider).
+/// The width of `text` in points (bold text runs about 6% wider; letters past ASCII are
+/// taken as 556).
 fn text_width(text: &str, size: f32, bold: bool) -> f32 {
-    let units: u32 =
-        text.bytes().map(|c| u32::from(HELVETICA.get(usize::from(c.wrapping_sub(32))).copied().unwrap_or(556))).sum();
+    let width = |c: char| (c as usize).checked_sub(32).and_then(|i| HELVETICA.get(i)).copied().unwrap_or(556);
+    let units: u32 = text.chars().map(|c| u32::from(width(c))).sum();
     units as f32 * size / 1000.0 * if bold { 1.06 } else { 1.0 }
 }
 
-/// Printable ASCII only (the fonts are WinAnsi; the callers write English).
-fn ascii(text: &str) -> String {
+/// Text the fonts can show: printable ASCII and Latin-1 letters (WinAnsi and PDFDocEncoding
+/// agree with Latin-1 there), typographic quotes and dashes made plain, anything else `?`.
+fn latin1(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             '\u{2018}' | '\u{2019}' => '\'',
             '\u{201c}' | '\u{201d}' => '"',
             '\u{2013}' | '\u{2014}' => '-',
-            c if (' '..='~').contains(&c) => c,
+            c if (' '..='~').contains(&c) || ('\u{a1}'..='\u{ff}').contains(&c) => c,
             _ => '?',
         })
         .collect()
+}
+
+/// The bytes of text made by [`latin1`].
+fn latin1_bytes(text: &str) -> Vec<u8> {
+    latin1(text).chars().map(|c| c as u32 as u8).collect()
 }
 
 fn wrap(text: &str, size: f32, bold: bool, width: f32) -> Vec<String> {
@@ -168,7 +175,7 @@ struct PageOps(String);
 impl PageOps {
     fn text(&mut self, x: f32, y: f32, size: f32, bold: bool, s: &str) {
         let mut lit = Vec::new();
-        write_string(&mut lit, s.as_bytes());
+        write_string(&mut lit, &latin1_bytes(s));
         let font = if bold { "F2" } else { "F1" };
         self.0 += &format!(
             "BT\n/{font} {} Tf\n1 0 0 1 {} {} Tm\n{} Tj\nET\n",
@@ -208,7 +215,7 @@ fn layout(doc: &NewPdf) -> Vec<PageOps> {
     for block in &doc.blocks {
         match block {
             Block::Title(t) => {
-                for line in wrap(&ascii(t), 16.0, true, width) {
+                for line in wrap(&latin1(t), 16.0, true, width) {
                     advance(&mut pages, &mut y, 21.0);
                     pages.last_mut().expect("one page").text(m, y, 16.0, true, &line);
                 }
@@ -216,14 +223,14 @@ fn layout(doc: &NewPdf) -> Vec<PageOps> {
             }
             Block::Heading(t) => {
                 y -= 8.0;
-                for line in wrap(&ascii(t), 11.5, true, width) {
+                for line in wrap(&latin1(t), 11.5, true, width) {
                     advance(&mut pages, &mut y, 15.0);
                     pages.last_mut().expect("one page").text(m, y, 11.5, true, &line);
                 }
                 y -= 2.0;
             }
             Block::Paragraph(t) => {
-                for line in wrap(&ascii(t), 10.5, false, width) {
+                for line in wrap(&latin1(t), 10.5, false, width) {
                     advance(&mut pages, &mut y, 14.5);
                     pages.last_mut().expect("one page").text(m, y, 10.5, false, &line);
                 }
@@ -231,11 +238,11 @@ fn layout(doc: &NewPdf) -> Vec<PageOps> {
             }
             Block::Field(label, value) => {
                 let indent = 78.0;
-                for (i, line) in wrap(&ascii(value), 10.5, false, width - indent).into_iter().enumerate() {
+                for (i, line) in wrap(&latin1(value), 10.5, false, width - indent).into_iter().enumerate() {
                     advance(&mut pages, &mut y, 14.5);
                     let page = pages.last_mut().expect("one page");
                     if i == 0 {
-                        page.text(m, y, 10.5, true, &ascii(label));
+                        page.text(m, y, 10.5, true, &latin1(label));
                     }
                     page.text(m + indent, y, 10.5, false, &line);
                 }
@@ -253,7 +260,7 @@ fn layout(doc: &NewPdf) -> Vec<PageOps> {
         let folio = format!("Page {} of {n}", i + 1);
         page.text(w - m - text_width(&folio, 8.0, false), m - 4.0, 8.0, false, &folio);
         if let Some(f) = &doc.footer {
-            page.text(m, m - 4.0, 8.0, false, &ascii(f));
+            page.text(m, m - 4.0, 8.0, false, &latin1(f));
         }
     }
     pages
@@ -267,7 +274,7 @@ fn pdf_date(t: &DateTime<FixedOffset>) -> String {
 }
 
 fn text_obj(s: &str) -> Obj {
-    Obj::Str(ascii(s).into_bytes())
+    Obj::Str(latin1_bytes(s))
 }
 
 fn name(s: &str) -> Obj {
@@ -686,7 +693,8 @@ mod tests {
         let lines = wrap(&"word ".repeat(200), 10.5, false, 451.0);
         assert!(lines.len() > 5);
         assert!(lines.iter().all(|l| text_width(l, 10.5, false) <= 451.0));
-        assert_eq!(ascii("a\u{2019}b\u{e9}"), "a'b?");
+        assert_eq!(latin1("a\u{2019}b\u{e9}\u{20ac}"), "a'b\u{e9}?");
+        assert_eq!(latin1_bytes("\u{a3}5 \u{ae}"), b"\xa35 \xae");
         assert_eq!(num(595.28), "595.28");
         assert_eq!(num(72.0), "72");
     }

@@ -29,6 +29,7 @@ pub mod cloned_web;
 pub mod dns;
 pub mod http;
 pub mod log4shell;
+pub mod pdf_acrobat_reader;
 pub mod qr_code;
 pub mod redirect;
 pub mod sensitive_cmd;
@@ -433,6 +434,7 @@ pub static KINDS: &[&dyn Kind] = &[
     &smtp::Smtp,
     &aws_id::AwsId,
     &aws_s3::AwsS3,
+    &pdf_acrobat_reader::PdfAcrobatReader,
 ];
 
 pub fn find(name: &str) -> Option<&'static dyn Kind> {
