@@ -6,4 +6,5 @@
 
 pub mod authenticode;
 pub mod der;
+pub mod pdf;
 pub mod pe;

@@ -29,6 +29,7 @@ pub mod cloned_web;
 pub mod dns;
 pub mod http;
 pub mod log4shell;
+pub mod pdf_acrobat_reader;
 pub mod qr_code;
 pub mod redirect;
 pub mod sensitive_cmd;
@@ -436,6 +437,7 @@ pub static KINDS: &[&dyn Kind] = &[
     &smtp::Smtp,
     &aws_id::AwsId,
     &aws_s3::AwsS3,
+    &pdf_acrobat_reader::PdfAcrobatReader,
 ];
 
 pub fn find(name: &str) -> Option<&'static dyn Kind> {
@@ -511,6 +513,9 @@ mod tests {
                 assert!(!a.filename.is_empty() && a.filename.contains('.'), "{}: {}", k.name(), a.filename);
                 assert!(a.content_type.contains('/'), "{}: {}", k.name(), a.content_type);
                 assert!(!a.bytes.is_empty(), "{}", k.name());
+            }
+            if let Some(s) = k.stored_artefact(&t) {
+                assert!(s.filename.contains('.') && s.content_type.contains('/'), "{}: {s:?}", k.name());
             }
             let view = k.view(&t, &crate::kinds::testing::vcx(&site));
             for (name, text) in &view.renders {
