@@ -1,0 +1,186 @@
+"""The VBA project Trapline builds for the macro document kinds, run by a real office suite.
+
+LibreOffice Calc (full package, under Xvfb, macros allowed by a profile with MacroSecurityLevel 0)
+opens an .xlsm holding Trapline's vbaProject.bin; Workbook_Open and Auto_Open run, and the
+`nslookup` they start reaches Trapline's DNS listener. The lookup lands on a sensitive-cmd token,
+whose DNS decoding the macro reuses: the hit must carry the computer and user names (from
+$HOSTNAME/$USER, the fallbacks off Windows, cleaned to DNS characters) and an invocation id, one
+incident per open, and a second open is a new incident with a new id.
+
+The bin comes from examples/vba_project (which `cargo test` builds next to the trapline binary);
+the .xlsm around it is written here with zipfile, the fewest parts Calc needs (the OOXML package
+itself is another module's work). nslookup reaches Trapline through a private resolver file: it
+runs in a mount namespace (unshare -m) with /etc/resolv.conf bind-mounted, and Trapline's DNS
+listener is on port 53 of a loopback address of its own, so the machine's resolver never sees a
+token name. Needs root (port 53, mount), soffice, xvfb-run and nslookup; without them the test is
+skipped (failed in CI, and scripts/test lists them among the tools CI must have).
+"""
+
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, Server
+from kindtools import new_token
+
+EXAMPLE = Path(BIN).parent / "examples" / "vba_project"
+
+CONTENT_TYPES = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">
+<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>
+<Default Extension="xml" ContentType="application/xml"/>
+<Default Extension="bin" ContentType="application/vnd.ms-office.vbaProject"/>
+<Override PartName="/xl/workbook.xml" ContentType="application/vnd.ms-excel.sheet.macroEnabled.main+xml"/>
+<Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>
+</Types>"""
+ROOT_RELS = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
+<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/>
+</Relationships>"""
+WORKBOOK = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">
+<workbookPr codeName="ThisWorkbook"/>
+<sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets>
+</workbook>"""
+WORKBOOK_RELS = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
+<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/>
+<Relationship Id="rId2" Type="http://schemas.microsoft.com/office/2006/relationships/vbaProject" Target="vbaProject.bin"/>
+</Relationships>"""
+SHEET = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData/></worksheet>"""
+LOW_SECURITY = """<?xml version="1.0" encoding="UTF-8"?>
+<oor:items xmlns:oor="http://openoffice.org/2001/registry" xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<item oor:path="/org.openoffice.Office.Common/Security/Scripting"><prop oor:name="MacroSecurityLevel" oor:op="fuse"><value>0</value></prop></item>
+</oor:items>"""
+
+# The intruder's machine, as the macro sees it off Windows (no COMPUTERNAME/USERNAME).
+HOSTNAME, USER = "WS_42$", "alice.o"
+COMPUTER_LABEL, USER_LABEL = "ws42", "aliceo"   # cleaned to [A-Za-z0-9-]; compared lowercased
+
+
+def missing_tools():
+    need = [t for t in ("soffice", "xvfb-run", "nslookup", "unshare", "mount") if not shutil.which(t)]
+    if os.geteuid() != 0:
+        need.append("root (port 53 and a mount namespace)")
+    if not EXAMPLE.exists():
+        need.append(f"{EXAMPLE} (cargo test or cargo build --examples builds it)")
+    return need
+
+
+@pytest.fixture(autouse=True)
+def tools():
+    """Skip without the programs (a failure in CI, which must have them)."""
+    need = missing_tools()
+    if need and os.environ.get("CI"):
+        pytest.fail(f"CI must have {', '.join(need)}")
+    if need:
+        pytest.skip(f"needs {', '.join(need)}")
+
+
+class Port53Server(Server):
+    """A Trapline whose DNS listener is on port 53 of `dns_ip`, where glibc's resolver can reach it."""
+
+    def __init__(self, dns_ip):
+        super().__init__()
+        self.dns_ip = dns_ip
+
+    def command(self):
+        cmd = super().command()
+        cmd[cmd.index("--dns-listen") + 1] = f"{self.dns_ip}:53"
+        return cmd
+
+
+@pytest.fixture(scope="module")
+def server53():
+    srv = Port53Server(f"127.53.{random.randint(1, 254)}.{random.randint(1, 254)}").start()
+    yield srv
+    srv.close()
+
+
+def make_xlsm(path, vba_bin):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", CONTENT_TYPES)
+        z.writestr("_rels/.rels", ROOT_RELS)
+        z.writestr("xl/workbook.xml", WORKBOOK)
+        z.writestr("xl/_rels/workbook.xml.rels", WORKBOOK_RELS)
+        z.writestr("xl/worksheets/sheet1.xml", SHEET)
+        z.write(vba_bin, "xl/vbaProject.bin")
+
+
+def stop_group(proc):
+    """Stop the whole process group LibreOffice and Xvfb run in (TERM, then KILL) and reap it."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            proc.poll()
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+    proc.wait(5)
+
+
+def open_in_calc(xlsm, work, server):
+    """Open `xlsm` in Calc as an intruder would (visible, under Xvfb), with name lookups sent to
+    `server`; -> the process (the leader of its own group)."""
+    resolv = work / "resolv.conf"
+    resolv.write_text(f"nameserver {server.dns_ip}\noptions timeout:2 attempts:1\n")
+    profile = work / "lo-profile"
+    (profile / "user").mkdir(parents=True, exist_ok=True)
+    (profile / "user" / "registrymodifications.xcu").write_text(LOW_SECURITY)
+    (work / "home").mkdir(exist_ok=True)
+    (work / "tmp").mkdir(exist_ok=True)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work / "home"), "TMPDIR": str(work / "tmp"),
+           "LANG": "C.UTF-8", "HOSTNAME": HOSTNAME, "USER": USER}
+    script = (f"mount --bind '{resolv}' /etc/resolv.conf && exec xvfb-run -a soffice "
+              f"-env:UserInstallation=file://{profile} --norestore '{xlsm}'")
+    log = open(work / "soffice.log", "ab")
+    return subprocess.Popen(["unshare", "-m", "sh", "-c", script], env=env, stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_calc_runs_the_open_macros_and_the_lookup_reaches_trapline(server53, tmp_path):
+    api = server53.api()
+    tok = new_token(api, "sensitive-cmd", "vba calc", process_name="klist.exe")
+    tid = tok["canarytoken"]
+    vba_bin = tmp_path / "vbaProject.bin"
+    subprocess.run([str(EXAMPLE), "excel", tok["hostname"], str(vba_bin)], check=True, timeout=30)
+    xlsm = tmp_path / "Q3 forecast.xlsm"
+    make_xlsm(xlsm, vba_bin)
+
+    ids = []
+    for n in (1, 2):
+        proc = open_in_calc(xlsm, tmp_path, server53)
+        try:
+            incs = api.wait_incidents(tid, count=n, timeout=120)
+            # Give the rest of this open (Auto_Open after Workbook_Open, the AAAA query after
+            # the A) time to arrive: they must not make another incident.
+            time.sleep(3)
+        finally:
+            stop_group(proc)
+        incs = api.incidents_for(tid)
+        log = (tmp_path / "soffice.log").read_text(errors="replace")[-2000:]
+        assert len(incs) == n, (incs, log)
+        new = [i for i in incs if i["events"][0]["sensitive_cmd_invocation_id"] not in ids]
+        assert len(new) == 1, incs
+        ev = new[0]["events"][0]
+        assert (ev["type"], ev["channel"]) == ("sensitive-cmd", "dns"), ev
+        assert ev["sensitive_cmd_computer"].lower() == COMPUTER_LABEL, ev
+        assert ev["sensitive_cmd_user"].lower() == USER_LABEL, ev
+        assert re.fullmatch(r"[a-z0-9]{8}", ev["sensitive_cmd_invocation_id"]), ev
+        ids.append(ev["sensitive_cmd_invocation_id"])
+    assert ids[0] != ids[1], ids
