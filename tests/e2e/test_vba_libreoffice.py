@@ -7,6 +7,12 @@ whose DNS decoding the macro reuses: the hit must carry the computer and user na
 $HOSTNAME/$USER, the fallbacks off Windows, cleaned to DNS characters) and an invocation id, one
 incident per open, and a second open is a new incident with a new id.
 
+Writer never fires a .docm's open macros (only binary .doc gets its VBA event processor), so for
+Word the test loads a hand-made .docm over UNO with macros allowed and calls the document's own
+`ThisDocument.Document_Open` through the script provider, as openers.md §4 records: LibreOffice
+imports the project (document module with `VB_Base "1Normal.ThisDocument"`) and runs the real
+macro, Shell and nslookup included; the auto-trigger itself cannot be tested here.
+
 The bin comes from examples/vba_project (which `cargo test` builds next to the trapline binary);
 the .xlsm around it is written here with zipfile, the fewest parts Calc needs (the OOXML package
 itself is another module's work). nslookup reaches Trapline through a private resolver file: it
@@ -28,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, Server
+from conftest import BIN, Server, free_port
 from kindtools import new_token
 
 EXAMPLE = Path(BIN).parent / "examples" / "vba_project"
@@ -57,6 +63,56 @@ WORKBOOK_RELS = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 </Relationships>"""
 SHEET = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData/></worksheet>"""
+DOCM_CONTENT_TYPES = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">
+<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>
+<Default Extension="xml" ContentType="application/xml"/>
+<Default Extension="bin" ContentType="application/vnd.ms-office.vbaProject"/>
+<Override PartName="/word/document.xml" ContentType="application/vnd.ms-word.document.macroEnabled.main+xml"/>
+</Types>"""
+DOCM_ROOT_RELS = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
+<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/>
+</Relationships>"""
+DOCUMENT = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">
+<w:body><w:p><w:r><w:t>Board minutes, draft</w:t></w:r></w:p></w:body>
+</w:document>"""
+DOCUMENT_RELS = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
+<Relationship Id="rId1" Type="http://schemas.microsoft.com/office/2006/relationships/vbaProject" Target="vbaProject.bin"/>
+</Relationships>"""
+# Run by the system Python (python3-uno): load the document hidden with macros always allowed,
+# call its Document_Open, close it and end LibreOffice.
+UNO_DRIVER = r"""
+import sys, time
+import uno
+from com.sun.star.beans import PropertyValue
+port, url = sys.argv[1], sys.argv[2]
+ctx = uno.getComponentContext()
+resolver = ctx.ServiceManager.createInstanceWithContext("com.sun.star.bridge.UnoUrlResolver", ctx)
+deadline = time.time() + 90
+while True:
+    try:
+        remote = resolver.resolve(f"uno:socket,host=127.0.0.1,port={port};urp;StarOffice.ComponentContext")
+        break
+    except Exception:
+        if time.time() > deadline:
+            raise
+        time.sleep(0.5)
+desktop = remote.ServiceManager.createInstanceWithContext("com.sun.star.frame.Desktop", remote)
+props = (PropertyValue("Hidden", 0, True, 0), PropertyValue("MacroExecutionMode", 0, 4, 0))
+doc = desktop.loadComponentFromURL(url, "_blank", 0, props)
+script = doc.getScriptProvider().getScript(
+    "vnd.sun.star.script:VBAProject.ThisDocument.Document_Open?language=Basic&location=document")
+script.invoke((), (), ())
+print("invoked")
+doc.close(True)
+try:
+    desktop.terminate()
+except Exception:
+    pass  # the bridge goes away as LibreOffice exits
+"""
 LOW_SECURITY = """<?xml version="1.0" encoding="UTF-8"?>
 <oor:items xmlns:oor="http://openoffice.org/2001/registry" xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
 <item oor:path="/org.openoffice.Office.Common/Security/Scripting"><prop oor:name="MacroSecurityLevel" oor:op="fuse"><value>0</value></prop></item>
@@ -69,6 +125,8 @@ COMPUTER_LABEL, USER_LABEL = "ws42", "aliceo"   # cleaned to [A-Za-z0-9-]; compa
 
 def missing_tools():
     need = [t for t in ("soffice", "xvfb-run", "nslookup", "unshare", "mount") if not shutil.which(t)]
+    if subprocess.run(["/usr/bin/python3", "-c", "import uno"], capture_output=True).returncode != 0:
+        need.append("python3-uno")
     if os.geteuid() != 0:
         need.append("root (port 53 and a mount namespace)")
     if not EXAMPLE.exists():
@@ -116,6 +174,15 @@ def make_xlsm(path, vba_bin):
         z.write(vba_bin, "xl/vbaProject.bin")
 
 
+def make_docm(path, vba_bin):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", DOCM_CONTENT_TYPES)
+        z.writestr("_rels/.rels", DOCM_ROOT_RELS)
+        z.writestr("word/document.xml", DOCUMENT)
+        z.writestr("word/_rels/document.xml.rels", DOCUMENT_RELS)
+        z.write(vba_bin, "word/vbaProject.bin")
+
+
 def stop_group(proc):
     """Stop the whole process group LibreOffice and Xvfb run in (TERM, then KILL) and reap it."""
     for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
@@ -134,9 +201,10 @@ def stop_group(proc):
     proc.wait(5)
 
 
-def open_in_calc(xlsm, work, server):
-    """Open `xlsm` in Calc as an intruder would (visible, under Xvfb), with name lookups sent to
-    `server`; -> the process (the leader of its own group)."""
+def start_office(work, server, soffice_args, xvfb=False):
+    """Start `soffice SOFFICE_ARGS` with a fresh profile that allows macros, under Xvfb if
+    `xvfb` (xvfb-run starts both), as an intruder's machine would run it, but with name lookups
+    sent to `server`; -> the process (the leader of its own group)."""
     resolv = work / "resolv.conf"
     resolv.write_text(f"nameserver {server.dns_ip}\noptions timeout:2 attempts:1\n")
     profile = work / "lo-profile"
@@ -146,41 +214,76 @@ def open_in_calc(xlsm, work, server):
     (work / "tmp").mkdir(exist_ok=True)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work / "home"), "TMPDIR": str(work / "tmp"),
            "LANG": "C.UTF-8", "HOSTNAME": HOSTNAME, "USER": USER}
-    script = (f"mount --bind '{resolv}' /etc/resolv.conf && exec xvfb-run -a soffice "
-              f"-env:UserInstallation=file://{profile} --norestore '{xlsm}'")
+    office = "xvfb-run -a soffice" if xvfb else "soffice"
+    script = (f"mount --bind '{resolv}' /etc/resolv.conf && exec {office} "
+              f"-env:UserInstallation=file://{profile} --norestore {soffice_args}")
     log = open(work / "soffice.log", "ab")
     return subprocess.Popen(["unshare", "-m", "sh", "-c", script], env=env, stdin=subprocess.DEVNULL,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def office_log(work):
+    return (work / "soffice.log").read_text(errors="replace")[-2000:]
+
+
+def check_lookup_event(ev):
+    """The hit of one macro run: a DNS hit decoded as sensitive-cmd's encoding; -> its invocation id."""
+    assert (ev["type"], ev["channel"]) == ("sensitive-cmd", "dns"), ev
+    assert ev["sensitive_cmd_computer"].lower() == COMPUTER_LABEL, ev
+    assert ev["sensitive_cmd_user"].lower() == USER_LABEL, ev
+    assert re.fullmatch(r"[a-z0-9]{8}", ev["sensitive_cmd_invocation_id"]), ev
+    return ev["sensitive_cmd_invocation_id"]
+
+
+def token_and_bin(api, host, tmp_path):
+    """A sensitive-cmd token and the VBA project whose macro looks up its hostname."""
+    tok = new_token(api, "sensitive-cmd", f"vba {host}", process_name="klist.exe")
+    vba_bin = tmp_path / "vbaProject.bin"
+    subprocess.run([str(EXAMPLE), host, tok["hostname"], str(vba_bin)], check=True, timeout=30)
+    return tok["canarytoken"], vba_bin
+
+
 def test_calc_runs_the_open_macros_and_the_lookup_reaches_trapline(server53, tmp_path):
     api = server53.api()
-    tok = new_token(api, "sensitive-cmd", "vba calc", process_name="klist.exe")
-    tid = tok["canarytoken"]
-    vba_bin = tmp_path / "vbaProject.bin"
-    subprocess.run([str(EXAMPLE), "excel", tok["hostname"], str(vba_bin)], check=True, timeout=30)
+    tid, vba_bin = token_and_bin(api, "excel", tmp_path)
     xlsm = tmp_path / "Q3 forecast.xlsm"
     make_xlsm(xlsm, vba_bin)
 
     ids = []
     for n in (1, 2):
-        proc = open_in_calc(xlsm, tmp_path, server53)
+        proc = start_office(tmp_path, server53, f"'{xlsm}'", xvfb=True)
         try:
-            incs = api.wait_incidents(tid, count=n, timeout=120)
+            api.wait_incidents(tid, count=n, timeout=120)
             # Give the rest of this open (Auto_Open after Workbook_Open, the AAAA query after
             # the A) time to arrive: they must not make another incident.
             time.sleep(3)
         finally:
             stop_group(proc)
         incs = api.incidents_for(tid)
-        log = (tmp_path / "soffice.log").read_text(errors="replace")[-2000:]
-        assert len(incs) == n, (incs, log)
+        assert len(incs) == n, (incs, office_log(tmp_path))
         new = [i for i in incs if i["events"][0]["sensitive_cmd_invocation_id"] not in ids]
         assert len(new) == 1, incs
-        ev = new[0]["events"][0]
-        assert (ev["type"], ev["channel"]) == ("sensitive-cmd", "dns"), ev
-        assert ev["sensitive_cmd_computer"].lower() == COMPUTER_LABEL, ev
-        assert ev["sensitive_cmd_user"].lower() == USER_LABEL, ev
-        assert re.fullmatch(r"[a-z0-9]{8}", ev["sensitive_cmd_invocation_id"]), ev
-        ids.append(ev["sensitive_cmd_invocation_id"])
+        ids.append(check_lookup_event(new[0]["events"][0]))
     assert ids[0] != ids[1], ids
+
+
+def test_writer_imports_the_word_project_and_its_document_open_runs(server53, tmp_path):
+    api = server53.api()
+    tid, vba_bin = token_and_bin(api, "word", tmp_path)
+    docm = tmp_path / "Board minutes.docm"
+    make_docm(docm, vba_bin)
+    port = free_port()
+    proc = start_office(tmp_path, server53, f"--headless '--accept=socket,host=127.0.0.1,port={port};urp;'")
+    try:
+        driver = subprocess.run(["/usr/bin/python3", "-c", UNO_DRIVER, str(port), docm.as_uri()],
+                                capture_output=True, text=True, timeout=150,
+                                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path / "home")})
+        assert driver.returncode == 0 and "invoked" in driver.stdout, \
+            (driver.stdout, driver.stderr[-2000:], office_log(tmp_path))
+        api.wait_incidents(tid, timeout=60)
+        time.sleep(2)
+    finally:
+        stop_group(proc)
+    incs = api.incidents_for(tid)
+    assert len(incs) == 1, (incs, office_log(tmp_path))
+    check_lookup_event(incs[0]["events"][0])
