@@ -18,8 +18,8 @@ the .xlsm around it is written here with zipfile, the fewest parts Calc needs (t
 itself is another module's work). nslookup reaches Trapline through a private resolver file: it
 runs in a mount namespace (unshare -m) with /etc/resolv.conf bind-mounted, and Trapline's DNS
 listener is on port 53 of a loopback address of its own, so the machine's resolver never sees a
-token name. Needs root (port 53, mount), soffice, xvfb-run and nslookup; without them the test is
-skipped (failed in CI, and scripts/test lists them among the tools CI must have).
+token name. Needs root (port 53, mount), LibreOffice Calc and Writer (localc, lowriter), xvfb-run,
+nslookup and python3-uno; without them the tests are skipped (failed in CI, which installs them).
 """
 
 import os
@@ -124,7 +124,8 @@ COMPUTER_LABEL, USER_LABEL = "ws42", "aliceo"   # cleaned to [A-Za-z0-9-]; compa
 
 
 def missing_tools():
-    need = [t for t in ("soffice", "xvfb-run", "nslookup", "unshare", "mount") if not shutil.which(t)]
+    programs = ("soffice", "localc", "lowriter", "xvfb-run", "nslookup", "unshare", "mount")
+    need = [t for t in programs if not shutil.which(t)]
     if subprocess.run(["/usr/bin/python3", "-c", "import uno"], capture_output=True).returncode != 0:
         need.append("python3-uno")
     if os.geteuid() != 0:
