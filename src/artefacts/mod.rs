@@ -8,3 +8,5 @@ pub mod authenticode;
 pub mod der;
 pub mod pdf;
 pub mod pe;
+pub mod vba;
+pub mod vba_macro;
