@@ -3,3 +3,5 @@
 //! projects, PDF, and Authenticode-signed PE files. A kind (in `crate::kinds`) decides what a
 //! token's file says; these modules only build and inject, bounded against hostile uploads
 //! (sizes checked before parsing, no panics, no temporary files).
+
+pub mod ooxml;
