@@ -198,9 +198,11 @@ impl Core {
         if let Some(e) = kind.unavailable(&cx) {
             return Err(e);
         }
-        let created = kind.create(&kinds::CreateRequest { params: &req.params, uploads: &req.uploads }, &cx).await?;
+        let id = ids::token_id();
+        let kreq = kinds::CreateRequest { params: &req.params, uploads: &req.uploads, token_id: &id };
+        let created = kind.create(&kreq, &cx).await?;
         let token = Token {
-            id: ids::token_id(),
+            id,
             kind: kind.name().to_string(),
             memo,
             flock_id,
@@ -426,7 +428,13 @@ impl Core {
         self.require(actor, Permission::Download).await?;
         let token = self.visible_token(actor, id).await?;
         let kind = kinds::find(&token.kind).ok_or(CoreError::NoFile)?;
-        let artefact = kind.artefact(&token, &self.view_context()).ok_or(CoreError::NoFile)?;
+        let artefact = match kind.stored_download(&token) {
+            Some(d) => {
+                let file = self.store.get_token_file(&token.id, d.file).await?.ok_or(CoreError::NoFile)?;
+                Artefact { filename: d.filename, content_type: d.content_type, bytes: file.data }
+            }
+            None => kind.artefact(&token, &self.view_context()).ok_or(CoreError::NoFile)?,
+        };
         let audit = self.audit(actor, "token_download", &token.id, format!("downloaded {}", artefact.filename));
         self.store.append_audit(&audit).await?;
         Ok(artefact)

@@ -27,8 +27,11 @@ pub mod aws_s3;
 pub mod cloned_css;
 pub mod cloned_web;
 pub mod dns;
+pub mod doc_msexcel;
+pub mod doc_msword;
 pub mod http;
 pub mod log4shell;
+mod office;
 pub mod qr_code;
 pub mod redirect;
 pub mod sensitive_cmd;
@@ -106,6 +109,8 @@ pub type Uploads = BTreeMap<String, Upload>;
 pub struct CreateRequest<'a> {
     pub params: &'a Params,
     pub uploads: &'a Uploads,
+    /// The id the token will have, for kinds whose file must carry its URL or hostname.
+    pub token_id: &'a str,
 }
 
 /// What a kind may use to reach outside itself. Built by the core for each call.
@@ -194,6 +199,17 @@ pub struct Artefact {
     pub bytes: Vec<u8>,
 }
 
+/// A download served from one of the token's stored files ([`Created::files`]), for kinds
+/// whose file is made once, at creation (a document built around an upload).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDownload {
+    /// The stored file's name ([`TokenFile::name`]).
+    pub file: &'static str,
+    /// The name to download it under.
+    pub filename: String,
+    pub content_type: &'static str,
+}
+
 /// A change to a kind's own settings, asked for after creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KindChange<'a> {
@@ -257,6 +273,13 @@ pub trait Kind: Send + Sync + 'static {
     /// The file `canarytoken/download` hands out, for kinds that have one.
     fn artefact(&self, token: &Token, cx: &ViewContext<'_>) -> Option<Artefact> {
         let _ = (token, cx);
+        None
+    }
+
+    /// The stored file `canarytoken/download` hands out instead of an [`Kind::artefact`], for
+    /// kinds whose file is made at creation.
+    fn stored_download(&self, token: &Token) -> Option<StoredDownload> {
+        let _ = token;
         None
     }
 
@@ -406,6 +429,8 @@ pub static KINDS: &[&dyn Kind] = &[
     &smtp::Smtp,
     &aws_id::AwsId,
     &aws_s3::AwsS3,
+    &doc_msword::DOC_MSWORD,
+    &doc_msexcel::DOC_MSEXCEL,
 ];
 
 pub fn find(name: &str) -> Option<&'static dyn Kind> {

@@ -48,8 +48,9 @@ pub use shapes::token_json;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
-/// Largest multipart body (uploads); each kind limits its own files further.
-pub const MAX_UPLOAD_BODY: usize = 3 * 1024 * 1024;
+/// Largest multipart body (uploads); each kind limits its own files further (documents to
+/// 10 MiB, with room for the form fields beside them).
+pub const MAX_UPLOAD_BODY: usize = 11 * 1024 * 1024;
 /// Most parts in one multipart body.
 pub const MAX_PARTS: usize = 32;
 /// Time a client has to send the whole request body.
