@@ -254,6 +254,50 @@ fn add_footer(pkg: &mut Package<'_>, main: &str, url: &str) -> ooxml::Result<()>
     let even_odd = even_and_odd(pkg, main, &rels)?;
     let body = scan_body(main, &doc)?;
 
+    // The footers the document has get the picture.
+    let mut theirs: Vec<&String> = body.sections.iter().flat_map(|s| &s.footer_ids).collect();
+    theirs.sort();
+    theirs.dedup();
+    let mut linked = false;
+    for id in theirs {
+        let part = rels
+            .iter()
+            .find(|r| r.id == *id && r.rel_type == REL_FOOTER && !r.external)
+            .and_then(|r| resolve(main, &r.target))
+            .filter(|p| pkg.has(p));
+        if let Some(part) = part {
+            linked |= append_to_footer(pkg, &part, url)?;
+        }
+    }
+
+    // Ours, where a section would otherwise show no footer of a kind it uses. A section without
+    // a reference of some kind shows the previous section's (none for the first).
+    let mut covered = [false; 3];
+    let mut wanted: Vec<(&Section, Vec<&str>)> = Vec::new();
+    for s in &body.sections {
+        let mut types = Vec::new();
+        for (i, ty) in TYPES.iter().enumerate() {
+            let needed = i == 0 || (i == 1 && s.title_pg) || (i == 2 && even_odd);
+            if s.has[i] {
+                covered[i] = true;
+            } else if needed && !covered[i] {
+                types.push(*ty);
+                covered[i] = true;
+            }
+        }
+        if !types.is_empty() {
+            wanted.push((s, types));
+        }
+    }
+    // No body-level section properties: the last section is all defaults, and inherits.
+    let final_section = body.no_final.as_ref().filter(|_| !covered[0]);
+    if wanted.is_empty() && final_section.is_none() {
+        if !linked {
+            return Err(ooxml::Error::Refused("has no footer that the picture could be added to".into()));
+        }
+        return Ok(());
+    }
+
     // Our own footer, beside the main part.
     let stem = match main.rsplit_once('/') {
         Some((dir, _)) => format!("{dir}/footer"),
@@ -269,65 +313,31 @@ fn add_footer(pkg: &mut Package<'_>, main: &str, url: &str) -> ooxml::Result<()>
     pkg.put(&footer, ours.into_bytes());
     pkg.set_override(&footer, CT_FOOTER)?;
     let footer_id = pkg.add_relationship(main, REL_FOOTER, &relative(main, &footer), false)?;
-
-    // References where a section would otherwise show no footer of a kind it uses. A section
-    // without a reference of some kind shows the previous section's (none for the first).
     let reference = |w: &str, r: &str, decls: &str, ty: &str| {
         format!("<{w}footerReference{decls} {w}type=\"{ty}\" {r}id=\"{footer_id}\"/>")
     };
-    let mut covered = [false; 3];
     let mut edits = Edits::default();
-    let mut theirs: Vec<String> = Vec::new();
-    for s in &body.sections {
-        let mut refs = String::new();
-        for (i, ty) in TYPES.iter().enumerate() {
-            let needed = i == 0 || (i == 1 && s.title_pg) || (i == 2 && even_odd);
-            if s.has[i] {
-                covered[i] = true;
-            } else if needed && !covered[i] {
-                refs.push_str(&reference(&s.w, &s.r, &s.decls, ty));
-                covered[i] = true;
-            }
-        }
-        theirs.extend(s.footer_ids.iter().cloned());
-        if refs.is_empty() {
-            continue;
-        }
+    for (s, types) in wanted {
+        let refs: String = types.iter().map(|ty| reference(&s.w, &s.r, &s.decls, ty)).collect();
         if s.empty {
             edits.replace(s.span.clone(), expand_empty(&doc[s.span.clone()], &s.qname, &refs));
         } else {
             edits.insert(s.span.end, refs);
         }
     }
-    if let Some((slot, (w, r, decls))) = &body.no_final {
-        // No body-level section properties: the last section is all defaults.
+    if let Some((slot, (w, r, decls))) = final_section {
         let sect = format!("<{w}sectPr{decls}>{}</{w}sectPr>", reference(w, r, "", "default"));
         slot.fill(&mut edits, &doc, sect)?;
     }
     let doc = edits.apply(main, &doc)?;
     pkg.put(main, doc.into_bytes());
-
-    // The footers the document has get the picture too.
-    theirs.sort();
-    theirs.dedup();
-    for id in theirs {
-        let Some(part) = rels
-            .iter()
-            .find(|r| r.id == id && r.rel_type == REL_FOOTER && !r.external)
-            .and_then(|r| resolve(main, &r.target))
-        else {
-            continue;
-        };
-        if pkg.has(&part) {
-            append_to_footer(pkg, &part, url)?;
-        }
-    }
     Ok(())
 }
 
-/// Appends the picture to the last paragraph of footer `part` (or a paragraph of its own).
-fn append_to_footer(pkg: &mut Package<'_>, part: &str, url: &str) -> ooxml::Result<()> {
-    let Some(xml) = pkg.part_text(part)? else { return Ok(()) };
+/// Appends the picture to the last paragraph of footer `part` (or a paragraph of its own);
+/// false if the part is no footer.
+fn append_to_footer(pkg: &mut Package<'_>, part: &str, url: &str) -> ooxml::Result<bool> {
+    let Some(xml) = pkg.part_text(part)? else { return Ok(false) };
     // Where: before the last top-level paragraph's end tag (or into it, if self-closing), or
     // else before the root's end tag, with the prefixes in scope there.
     let mut last_p: Option<(Slot, Prefixes)> = None;
@@ -359,7 +369,7 @@ fn append_to_footer(pkg: &mut Package<'_>, part: &str, url: &str) -> ooxml::Resu
         Ok(())
     })?;
     if !is_footer {
-        return Ok(());
+        return Ok(false);
     }
     let image = pkg.add_relationship(part, REL_IMAGE, url, true)?;
     let pic_id = pkg.rng().gen_range(1000..30000);
@@ -370,11 +380,11 @@ fn append_to_footer(pkg: &mut Package<'_>, part: &str, url: &str) -> ooxml::Resu
             let para = format!("<{}p{}>{}</{}p>", p.w, p.dw, picture_runs(&p, url, &image, pic_id), p.w);
             slot.fill(&mut edits, &xml, para)?;
         }
-        (None, None) => return Ok(()),
+        (None, None) => return Ok(false),
     }
     let xml = edits.apply(part, &xml)?;
     pkg.put(part, xml.into_bytes());
-    Ok(())
+    Ok(true)
 }
 
 // --- a document of our own -----------------------------------------------------------------
@@ -751,6 +761,20 @@ mod tests {
             1,
         );
         assert_eq!(new, expected);
+    }
+
+    #[test]
+    fn covered_documents_get_no_footer_of_ours_and_unusable_ones_are_refused() {
+        let doc = format!("<w:document {W}><w:body><w:p/><w:sectPr><w:footerReference w:type=\"default\" r:id=\"rId7\"/></w:sectPr></w:body></w:document>");
+        let footer1 = format!("<w:ftr {W}><w:p/></w:ftr>");
+        let out = inject(&upload(&doc, None, &[("word/footer1.xml", &footer1)]), URL).unwrap();
+        let mut pkg = read(&out);
+        assert_eq!(linked_footers(&mut pkg), ["word/footer1.xml"]);
+        assert_eq!(text(&mut pkg, "word/document.xml"), doc, "nothing to reference");
+        assert_eq!(pkg.names().filter(|n| n.contains("footer")).count(), 2, "footer1 and its rels only");
+        // The reference names a part that is missing: nowhere to put the picture.
+        let err = inject(&upload(&doc, None, &[]), URL).unwrap_err().to_string();
+        assert_eq!(err, "has no footer that the picture could be added to");
     }
 
     #[test]
