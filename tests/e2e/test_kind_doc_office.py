@@ -228,6 +228,25 @@ def test_uploaded_document_is_injected_and_fires(server, api, lo, tmp_path, kind
     assert marker in text, text[:500]
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_footer_or_drawing_of_its_own_gets_one_more_picture(server, api, lo, tmp_path, kind):
+    """A document that already has a footer (or a drawing): Trapline's own, uploaded for a second
+    token. The second picture joins that footer or drawing, no part is added, and LibreOffice
+    fetches both pictures."""
+    first = api.create_token(kind, memo=unique("first doc"))
+    _, data = download(api, "canarytoken/download", first["canarytoken"], kind, auth_token=api.auth_token)
+    name = f"again.{KINDS[kind]['ext']}"
+    tok = Api.ok(create_with_upload(server, api, kind, name, data))["canarytoken"]
+    _, again = download(api, "canarytoken/download", tok["canarytoken"], kind, auth_token=api.auth_token)
+    assert sorted(external_images(again)) == sorted([first["url"], tok["url"]])
+    with zipfile.ZipFile(io.BytesIO(data)) as a, zipfile.ZipFile(io.BytesIO(again)) as b:
+        assert sorted(a.namelist()) == sorted(b.namelist())
+    text = fire(tmp_path, api, tok, kind, again, "uploaded", name)
+    assert text.strip()
+    _, ev = assert_one_incident(api, first, kind, "http")
+    assert ev["document_source"] == "generated"
+
+
 # --- bad uploads -------------------------------------------------------------------------------
 
 def zip_bomb():
