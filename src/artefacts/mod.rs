@@ -6,6 +6,7 @@
 
 pub mod authenticode;
 pub mod der;
+pub mod ooxml;
 pub mod pdf;
 pub mod pe;
 pub mod vba;

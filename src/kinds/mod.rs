@@ -27,8 +27,11 @@ pub mod aws_s3;
 pub mod cloned_css;
 pub mod cloned_web;
 pub mod dns;
+pub mod doc_msexcel;
+pub mod doc_msword;
 pub mod http;
 pub mod log4shell;
+mod office;
 pub mod pdf_acrobat_reader;
 pub mod qr_code;
 pub mod redirect;
@@ -438,6 +441,8 @@ pub static KINDS: &[&dyn Kind] = &[
     &aws_id::AwsId,
     &aws_s3::AwsS3,
     &pdf_acrobat_reader::PdfAcrobatReader,
+    &doc_msword::DOC_MSWORD,
+    &doc_msexcel::DOC_MSEXCEL,
 ];
 
 pub fn find(name: &str) -> Option<&'static dyn Kind> {

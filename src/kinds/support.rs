@@ -38,6 +38,9 @@ pub(crate) mod testing {
     use crate::kinds::{CreateRequest, Kind, KindContext, Params, Site, Uploads};
     use crate::model::{Channel, NewHit, Token};
 
+    /// The id of the fixture tokens (and of the tokens fixture creates make).
+    pub const ID: &str = "abcdefghijklmnopqrstuvwxy";
+
     /// Query labels as sent, split at dots.
     pub fn labels(s: &str) -> Vec<String> {
         s.split('.').map(str::to_string).collect()
@@ -67,7 +70,7 @@ pub(crate) mod testing {
     /// `kind`'s stored settings for these form fields (and no uploads).
     pub async fn create(kind: &dyn Kind, fields: &[(&str, &str)]) -> CoreResult<serde_json::Value> {
         let params: Params = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let req = CreateRequest { params: &params, uploads: &Uploads::new(), token_id: "abcdefghijklmnopqrstuvwxy" };
+        let req = CreateRequest { params: &params, uploads: &Uploads::new(), token_id: ID };
         Ok(kind.create(&req, &context()).await?.params)
     }
 
