@@ -39,49 +39,47 @@ from kindtools import new_token
 
 EXAMPLE = Path(BIN).parent / "examples" / "vba_project"
 
-CONTENT_TYPES = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">
-<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>
-<Default Extension="xml" ContentType="application/xml"/>
-<Default Extension="bin" ContentType="application/vnd.ms-office.vbaProject"/>
-<Override PartName="/xl/workbook.xml" ContentType="application/vnd.ms-excel.sheet.macroEnabled.main+xml"/>
-<Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>
-</Types>"""
-ROOT_RELS = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
-<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/>
-</Relationships>"""
-WORKBOOK = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">
-<workbookPr codeName="ThisWorkbook"/>
-<sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets>
-</workbook>"""
-WORKBOOK_RELS = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
-<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/>
-<Relationship Id="rId2" Type="http://schemas.microsoft.com/office/2006/relationships/vbaProject" Target="vbaProject.bin"/>
-</Relationships>"""
-SHEET = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData/></worksheet>"""
-DOCM_CONTENT_TYPES = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">
-<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>
-<Default Extension="xml" ContentType="application/xml"/>
-<Default Extension="bin" ContentType="application/vnd.ms-office.vbaProject"/>
-<Override PartName="/word/document.xml" ContentType="application/vnd.ms-word.document.macroEnabled.main+xml"/>
-</Types>"""
-DOCM_ROOT_RELS = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
-<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/>
-</Relationships>"""
-DOCUMENT = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">
-<w:body><w:p><w:r><w:t>Board minutes, draft</w:t></w:r></w:p></w:body>
-</w:document>"""
-DOCUMENT_RELS = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
-<Relationship Id="rId1" Type="http://schemas.microsoft.com/office/2006/relationships/vbaProject" Target="vbaProject.bin"/>
-</Relationships>"""
+XML_HEAD = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/"
+VBA_REL = "http://schemas.microsoft.com/office/2006/relationships/vbaProject"
+
+
+def content_types(overrides):
+    """[Content_Types].xml: rels, xml and the VBA project's bin by extension, `overrides` {part: type}."""
+    parts = "".join(f'<Override PartName="{p}" ContentType="{t}"/>' for p, t in overrides.items())
+    return (XML_HEAD + '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+            '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+            '<Default Extension="xml" ContentType="application/xml"/>'
+            '<Default Extension="bin" ContentType="application/vnd.ms-office.vbaProject"/>' + parts + "</Types>")
+
+
+def relationships(*rels):
+    """A .rels part: `rels` are (type URI, target), given ids rId1, rId2, ..."""
+    items = "".join(f'<Relationship Id="rId{n}" Type="{t}" Target="{target}"/>'
+                    for n, (t, target) in enumerate(rels, 1))
+    return XML_HEAD + '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">' + items + "</Relationships>"
+
+
+XLSM_PARTS = {
+    "[Content_Types].xml": content_types({
+        "/xl/workbook.xml": "application/vnd.ms-excel.sheet.macroEnabled.main+xml",
+        "/xl/worksheets/sheet1.xml": "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"}),
+    "_rels/.rels": relationships((REL + "officeDocument", "xl/workbook.xml")),
+    # codeName ties the workbook to the ThisWorkbook module.
+    "xl/workbook.xml": XML_HEAD + '<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+    'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><workbookPr codeName="ThisWorkbook"/>'
+    '<sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>',
+    "xl/_rels/workbook.xml.rels": relationships((REL + "worksheet", "worksheets/sheet1.xml"), (VBA_REL, "vbaProject.bin")),
+    "xl/worksheets/sheet1.xml": XML_HEAD + '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+    "<sheetData/></worksheet>",
+}
+DOCM_PARTS = {
+    "[Content_Types].xml": content_types({"/word/document.xml": "application/vnd.ms-word.document.macroEnabled.main+xml"}),
+    "_rels/.rels": relationships((REL + "officeDocument", "word/document.xml")),
+    "word/document.xml": XML_HEAD + '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+    "<w:body><w:p><w:r><w:t>Board minutes, draft</w:t></w:r></w:p></w:body></w:document>",
+    "word/_rels/document.xml.rels": relationships((VBA_REL, "vbaProject.bin")),
+}
 # Run by the system Python (python3-uno): load the document hidden with macros always allowed,
 # call its Document_Open, close it and end LibreOffice.
 UNO_DRIVER = r"""
@@ -165,23 +163,12 @@ def server53():
     srv.close()
 
 
-def make_xlsm(path, vba_bin):
+def make_package(path, parts, vba_bin, vba_part):
+    """A macro-enabled OOXML package: `parts` {name: XML text} and the VBA project at `vba_part`."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("[Content_Types].xml", CONTENT_TYPES)
-        z.writestr("_rels/.rels", ROOT_RELS)
-        z.writestr("xl/workbook.xml", WORKBOOK)
-        z.writestr("xl/_rels/workbook.xml.rels", WORKBOOK_RELS)
-        z.writestr("xl/worksheets/sheet1.xml", SHEET)
-        z.write(vba_bin, "xl/vbaProject.bin")
-
-
-def make_docm(path, vba_bin):
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("[Content_Types].xml", DOCM_CONTENT_TYPES)
-        z.writestr("_rels/.rels", DOCM_ROOT_RELS)
-        z.writestr("word/document.xml", DOCUMENT)
-        z.writestr("word/_rels/document.xml.rels", DOCUMENT_RELS)
-        z.write(vba_bin, "word/vbaProject.bin")
+        for name, text in parts.items():
+            z.writestr(name, text)
+        z.write(vba_bin, vba_part)
 
 
 def stop_group(proc):
@@ -248,7 +235,7 @@ def test_calc_runs_the_open_macros_and_the_lookup_reaches_trapline(server53, tmp
     api = server53.api()
     tid, vba_bin = token_and_bin(api, "excel", tmp_path)
     xlsm = tmp_path / "Q3 forecast.xlsm"
-    make_xlsm(xlsm, vba_bin)
+    make_package(xlsm, XLSM_PARTS, vba_bin, "xl/vbaProject.bin")
 
     ids = []
     for n in (1, 2):
@@ -272,7 +259,7 @@ def test_writer_imports_the_word_project_and_its_document_open_runs(server53, tm
     api = server53.api()
     tid, vba_bin = token_and_bin(api, "word", tmp_path)
     docm = tmp_path / "Board minutes.docm"
-    make_docm(docm, vba_bin)
+    make_package(docm, DOCM_PARTS, vba_bin, "word/vbaProject.bin")
     port = free_port()
     proc = start_office(tmp_path, server53, f"--headless '--accept=socket,host=127.0.0.1,port={port};urp;'")
     try:
