@@ -18,8 +18,11 @@
 //!
 //! Written by hand: the compression ([MS-OVBA] 2.4.1, a small LZ77 with 4096-byte chunks), the
 //! `dir` records and the `PROJECT` text. No maintained crate writes them: `ovba` only reads
-//! projects, and the Rust crates that compress are parts of unrelated programs. The compound
-//! file underneath comes from `cfb`, which is maintained and writes what Office reads.
+//! projects, and the one other Rust compressor found is an internal module of a spreadsheet
+//! engine. The compressor is a real one, not the format's "raw chunk" escape: Excel is
+//! reported to drop modules stored raw (READ in that engine's notes; Office cannot be tested
+//! here). The compound file underneath comes from `cfb`, which is maintained and writes what
+//! Office reads.
 //!
 //! Names and source are ASCII (a subset of the project's code page, Windows-1252); the builder
 //! refuses anything else rather than guess an encoding.
@@ -52,13 +55,14 @@ pub enum DecompressError {
     TooLarge(usize),
 }
 
-/// The copy-token split at `difference` bytes into the chunk: how many high bits hold the
-/// offset ([MS-OVBA] 2.4.1.3.19.1, "CopyToken Help"), and the longest match a token can say.
+/// How many high bits of a copy token hold the offset when the token stands `difference`
+/// bytes into its chunk ([MS-OVBA] 2.4.1.3.19.1, "CopyToken Help"); the rest hold the length.
 fn bit_count(difference: usize) -> u32 {
     // The smallest n with 2^n >= difference, at least 4 (difference is 1..=4096 in a chunk).
     (usize::BITS - (difference.max(1) - 1).leading_zeros()).max(4)
 }
 
+/// The longest match a copy token `difference` bytes into its chunk can say.
 fn max_length(difference: usize) -> usize {
     (0xFFFF >> bit_count(difference)) + 3
 }
