@@ -157,7 +157,54 @@ def aws_seeds():
     seed("s3_access_log", "\n".join(lines) + "\n\nnot a log line\r\n")
 
 
+# --- PE images for pe_sign: tiny ones made here, and one signed by osslsigncode ------------------
+def tiny_pe(pe32_plus, sections, tail=0):
+    """A small well-formed image (the shape of `tiny_pe` in src/artefacts/pe.rs)."""
+    import struct
+    opt_size = 240 if pe32_plus else 224
+    b = bytearray(512)
+    b[0:2] = b"MZ"
+    b[0x3C:0x40] = struct.pack("<I", 0x80)
+    b[0x80:0x84] = b"PE\0\0"
+    struct.pack_into("<HHIIIHH", b, 0x84, 0x8664, sections, 0, 0, 0, opt_size, 0x0022)
+    opt = 0x84 + 20
+    struct.pack_into("<H", b, opt, 0x20B if pe32_plus else 0x10B)
+    struct.pack_into("<I", b, opt + 36, 512)
+    struct.pack_into("<I", b, opt + 60, 512)
+    struct.pack_into("<I", b, opt + (108 if pe32_plus else 92), 16)
+    for i in range(sections):
+        at = opt + opt_size + 40 * i
+        b[at:at + 8] = f".s{i:02}".encode().ljust(8, b"\0")
+        struct.pack_into("<II", b, at + 16, 512, 512 + 512 * i)
+    for i in range(sections):
+        b += bytes((i * 7 + j) & 0xFF for j in range(512))
+    return bytes(b + bytes((j ^ 0x5A) & 0xFF for j in range(tail)))
+
+
+def pe_seeds():
+    seed("pe_sign", tiny_pe(True, 2))
+    seed("pe_sign", tiny_pe(False, 1, tail=13))
+    seed("pe_sign", tiny_pe(True, 2)[:400])
+    seed("pe_sign", b"MZ" + b"\0" * 62)
+    osslsigncode, openssl = shutil.which("osslsigncode"), shutil.which("openssl")
+    if not (osslsigncode and openssl):
+        print("pe_sign: no osslsigncode/openssl, no signed seed")
+        return
+    with tempfile.TemporaryDirectory() as d:
+        key, cert, src, out = (os.path.join(d, n) for n in ("k.pem", "c.pem", "in.exe", "out.exe"))
+        subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", key, "-out", cert, "-days", "30", "-subj", "/CN=seed"],
+                       check=True, capture_output=True)
+        with open(src, "wb") as f:
+            f.write(tiny_pe(False, 1, tail=5))
+        subprocess.run([osslsigncode, "sign", "-certs", cert, "-key", key, "-h", "sha256", "-in", src, "-out", out],
+                       check=True, capture_output=True)
+        with open(out, "rb") as f:
+            seed("pe_sign", f.read())
+
+
 aws_seeds()
+pe_seeds()
 
 
 # --- PDF uploads, made by real tools (LibreOffice and qpdf, when installed) -----------------------

@@ -157,12 +157,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         "e-mail alert outputs need an SMTP server: set --alert-smtp-url (or --smtp-url)"
     );
     let secrets = Arc::new(crate::sealed::SecretBox::load_or_create(&settings.data_dir.join("secrets.key"))?);
+    let code_signing = Arc::new(crate::artefacts::authenticode::CodeSigningCa::load_or_create(
+        &settings.data_dir.join("codesign-ca.pem"),
+    )?);
     let core = Arc::new(
         Core::new(store.clone(), site.clone())
             .with_provision_key(&provision)
             .with_alerts(alert_cfg.clone())
             .with_secrets(secrets)
-            .with_aws(aws_access),
+            .with_aws(aws_access)
+            .with_code_signing(code_signing),
     );
     let first_key = core.bootstrap_admin().await?;
     let committed = Arc::new(tokio::sync::Notify::new());

@@ -3,4 +3,11 @@
 //! projects, PDF, and Authenticode-signed PE files. A kind (in `crate::kinds`) decides what a
 //! token's file says; these modules only build and inject, bounded against hostile uploads
 //! (sizes checked before parsing, no panics, no temporary files).
+
+pub mod authenticode;
+pub mod der;
+pub mod ooxml;
 pub mod pdf;
+pub mod pe;
+pub mod vba;
+pub mod vba_macro;

@@ -96,6 +96,8 @@ pub struct Core {
     work: Arc<crate::workpool::WorkPool>,
     /// AWS for the AWS kinds (see [`Core::with_aws`]).
     aws: Option<Arc<crate::kinds::aws_access::AwsAccess>>,
+    /// The signed-exe kind's CA (see [`Core::with_code_signing`]).
+    code_signing: Arc<crate::artefacts::authenticode::CodeSigningCa>,
 }
 
 /// Parses a network restriction by [`crate::net::parse_net`]'s rules, as text (`a.b.c.d/n`,
@@ -137,7 +139,15 @@ impl Core {
             secrets: Arc::new(SecretBox::ephemeral()),
             work: Arc::new(crate::workpool::WorkPool::for_host()),
             aws: None,
+            code_signing: Arc::new(crate::artefacts::authenticode::CodeSigningCa::ephemeral()),
         }
+    }
+
+    /// Sets the code-signing CA (the server's `codesign-ca.pem`); without it, a CA of this
+    /// process signs.
+    pub fn with_code_signing(mut self, ca: Arc<crate::artefacts::authenticode::CodeSigningCa>) -> Core {
+        self.code_signing = ca;
+        self
     }
 
     /// Gives the AWS kinds their AWS access (without it they are unavailable).
@@ -153,6 +163,7 @@ impl Core {
             work: self.work.clone(),
             secrets: self.secrets.clone(),
             aws: self.aws.clone(),
+            code_signing: self.code_signing.clone(),
         }
     }
 

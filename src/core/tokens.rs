@@ -199,8 +199,8 @@ impl Core {
             return Err(e);
         }
         let id = ids::token_id();
-        let create = kinds::CreateRequest { token_id: &id, params: &req.params, uploads: &req.uploads };
-        let created = kind.create(&create, &cx).await?;
+        let kreq = kinds::CreateRequest { params: &req.params, uploads: &req.uploads, token_id: &id };
+        let created = kind.create(&kreq, &cx).await?;
         let token = Token {
             id,
             kind: kind.name().to_string(),

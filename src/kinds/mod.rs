@@ -27,12 +27,16 @@ pub mod aws_s3;
 pub mod cloned_css;
 pub mod cloned_web;
 pub mod dns;
+pub mod doc_msexcel;
+pub mod doc_msword;
 pub mod http;
 pub mod log4shell;
+mod office;
 pub mod pdf_acrobat_reader;
 pub mod qr_code;
 pub mod redirect;
 pub mod sensitive_cmd;
+pub mod signed_exe;
 pub mod smtp;
 pub mod sql;
 mod support;
@@ -73,8 +77,8 @@ impl Site {
         format!("{token_id}.{}", self.domain)
     }
 
-    /// The token's name in the NX zone: looking it up is a hit, answered NXDOMAIN (so the
-    /// program that looked never connects anywhere).
+    /// The token's name under the NX zone: lookups of it and of names under it are recorded,
+    /// then answered NXDOMAIN.
     pub fn nx_hostname(&self, token_id: &str) -> String {
         format!("{token_id}.{}", self.nx_domain)
     }
@@ -111,10 +115,11 @@ pub type Uploads = BTreeMap<String, Upload>;
 /// What a caller sent to create a token, as far as its kind is concerned.
 #[derive(Debug, Clone, Copy)]
 pub struct CreateRequest<'a> {
-    /// The id the token will have (drawn before `create`, so a file can carry it).
-    pub token_id: &'a str,
     pub params: &'a Params,
     pub uploads: &'a Uploads,
+    /// The id the token will have, for kinds that write its names into what they make at
+    /// creation (a signed executable's certificate URLs).
+    pub token_id: &'a str,
 }
 
 /// What a kind may use to reach outside itself. Built by the core for each call.
@@ -129,6 +134,8 @@ pub struct KindContext {
     pub secrets: Arc<SecretBox>,
     /// AWS, when this server has AWS settings (the aws-id and aws-s3 kinds need it).
     pub aws: Option<Arc<aws_access::AwsAccess>>,
+    /// The installation's code-signing CA (the signed-exe kind's issuer).
+    pub code_signing: Arc<crate::artefacts::authenticode::CodeSigningCa>,
 }
 
 /// What a kind may read when it shows a token or hands out its file.
@@ -203,14 +210,13 @@ pub struct Artefact {
     pub bytes: Vec<u8>,
 }
 
-/// A download that is one of the token's stored files ([`Created::files`]): for kinds whose
-/// file is made once, at creation (an upload with the token put into it), rather than from
-/// the settings each time.
+/// A download kept as one of the token's stored files ([`Created::files`]): made once at
+/// creation, from an upload, rather than on each download.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredArtefact {
-    /// The stored file's name ([`TokenFile::name`]).
+    /// The stored file's name.
     pub file: &'static str,
-    /// The name to hand it out under.
+    /// The name the download is given.
     pub filename: String,
     pub content_type: &'static str,
 }
@@ -281,8 +287,7 @@ pub trait Kind: Send + Sync + 'static {
         None
     }
 
-    /// The stored file `canarytoken/download` hands out, for kinds whose file was made at
-    /// creation; asked when [`Kind::artefact`] has none.
+    /// The stored file `canarytoken/download` hands out when [`Kind::artefact`] makes none.
     fn stored_artefact(&self, token: &Token) -> Option<StoredArtefact> {
         let _ = token;
         None
@@ -430,11 +435,14 @@ pub static KINDS: &[&dyn Kind] = &[
     &log4shell::Log4Shell,
     &windows_dir::WindowsDir,
     &sensitive_cmd::SensitiveCmd,
+    &signed_exe::SignedExe,
     &sql::Sql,
     &smtp::Smtp,
     &aws_id::AwsId,
     &aws_s3::AwsS3,
     &pdf_acrobat_reader::PdfAcrobatReader,
+    &doc_msword::DOC_MSWORD,
+    &doc_msexcel::DOC_MSEXCEL,
 ];
 
 pub fn find(name: &str) -> Option<&'static dyn Kind> {

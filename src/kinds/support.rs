@@ -38,6 +38,9 @@ pub(crate) mod testing {
     use crate::kinds::{CreateRequest, Kind, KindContext, Params, Site, Uploads};
     use crate::model::{Channel, NewHit, Token};
 
+    /// The id of the fixture tokens (and of the tokens fixture creates make).
+    pub const ID: &str = "abcdefghijklmnopqrstuvwxy";
+
     /// Query labels as sent, split at dots.
     pub fn labels(s: &str) -> Vec<String> {
         s.split('.').map(str::to_string).collect()
@@ -60,13 +63,14 @@ pub(crate) mod testing {
             work: Arc::new(crate::workpool::WorkPool::new(1, 4)),
             secrets: Arc::new(crate::sealed::SecretBox::ephemeral()),
             aws: None,
+            code_signing: Arc::new(crate::artefacts::authenticode::CodeSigningCa::ephemeral()),
         }
     }
 
     /// `kind`'s stored settings for these form fields (and no uploads).
     pub async fn create(kind: &dyn Kind, fields: &[(&str, &str)]) -> CoreResult<serde_json::Value> {
         let params: Params = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let req = CreateRequest { token_id: "abcdefghijklmnopqrstuvwxy", params: &params, uploads: &Uploads::new() };
+        let req = CreateRequest { params: &params, uploads: &Uploads::new(), token_id: ID };
         Ok(kind.create(&req, &context()).await?.params)
     }
 

@@ -135,7 +135,7 @@ mod tests {
     #[tokio::test]
     async fn create_stores_the_image_as_the_token_file() {
         let (params, uploads) = (crate::kinds::Params::new(), upload(crate::listeners::http::GIF));
-        let req = CreateRequest { token_id: "abcdefghijklmnopqrstuvwxy", params: &params, uploads: &uploads };
+        let req = CreateRequest { params: &params, uploads: &uploads, token_id: crate::kinds::testing::ID };
         let created = WebImage.create(&req, &crate::kinds::testing::context()).await.unwrap();
         let stored = serde_json::json!({"web_image_type": "image/gif", "web_image_bytes": uploads[FIELD].bytes.len()});
         assert_eq!(created.params, stored);
@@ -153,7 +153,7 @@ mod tests {
         assert_eq!(WebImage.answer(&token), HttpAnswer::File(FIELD));
 
         let empty = crate::kinds::Uploads::new();
-        let req = CreateRequest { token_id: "abcdefghijklmnopqrstuvwxy", params: &params, uploads: &empty };
+        let req = CreateRequest { params: &params, uploads: &empty, token_id: crate::kinds::testing::ID };
         assert!(WebImage.create(&req, &crate::kinds::testing::context()).await.is_err(), "the upload is required");
     }
 
@@ -180,7 +180,7 @@ mod tests {
         // This test runs on one thread: yielding lets `second` queue its job.
         tokio::task::yield_now().await;
         let (params, uploads) = (crate::kinds::Params::new(), upload(crate::listeners::http::GIF));
-        let req = CreateRequest { token_id: "abcdefghijklmnopqrstuvwxy", params: &params, uploads: &uploads };
+        let req = CreateRequest { params: &params, uploads: &uploads, token_id: crate::kinds::testing::ID };
         assert!(matches!(WebImage.create(&req, &cx).await, Err(CoreError::Busy)));
         release.send(()).unwrap();
         first.await.unwrap().unwrap();

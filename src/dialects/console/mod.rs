@@ -48,8 +48,8 @@ pub use shapes::token_json;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
-/// Largest multipart body (uploads: a 10 MiB PDF and the form around it); each kind limits
-/// its own files further.
+/// Largest multipart body (uploads): a 10 MiB executable or PDF and the form around it;
+/// each kind limits its own files further.
 pub const MAX_UPLOAD_BODY: usize = 11 * 1024 * 1024;
 /// Most parts in one multipart body.
 pub const MAX_PARTS: usize = 32;
