@@ -10,7 +10,9 @@ doc comment of each file in fuzz_targets/). FQL seeds are the filters the end-to
 cursors are the ones the server handed out. Scanner reports are written here in the shape the
 scanner page's script posts. CloudTrail log files, SQS notifications and S3 access logs come
 from AWS, not from Trapline, so they are written here (first, needing no server) in the shapes
-AWS documents and the end-to-end tests' CloudTrail emulator writes.
+AWS documents and the end-to-end tests' CloudTrail emulator writes. PDF uploads are LibreOffice's
+and qpdf's (classic, object streams, linearized, QDF, encrypted, cut short) when those are
+installed, and the server's own generated PDF.
 
 Usage: fuzz/make_corpus.py [TRAPLINE_BIN]   (default target/debug/trapline; needs dig and curl)
 Existing seeds are kept; files are named by content hash, so reruns add only what is new.
@@ -205,6 +207,83 @@ aws_seeds()
 pe_seeds()
 
 
+# --- PDF uploads, made by real tools (LibreOffice and qpdf, when installed) -----------------------
+def pdf_seeds():
+    if not shutil.which("qpdf"):
+        print("note: qpdf not found; no PDF seeds but the server's own", file=sys.stderr)
+        return
+    tmp = tempfile.mkdtemp(prefix="trapline-pdf-seeds-")
+    base = os.path.join(tmp, "notes.pdf")
+    if shutil.which("soffice"):
+        with open(os.path.join(tmp, "notes.txt"), "w") as f:
+            f.write("Trustees meeting\nItem 4: noted.\n")
+        p = subprocess.Popen(["soffice", f"-env:UserInstallation=file://{tmp}/lo", "--headless", "--convert-to",
+                              "pdf", "--outdir", tmp, os.path.join(tmp, "notes.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            p.wait(timeout=120)
+        finally:
+            try:
+                os.killpg(p.pid, 9)
+            except ProcessLookupError:
+                pass
+    if not os.path.exists(base):
+        # No LibreOffice: qpdf rewrites the hand-made hybrid file instead.
+        with open(base, "wb") as f:
+            f.write(hybrid_pdf())
+    variants = {"plain": [], "classic": ["--object-streams=disable"], "objstm": ["--object-streams=generate"],
+                "linearized": ["--linearize"], "qdf": ["--qdf"],
+                "encrypted": ["--encrypt", "", "owner", "256", "--"]}
+    for name, flags in variants.items():
+        dst = os.path.join(tmp, f"{name}.pdf")
+        subprocess.run(["qpdf", *flags, base, dst], capture_output=True, timeout=60)
+        if os.path.exists(dst):
+            data = open(dst, "rb").read()
+            seed("pdf_inject", data)
+            if name == "objstm":
+                seed("pdf_inject", data[: len(data) * 2 // 3])  # cut short
+                PDF_UPLOADS.append(dst)
+    seed("pdf_inject", hybrid_pdf())
+    PDF_UPLOADS.append(os.path.join(tmp, "hybrid.pdf"))
+    with open(PDF_UPLOADS[-1], "wb") as f:
+        f.write(hybrid_pdf())
+
+
+def hybrid_pdf():
+    """A hybrid-reference PDF (no tool here writes one): a classic table whose trailer's /XRefStm
+    names a cross-reference stream for the page tree, kept in an object stream; the page already
+    opens a URI."""
+    import struct
+    import zlib
+    out, offs = bytearray(b"%PDF-1.5\n"), {}
+
+    def obj(n, body):
+        offs[n] = len(out)
+        out.extend(b"%d 0 obj\n" % n + body + b"\nendobj\n")
+    obj(1, b"<< /Type /Catalog /Pages 2 0 R >>")
+    objs = (b"<< /Type /Pages /Kids [3 0 R] /Count 1 >> "
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /AA << /O << /S /URI /URI (http://old.example/) >> >> >>")
+    hdr = b"2 0 3 %d " % objs.index(b"<< /Type /Page ")
+    data = zlib.compress(hdr + objs)
+    obj(4, b"<< /Type /ObjStm /N 2 /First %d /Filter /FlateDecode /Length %d >>\nstream\n" % (len(hdr), len(data))
+        + data + b"\nendstream")
+    xs = len(out)
+    rows = struct.pack(">BHB", 2, 4, 0) + struct.pack(">BHB", 2, 4, 1) + struct.pack(">BHB", 1, xs, 0)
+    obj(7, b"<< /Type /XRef /Size 8 /W [1 2 1] /Index [2 2 7 1] /Length %d >>\nstream\n" % len(rows) + rows
+        + b"\nendstream")
+    xref = len(out)
+    out += b"xref\n0 2\n0000000000 65535 f\r\n%010d 00000 n\r\n4 1\n%010d 00000 n\r\n" % (offs[1], offs[4])
+    out += b"trailer\n<< /Size 8 /Root 1 0 R /XRefStm %d >>\nstartxref\n%d\n%%%%EOF\n" % (xs, xref)
+    return bytes(out)
+
+
+# Files the server is later sent as uploads (their injected downloads are seeds too).
+PDF_UPLOADS = []
+
+
+pdf_seeds()
+
+
 # --- the server -------------------------------------------------------------------------------
 data_dir = tempfile.mkdtemp(prefix="trapline-corpus-")
 api_port, http_port, dns_port = free_port(), free_port(), free_port()
@@ -321,6 +400,17 @@ curl(f"{API}/api/v1/canarytoken/create", "-F", f"auth_token={AUTH}", "-F", "kind
      "-F", "memo=multipart upload", "-F", f"web_image=@{f.name};type=image/png")
 curl(f"{API}/api/v1/canarytoken/create", "-F", f"auth_token={AUTH}", "-F", "kind=qr-code", "-F", "memo=two parts")
 os.unlink(f.name)
+# The server's own PDF (pdf-acrobat-reader), as downloaded.
+pdf_tok = console("canarytoken/create", "-d", "kind=pdf-acrobat-reader", "-d", "memo=seed pdf")["canarytoken"]
+seed("pdf_inject", curl("-G", f"{API}/api/v1/canarytoken/download", "--data-urlencode", f"auth_token={AUTH}",
+                        "--data-urlencode", f"canarytoken={pdf_tok['canarytoken']}"))
+for path in PDF_UPLOADS:  # and the user's PDFs with the action injected: two revisions each
+    made = json.loads(curl(f"{API}/api/v1/canarytoken/create", "-F", f"auth_token={AUTH}",
+                           "-F", "kind=pdf-acrobat-reader", "-F", "memo=seed upload", "-F", f"pdf=@{path}"))
+    seed("pdf_inject", curl("-G", f"{API}/api/v1/canarytoken/download", "--data-urlencode", f"auth_token={AUTH}",
+                            "--data-urlencode", f"canarytoken={made['canarytoken']['canarytoken']}"))
+if PDF_UPLOADS:
+    shutil.rmtree(os.path.dirname(PDF_UPLOADS[0]), ignore_errors=True)
 console("canarytokens/search", "--data-urlencode", "search_string=seed", get=True)
 console("incidents/unacknowledged", "-d", "limit=2", get=True)
 curl(f"{API}/api/v1/canarytoken/update?auth_token={AUTH}&canarytoken={tokens['http']}", "-X", "POST",

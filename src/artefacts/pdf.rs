@@ -463,6 +463,10 @@ pub fn inject(original: &[u8], uri: &str, new_id: [u8; 16]) -> Result<Vec<u8>, P
     let old_open = aa.remove(b"O").filter(|o| *o != Obj::Null);
     aa.push(b"O", Obj::Ref(action_num, 0));
     page.push(b"AA", Obj::Dict(aa));
+    // An /AA that was an object of its own now sits one level down in the page.
+    if page.depth() > syntax::MAX_DEPTH {
+        return Err(PdfError::Unsupported("its first page's actions nest too deeply".into()));
+    }
 
     let mut out = Vec::with_capacity(original.len() + 1024);
     out.extend_from_slice(original);
@@ -550,9 +554,11 @@ pub struct FirstPage {
     /// The URIs of its page-open actions (`/AA /O` and the `/Next` chain), in the order a
     /// viewer runs them.
     pub open_uris: Vec<Vec<u8>>,
+    /// Whether the chain was longer than [`inspect`] follows (`open_uris` has its start).
+    pub actions_cut_short: bool,
 }
 
-/// Most actions followed along one `/Next` chain.
+/// Most actions followed along one `/Next` chain (and most waiting to be).
 const MAX_ACTIONS: usize = 256;
 
 /// Reads `pdf`'s first page and its page-open URI actions.
@@ -571,9 +577,11 @@ pub fn inspect(pdf: &[u8]) -> Result<FirstPage, PdfError> {
     let mut stack: Vec<Obj> = aa.as_dict().and_then(|d| d.get(b"O")).cloned().into_iter().collect();
     let mut seen = std::collections::HashSet::new();
     let mut followed = 0;
+    let mut actions_cut_short = false;
     while let Some(o) = stack.pop() {
         followed += 1;
-        if followed > MAX_ACTIONS {
+        if followed > MAX_ACTIONS || stack.len() > MAX_ACTIONS {
+            actions_cut_short = true;
             break;
         }
         if let Obj::Ref(n, _) = o {
@@ -581,7 +589,8 @@ pub fn inspect(pdf: &[u8]) -> Result<FirstPage, PdfError> {
                 continue;
             }
         }
-        match r.resolve(&o, 0)? {
+        // An action that does not read is skipped, as a viewer would skip it.
+        match r.resolve(&o, 0).unwrap_or(Obj::Null) {
             Obj::Dict(a) => {
                 if let (Some(s), Some(Obj::Str(uri))) = (a.get(b"S"), a.get(b"URI")) {
                     if s.is_name(b"URI") {
@@ -598,7 +607,7 @@ pub fn inspect(pdf: &[u8]) -> Result<FirstPage, PdfError> {
             _ => {}
         }
     }
-    Ok(FirstPage { object, keys, open_uris })
+    Ok(FirstPage { object, keys, open_uris, actions_cut_short })
 }
 
 /// Whether `pdf`'s object `num` sits in an object stream (tests: proof that a fixture is one).
@@ -801,6 +810,61 @@ mod tests {
         assert!(next.get(b"S").unwrap().is_name(b"JavaScript"));
     }
 
+    /// A hybrid-reference file (PDF 1.5 for new readers, 1.4 for old): a classic table for the
+    /// plain objects, whose trailer's /XRefStm names a cross-reference stream for the page tree,
+    /// which sits in an object stream; the page already opens a URI.
+    fn hybrid_pdf() -> Vec<u8> {
+        let mut out = b"%PDF-1.5\n".to_vec();
+        let mut offs = std::collections::BTreeMap::new();
+        let mut obj = |out: &mut Vec<u8>, n: u32, body: &[u8]| {
+            offs.insert(n, out.len());
+            out.extend_from_slice(format!("{n} 0 obj\n").as_bytes());
+            out.extend_from_slice(body);
+            out.extend_from_slice(b"\nendobj\n");
+        };
+        obj(&mut out, 1, b"<< /Type /Catalog /Pages 2 0 R >>");
+        let objs = "<< /Type /Pages /Kids [3 0 R] /Count 1 >> << /Type /Page /Parent 2 0 R /AA << /O << /S /URI /URI (http://old.example/) >> >> >>";
+        let header = format!("2 0 3 {} ", objs.find("<< /Type /Page ").unwrap());
+        let data = deflate(format!("{header}{objs}").as_bytes());
+        let mut stm = format!(
+            "<< /Type /ObjStm /N 2 /First {} /Filter /FlateDecode /Length {} >>\nstream\n",
+            header.len(),
+            data.len()
+        )
+        .into_bytes();
+        stm.extend_from_slice(&data);
+        stm.extend_from_slice(b"\nendstream");
+        obj(&mut out, 4, &stm);
+        let xs = out.len();
+        let rows = [[2u8, 0, 4, 0], [2, 0, 4, 1], [1, (xs >> 8) as u8, xs as u8, 0]].concat();
+        let mut body =
+            format!("<< /Type /XRef /Size 8 /W [1 2 1] /Index [2 2 7 1] /Length {} >>\nstream\n", rows.len())
+                .into_bytes();
+        body.extend_from_slice(&rows);
+        body.extend_from_slice(b"\nendstream");
+        obj(&mut out, 7, &body);
+        let xref = out.len();
+        out.extend_from_slice(
+            format!("xref\n0 2\n0000000000 65535 f\r\n{:010} 00000 n\r\n4 1\n{:010} 00000 n\r\n", offs[&1], offs[&4])
+                .as_bytes(),
+        );
+        out.extend_from_slice(
+            format!("trailer\n<< /Size 8 /Root 1 0 R /XRefStm {xs} >>\nstartxref\n{xref}\n%%EOF\n").as_bytes(),
+        );
+        out
+    }
+
+    #[test]
+    fn hybrid_files_get_a_classic_update() {
+        let original = hybrid_pdf();
+        assert!(in_object_stream(&original, 3), "the page is found through /XRefStm");
+        assert_eq!(inspect(&original).unwrap().open_uris, vec![b"http://old.example/".to_vec()]);
+        let out = inject(&original, URI, [4; 16]).unwrap();
+        let tail = String::from_utf8_lossy(&out[original.len()..]);
+        assert!(tail.contains("\nxref\n") && !tail.contains("/XRef"), "{tail}");
+        assert_eq!(inspect(&out).unwrap().open_uris, vec![URI.as_bytes().to_vec(), b"http://old.example/".to_vec()]);
+    }
+
     #[test]
     fn refuses_what_it_cannot_update() {
         assert_eq!(inject(b"hello, not a pdf", URI, [0; 16]), Err(PdfError::NotPdf));
@@ -822,6 +886,8 @@ mod tests {
             .unwrap()
             .trim_end_matches("\n%%EOF\n")
             .to_string();
+        let no_numbers = replace(&good, "trailer\n<<", "trailer\n<</Size 4294967295");
+        assert!(matches!(inject(&no_numbers, URI, [0; 16]), Err(PdfError::Damaged(m)) if m.contains("object numbers")));
         let self_loop = replace(&good, "trailer\n<<", &format!("trailer\n<</Prev {xref_at}"));
         assert_eq!(
             inspect(&inject(&self_loop, URI, [0; 16]).unwrap()).unwrap().open_uris.len(),

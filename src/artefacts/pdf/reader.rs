@@ -485,7 +485,7 @@ impl<'a> Reader<'a> {
         let size = self.trailer.get(b"Size").and_then(Obj::as_int).and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
         let past = self.xref.keys().max().map_or(1, |m| m + 1);
         let n = size.max(past).max(1);
-        if n + 2 > MAX_OBJECT_NUMBER {
+        if n > MAX_OBJECT_NUMBER - 2 {
             return Err(damaged("it has no object numbers left for an update"));
         }
         Ok(n)

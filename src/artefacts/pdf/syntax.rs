@@ -48,6 +48,15 @@ impl Obj {
     pub fn is_name(&self, name: &[u8]) -> bool {
         matches!(self, Obj::Name(n) if n == name)
     }
+
+    /// How deeply arrays and dictionaries nest in it (a number: 0, `[1]`: 1).
+    pub fn depth(&self) -> u32 {
+        match self {
+            Obj::Array(items) => 1 + items.iter().map(Obj::depth).max().unwrap_or(0),
+            Obj::Dict(d) => d.depth(),
+            _ => 0,
+        }
+    }
 }
 
 /// A dictionary: entries in file order (duplicates kept, the first one counts).
@@ -68,6 +77,11 @@ impl Dict {
 
     pub fn push(&mut self, key: &[u8], value: Obj) {
         self.0.push((key.to_vec(), value));
+    }
+
+    /// [`Obj::depth`] of the dictionary.
+    pub fn depth(&self) -> u32 {
+        1 + self.0.iter().map(|(_, v)| v.depth()).max().unwrap_or(0)
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
@@ -479,6 +493,7 @@ mod tests {
         for bad in [&b"<< /A 1"[..], b"(open", b"<4G>", b"[1 2", b"<< 1 2 >>", b"1..2", b"foo", b")", b""] {
             assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+        assert_eq!(parse(b"<< /A [[1] 2] >>").unwrap().depth(), 3);
         let deep = [b"[".repeat(100), b"]".repeat(100)].concat();
         assert!(parse(&deep).is_err(), "nesting is bounded");
         assert!(parse(&[b"[".repeat(60), b"]".repeat(60)].concat()).is_ok());
