@@ -16,11 +16,19 @@ installed, and the server's own generated PDF.
 
 Usage: fuzz/make_corpus.py [TRAPLINE_BIN]   (default target/debug/trapline; needs dig and curl)
 Existing seeds are kept; files are named by content hash, so reruns add only what is new.
+SEEDS_ONLY=TARGET writes the seeds of that target alone (the rest of a run makes new token ids,
+which would otherwise add seeds to every other target too).
+
+OOXML uploads (ooxml_inject) are documents LibreOffice saves (when soffice is installed), the
+documents Trapline itself makes (downloaded from the server), and hand-written packages with the
+section, footer and drawing shapes the injectors handle; each raw, and split into its XML parts
+(the target's structured mode).
 """
 import base64
 import hashlib
 import http.client
 import http.server
+import io
 import json
 import os
 import re
@@ -32,6 +40,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "fuzz", "corpus")
@@ -44,6 +53,8 @@ SECRETS = []
 
 
 def seed(target, data):
+    if os.environ.get("SEEDS_ONLY", target) != target:
+        return
     if isinstance(data, str):
         data = data.encode()
     for secret in SECRETS:
@@ -282,6 +293,83 @@ PDF_UPLOADS = []
 
 
 pdf_seeds()
+
+
+# --- OOXML uploads: raw packages, and their parts for the structured mode -----------------------
+# The part names of the ooxml_inject target's structured mode, in its order.
+OOXML_PARTS = ["[Content_Types].xml", "_rels/.rels", "word/document.xml", "word/_rels/document.xml.rels",
+               "word/settings.xml", "word/footer1.xml", "xl/workbook.xml", "xl/_rels/workbook.xml.rels",
+               "xl/worksheets/sheet1.xml", "xl/worksheets/_rels/sheet1.xml.rels", "xl/drawings/drawing1.xml"]
+
+
+def ooxml_seed(package=None, parts=None):
+    if package is not None:
+        seed("ooxml_inject", b"\x00" + package)
+        with zipfile.ZipFile(io.BytesIO(package)) as z:
+            parts = {n: z.read(n) for n in z.namelist() if n in OOXML_PARTS}
+    chunks = [parts.get(n, b"") for n in OOXML_PARTS]
+    seed("ooxml_inject", b"\x01" + b"\n--\n".join(c.encode() if isinstance(c, str) else c for c in chunks))
+
+
+def ooxml_seeds():
+    soffice = shutil.which("soffice")
+    if soffice:
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "notes.txt"), "w") as f:
+                f.write("Quarterly notes\n\nA second paragraph.\n")
+            with open(os.path.join(d, "pay.csv"), "w") as f:
+                f.write("Name,Salary\nAlice,52000\nBob,61000\n")
+            for src, fmt in [("notes.txt", "docx"), ("pay.csv", "xlsx")]:
+                subprocess.run([soffice, f"-env:UserInstallation=file://{d}/profile", "--headless", "--convert-to",
+                                fmt, "--outdir", d, os.path.join(d, src)], capture_output=True, timeout=120,
+                               start_new_session=True)
+                out = os.path.join(d, src.rsplit(".", 1)[0] + "." + fmt)
+                if os.path.exists(out):
+                    ooxml_seed(open(out, "rb").read())
+    ct = ('<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" '
+          'ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" '
+          'ContentType="application/xml"/><Override PartName="/{main}" ContentType="{ct}"/></Types>')
+    rel = '<Relationship Id="{id}" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/{t}" Target="{to}"/>'
+    rels = '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">{}</Relationships>'
+    ns = ('xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main" '
+          'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"')
+    word = {
+        "[Content_Types].xml": ct.format(main="word/document.xml", ct="application/vnd.openxmlformats-"
+                                         "officedocument.wordprocessingml.document.main+xml"),
+        "_rels/.rels": rels.format(rel.format(id="rId1", t="officeDocument", to="word/document.xml")),
+        "word/_rels/document.xml.rels": rels.format(rel.format(id="rId3", t="settings", to="settings.xml")
+                                                    + rel.format(id="rId7", t="footer", to="footer1.xml")),
+        "word/settings.xml": f"<w:settings {ns}><w:evenAndOddHeaders/></w:settings>",
+        "word/footer1.xml": f"<w:ftr {ns}><w:p><w:r><w:t>Page</w:t></w:r></w:p><w:tbl/><w:p/></w:ftr>",
+        "word/document.xml": f"<w:document {ns}><w:body><w:p><w:pPr><w:sectPr><w:footerReference "
+                             'w:type="default" r:id="rId7"/><w:titlePg/></w:sectPr></w:pPr></w:p><w:p><w:pPr>'
+                             '<w:sectPr w:rsidR="1"/></w:pPr></w:p><w:sectPrChange><w:sectPr/></w:sectPrChange>'
+                             '<w:sectPr><w:titlePg w:val="0"/></w:sectPr></w:body></w:document>',
+    }
+    ooxml_seed(parts=word)
+    ooxml_seed(parts={**word, "word/document.xml": '<document xmlns="http://schemas.openxmlformats.org/'
+                      'wordprocessingml/2006/main"><body><p/></body></document>'})
+    sheet_ns = ('xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+                'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"')
+    excel = {
+        "[Content_Types].xml": ct.format(main="xl/workbook.xml", ct="application/vnd.openxmlformats-"
+                                         "officedocument.spreadsheetml.sheet.main+xml"),
+        "_rels/.rels": rels.format(rel.format(id="rId1", t="officeDocument", to="xl/workbook.xml")),
+        "xl/workbook.xml": f'<workbook {sheet_ns}><sheets><sheet name="S" sheetId="1" r:id="rId1"/></sheets></workbook>',
+        "xl/_rels/workbook.xml.rels": rels.format(rel.format(id="rId1", t="worksheet", to="worksheets/sheet1.xml")),
+        "xl/worksheets/sheet1.xml": f'<worksheet {sheet_ns}><sheetData/><drawing r:id="rId4"/><legacyDrawing '
+                                    'r:id="rId5"/></worksheet>',
+        "xl/worksheets/_rels/sheet1.xml.rels": rels.format(rel.format(id="rId4", t="drawing",
+                                                                      to="../drawings/drawing1.xml")),
+        "xl/drawings/drawing1.xml": '<d:wsDr xmlns:d="http://schemas.openxmlformats.org/drawingml/2006/'
+                                    'spreadsheetDrawing"><d:oneCellAnchor><d:pic><d:nvPicPr><d:cNvPr id="7" '
+                                    'name="Chart"/></d:nvPicPr></d:pic></d:oneCellAnchor></d:wsDr>',
+    }
+    ooxml_seed(parts=excel)
+    ooxml_seed(parts={**excel, "xl/worksheets/sheet1.xml": f"<worksheet {sheet_ns}><sheetData/><tableParts/></worksheet>"})
+
+
+ooxml_seeds()
 
 
 # --- the server -------------------------------------------------------------------------------
@@ -545,6 +633,11 @@ for s in ["created_timestamp.desc", "timestamp|asc", "label", "(label:'a',label:
           "created_timestamp:>='2021-09-22T02:28:11Z'+created_timestamp:<='now+1w'", "id:[1,2,3]",
           "expires_timestamp:null,revoked_timestamp:!null", "label:'it\\'s'", "x:1.5e3"]:
     seed("fql", s)
+
+# --- OOXML: the documents Trapline makes ----------------------------------------------------------
+for kind in ("doc-msword", "doc-msexcel"):
+    tid = console("canarytoken/create", "-d", f"kind={kind}", "-d", f"memo=seed {kind}")["canarytoken"]["canarytoken"]
+    ooxml_seed(curl("-G", f"{API}/api/v1/canarytoken/download", "-d", f"auth_token={AUTH}", "-d", f"canarytoken={tid}"))
 
 stop_server()
 for target in sorted(os.listdir(CORPUS)):
