@@ -8,13 +8,13 @@
 use chrono::{Datelike, NaiveDate};
 
 use super::event::AwsEvent;
-use super::listener::{Poller, Stats};
+use super::listener::Poller;
 use super::record::Watched;
-use super::scan::{self, Listing, ObjectError};
+use super::scan::{self, Listing};
 use crate::kinds::aws_s3::AwsS3Params;
 use crate::kinds::params;
 use crate::listeners::ListenerContext;
-use crate::model::{now_us, KeyScheme};
+use crate::model::KeyScheme;
 
 /// Largest access-log object read (S3 writes small ones, a few MB at most).
 pub const MAX_OBJECT: u64 = 64 * 1024 * 1024;
@@ -59,15 +59,8 @@ async fn read_token_logs(
         for key in keys {
             let bucket = s.s3_log_bucket.as_str();
             let parse = |b: &[u8], f: &mut dyn FnMut(AwsEvent)| Ok(super::access_log::for_each_line(b, f));
-            match scan::read_object(p, cx, watched, bucket, &key, MAX_OBJECT, parse).await {
-                Ok(()) => {}
-                Err(ObjectError::Skip(e)) => {
-                    Stats::add(&p.stats.bad_objects, 1);
-                    tracing::warn!(bucket, key, error = %e, "unreadable S3 access log: skipped");
-                }
-                Err(ObjectError::Retry(e)) => return Err(e),
-            }
-            cx.hits.mark_object_done(LEDGER, &scan::ledger_name(bucket, &key), now_us()).await?;
+            let what = "S3 access log";
+            scan::read_and_mark(p, cx, watched, LEDGER, what, bucket, &key, MAX_OBJECT, parse).await?;
         }
     }
     if let Some(n) = listing.newest_if_moved() {

@@ -128,3 +128,33 @@ where
     }
     Ok(())
 }
+
+/// [`read_object`], then marks the object done in `ledger`. One that cannot be read is logged
+/// (as `what`), counted and marked done too; a failure to record is returned with the object
+/// unmarked, so it is read again next round.
+#[allow(clippy::too_many_arguments)]
+pub async fn read_and_mark<P>(
+    p: &Poller,
+    cx: &ListenerContext,
+    watched: &Watched,
+    ledger: &str,
+    what: &str,
+    bucket: &str,
+    key: &str,
+    max_bytes: u64,
+    parse: P,
+) -> anyhow::Result<()>
+where
+    P: FnOnce(&[u8], &mut dyn FnMut(AwsEvent)) -> Result<FileStats, String> + Send + 'static,
+{
+    match read_object(p, cx, watched, bucket, key, max_bytes, parse).await {
+        Ok(()) => {}
+        Err(ObjectError::Skip(e)) => {
+            Stats::add(&p.stats.bad_objects, 1);
+            tracing::warn!(bucket, key, error = %e, "unreadable {what}: skipped");
+        }
+        Err(ObjectError::Retry(e)) => return Err(e),
+    }
+    cx.hits.mark_object_done(ledger, &ledger_name(bucket, key), crate::model::now_us()).await?;
+    Ok(())
+}

@@ -16,7 +16,7 @@ use super::event::AwsEvent;
 use super::listener::{CloudTrailSettings, Poller, Stats};
 use super::objects::{self, LogKey};
 use super::record::Watched;
-use super::scan::{self, Listing, ObjectError};
+use super::scan::{self, Listing};
 use crate::listeners::ListenerContext;
 use crate::model::now_us;
 
@@ -173,7 +173,7 @@ impl Trail {
         let is_log = |k: &str| objects::parse_log_key(k, &self.prefix).is_some();
         while let Some(keys) = listing.next_page(p, cx, LEDGER, is_log).await? {
             for k in keys {
-                self.read_once(p, cx, watched, bucket, &k).await?;
+                read_file(p, cx, watched, bucket, &k).await?; // next_page left out those done
             }
         }
         if let Some(n) = listing.newest_if_moved() {
@@ -182,9 +182,8 @@ impl Trail {
         Ok(())
     }
 
-    /// Reads one log file unless the ledger has it, then marks it done. A file that cannot be
-    /// fetched or parsed is logged, counted and marked done; a failure to record is returned
-    /// (the file is read again next round).
+    /// Reads one log file unless the ledger has it (an SQS notification may name one read
+    /// before), then marks it done.
     async fn read_once(
         &self,
         p: &Poller,
@@ -197,20 +196,16 @@ impl Trail {
         if cx.hits.objects_done(LEDGER, std::slice::from_ref(&ledger_key)).await?.contains(&ledger_key) {
             return Ok(());
         }
-        let parse = |gz: &[u8], f: &mut dyn FnMut(AwsEvent)| {
-            super::records::for_each_record(gz, MAX_DECOMPRESSED, f).map_err(|e| e.to_string())
-        };
-        match scan::read_object(p, cx, watched, bucket, key, MAX_OBJECT, parse).await {
-            Ok(()) => {}
-            Err(ObjectError::Skip(e)) => {
-                Stats::add(&p.stats.bad_objects, 1);
-                tracing::warn!(bucket, key, error = %e, "unreadable CloudTrail log file: skipped");
-            }
-            Err(ObjectError::Retry(e)) => return Err(e),
-        }
-        cx.hits.mark_object_done(LEDGER, &ledger_key, now_us()).await?;
-        Ok(())
+        read_file(p, cx, watched, bucket, key).await
     }
+}
+
+/// Reads one log file and marks it done ([`scan::read_and_mark`]).
+async fn read_file(p: &Poller, cx: &ListenerContext, watched: &Watched, bucket: &str, key: &str) -> anyhow::Result<()> {
+    let parse = |gz: &[u8], f: &mut dyn FnMut(AwsEvent)| {
+        super::records::for_each_record(gz, MAX_DECOMPRESSED, f).map_err(|e| e.to_string())
+    };
+    scan::read_and_mark(p, cx, watched, LEDGER, "CloudTrail log file", bucket, key, MAX_OBJECT, parse).await
 }
 
 fn is_digest_or_insight(key: &str) -> bool {
